@@ -1,0 +1,70 @@
+//! The admin API (axum): JSON in and out, bearer-token auth on everything but
+//! `/health`.
+
+mod error;
+mod plugins;
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::{Request, State},
+    http::StatusCode,
+    middleware::{self, Next},
+    response::Response,
+    routing::get,
+};
+use serde_json::{Value, json};
+
+pub use error::ApiError;
+
+use crate::app::App;
+
+pub type AppState = Arc<App>;
+
+/// The whole API.
+pub fn router(app: AppState) -> Router {
+    let authed = Router::new()
+        .route("/v1/status", get(status))
+        .merge(plugins::routes(&app))
+        .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
+    Router::new()
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .merge(authed)
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .with_state(app)
+}
+
+async fn require_token(
+    State(app): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let token = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match token {
+        Some(token) if app.check_token(token.trim()) => Ok(next.run(request).await),
+        Some(_) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the token is not valid",
+        )),
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send `Authorization: Bearer <token>`",
+        )),
+    }
+}
+
+async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let plugins = app.registry.list()?.len();
+    Ok(Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "plugins": plugins,
+        "compilations": app.engine.compilations(),
+    })))
+}

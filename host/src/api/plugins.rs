@@ -1,0 +1,257 @@
+//! `/v1/plugins`: upload, list, show, resolve, deprecate, delete, environment
+//! variables, and `/v1/invoke` to run one action by hand.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{
+        DefaultBodyLimit, Path, Query, State,
+        rejection::{BytesRejection, JsonRejection, QueryRejection},
+    },
+    http::StatusCode,
+    routing::{get, post, put},
+};
+use semver::{Version, VersionReq};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState};
+use crate::registry::{PluginRecord, RegistryError};
+
+pub(super) fn routes(app: &AppState) -> Router<AppState> {
+    let upload_limit = app.config.max_upload_mib << 20;
+    Router::new()
+        .route(
+            "/v1/plugins",
+            post(upload)
+                .get(list)
+                .layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        .route("/v1/plugins/{key}", get(versions))
+        .route("/v1/plugins/{key}/resolve", get(resolve))
+        .route("/v1/plugins/{key}/{version}", get(show).delete(delete))
+        .route("/v1/plugins/{key}/{version}/deprecate", post(deprecate))
+        .route("/v1/plugins/{key}/{version}/env", get(env_list))
+        .route(
+            "/v1/plugins/{key}/{version}/env/{name}",
+            put(env_set).delete(env_unset),
+        )
+        .route("/v1/invoke", post(invoke))
+}
+
+/// A plugin version without its (large) manifest schemas.
+#[derive(Serialize)]
+struct Summary {
+    key: String,
+    version: Version,
+    name: String,
+    deprecated: bool,
+    sha256: String,
+    size: usize,
+    uploaded_at: u64,
+    triggers: Vec<String>,
+    actions: Vec<String>,
+}
+
+impl From<&PluginRecord> for Summary {
+    fn from(r: &PluginRecord) -> Self {
+        Summary {
+            key: r.key.clone(),
+            version: r.version.clone(),
+            name: r.manifest.name.clone(),
+            deprecated: r.deprecated,
+            sha256: r.sha256.clone(),
+            size: r.size,
+            uploaded_at: r.uploaded_at,
+            triggers: r.manifest.triggers.iter().map(|t| t.key.clone()).collect(),
+            actions: r.manifest.actions.iter().map(|a| a.key.clone()).collect(),
+        }
+    }
+}
+
+fn version(text: &str) -> Result<Version, ApiError> {
+    Version::parse(text)
+        .map_err(|e| ApiError::bad_request(format!("`{text}` is not a semantic version: {e}")))
+}
+
+#[derive(Deserialize)]
+struct UploadQuery {
+    /// The version the uploader expects the manifest to declare.
+    version: Option<String>,
+}
+
+async fn upload(
+    State(app): State<AppState>,
+    query: Result<Query<UploadQuery>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Query(query) = query?;
+    let body = body?;
+    if body.is_empty() {
+        return Err(ApiError::bad_request(
+            "the request body is empty; send the component's bytes",
+        ));
+    }
+    let expected = query.version.as_deref().map(version).transpose()?;
+    let (record, created) = app.registry.upload(body.to_vec(), expected).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(json!({"created": created, "plugin": Summary::from(&record)})),
+    ))
+}
+
+async fn list(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let records = app.registry.list()?;
+    Ok(Json(
+        json!({"plugins": records.iter().map(Summary::from).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn versions(
+    State(app): State<AppState>,
+    Path(key): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let records = app.registry.versions(&key)?;
+    if records.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "plugin `{key}` does not exist"
+        )));
+    }
+    Ok(Json(
+        json!({"key": key, "versions": records.iter().map(Summary::from).collect::<Vec<_>>()}),
+    ))
+}
+
+#[derive(Deserialize)]
+struct ResolveQuery {
+    req: Option<String>,
+}
+
+async fn resolve(
+    State(app): State<AppState>,
+    Path(key): Path<String>,
+    query: Result<Query<ResolveQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query?;
+    let text = query.req.unwrap_or_else(|| "*".to_string());
+    let req = VersionReq::parse(&text).map_err(|e| {
+        ApiError::bad_request(format!("`{text}` is not a version requirement: {e}"))
+    })?;
+    let version = app.registry.resolve(&key, &req)?;
+    Ok(Json(
+        json!({"key": key, "requirement": text, "version": version}),
+    ))
+}
+
+async fn show(
+    State(app): State<AppState>,
+    Path((key, v)): Path<(String, String)>,
+) -> Result<Json<PluginRecord>, ApiError> {
+    Ok(Json(app.registry.record(&key, &version(&v)?)?))
+}
+
+async fn delete(
+    State(app): State<AppState>,
+    Path((key, v)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    app.registry.delete(&key, &version(&v)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct DeprecateBody {
+    #[serde(default = "yes")]
+    deprecated: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn deprecate(
+    State(app): State<AppState>,
+    Path((key, v)): Path<(String, String)>,
+    body: Option<Json<DeprecateBody>>,
+) -> Result<Json<Value>, ApiError> {
+    let deprecated = body.map(|Json(b)| b.deprecated).unwrap_or(true);
+    let record = app
+        .registry
+        .set_deprecated(&key, &version(&v)?, deprecated)
+        .await?;
+    Ok(Json(json!({"plugin": Summary::from(&record)})))
+}
+
+async fn env_list(
+    State(app): State<AppState>,
+    Path((key, v)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let record = app.registry.record(&key, &version(&v)?)?;
+    Ok(Json(json!({"env": record.env})))
+}
+
+#[derive(Deserialize)]
+struct EnvValue {
+    value: String,
+}
+
+async fn env_set(
+    State(app): State<AppState>,
+    Path((key, v, name)): Path<(String, String, String)>,
+    body: Result<Json<EnvValue>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(body) = body?;
+    let record = app
+        .registry
+        .set_env(&key, &version(&v)?, &name, &body.value)
+        .await?;
+    Ok(Json(json!({"env": record.env})))
+}
+
+async fn env_unset(
+    State(app): State<AppState>,
+    Path((key, v, name)): Path<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let record = app.registry.unset_env(&key, &version(&v)?, &name).await?;
+    Ok(Json(json!({"env": record.env})))
+}
+
+#[derive(Deserialize)]
+struct InvokeBody {
+    /// `key`, `key@1.2.0` or `key@^1`.
+    plugin: String,
+    action: String,
+    #[serde(default)]
+    input: Value,
+    /// Connection properties for this one call (non-secret).
+    #[serde(default)]
+    properties: HashMap<String, Value>,
+}
+
+async fn invoke(
+    State(app): State<AppState>,
+    body: Result<Json<InvokeBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(body) = body?;
+    let input = if body.input.is_null() {
+        json!({})
+    } else {
+        body.input
+    };
+    let properties: BTreeMap<String, Value> = body.properties.into_iter().collect();
+    let invocation = app
+        .invoke(&body.plugin, &body.action, input, properties)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(Json(serde_json::to_value(invocation).map_err(|e| {
+        ApiError::from(RegistryError::BadRequest(format!(
+            "cannot encode the result: {e}"
+        )))
+    })?))
+}

@@ -1,0 +1,377 @@
+//! The `switchyard` command line: `serve` runs the host; the other commands
+//! talk to a running host over its API.
+
+use std::{io::Write, path::PathBuf};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+
+use crate::{api, app::App, config::ServeConfig};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Integration platform: sandboxed WebAssembly connectors and durable flows",
+    long_about = "Integration platform: sandboxed WebAssembly connectors and durable flows.\n\n\
+        `switchyard serve` runs the host. Every other command talks to a running host \
+        over its API, at --server with --token (or SWITCHYARD_URL and SWITCHYARD_TOKEN)."
+)]
+pub struct Cli {
+    /// URL of a running host.
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    server: String,
+
+    /// API token (the operator token printed on the host's first start).
+    #[arg(long, global = true, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the host: admin API, plugin engine, storage in one process.
+    Serve(ServeConfig),
+    /// Manage connector plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// Run one action of a plugin by hand and print its output, logs and
+    /// HTTP exchanges.
+    ///
+    /// Example: switchyard invoke example@0.1.0 echo --input '{"hello":"world"}'
+    Invoke {
+        /// `key`, `key@1.2.0` (exact) or `key@^1` (newest matching).
+        plugin: String,
+        /// The action's key (see `switchyard plugin show KEY@VERSION`).
+        action: String,
+        /// The action's input as JSON.
+        #[arg(long, default_value = "{}")]
+        input: String,
+        /// Connection properties as a JSON object, e.g. '{"base_url":"https://api.example.com"}'.
+        #[arg(long, default_value = "{}")]
+        properties: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Upload a component (.wasm). Re-uploading identical bytes is a no-op.
+    Push {
+        file: PathBuf,
+        /// Refuse the upload unless the manifest declares this version.
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// List every version of every plugin.
+    List,
+    /// Show one version's manifest (KEY@VERSION), or a plugin's versions (KEY).
+    Show { plugin: String },
+    /// Mark a version deprecated: flows keep it, new resolutions skip it.
+    Deprecate {
+        plugin: String,
+        /// Undo a deprecation.
+        #[arg(long)]
+        undo: bool,
+    },
+    /// Delete a version (refused while a flow uses it).
+    Delete { plugin: String },
+    /// Manage a version's environment variables (copied to its next version).
+    #[command(subcommand)]
+    Env(EnvCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum EnvCommand {
+    /// List the variables of KEY@VERSION.
+    List { plugin: String },
+    /// Set NAME=VALUE on KEY@VERSION.
+    Set { plugin: String, assignment: String },
+    /// Remove NAME from KEY@VERSION.
+    Unset { plugin: String, name: String },
+}
+
+pub async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(config) => serve(config).await,
+        Command::Plugin(command) => {
+            let client = Client::new(&cli.server, cli.token)?;
+            plugin(&client, command).await
+        }
+        Command::Invoke {
+            plugin,
+            action,
+            input,
+            properties,
+        } => {
+            let client = Client::new(&cli.server, cli.token)?;
+            let input: Value = serde_json::from_str(&input).context("--input is not valid JSON")?;
+            let properties: Value =
+                serde_json::from_str(&properties).context("--properties is not valid JSON")?;
+            let result = client
+                .send(
+                    reqwest::Method::POST,
+                    "/v1/invoke",
+                    Body::Json(json!({"plugin": plugin, "action": action, "input": input, "properties": properties})),
+                )
+                .await?;
+            print_json(&result);
+            if result.get("error").is_some_and(|e| !e.is_null()) {
+                bail!("the action failed: {}", result["error"]);
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let (app, new_token) = App::open(config).await?;
+    if let Some(token) = new_token {
+        println!("Generated the operator token (shown only this once; only its hash is stored):");
+        println!("  export SWITCHYARD_TOKEN={token}");
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    println!("switchyard listening on http://{}", listener.local_addr()?);
+    std::io::stdout().flush().ok();
+    axum::serve(listener, api::router(app))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving the API")
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn split_ref(plugin: &str) -> anyhow::Result<(&str, &str)> {
+    plugin
+        .split_once('@')
+        .with_context(|| format!("`{plugin}`: give KEY@VERSION, e.g. example@0.1.0"))
+}
+
+async fn plugin(client: &Client, command: PluginCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    match command {
+        PluginCommand::Push { file, version } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let path = match version {
+                Some(v) => format!("/v1/plugins?version={v}"),
+                None => "/v1/plugins".to_string(),
+            };
+            let result = client.send(Method::POST, &path, Body::Bytes(bytes)).await?;
+            let p = &result["plugin"];
+            let verb = if result["created"] == json!(true) {
+                "uploaded"
+            } else {
+                "already registered:"
+            };
+            println!(
+                "{verb} {}@{} (sha256 {})",
+                str_of(&p["key"]),
+                str_of(&p["version"]),
+                str_of(&p["sha256"])
+            );
+        }
+        PluginCommand::List => {
+            let result = client.send(Method::GET, "/v1/plugins", Body::None).await?;
+            println!(
+                "{:<24} {:<14} {:<11} ACTIONS / TRIGGERS",
+                "KEY", "VERSION", "STATUS"
+            );
+            for p in result["plugins"].as_array().into_iter().flatten() {
+                let status = if p["deprecated"] == json!(true) {
+                    "deprecated"
+                } else {
+                    "active"
+                };
+                let names = |v: &Value| {
+                    v.as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(str_of)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                println!(
+                    "{:<24} {:<14} {:<11} {} / {}",
+                    str_of(&p["key"]),
+                    str_of(&p["version"]),
+                    status,
+                    names(&p["actions"]),
+                    names(&p["triggers"])
+                );
+            }
+        }
+        PluginCommand::Show { plugin } => {
+            let path = match plugin.split_once('@') {
+                Some((key, version)) => format!("/v1/plugins/{key}/{version}"),
+                None => format!("/v1/plugins/{plugin}"),
+            };
+            print_json(&client.send(Method::GET, &path, Body::None).await?);
+        }
+        PluginCommand::Deprecate { plugin, undo } => {
+            let (key, version) = split_ref(&plugin)?;
+            client
+                .send(
+                    Method::POST,
+                    &format!("/v1/plugins/{key}/{version}/deprecate"),
+                    Body::Json(json!({"deprecated": !undo})),
+                )
+                .await?;
+            println!(
+                "{plugin} {}",
+                if undo {
+                    "is active again"
+                } else {
+                    "is deprecated"
+                }
+            );
+        }
+        PluginCommand::Delete { plugin } => {
+            let (key, version) = split_ref(&plugin)?;
+            client
+                .send(
+                    Method::DELETE,
+                    &format!("/v1/plugins/{key}/{version}"),
+                    Body::None,
+                )
+                .await?;
+            println!("deleted {plugin}");
+        }
+        PluginCommand::Env(env) => {
+            let result = match env {
+                EnvCommand::List { plugin } => {
+                    let (key, version) = split_ref(&plugin)?;
+                    client
+                        .send(
+                            Method::GET,
+                            &format!("/v1/plugins/{key}/{version}/env"),
+                            Body::None,
+                        )
+                        .await?
+                }
+                EnvCommand::Set { plugin, assignment } => {
+                    let (key, version) = split_ref(&plugin)?;
+                    let (name, value) = assignment
+                        .split_once('=')
+                        .with_context(|| format!("`{assignment}`: give NAME=VALUE"))?;
+                    client
+                        .send(
+                            Method::PUT,
+                            &format!("/v1/plugins/{key}/{version}/env/{name}"),
+                            Body::Json(json!({"value": value})),
+                        )
+                        .await?
+                }
+                EnvCommand::Unset { plugin, name } => {
+                    let (key, version) = split_ref(&plugin)?;
+                    client
+                        .send(
+                            Method::DELETE,
+                            &format!("/v1/plugins/{key}/{version}/env/{name}"),
+                            Body::None,
+                        )
+                        .await?
+                }
+            };
+            for (name, value) in result["env"].as_object().into_iter().flatten() {
+                println!("{name}={}", str_of(value));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn str_of(v: &Value) -> String {
+    v.as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| v.to_string())
+}
+
+fn print_json(v: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+    );
+}
+
+enum Body {
+    None,
+    Json(Value),
+    Bytes(Vec<u8>),
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    fn new(server: &str, token: Option<String>) -> anyhow::Result<Self> {
+        Ok(Client {
+            http: reqwest::Client::builder().no_proxy().build()?,
+            base: server.trim_end_matches('/').to_string(),
+            token,
+        })
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Body) -> anyhow::Result<Value> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        request = match body {
+            Body::None => request,
+            Body::Json(v) => request.json(&v),
+            Body::Bytes(b) => request.header("content-type", "application/wasm").body(b),
+        };
+        let response = request.send().await.with_context(|| {
+            format!(
+                "cannot reach the host at {} (is `switchyard serve` running?)",
+                self.base
+            )
+        })?;
+        let status = response.status();
+        let text = response.text().await.context("reading the host's answer")?;
+        let value: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if !status.is_success() {
+            let message = value["error"]["message"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| value.to_string());
+            if status == reqwest::StatusCode::UNAUTHORIZED {
+                bail!("{message} (set --token or SWITCHYARD_TOKEN)");
+            }
+            bail!("{message} (HTTP {status})");
+        }
+        Ok(value)
+    }
+}

@@ -1,0 +1,88 @@
+//! Operator settings for `switchyard serve`, from flags or `SWITCHYARD_*`
+//! environment variables, with safe defaults.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use ipnet::IpNet;
+
+use crate::{engine::EngineConfig, sandbox::SandboxConfig};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeConfig {
+    /// Address the admin API listens on.
+    #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Directory for the database, plugin binaries and compiled artifacts.
+    #[arg(long, env = "SWITCHYARD_DATA_DIR", default_value = "./switchyard-data")]
+    pub data_dir: PathBuf,
+
+    /// Operator token for the API. Without one, a token is generated on the
+    /// first start, printed once, and only its hash is stored.
+    #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Upload every `*.wasm` in this directory at start (identical versions
+    /// are skipped). May be repeated.
+    #[arg(long = "load-dir", env = "SWITCHYARD_LOAD_DIRS", value_delimiter = ',')]
+    pub load_dirs: Vec<PathBuf>,
+
+    /// Let plugins reach a network that is otherwise refused (loopback,
+    /// private, link-local...), e.g. `127.0.0.1/32` for local fakes. May be
+    /// repeated.
+    #[arg(
+        long = "allow-network",
+        env = "SWITCHYARD_ALLOW_NETWORKS",
+        value_delimiter = ','
+    )]
+    pub allow_networks: Vec<IpNet>,
+
+    /// Wall-clock limit of one plugin call, in milliseconds.
+    #[arg(long, env = "SWITCHYARD_CALL_TIMEOUT_MS", default_value_t = 30_000)]
+    pub call_timeout_ms: u64,
+
+    /// Memory cap of each plugin instance, in MiB.
+    #[arg(long, env = "SWITCHYARD_MEMORY_LIMIT_MIB", default_value_t = 64)]
+    pub memory_limit_mib: usize,
+
+    /// Plugin instances that may run at once.
+    #[arg(long, env = "SWITCHYARD_MAX_INSTANCES", default_value_t = 256)]
+    pub max_instances: u32,
+
+    /// Largest plugin upload accepted, in MiB.
+    #[arg(long, env = "SWITCHYARD_MAX_UPLOAD_MIB", default_value_t = 64)]
+    pub max_upload_mib: usize,
+}
+
+impl ServeConfig {
+    /// Defaults for a data directory (used by tests and benchmarks).
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        ServeConfig {
+            listen: ([127, 0, 0, 1], 0).into(),
+            data_dir: data_dir.into(),
+            token: None,
+            load_dirs: Vec::new(),
+            allow_networks: Vec::new(),
+            call_timeout_ms: 30_000,
+            memory_limit_mib: 64,
+            max_instances: 256,
+            max_upload_mib: 64,
+        }
+    }
+
+    pub fn engine(&self) -> EngineConfig {
+        EngineConfig {
+            call_timeout: Duration::from_millis(self.call_timeout_ms),
+            memory_limit: self.memory_limit_mib << 20,
+            max_instances: self.max_instances,
+            cache_dir: self.data_dir.join("artifacts"),
+        }
+    }
+
+    pub fn sandbox(&self) -> SandboxConfig {
+        SandboxConfig {
+            allow_networks: self.allow_networks.clone(),
+            ..SandboxConfig::default()
+        }
+    }
+}

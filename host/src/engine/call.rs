@@ -1,0 +1,125 @@
+//! What a plugin call takes from its caller and gives back: the call's
+//! environment, the connector's own errors, the host's limits, and the journal
+//! (log lines and HTTP exchanges) every call produces.
+
+use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use crate::sandbox::{Exchange, Outbound};
+
+/// Everything a call may use besides its arguments.
+#[derive(Clone, Default)]
+pub struct CallEnv {
+    /// Where the plugin may send requests; `None` refuses every request.
+    pub outbound: Option<Outbound>,
+    /// Secret connection properties, used by the host for signature checks.
+    /// Never handed to the guest.
+    pub secrets: Arc<BTreeMap<String, String>>,
+}
+
+/// A failure the connector reported; the engine decides what to do from its kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ConnectorError {
+    #[error("transient: {message}")]
+    Transient { message: String },
+    #[error("rate limited (retry after {retry_after_ms} ms): {message}")]
+    RateLimited {
+        retry_after_ms: u64,
+        message: String,
+    },
+    #[error("auth: {message}")]
+    Auth { message: String },
+    #[error("invalid input: {message}")]
+    InvalidInput { message: String },
+    #[error("permanent: {message}")]
+    Permanent { message: String },
+}
+
+/// Why a call did not produce the connector's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CallError {
+    /// The connector returned an error value.
+    #[error("{0}")]
+    Connector(ConnectorError),
+    /// The call ran past its deadline and was stopped.
+    #[error("the plugin ran past its {limit_ms} ms deadline and was stopped")]
+    Timeout { limit_ms: u64 },
+    /// The plugin tried to grow a memory past its cap.
+    #[error("the plugin tried to grow its memory to {desired} bytes, over its {limit} byte limit")]
+    MemoryLimit { limit: usize, desired: usize },
+    /// The plugin trapped (a panic, an unreachable, a bad memory access).
+    #[error("the plugin trapped: {message}")]
+    Trap { message: String },
+    /// The plugin could not be instantiated (limits, exhausted pool).
+    #[error("the plugin could not be started: {message}")]
+    Instantiate { message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogLine {
+    pub level: LogLevel,
+    pub message: String,
+}
+
+/// What a call left behind for the run log.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Journal {
+    pub logs: Vec<LogLine>,
+    pub exchanges: Vec<Exchange>,
+    /// Lines dropped because the call logged more than the host keeps.
+    pub dropped_logs: usize,
+}
+
+const MAX_LOG_LINES: usize = 1000;
+const MAX_LOG_LINE: usize = 8 << 10;
+
+impl Journal {
+    pub fn log(&mut self, level: LogLevel, mut message: String) {
+        if self.logs.len() >= MAX_LOG_LINES {
+            self.dropped_logs += 1;
+            return;
+        }
+        if message.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str("…");
+        }
+        self.logs.push(LogLine { level, message });
+    }
+}
+
+/// The result of one call with its journal and duration.
+#[derive(Debug)]
+pub struct CallOutcome<T> {
+    pub result: Result<T, CallError>,
+    pub journal: Journal,
+    pub duration: Duration,
+}

@@ -1,0 +1,214 @@
+//! The per-call store state and the imports the host gives a connector:
+//! `http.send` (through the sandbox), `log`, and webhook signature checks.
+//! WASI is linked with an empty context: no files, environment or sockets.
+
+use std::time::Instant;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView, p2::pipe::MemoryOutputPipe};
+
+use super::bindings::v0_1::switchyard::connector::{http, log, manifest, types, webhooks};
+use super::call::{CallEnv, Journal, LogLevel};
+use crate::sandbox::{OutboundRequest, SendError, signatures};
+
+/// Bytes of stdout or stderr kept per call; writes past it fail in the guest.
+const OUTPUT_CAP: usize = 256 << 10;
+
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(super) limiter: Limiter,
+    pub(super) deadline: Instant,
+    pub(super) env: CallEnv,
+    pub(super) journal: Journal,
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+}
+
+impl HostState {
+    pub(super) fn new(env: CallEnv, limiter: Limiter, deadline: Instant) -> Self {
+        let stdout = MemoryOutputPipe::new(OUTPUT_CAP);
+        let stderr = MemoryOutputPipe::new(OUTPUT_CAP);
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .build();
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter,
+            deadline,
+            env,
+            journal: Journal::default(),
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Moves what the guest printed into the journal and hands it over.
+    pub(super) fn take_journal(&mut self) -> Journal {
+        for (pipe, level) in [
+            (&self.stdout, LogLevel::Info),
+            (&self.stderr, LogLevel::Warn),
+        ] {
+            let bytes = pipe.contents();
+            for line in String::from_utf8_lossy(&bytes)
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+            {
+                self.journal.log(level, line.to_string());
+            }
+        }
+        std::mem::take(&mut self.journal)
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Caps each linear memory of an instance and the size of its tables.
+pub(super) struct Limiter {
+    pub(super) memory_limit: usize,
+}
+
+/// Raised from the limiter so the engine can tell a memory cap from a bug.
+#[derive(Debug)]
+pub(super) struct MemoryLimitHit {
+    pub(super) desired: usize,
+}
+
+impl std::fmt::Display for MemoryLimitHit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "memory limit reached growing to {} bytes", self.desired)
+    }
+}
+
+impl std::error::Error for MemoryLimitHit {}
+
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+impl wasmtime::ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_limit {
+            return Err(wasmtime::Error::new(MemoryLimitHit { desired }));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+impl types::Host for HostState {}
+impl manifest::Host for HostState {}
+
+impl http::Host for HostState {
+    async fn send(&mut self, request: http::Request) -> Result<http::Response, http::HttpError> {
+        let Some(outbound) = self.env.outbound.clone() else {
+            return Err(http::HttpError::Denied(
+                "this call has no network access (no connection or allowed hosts)".to_string(),
+            ));
+        };
+        let budget = self.deadline.saturating_duration_since(Instant::now());
+        let request = OutboundRequest {
+            method: request.method,
+            url: request.url,
+            headers: request
+                .headers
+                .into_iter()
+                .map(|h| (h.name, h.value))
+                .collect(),
+            body: request.body,
+            timeout: request
+                .timeout_ms
+                .map(|ms| std::time::Duration::from_millis(ms.into())),
+        };
+        let (result, exchange) = outbound
+            .sandbox
+            .send(&outbound.allowed, request, budget)
+            .await;
+        self.journal.exchanges.push(exchange);
+        result
+            .map(|r| http::Response {
+                status: r.status,
+                headers: r
+                    .headers
+                    .into_iter()
+                    .map(|(name, value)| types::Header { name, value })
+                    .collect(),
+                body: r.body,
+            })
+            .map_err(|e| match e {
+                SendError::Denied(m) => http::HttpError::Denied(m),
+                SendError::Timeout(m) => http::HttpError::Timeout(m),
+                SendError::TooLarge(m) => http::HttpError::TooLarge(m),
+                SendError::Connection(m) => http::HttpError::Connection(m),
+                SendError::InvalidRequest(m) => http::HttpError::InvalidRequest(m),
+            })
+    }
+}
+
+impl log::Host for HostState {
+    async fn log(&mut self, level: log::Level, message: String) {
+        let level = match level {
+            log::Level::Trace => LogLevel::Trace,
+            log::Level::Debug => LogLevel::Debug,
+            log::Level::Info => LogLevel::Info,
+            log::Level::Warn => LogLevel::Warn,
+            log::Level::Error => LogLevel::Error,
+        };
+        self.journal.log(level, message);
+    }
+}
+
+impl webhooks::Host for HostState {
+    async fn verify(
+        &mut self,
+        scheme: webhooks::Scheme,
+        secret_property: String,
+        headers: Vec<types::Header>,
+        body: Vec<u8>,
+    ) -> Result<(), String> {
+        let Some(secret) = self.env.secrets.get(&secret_property) else {
+            return Err(format!(
+                "the connection has no secret property `{secret_property}`"
+            ));
+        };
+        let headers: Vec<(String, String)> =
+            headers.into_iter().map(|h| (h.name, h.value)).collect();
+        let scheme = match scheme {
+            webhooks::Scheme::Shopify => signatures::Scheme::Shopify,
+            webhooks::Scheme::StandardWebhooks => signatures::Scheme::StandardWebhooks,
+            webhooks::Scheme::Stripe => signatures::Scheme::Stripe,
+            webhooks::Scheme::HmacSha256(g) => signatures::Scheme::HmacSha256 {
+                header: g.header,
+                base64: matches!(g.encoding, webhooks::Encoding::Base64),
+                prefix: g.prefix,
+            },
+        };
+        signatures::verify(
+            &scheme,
+            secret.as_bytes(),
+            &headers,
+            &body,
+            std::time::SystemTime::now(),
+        )
+    }
+}

@@ -1,0 +1,510 @@
+//! The wasmtime engine: compiles connector components once (with an on-disk
+//! artifact cache keyed by content hash and engine compatibility), keeps an
+//! `InstancePre` per plugin version, and runs every call in a fresh store with
+//! an epoch deadline and a memory cap.
+
+mod bindings;
+mod call;
+mod convert;
+mod host;
+
+use std::{
+    hash::{Hash, Hasher},
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use sha2::{Digest, Sha256};
+use wasmtime::{
+    Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
+    component::{Component, Linker},
+};
+
+pub use bindings::v0_1::switchyard::connector::types::{
+    Connection as GuestConnection, Context as GuestContext,
+};
+use bindings::v0_1::{Connector, ConnectorPre};
+pub use call::{CallEnv, CallError, CallOutcome, ConnectorError, Journal, LogLevel, LogLine};
+pub use convert::{Event, PollOutput, WebhookInput, WebhookOutput};
+use host::{HostState, Limiter, MemoryLimitHit};
+
+use crate::manifest::RawManifest;
+
+/// How often the epoch advances; the granularity of deadlines and of the
+/// yields that keep a busy guest from starving other tasks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Wall-clock limit of one plugin call.
+    pub call_timeout: Duration,
+    /// Cap of each linear memory of an instance, in bytes.
+    pub memory_limit: usize,
+    /// Instances that may run at once (the pooling allocator's size).
+    pub max_instances: u32,
+    /// Where compiled artifacts are cached.
+    pub cache_dir: PathBuf,
+}
+
+/// Why a component was refused at upload.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("not a WebAssembly binary: {0}")]
+    NotWasm(String),
+    #[error(
+        "this is a core WebAssembly module, not a component; build the connector for \
+         wasm32-wasip2 (or wrap the module with `wasm-tools component new`)"
+    )]
+    CoreModule,
+    #[error("the component does not compile: {0}")]
+    Compile(String),
+    #[error(
+        "the component imports something Switchyard does not provide ({0}); a connector may \
+         import only switchyard:connector@0.1.0 and WASI 0.2 interfaces"
+    )]
+    Imports(String),
+    #[error(
+        "the component does not implement the switchyard:connector@0.1.0 `connector` world: {0}"
+    )]
+    Exports(String),
+    #[error("internal: {0:#}")]
+    Internal(anyhow::Error),
+}
+
+/// A plugin version ready to be instantiated.
+#[derive(Clone)]
+pub struct LoadedPlugin {
+    pre: ConnectorPre<HostState>,
+}
+
+pub struct Engine {
+    engine: wasmtime::Engine,
+    linker: Linker<HostState>,
+    config: EngineConfig,
+    compat: String,
+    compilations: AtomicU64,
+    ticker: Option<std::thread::JoinHandle<()>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig) -> anyhow::Result<Self> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(config.max_instances)
+            .total_core_instances(config.max_instances * 8)
+            .total_memories(config.max_instances * 2)
+            .total_tables(config.max_instances * 4)
+            .total_stacks(config.max_instances)
+            .max_memory_size(config.memory_limit)
+            .max_core_instances_per_component(256)
+            .max_memories_per_component(16)
+            .max_tables_per_component(64)
+            .max_component_instance_size(1 << 20)
+            .max_core_instance_size(1 << 20)
+            .table_elements(100_000);
+        let mut wasm = Config::new();
+        wasm.epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .wasm_component_model(true);
+        let engine = wasmtime::Engine::new(&wasm)
+            .map_err(anyhow::Error::from)
+            .context("configuring wasmtime")?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("linking WASI")?;
+        Connector::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(anyhow::Error::from)
+        .context("linking the connector imports")?;
+
+        let mut hasher = Sha256Hasher(Sha256::new());
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let compat = hex::encode(&hasher.0.finalize()[..8]);
+
+        std::fs::create_dir_all(&config.cache_dir)
+            .with_context(|| format!("creating {}", config.cache_dir.display()))?;
+
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ticker = {
+            let engine = engine.weak();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("switchyard-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        match engine.upgrade() {
+                            Some(engine) => engine.increment_epoch(),
+                            None => return,
+                        }
+                    }
+                })
+                .context("starting the epoch thread")?
+        };
+
+        Ok(Engine {
+            engine,
+            linker,
+            config,
+            compat,
+            compilations: AtomicU64::new(0),
+            ticker: Some(ticker),
+            stop,
+        })
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// How many components this engine has compiled (not loaded from cache).
+    pub fn compilations(&self) -> u64 {
+        self.compilations.load(Ordering::Relaxed)
+    }
+
+    /// Hex SHA-256 of a component's bytes, its identity everywhere.
+    pub fn content_hash(bytes: &[u8]) -> String {
+        hex::encode(Sha256::digest(bytes))
+    }
+
+    /// Compiles (or loads from the artifact cache) and links a component.
+    /// CPU-heavy: call it from a blocking thread.
+    pub fn load(&self, sha256: &str, bytes: &[u8]) -> Result<LoadedPlugin, LoadError> {
+        let component = self.compile_cached(sha256, bytes)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Imports(short(&e)))?;
+        let pre = ConnectorPre::new(pre).map_err(|e| LoadError::Exports(short(&e)))?;
+        Ok(LoadedPlugin { pre })
+    }
+
+    fn compile_cached(&self, sha256: &str, bytes: &[u8]) -> Result<Component, LoadError> {
+        check_header(bytes)?;
+        let artifact = self
+            .config
+            .cache_dir
+            .join(format!("{sha256}-{}.cwasm", self.compat));
+        if artifact.exists() {
+            // SAFETY: the artifact was written by `Component::serialize` of an
+            // engine with the same compatibility hash (it is in the file name),
+            // into the host's own data directory, which plugins cannot reach.
+            #[allow(unsafe_code)]
+            let cached = unsafe { Component::deserialize_file(&self.engine, &artifact) };
+            match cached {
+                Ok(component) => return Ok(component),
+                Err(e) => {
+                    tracing::warn!(path = %artifact.display(), "recompiling a bad cached artifact: {e:#}")
+                }
+            }
+        }
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile(short(&e)))?;
+        self.compilations.fetch_add(1, Ordering::Relaxed);
+        let write = || -> anyhow::Result<()> {
+            let tmp = artifact.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::write(&tmp, component.serialize()?)?;
+            std::fs::rename(&tmp, &artifact)?;
+            Ok(())
+        };
+        if let Err(e) = write() {
+            // The plugin still works; the next start compiles again.
+            tracing::warn!(path = %artifact.display(), "could not cache a compiled artifact: {e:#}");
+        }
+        Ok(component)
+    }
+
+    async fn instantiate(
+        &self,
+        plugin: &LoadedPlugin,
+        env: CallEnv,
+        timeout: Duration,
+    ) -> Result<(Store<HostState>, Connector), CallError> {
+        let deadline = Instant::now() + timeout;
+        let limiter = Limiter {
+            memory_limit: self.config.memory_limit,
+        };
+        let mut store = Store::new(&self.engine, HostState::new(env, limiter, deadline));
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Err(wasmtime::Error::new(DeadlineHit))
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        match plugin.pre.instantiate_async(&mut store).await {
+            Ok(instance) => Ok((store, instance)),
+            Err(e) => Err(self.classify(e, timeout)),
+        }
+    }
+
+    fn classify(&self, error: wasmtime::Error, timeout: Duration) -> CallError {
+        if error.downcast_ref::<DeadlineHit>().is_some() {
+            CallError::Timeout {
+                limit_ms: timeout.as_millis() as u64,
+            }
+        } else if let Some(hit) = error.downcast_ref::<MemoryLimitHit>() {
+            CallError::MemoryLimit {
+                limit: self.config.memory_limit,
+                desired: hit.desired,
+            }
+        } else if error.downcast_ref::<wasmtime::Trap>().is_some() {
+            CallError::Trap {
+                message: short(&error),
+            }
+        } else {
+            CallError::Instantiate {
+                message: short(&error),
+            }
+        }
+    }
+
+    /// Runs one export in a fresh instance: instantiates, calls, classifies
+    /// traps and collects the journal.
+    async fn run<T>(
+        &self,
+        plugin: &LoadedPlugin,
+        env: CallEnv,
+        timeout: Duration,
+        call: impl AsyncFnOnce(
+            &Connector,
+            &mut Store<HostState>,
+        ) -> wasmtime::Result<Result<T, ConnectorError>>,
+    ) -> CallOutcome<T> {
+        let started = Instant::now();
+        let (mut store, instance) = match self.instantiate(plugin, env, timeout).await {
+            Ok(pair) => pair,
+            Err(e) => {
+                return CallOutcome {
+                    result: Err(e),
+                    journal: Journal::default(),
+                    duration: started.elapsed(),
+                };
+            }
+        };
+        // The epoch deadline stops guest code; this stops a host call that
+        // outlives it (the sandbox's own timeouts should make it unnecessary).
+        let result = match tokio::time::timeout(
+            timeout + EPOCH_TICK * 10,
+            call(&instance, &mut store),
+        )
+        .await
+        {
+            Ok(Ok(Ok(value))) => Ok(value),
+            Ok(Ok(Err(e))) => Err(CallError::Connector(e)),
+            Ok(Err(trap)) => Err(self.classify(trap, timeout)),
+            Err(_) => Err(CallError::Timeout {
+                limit_ms: timeout.as_millis() as u64,
+            }),
+        };
+        CallOutcome {
+            result,
+            journal: store.data_mut().take_journal(),
+            duration: started.elapsed(),
+        }
+    }
+
+    /// Asks a plugin for its manifest (not yet validated).
+    pub async fn describe(
+        &self,
+        plugin: &LoadedPlugin,
+        timeout: Duration,
+    ) -> CallOutcome<RawManifest> {
+        self.run(plugin, CallEnv::default(), timeout, async |c, s| {
+            Ok(Ok(convert::manifest(c.call_describe(s).await?)))
+        })
+        .await
+    }
+
+    pub async fn test_connection(
+        &self,
+        plugin: &LoadedPlugin,
+        env: CallEnv,
+        ctx: GuestContext,
+    ) -> CallOutcome<()> {
+        self.run(plugin, env, self.config.call_timeout, async |c, s| {
+            Ok(c.call_test_connection(s, &ctx)
+                .await?
+                .map_err(convert::error))
+        })
+        .await
+    }
+
+    pub async fn perform(
+        &self,
+        plugin: &LoadedPlugin,
+        env: CallEnv,
+        ctx: GuestContext,
+        action: &str,
+        input: &str,
+        idempotency_key: &str,
+    ) -> CallOutcome<String> {
+        let (action, input, idempotency_key) = (
+            action.to_string(),
+            input.to_string(),
+            idempotency_key.to_string(),
+        );
+        self.run(plugin, env, self.config.call_timeout, async |c, s| {
+            Ok(c.call_perform(s, &ctx, &action, &input, &idempotency_key)
+                .await?
+                .map_err(convert::error))
+        })
+        .await
+    }
+
+    pub async fn poll(
+        &self,
+        plugin: &LoadedPlugin,
+        env: CallEnv,
+        ctx: GuestContext,
+        trigger: &str,
+        params: &str,
+        cursor: Option<&str>,
+    ) -> CallOutcome<PollOutput> {
+        let (trigger, params, cursor) = (
+            trigger.to_string(),
+            params.to_string(),
+            cursor.map(str::to_string),
+        );
+        self.run(plugin, env, self.config.call_timeout, async |c, s| {
+            Ok(c.call_poll(s, &ctx, &trigger, &params, cursor.as_deref())
+                .await?
+                .map(convert::poll_output)
+                .map_err(convert::error))
+        })
+        .await
+    }
+
+    pub async fn subscribe(
+        &self,
+        plugin: &LoadedPlugin,
+        env: CallEnv,
+        ctx: GuestContext,
+        trigger: &str,
+        params: &str,
+        target_url: &str,
+    ) -> CallOutcome<String> {
+        let (trigger, params, target_url) = (
+            trigger.to_string(),
+            params.to_string(),
+            target_url.to_string(),
+        );
+        self.run(plugin, env, self.config.call_timeout, async |c, s| {
+            Ok(c.call_subscribe(s, &ctx, &trigger, &params, &target_url)
+                .await?
+                .map_err(convert::error))
+        })
+        .await
+    }
+
+    pub async fn unsubscribe(
+        &self,
+        plugin: &LoadedPlugin,
+        env: CallEnv,
+        ctx: GuestContext,
+        trigger: &str,
+        params: &str,
+        state: &str,
+    ) -> CallOutcome<()> {
+        let (trigger, params, state) = (trigger.to_string(), params.to_string(), state.to_string());
+        self.run(plugin, env, self.config.call_timeout, async |c, s| {
+            Ok(c.call_unsubscribe(s, &ctx, &trigger, &params, &state)
+                .await?
+                .map_err(convert::error))
+        })
+        .await
+    }
+
+    pub async fn handle_webhook(
+        &self,
+        plugin: &LoadedPlugin,
+        env: CallEnv,
+        ctx: GuestContext,
+        trigger: &str,
+        params: &str,
+        request: WebhookInput,
+    ) -> CallOutcome<WebhookOutput> {
+        let request = convert::webhook_request(request);
+        let (trigger, params) = (trigger.to_string(), params.to_string());
+        self.run(plugin, env, self.config.call_timeout, async |c, s| {
+            Ok(c.call_handle_webhook(s, &ctx, &trigger, &params, &request)
+                .await?
+                .map(convert::webhook_output)
+                .map_err(convert::error))
+        })
+        .await
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(ticker) = self.ticker.take() {
+            let _ = ticker.join();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct DeadlineHit;
+
+impl std::fmt::Display for DeadlineHit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("deadline exceeded")
+    }
+}
+
+impl std::error::Error for DeadlineHit {}
+
+/// Feeds `Hash` output into SHA-256 so the compatibility key is stable across
+/// processes (std's hashers make no such promise).
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn finish(&self) -> u64 {
+        unreachable!("only the SHA-256 state is read")
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+/// Tells garbage and core modules from components before asking Cranelift.
+fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        let preview = String::from_utf8_lossy(&bytes[..bytes.len().min(16)]).into_owned();
+        return Err(LoadError::NotWasm(format!(
+            "{} bytes that do not start with the `\\0asm` magic (start: {preview:?})",
+            bytes.len()
+        )));
+    }
+    match bytes[4..8] {
+        [1, 0, 0, 0] => Err(LoadError::CoreModule),
+        [_, _, 1, 0] => Ok(()),
+        _ => Err(LoadError::NotWasm(format!(
+            "unknown WebAssembly version/layer {:?}",
+            &bytes[4..8]
+        ))),
+    }
+}
+
+/// One line per cause, without wasmtime's backtrace noise.
+fn short(error: &wasmtime::Error) -> String {
+    let mut text = format!("{error:#}");
+    if let Some(i) = text.find("\nwasm backtrace") {
+        text.truncate(i);
+    }
+    text.trim().to_string()
+}

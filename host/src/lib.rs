@@ -1,0 +1,16 @@
+//! Switchyard's host: loads versioned connector plugins (WebAssembly
+//! components), sandboxes their network access, and serves the admin API.
+//!
+//! The modules follow the data path: `api` and `cli` are the ways in,
+//! `registry` keeps plugin versions, `engine` runs them, `sandbox` is their
+//! only way out, `store` keeps everything durable.
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod manifest;
+pub mod registry;
+pub mod sandbox;
+pub mod store;

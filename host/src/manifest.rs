@@ -1,0 +1,436 @@
+//! A connector's manifest as the host keeps it, and the checks a manifest must
+//! pass before its plugin is accepted.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::sandbox::policy;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub key: String,
+    pub name: String,
+    pub description: String,
+    pub version: semver::Version,
+    pub auth: AuthScheme,
+    pub connection_properties: Vec<Property>,
+    pub allowed_hosts: Vec<String>,
+    pub rate_limit: Option<RateLimit>,
+    pub triggers: Vec<Trigger>,
+    pub actions: Vec<Action>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Property {
+    pub key: String,
+    pub label: String,
+    pub description: String,
+    pub required: bool,
+    pub secret: bool,
+    pub schema: Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    pub requests: u32,
+    pub period_ms: u32,
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AuthScheme {
+    None,
+    Basic,
+    ApiKey {
+        placement: ApiKeyPlacement,
+        name: String,
+        prefix: String,
+    },
+    Bearer,
+    Oauth2 {
+        grant: OAuth2Grant,
+        authorize_url: String,
+        token_url: String,
+        scopes: Vec<String>,
+    },
+    Session {
+        login_method: String,
+        login_url: String,
+        login_headers: Vec<(String, String)>,
+        login_body: Option<String>,
+        token_from: TokenSource,
+        header_name: String,
+        header_value: String,
+    },
+    Digest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiKeyPlacement {
+    Header,
+    Query,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OAuth2Grant {
+    AuthorizationCode,
+    ClientCredentials,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenSource {
+    JsonPointer(String),
+    Header(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerKind {
+    Webhook,
+    Polling,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trigger {
+    pub key: String,
+    pub name: String,
+    pub description: String,
+    pub kind: TriggerKind,
+    pub params_schema: Value,
+    pub event_schema: Value,
+    pub poll_interval_secs: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    Create,
+    Update,
+    Search,
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Action {
+    pub key: String,
+    pub name: String,
+    pub description: String,
+    pub kind: ActionKind,
+    pub input_schema: Value,
+    pub output_schema: Value,
+}
+
+/// A manifest as described by the guest, before its schemas are parsed.
+/// Every problem found is collected so an author sees them all at once.
+pub struct RawManifest {
+    pub key: String,
+    pub name: String,
+    pub description: String,
+    pub version: String,
+    pub auth: AuthScheme,
+    pub connection_properties: Vec<RawProperty>,
+    pub allowed_hosts: Vec<String>,
+    pub rate_limit: Option<RateLimit>,
+    pub triggers: Vec<RawTrigger>,
+    pub actions: Vec<RawAction>,
+}
+
+pub struct RawProperty {
+    pub key: String,
+    pub label: String,
+    pub description: String,
+    pub required: bool,
+    pub secret: bool,
+    pub schema: String,
+}
+
+pub struct RawTrigger {
+    pub key: String,
+    pub name: String,
+    pub description: String,
+    pub kind: TriggerKind,
+    pub params_schema: String,
+    pub event_schema: String,
+    pub poll_interval_secs: Option<u32>,
+}
+
+pub struct RawAction {
+    pub key: String,
+    pub name: String,
+    pub description: String,
+    pub kind: ActionKind,
+    pub input_schema: String,
+    pub output_schema: String,
+}
+
+impl RawManifest {
+    /// Checks everything and returns the host's manifest, or every problem.
+    pub fn validate(self) -> Result<Manifest, Vec<String>> {
+        let mut problems = Vec::new();
+        check_key("key", &self.key, &mut problems);
+        if self.name.trim().is_empty() {
+            problems.push("name: must not be empty".to_string());
+        }
+        let version = semver::Version::parse(&self.version)
+            .map_err(|e| {
+                problems.push(format!(
+                    "version: `{}` is not a semantic version (MAJOR.MINOR.PATCH, e.g. 1.2.0): {e}",
+                    self.version
+                ))
+            })
+            .ok();
+
+        let mut seen = HashSet::new();
+        let connection_properties = self
+            .connection_properties
+            .into_iter()
+            .map(|p| {
+                let at = format!("connection-properties[{}]", p.key);
+                check_key(&at, &p.key, &mut problems);
+                if !seen.insert(p.key.clone()) {
+                    problems.push(format!("{at}: duplicate property key `{}`", p.key));
+                }
+                Property {
+                    schema: parse_schema(&format!("{at}.schema"), &p.schema, &mut problems),
+                    key: p.key,
+                    label: p.label,
+                    description: p.description,
+                    required: p.required,
+                    secret: p.secret,
+                }
+            })
+            .collect::<Vec<_>>();
+
+        let declared: HashSet<&str> = connection_properties
+            .iter()
+            .map(|p| p.key.as_str())
+            .collect();
+        let mut example_props = BTreeMap::new();
+        for p in &connection_properties {
+            // A stand-in value for each property, to check patterns parse once filled in.
+            let stand_in = if p.key.contains("url") {
+                "https://example.com"
+            } else {
+                "example"
+            };
+            example_props.insert(p.key.clone(), Value::String(stand_in.to_string()));
+        }
+        for pattern in &self.allowed_hosts {
+            for name in policy::placeholders(pattern) {
+                if !declared.contains(name) {
+                    problems.push(format!(
+                        "allowed-hosts: `{pattern}` uses `{{{name}}}`, which is not a connection property"
+                    ));
+                }
+                if connection_properties
+                    .iter()
+                    .any(|p| p.key == name && p.secret)
+                {
+                    problems.push(format!(
+                        "allowed-hosts: `{pattern}` uses the secret property `{name}`"
+                    ));
+                }
+            }
+            if policy::placeholders(pattern)
+                .iter()
+                .all(|n| declared.contains(n))
+                && let Err(e) = policy::HostPattern::parse(pattern, &example_props)
+            {
+                problems.push(format!("allowed-hosts: {e}"));
+            }
+        }
+        if let Some(limit) = &self.rate_limit
+            && (limit.requests == 0 || limit.period_ms == 0)
+        {
+            problems.push("rate-limit: requests and period-ms must be positive".to_string());
+        }
+        if let AuthScheme::ApiKey { name, .. } = &self.auth
+            && name.trim().is_empty()
+        {
+            problems.push("auth: api-key needs a header or parameter name".to_string());
+        }
+
+        let mut seen = HashSet::new();
+        let triggers = self
+            .triggers
+            .into_iter()
+            .map(|t| {
+                let at = format!("triggers[{}]", t.key);
+                check_key(&at, &t.key, &mut problems);
+                if !seen.insert(t.key.clone()) {
+                    problems.push(format!("{at}: duplicate trigger key `{}`", t.key));
+                }
+                if t.poll_interval_secs == Some(0) {
+                    problems.push(format!("{at}.poll-interval-secs: must be at least 1"));
+                }
+                Trigger {
+                    params_schema: parse_schema(
+                        &format!("{at}.params-schema"),
+                        &t.params_schema,
+                        &mut problems,
+                    ),
+                    event_schema: parse_schema(
+                        &format!("{at}.event-schema"),
+                        &t.event_schema,
+                        &mut problems,
+                    ),
+                    key: t.key,
+                    name: t.name,
+                    description: t.description,
+                    kind: t.kind,
+                    poll_interval_secs: t.poll_interval_secs,
+                }
+            })
+            .collect();
+
+        let mut seen = HashSet::new();
+        let actions = self
+            .actions
+            .into_iter()
+            .map(|a| {
+                let at = format!("actions[{}]", a.key);
+                check_key(&at, &a.key, &mut problems);
+                if !seen.insert(a.key.clone()) {
+                    problems.push(format!("{at}: duplicate action key `{}`", a.key));
+                }
+                Action {
+                    input_schema: parse_schema(
+                        &format!("{at}.input-schema"),
+                        &a.input_schema,
+                        &mut problems,
+                    ),
+                    output_schema: parse_schema(
+                        &format!("{at}.output-schema"),
+                        &a.output_schema,
+                        &mut problems,
+                    ),
+                    key: a.key,
+                    name: a.name,
+                    description: a.description,
+                    kind: a.kind,
+                }
+            })
+            .collect();
+
+        match version {
+            Some(version) if problems.is_empty() => Ok(Manifest {
+                key: self.key,
+                name: self.name,
+                description: self.description,
+                version,
+                auth: self.auth,
+                connection_properties,
+                allowed_hosts: self.allowed_hosts,
+                rate_limit: self.rate_limit,
+                triggers,
+                actions,
+            }),
+            _ => Err(problems),
+        }
+    }
+}
+
+/// Keys are what flows and URLs refer to: lowercase, digits, `-` and `_`.
+fn check_key(at: &str, key: &str, problems: &mut Vec<String>) {
+    let ok = (1..=64).contains(&key.len())
+        && key.starts_with(|c: char| c.is_ascii_lowercase())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !ok {
+        problems.push(format!(
+            "{at}: key `{key}` must be 1-64 characters of a-z, 0-9, `-` or `_`, starting with a letter"
+        ));
+    }
+}
+
+fn parse_schema(at: &str, text: &str, problems: &mut Vec<String>) -> Value {
+    let schema: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            problems.push(format!("{at}: not valid JSON: {e}"));
+            return Value::Null;
+        }
+    };
+    if let Err(e) = jsonschema::meta::validate(&schema) {
+        problems.push(format!("{at}: not a valid JSON Schema: {e}"));
+    } else if let Err(e) = jsonschema::validator_for(&schema) {
+        problems.push(format!("{at}: JSON Schema cannot be used: {e}"));
+    }
+    schema
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw() -> RawManifest {
+        RawManifest {
+            key: "shop".into(),
+            name: "Shop".into(),
+            description: String::new(),
+            version: "1.2.0".into(),
+            auth: AuthScheme::None,
+            connection_properties: vec![RawProperty {
+                key: "shop".into(),
+                label: "Shop".into(),
+                description: String::new(),
+                required: true,
+                secret: false,
+                schema: r#"{"type":"string"}"#.into(),
+            }],
+            allowed_hosts: vec!["{shop}.myshopify.com".into()],
+            rate_limit: None,
+            triggers: vec![],
+            actions: vec![RawAction {
+                key: "find".into(),
+                name: "Find".into(),
+                description: String::new(),
+                kind: ActionKind::Search,
+                input_schema: r#"{"type":"object"}"#.into(),
+                output_schema: "{}".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn accepts_a_good_manifest() {
+        let m = raw().validate().unwrap();
+        assert_eq!(m.version, semver::Version::new(1, 2, 0));
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_place() {
+        let mut m = raw();
+        m.version = "1.0".into();
+        m.key = "Bad Key".into();
+        m.allowed_hosts.push("{nope}.example.com".into());
+        m.actions.push(RawAction {
+            input_schema: r#"{"type": 12}"#.into(),
+            ..raw().actions.remove(0)
+        });
+        m.actions.push(RawAction {
+            input_schema: "{oops".into(),
+            key: "other".into(),
+            ..raw().actions.remove(0)
+        });
+        let problems = m.validate().unwrap_err();
+        let text = problems.join("\n");
+        for needle in [
+            "version: `1.0` is not a semantic version",
+            "key: key `Bad Key`",
+            "uses `{nope}`",
+            "actions[find]: duplicate action key `find`",
+            "actions[find].input-schema: not a valid JSON Schema",
+            "actions[other].input-schema: not valid JSON",
+        ] {
+            assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
+        }
+    }
+}

@@ -1,0 +1,496 @@
+//! The plugin registry: uploads, versions side by side, deprecation,
+//! deletion, semver resolution, per-version environment variables, and the
+//! loaded (ready to instantiate) plugins.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, RwLock},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use semver::{Version, VersionReq};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    engine::{CallError, Engine, LoadError, LoadedPlugin},
+    manifest::Manifest,
+    store::{Op, SharedStorage, StorageExt, StoreError},
+};
+
+const PLUGINS: &str = "plugins";
+/// `key \0 version \0 flow-id` for every flow pinned to a plugin version.
+pub const PLUGIN_REFS: &str = "plugin_refs";
+const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A stored plugin version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PluginRecord {
+    pub key: String,
+    pub version: Version,
+    pub sha256: String,
+    pub size: usize,
+    /// Seconds since the Unix epoch.
+    pub uploaded_at: u64,
+    pub deprecated: bool,
+    pub manifest: Manifest,
+    /// Environment variables handed to every call of this version.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// A plugin version with its compiled code.
+#[derive(Clone)]
+pub struct PluginVersion {
+    pub record: PluginRecord,
+    pub plugin: LoadedPlugin,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("describe() failed: {0}")]
+    Describe(CallError),
+    #[error("the manifest is invalid:\n- {}", .0.join("\n- "))]
+    Manifest(Vec<String>),
+    #[error("the manifest says version {found}, but the upload was for version {expected}")]
+    VersionMismatch { expected: Version, found: Version },
+    #[error(
+        "{key}@{version} already exists with different content (sha256 {existing}); publish a new version instead"
+    )]
+    Conflict {
+        key: String,
+        version: Version,
+        existing: String,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{key}@{version} is used by flows {flows:?}; move them to another version first")]
+    InUse {
+        key: String,
+        version: Version,
+        flows: Vec<String>,
+    },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{key}@{version} is registered but could not be loaded: {reason}")]
+    Unavailable {
+        key: String,
+        version: Version,
+        reason: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Registry {
+    store: SharedStorage,
+    engine: Arc<Engine>,
+    loaded: RwLock<HashMap<(String, Version), PluginVersion>>,
+    broken: RwLock<HashMap<(String, Version), String>>,
+    /// Serialises uploads and deletions so check-then-write is atomic.
+    writes: tokio::sync::Mutex<()>,
+}
+
+fn record_key(key: &str, version: &Version) -> Vec<u8> {
+    format!("{key}\0{version}").into_bytes()
+}
+
+impl Registry {
+    /// Opens the registry and loads every stored version (from the artifact
+    /// cache: a restart does not recompile).
+    pub async fn open(store: SharedStorage, engine: Arc<Engine>) -> Result<Self, RegistryError> {
+        let records: Vec<PluginRecord> = store.scan_json(PLUGINS, b"")?;
+        let (loaded, broken) = {
+            let store = store.clone();
+            let engine = engine.clone();
+            tokio::task::spawn_blocking(move || load_all(&*store, &engine, records))
+                .await
+                .expect("loading plugins does not panic")
+        };
+        Ok(Registry {
+            store,
+            engine,
+            loaded: RwLock::new(loaded),
+            broken: RwLock::new(broken),
+            writes: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Validates and stores a component. Returns the record and whether it
+    /// is new (`false`: the same bytes were already stored under its version).
+    pub async fn upload(
+        &self,
+        bytes: Vec<u8>,
+        expected_version: Option<Version>,
+    ) -> Result<(PluginRecord, bool), RegistryError> {
+        let sha256 = Engine::content_hash(&bytes);
+        let bytes = Arc::new(bytes);
+        let plugin = {
+            let (engine, bytes, sha256) = (self.engine.clone(), bytes.clone(), sha256.clone());
+            tokio::task::spawn_blocking(move || engine.load(&sha256, &bytes))
+                .await
+                .expect("compiling does not panic")?
+        };
+        let described = self.engine.describe(&plugin, DESCRIBE_TIMEOUT).await;
+        let manifest = described
+            .result
+            .map_err(RegistryError::Describe)?
+            .validate()
+            .map_err(RegistryError::Manifest)?;
+        if let Some(expected) = expected_version
+            && expected != manifest.version
+        {
+            return Err(RegistryError::VersionMismatch {
+                expected,
+                found: manifest.version,
+            });
+        }
+
+        let _guard = self.writes.lock().await;
+        let id = (manifest.key.clone(), manifest.version.clone());
+        if let Some(existing) = self
+            .store
+            .get_json::<PluginRecord>(PLUGINS, &record_key(&id.0, &id.1))?
+        {
+            if existing.sha256 == sha256 {
+                return Ok((existing, false));
+            }
+            return Err(RegistryError::Conflict {
+                key: id.0,
+                version: id.1,
+                existing: existing.sha256,
+            });
+        }
+        // Like Zapier, a new version starts with the newest older version's variables.
+        let env = self
+            .versions(&manifest.key)?
+            .into_iter()
+            .filter(|r| r.version < manifest.version)
+            .max_by(|a, b| a.version.cmp(&b.version))
+            .map(|r| r.env)
+            .unwrap_or_default();
+        let record = PluginRecord {
+            key: id.0.clone(),
+            version: id.1.clone(),
+            sha256: sha256.clone(),
+            size: bytes.len(),
+            uploaded_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs(),
+            deprecated: false,
+            manifest,
+            env,
+        };
+        // The blob first: a crash in between leaves an unreferenced blob, never
+        // a record without its code.
+        self.store.put_blob(&sha256, &bytes)?;
+        self.store
+            .put_json(PLUGINS, &record_key(&id.0, &id.1), &record)?;
+        self.store.flush()?;
+        self.loaded.write().expect("registry lock").insert(
+            id,
+            PluginVersion {
+                record: record.clone(),
+                plugin,
+            },
+        );
+        Ok((record, true))
+    }
+
+    /// Every stored version of every plugin, by key then version.
+    pub fn list(&self) -> Result<Vec<PluginRecord>, RegistryError> {
+        let mut records: Vec<PluginRecord> = self.store.scan_json(PLUGINS, b"")?;
+        records.sort_by(|a, b| a.key.cmp(&b.key).then(a.version.cmp(&b.version)));
+        Ok(records)
+    }
+
+    /// Every stored version of one plugin, oldest first.
+    pub fn versions(&self, key: &str) -> Result<Vec<PluginRecord>, RegistryError> {
+        let mut records: Vec<PluginRecord> = self
+            .store
+            .scan_json(PLUGINS, format!("{key}\0").as_bytes())?;
+        records.sort_by(|a, b| a.version.cmp(&b.version));
+        Ok(records)
+    }
+
+    pub fn record(&self, key: &str, version: &Version) -> Result<PluginRecord, RegistryError> {
+        self.store
+            .get_json(PLUGINS, &record_key(key, version))?
+            .ok_or_else(|| {
+                RegistryError::NotFound(format!("plugin {key}@{version} does not exist"))
+            })
+    }
+
+    /// The newest non-deprecated version of `key` that satisfies `req`.
+    pub fn resolve(&self, key: &str, req: &VersionReq) -> Result<Version, RegistryError> {
+        let versions = self.versions(key)?;
+        if versions.is_empty() {
+            return Err(RegistryError::NotFound(format!(
+                "plugin `{key}` does not exist"
+            )));
+        }
+        let candidates: Vec<(Version, bool)> = versions
+            .into_iter()
+            .map(|r| (r.version, r.deprecated))
+            .collect();
+        resolve_version(&candidates, req).ok_or_else(|| {
+            RegistryError::NotFound(format!(
+                "no non-deprecated version of `{key}` satisfies `{req}`"
+            ))
+        })
+    }
+
+    /// A loaded version, ready to call.
+    pub fn get(&self, key: &str, version: &Version) -> Result<PluginVersion, RegistryError> {
+        let id = (key.to_string(), version.clone());
+        if let Some(found) = self.loaded.read().expect("registry lock").get(&id) {
+            return Ok(found.clone());
+        }
+        if let Some(reason) = self.broken.read().expect("registry lock").get(&id) {
+            return Err(RegistryError::Unavailable {
+                key: id.0,
+                version: id.1,
+                reason: reason.clone(),
+            });
+        }
+        Err(RegistryError::NotFound(format!(
+            "plugin {key}@{version} does not exist"
+        )))
+    }
+
+    pub async fn set_deprecated(
+        &self,
+        key: &str,
+        version: &Version,
+        deprecated: bool,
+    ) -> Result<PluginRecord, RegistryError> {
+        self.update(key, version, |r| r.deprecated = deprecated)
+            .await
+    }
+
+    pub async fn set_env(
+        &self,
+        key: &str,
+        version: &Version,
+        name: &str,
+        value: &str,
+    ) -> Result<PluginRecord, RegistryError> {
+        check_env_name(name)?;
+        self.update(key, version, |r| {
+            r.env.insert(name.to_string(), value.to_string());
+        })
+        .await
+    }
+
+    pub async fn unset_env(
+        &self,
+        key: &str,
+        version: &Version,
+        name: &str,
+    ) -> Result<PluginRecord, RegistryError> {
+        let record = self.record(key, version)?;
+        if !record.env.contains_key(name) {
+            return Err(RegistryError::NotFound(format!(
+                "{key}@{version} has no environment variable `{name}`"
+            )));
+        }
+        self.update(key, version, |r| {
+            r.env.remove(name);
+        })
+        .await
+    }
+
+    async fn update(
+        &self,
+        key: &str,
+        version: &Version,
+        change: impl FnOnce(&mut PluginRecord),
+    ) -> Result<PluginRecord, RegistryError> {
+        let _guard = self.writes.lock().await;
+        let mut record = self.record(key, version)?;
+        change(&mut record);
+        self.store
+            .put_json(PLUGINS, &record_key(key, version), &record)?;
+        self.store.flush()?;
+        if let Some(loaded) = self
+            .loaded
+            .write()
+            .expect("registry lock")
+            .get_mut(&(key.to_string(), version.clone()))
+        {
+            loaded.record = record.clone();
+        }
+        Ok(record)
+    }
+
+    /// Deletes a version unless a flow is pinned to it.
+    pub async fn delete(&self, key: &str, version: &Version) -> Result<(), RegistryError> {
+        let _guard = self.writes.lock().await;
+        let record = self.record(key, version)?;
+        let prefix = [record_key(key, version), vec![0]].concat();
+        let flows: Vec<String> = self
+            .store
+            .scan_prefix(PLUGIN_REFS, &prefix)?
+            .into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+            .collect();
+        if !flows.is_empty() {
+            return Err(RegistryError::InUse {
+                key: key.to_string(),
+                version: version.clone(),
+                flows,
+            });
+        }
+        self.store.apply(vec![Op::Delete {
+            tree: PLUGINS,
+            key: record_key(key, version),
+        }])?;
+        self.store.flush()?;
+        self.store.delete_blob(&record.sha256)?;
+        let id = (key.to_string(), version.clone());
+        self.loaded.write().expect("registry lock").remove(&id);
+        self.broken.write().expect("registry lock").remove(&id);
+        Ok(())
+    }
+}
+
+fn load_all(
+    store: &dyn crate::store::Storage,
+    engine: &Engine,
+    records: Vec<PluginRecord>,
+) -> (
+    HashMap<(String, Version), PluginVersion>,
+    HashMap<(String, Version), String>,
+) {
+    let mut loaded = HashMap::new();
+    let mut broken = HashMap::new();
+    for record in records {
+        let id = (record.key.clone(), record.version.clone());
+        let plugin = match store.get_blob(&record.sha256) {
+            Ok(Some(bytes)) => engine
+                .load(&record.sha256, &bytes)
+                .map_err(|e| e.to_string()),
+            Ok(None) => Err("its component file is missing from the data directory".to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match plugin {
+            Ok(plugin) => {
+                loaded.insert(id, PluginVersion { record, plugin });
+            }
+            Err(reason) => {
+                tracing::error!(plugin = %format!("{}@{}", id.0, id.1), "cannot load plugin: {reason}");
+                broken.insert(id, reason);
+            }
+        }
+    }
+    (loaded, broken)
+}
+
+/// Picks the newest non-deprecated version that satisfies `req`.
+pub fn resolve_version(versions: &[(Version, bool)], req: &VersionReq) -> Option<Version> {
+    versions
+        .iter()
+        .filter(|(v, deprecated)| !deprecated && req.matches(v))
+        .map(|(v, _)| v)
+        .max()
+        .cloned()
+}
+
+fn check_env_name(name: &str) -> Result<(), RegistryError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(RegistryError::BadRequest(format!(
+            "environment variable name `{name}` must be A-Z, 0-9 and `_`, not starting with a digit"
+        )))
+    }
+}
+
+/// Parses `key@requirement` (`shopify@1.2.0` means exactly 1.2.0, `shopify@^1`
+/// a range, bare `shopify` the newest).
+pub fn parse_plugin_ref(text: &str) -> Result<(String, VersionReq), RegistryError> {
+    let (key, req) = text.split_once('@').unwrap_or((text, "*"));
+    let req = match Version::parse(req) {
+        Ok(exact) => VersionReq::parse(&format!("={exact}")),
+        Err(_) => VersionReq::parse(req),
+    }
+    .map_err(|e| {
+        RegistryError::BadRequest(format!(
+            "`{req}` in `{text}` is not a version or requirement: {e}"
+        ))
+    })?;
+    Ok((key.to_string(), req))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolution_table() {
+        let v = |s: &str| Version::parse(s).unwrap();
+        let versions = vec![
+            (v("0.9.0"), false),
+            (v("1.0.0"), false),
+            (v("1.2.0"), false),
+            (v("1.3.0"), true),
+            (v("1.4.0-beta.1"), false),
+            (v("2.0.0"), false),
+            (v("2.1.0"), true),
+        ];
+        let table = [
+            ("*", Some("2.0.0")),
+            ("^1", Some("1.2.0")),
+            ("^1.0", Some("1.2.0")),
+            ("~1.0", Some("1.0.0")),
+            ("=1.3.0", None),
+            ("=1.2.0", Some("1.2.0")),
+            (">=1.4.0-beta.0, <2", Some("1.4.0-beta.1")),
+            ("^2", Some("2.0.0")),
+            ("^3", None),
+            ("<1", Some("0.9.0")),
+            (">1.0.0, <1.3.0", Some("1.2.0")),
+        ];
+        for (req, expected) in table {
+            let got = resolve_version(&versions, &VersionReq::parse(req).unwrap());
+            assert_eq!(got, expected.map(v), "{req}");
+        }
+    }
+
+    #[test]
+    fn plugin_refs() {
+        let (key, req) = parse_plugin_ref("shopify@1.2.0").unwrap();
+        assert_eq!(key, "shopify");
+        assert!(req.matches(&Version::new(1, 2, 0)) && !req.matches(&Version::new(1, 2, 1)));
+        assert!(
+            parse_plugin_ref("shopify")
+                .unwrap()
+                .1
+                .matches(&Version::new(9, 0, 0))
+        );
+        assert!(
+            parse_plugin_ref("shopify@^1")
+                .unwrap()
+                .1
+                .matches(&Version::new(1, 9, 0))
+        );
+        assert!(parse_plugin_ref("shopify@banana").is_err());
+    }
+
+    #[test]
+    fn env_names() {
+        assert!(check_env_name("API_BASE").is_ok());
+        assert!(check_env_name("_X1").is_ok());
+        for bad in ["", "lower", "1ABC", "A-B", "A B"] {
+            assert!(check_env_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The embedded backend: sled trees in `<data-dir>/db`, blobs as files in
+//! `<data-dir>/blobs`.
+
+use std::{
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use sled::Transactional;
+
+use super::{Op, Result, Storage, StoreError};
+
+pub struct SledStore {
+    db: sled::Db,
+    blob_dir: PathBuf,
+}
+
+impl SledStore {
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| StoreError::Io { path, source }
+        };
+        let blob_dir = data_dir.join("blobs");
+        fs::create_dir_all(&blob_dir).map_err(io(&blob_dir))?;
+        let db = sled::Config::new()
+            .path(data_dir.join("db"))
+            .cache_capacity(64 << 20)
+            .open()?;
+        Ok(SledStore { db, blob_dir })
+    }
+
+    fn tree(&self, name: &'static str) -> Result<sled::Tree> {
+        Ok(self.db.open_tree(name)?)
+    }
+
+    fn blob_path(&self, hash: &str) -> Result<PathBuf> {
+        // Hashes come from our own hashing, but a path is built from them: be strict.
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::Io {
+                path: hash.to_string(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "not a SHA-256 hex digest",
+                ),
+            });
+        }
+        Ok(self.blob_dir.join(hash))
+    }
+}
+
+impl Storage for SledStore {
+    fn get(&self, tree: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.tree(tree)?.get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn scan_prefix(&self, tree: &'static str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.tree(tree)?
+            .scan_prefix(prefix)
+            .map(|entry| {
+                let (k, v) = entry?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    fn apply(&self, ops: Vec<Op>) -> Result<()> {
+        let mut names: Vec<&'static str> = ops
+            .iter()
+            .map(|op| match op {
+                Op::Put { tree, .. } | Op::Delete { tree, .. } => *tree,
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let trees = names
+            .iter()
+            .map(|name| self.tree(name))
+            .collect::<Result<Vec<_>>>()?;
+        let index = |name: &str| {
+            names
+                .iter()
+                .position(|n| *n == name)
+                .expect("tree collected above")
+        };
+        trees
+            .as_slice()
+            .transaction(|tx| {
+                for op in &ops {
+                    match op {
+                        Op::Put { tree, key, value } => {
+                            tx[index(tree)].insert(key.as_slice(), value.as_slice())?;
+                        }
+                        Op::Delete { tree, key } => {
+                            tx[index(tree)].remove(key.as_slice())?;
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .map_err(|e: sled::transaction::TransactionError<()>| match e {
+                sled::transaction::TransactionError::Storage(e) => StoreError::Backend(e),
+                sled::transaction::TransactionError::Abort(()) => {
+                    unreachable!("the transaction body never aborts")
+                }
+            })
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn put_blob(&self, hash: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.blob_path(hash)?;
+        if path.exists() {
+            return Ok(());
+        }
+        let tmp = path.with_extension("tmp");
+        let io = |source| StoreError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut file = fs::File::create(&tmp).map_err(io)?;
+        file.write_all(bytes).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        fs::rename(&tmp, &path).map_err(io)?;
+        Ok(())
+    }
+
+    fn get_blob(&self, hash: &str) -> Result<Option<Vec<u8>>> {
+        let path = self.blob_path(hash)?;
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StoreError::Io {
+                path: path.display().to_string(),
+                source,
+            }),
+        }
+    }
+
+    fn delete_blob(&self, hash: &str) -> Result<()> {
+        let path = self.blob_path(hash)?;
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::Io {
+                path: path.display().to_string(),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StorageExt;
+
+    #[test]
+    fn batches_are_atomic_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            store
+                .apply(vec![
+                    Op::put_json("a", b"k1", &1),
+                    Op::put_json("b", b"k2", &"two"),
+                ])
+                .unwrap();
+            store
+                .apply(vec![Op::Delete {
+                    tree: "a",
+                    key: b"k1".to_vec(),
+                }])
+                .unwrap();
+            store.put_blob(&"ab".repeat(32), b"bytes").unwrap();
+            store.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.get_json::<i32>("a", b"k1").unwrap(), None);
+        assert_eq!(
+            store.get_json::<String>("b", b"k2").unwrap().as_deref(),
+            Some("two")
+        );
+        assert_eq!(
+            store.get_blob(&"ab".repeat(32)).unwrap().as_deref(),
+            Some(&b"bytes"[..])
+        );
+        assert!(store.get_blob("../etc/passwd").is_err());
+    }
+}
