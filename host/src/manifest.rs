@@ -68,6 +68,19 @@ pub enum AuthScheme {
     Digest,
 }
 
+impl AuthScheme {
+    /// The connection properties the host reads for this scheme, and whether
+    /// each must be secret.
+    pub fn credential_properties(&self) -> &'static [(&'static str, bool)] {
+        match self {
+            AuthScheme::Basic | AuthScheme::Digest => &[("username", false), ("password", true)],
+            AuthScheme::ApiKey { .. } => &[("api_key", true)],
+            AuthScheme::Bearer => &[("token", true)],
+            AuthScheme::None | AuthScheme::Oauth2 { .. } | AuthScheme::Session { .. } => &[],
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ApiKeyPlacement {
@@ -255,6 +268,19 @@ impl RawManifest {
         {
             problems.push("auth: api-key needs a header or parameter name".to_string());
         }
+        // The host reads credentials from fixed property names: they must be
+        // declared, and declared secret, so they never reach the guest.
+        for (name, secret) in self.auth.credential_properties() {
+            match connection_properties.iter().find(|p| p.key == *name) {
+                None => problems.push(format!(
+                    "auth: the scheme reads the connection property `{name}`, which is not declared"
+                )),
+                Some(p) if secret && !p.secret => problems.push(format!(
+                    "connection-properties[{name}]: must be marked secret (the host uses it for auth)"
+                )),
+                Some(_) => {}
+            }
+        }
 
         let mut seen = HashSet::new();
         let triggers = self
@@ -415,6 +441,7 @@ mod tests {
             input_schema: r#"{"type": 12}"#.into(),
             ..raw().actions.remove(0)
         });
+        m.auth = AuthScheme::Bearer;
         m.actions.push(RawAction {
             input_schema: "{oops".into(),
             key: "other".into(),
@@ -429,6 +456,7 @@ mod tests {
             "actions[find]: duplicate action key `find`",
             "actions[find].input-schema: not a valid JSON Schema",
             "actions[other].input-schema: not valid JSON",
+            "auth: the scheme reads the connection property `token`, which is not declared",
         ] {
             assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
         }

@@ -42,8 +42,8 @@ pub enum ConnectorError {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum CallError {
     /// The connector returned an error value.
-    #[error("{0}")]
-    Connector(ConnectorError),
+    #[error("{error}")]
+    Connector { error: ConnectorError },
     /// The call ran past its deadline and was stopped.
     #[error("the plugin ran past its {limit_ms} ms deadline and was stopped")]
     Timeout { limit_ms: u64 },

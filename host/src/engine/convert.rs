@@ -2,7 +2,7 @@
 //! that nothing outside the engine depends on a particular contract version.
 
 use super::bindings::v0_1::{
-    self,
+    exports::switchyard::connector::plugin,
     switchyard::connector::{manifest as wit, types},
 };
 use super::call::ConnectorError;
@@ -62,15 +62,15 @@ fn events(events: Vec<types::Event>) -> Vec<Event> {
         .collect()
 }
 
-pub(super) fn poll_output(p: v0_1::PollResult) -> PollOutput {
+pub(super) fn poll_output(p: plugin::PollResult) -> PollOutput {
     PollOutput {
         events: events(p.events),
         cursor: p.cursor,
     }
 }
 
-pub(super) fn webhook_request(r: WebhookInput) -> v0_1::WebhookRequest {
-    v0_1::WebhookRequest {
+pub(super) fn webhook_request(r: WebhookInput) -> plugin::WebhookRequest {
+    plugin::WebhookRequest {
         method: r.method,
         query: r.query,
         headers: r
@@ -82,7 +82,7 @@ pub(super) fn webhook_request(r: WebhookInput) -> v0_1::WebhookRequest {
     }
 }
 
-pub(super) fn webhook_output(o: v0_1::WebhookOutcome) -> WebhookOutput {
+pub(super) fn webhook_output(o: plugin::WebhookOutcome) -> WebhookOutput {
     WebhookOutput {
         events: events(o.events),
         response: o.response.map(|r| {

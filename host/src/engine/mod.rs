@@ -302,15 +302,27 @@ impl Engine {
         .await
         {
             Ok(Ok(Ok(value))) => Ok(value),
-            Ok(Ok(Err(e))) => Err(CallError::Connector(e)),
+            Ok(Ok(Err(error))) => Err(CallError::Connector { error }),
             Ok(Err(trap)) => Err(self.classify(trap, timeout)),
             Err(_) => Err(CallError::Timeout {
                 limit_ms: timeout.as_millis() as u64,
             }),
         };
+        let journal = store.data_mut().take_journal();
+        let result = result.map_err(|e| match e {
+            // A guest panic prints its message to stderr just before the trap:
+            // keep them together.
+            CallError::Trap { message } => match panic_message(&journal) {
+                Some(panic) => CallError::Trap {
+                    message: format!("{message} ({panic})"),
+                },
+                None => CallError::Trap { message },
+            },
+            other => other,
+        });
         CallOutcome {
             result,
-            journal: store.data_mut().take_journal(),
+            journal,
             duration: started.elapsed(),
         }
     }
@@ -322,7 +334,9 @@ impl Engine {
         timeout: Duration,
     ) -> CallOutcome<RawManifest> {
         self.run(plugin, CallEnv::default(), timeout, async |c, s| {
-            Ok(Ok(convert::manifest(c.call_describe(s).await?)))
+            Ok(Ok(convert::manifest(
+                c.switchyard_connector_plugin().call_describe(s).await?,
+            )))
         })
         .await
     }
@@ -334,7 +348,8 @@ impl Engine {
         ctx: GuestContext,
     ) -> CallOutcome<()> {
         self.run(plugin, env, self.config.call_timeout, async |c, s| {
-            Ok(c.call_test_connection(s, &ctx)
+            Ok(c.switchyard_connector_plugin()
+                .call_test_connection(s, &ctx)
                 .await?
                 .map_err(convert::error))
         })
@@ -356,7 +371,8 @@ impl Engine {
             idempotency_key.to_string(),
         );
         self.run(plugin, env, self.config.call_timeout, async |c, s| {
-            Ok(c.call_perform(s, &ctx, &action, &input, &idempotency_key)
+            Ok(c.switchyard_connector_plugin()
+                .call_perform(s, &ctx, &action, &input, &idempotency_key)
                 .await?
                 .map_err(convert::error))
         })
@@ -378,7 +394,8 @@ impl Engine {
             cursor.map(str::to_string),
         );
         self.run(plugin, env, self.config.call_timeout, async |c, s| {
-            Ok(c.call_poll(s, &ctx, &trigger, &params, cursor.as_deref())
+            Ok(c.switchyard_connector_plugin()
+                .call_poll(s, &ctx, &trigger, &params, cursor.as_deref())
                 .await?
                 .map(convert::poll_output)
                 .map_err(convert::error))
@@ -401,7 +418,8 @@ impl Engine {
             target_url.to_string(),
         );
         self.run(plugin, env, self.config.call_timeout, async |c, s| {
-            Ok(c.call_subscribe(s, &ctx, &trigger, &params, &target_url)
+            Ok(c.switchyard_connector_plugin()
+                .call_subscribe(s, &ctx, &trigger, &params, &target_url)
                 .await?
                 .map_err(convert::error))
         })
@@ -419,7 +437,8 @@ impl Engine {
     ) -> CallOutcome<()> {
         let (trigger, params, state) = (trigger.to_string(), params.to_string(), state.to_string());
         self.run(plugin, env, self.config.call_timeout, async |c, s| {
-            Ok(c.call_unsubscribe(s, &ctx, &trigger, &params, &state)
+            Ok(c.switchyard_connector_plugin()
+                .call_unsubscribe(s, &ctx, &trigger, &params, &state)
                 .await?
                 .map_err(convert::error))
         })
@@ -438,7 +457,8 @@ impl Engine {
         let request = convert::webhook_request(request);
         let (trigger, params) = (trigger.to_string(), params.to_string());
         self.run(plugin, env, self.config.call_timeout, async |c, s| {
-            Ok(c.call_handle_webhook(s, &ctx, &trigger, &params, &request)
+            Ok(c.switchyard_connector_plugin()
+                .call_handle_webhook(s, &ctx, &trigger, &params, &request)
                 .await?
                 .map(convert::webhook_output)
                 .map_err(convert::error))
@@ -500,11 +520,31 @@ fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
     }
 }
 
-/// One line per cause, without wasmtime's backtrace noise.
+/// The last panic message among the warnings and stderr lines of a call.
+fn panic_message(journal: &Journal) -> Option<String> {
+    let lines: Vec<&str> = journal
+        .logs
+        .iter()
+        .filter(|l| l.level == LogLevel::Warn)
+        .map(|l| l.message.as_str())
+        .collect();
+    let start = lines.iter().rposition(|l| l.contains("panicked"))?;
+    Some(
+        lines[start..]
+            .iter()
+            .filter(|l| !l.starts_with("note: run with `RUST_BACKTRACE"))
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+/// The causes of an error on one line, without wasmtime's backtrace frames.
 fn short(error: &wasmtime::Error) -> String {
-    let mut text = format!("{error:#}");
-    if let Some(i) = text.find("\nwasm backtrace") {
-        text.truncate(i);
-    }
-    text.trim().to_string()
+    error
+        .chain()
+        .map(|cause| cause.to_string())
+        .filter(|text| !text.starts_with("error while executing at wasm backtrace"))
+        .collect::<Vec<_>>()
+        .join(": ")
 }

@@ -1,0 +1,162 @@
+//! The `switchyard` binary end to end: `serve` in a child process, then the
+//! plugin and invoke commands against it, as an operator would use them.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Output, Stdio},
+};
+
+use switchyard_tests as artifacts;
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+
+struct Server {
+    child: Child,
+    url: String,
+    token: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `switchyard serve` on a free port and reads the generated token and
+/// the address from its first lines of output.
+fn serve(data_dir: &std::path::Path, load_dir: &std::path::Path) -> Server {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .arg("--load-dir")
+        .arg(load_dir)
+        .env_remove("SWITCHYARD_TOKEN")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("switchyard starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut token = None;
+    let url = loop {
+        let line = lines.next().expect("serve printed its address").unwrap();
+        if let Some(t) = line.trim().strip_prefix("export SWITCHYARD_TOKEN=") {
+            token = Some(t.to_string());
+        }
+        if let Some(url) = line.strip_prefix("switchyard listening on ") {
+            break url.to_string();
+        }
+    };
+    Server {
+        child,
+        url,
+        token: token.expect("a first start prints a generated token"),
+    }
+}
+
+fn run(server: &Server, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("SWITCHYARD_URL", &server.url)
+        .env("SWITCHYARD_TOKEN", &server.token)
+        .output()
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "command failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+#[test]
+fn operator_workflow_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let load_dir = dir.path().join("connectors");
+    std::fs::create_dir(&load_dir).unwrap();
+    std::fs::copy(artifacts::EXAMPLE, load_dir.join("example.wasm")).unwrap();
+    let server = serve(&dir.path().join("data"), &load_dir);
+
+    // The example connector from --load-dir is available at once.
+    let list = stdout(&run(&server, &["plugin", "list"]));
+    assert!(
+        list.contains("example") && list.contains("0.1.0") && list.contains("create-item"),
+        "{list}"
+    );
+
+    let pushed = stdout(&run(
+        &server,
+        &["plugin", "push", artifacts::FIXTURE_EXAMPLE_V2],
+    ));
+    assert!(pushed.starts_with("uploaded example@0.2.0"), "{pushed}");
+    let again = stdout(&run(
+        &server,
+        &["plugin", "push", artifacts::FIXTURE_EXAMPLE_V2],
+    ));
+    assert!(
+        again.starts_with("already registered: example@0.2.0"),
+        "{again}"
+    );
+
+    let out = stdout(&run(
+        &server,
+        &[
+            "invoke",
+            "example@0.1.0",
+            "echo",
+            "--input",
+            r#"{"hello":"cli"}"#,
+        ],
+    ));
+    let value: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        value["output"],
+        serde_json::json!({"echo": {"hello": "cli"}})
+    );
+    assert_eq!(value["plugin"], "example@0.1.0");
+
+    stdout(&run(
+        &server,
+        &["plugin", "env", "set", "example@0.2.0", "REGION=eu"],
+    ));
+    let env = stdout(&run(&server, &["plugin", "env", "list", "example@0.2.0"]));
+    assert_eq!(env.trim(), "REGION=eu");
+
+    stdout(&run(&server, &["plugin", "deprecate", "example@0.2.0"]));
+    let list = stdout(&run(&server, &["plugin", "list"]));
+    assert!(
+        list.lines()
+            .any(|l| l.contains("0.2.0") && l.contains("deprecated")),
+        "{list}"
+    );
+    let shown = stdout(&run(&server, &["plugin", "show", "example@0.1.0"]));
+    assert!(shown.contains("\"allowed_hosts\""), "{shown}");
+
+    stdout(&run(&server, &["plugin", "delete", "example@0.2.0"]));
+    let list = stdout(&run(&server, &["plugin", "list"]));
+    assert!(!list.contains("0.2.0"), "{list}");
+
+    // Failures exit non-zero with the host's explanation.
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"not wasm").unwrap();
+    let failed = run(&server, &["plugin", "push", garbage.to_str().unwrap()]);
+    assert!(!failed.status.success());
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        stderr.contains("not a WebAssembly binary") && stderr.contains("422"),
+        "{stderr}"
+    );
+
+    let unauthorised = Command::new(BIN)
+        .args(["plugin", "list"])
+        .env("SWITCHYARD_URL", &server.url)
+        .env("SWITCHYARD_TOKEN", "sy_wrong")
+        .output()
+        .unwrap();
+    assert!(!unauthorised.status.success());
+    assert!(String::from_utf8_lossy(&unauthorised.stderr).contains("SWITCHYARD_TOKEN"));
+}

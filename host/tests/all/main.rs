@@ -1,0 +1,10 @@
+//! Integration tests of the host: one binary (so linking happens once), one
+//! module per area. Plugins come from `switchyard-tests`, which builds them.
+
+// Test helpers are shared between modules of this one binary.
+#![allow(unreachable_pub)]
+
+mod cli;
+mod limits;
+mod plugins;
+mod support;
