@@ -5,17 +5,27 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use anyhow::Context as _;
 use rand::RngCore;
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::{
     config::ServeConfig,
+    connections::{ConnectionRecord, Connections, as_text},
     engine::{CallEnv, CallError, Engine, GuestConnection, GuestContext, Journal},
-    manifest::Manifest,
-    registry::{Registry, RegistryError, parse_plugin_ref},
-    sandbox::{HttpSandbox, Outbound, policy::HostPattern},
-    store::{SharedStorage, SledStore, StorageExt},
+    error::ServiceError,
+    manifest::{AuthScheme, OAuth2Grant},
+    registry::{PluginVersion, Registry, parse_plugin_ref},
+    sandbox::{
+        HttpSandbox, Outbound,
+        auth::{
+            AuthState, AuthStates, Credentials, PersistState, authorization_url, exchange_code,
+            fill_url, pkce_pair,
+        },
+        policy::HostPattern,
+    },
+    secrets::MasterKey,
+    store::{Op, SharedStorage, SledStore, StorageExt},
 };
 
 const META: &str = "meta";
@@ -26,7 +36,9 @@ pub struct App {
     pub store: SharedStorage,
     pub engine: Arc<Engine>,
     pub registry: Registry,
+    pub connections: Arc<Connections>,
     pub sandbox: HttpSandbox,
+    pub auth_states: Arc<AuthStates>,
     token_hash: [u8; 32],
 }
 
@@ -56,13 +68,20 @@ impl App {
         let registry = Registry::open(store.clone(), engine.clone())
             .await
             .context("loading the plugin registry")?;
+        let master_key = MasterKey::load_or_create(
+            config.master_key.as_deref(),
+            &config.data_dir.join("master.key"),
+        )?;
+        let connections = Arc::new(Connections::new(store.clone(), Arc::new(master_key)));
         let sandbox = HttpSandbox::new(config.sandbox())?;
         let app = Arc::new(App {
             config,
             store,
             engine,
             registry,
+            connections,
             sandbox,
+            auth_states: Default::default(),
             token_hash,
         });
         app.load_dirs().await;
@@ -109,12 +128,49 @@ impl App {
         }
     }
 
-    /// What a call of `manifest`'s plugin may reach with these properties.
-    pub fn outbound(&self, manifest: &Manifest, properties: &BTreeMap<String, Value>) -> Outbound {
+    /// Everything a call of `plugin` needs: what it may reach, the
+    /// connection's credentials (kept by the host) and the guest's context
+    /// (non-secret properties and environment variables only).
+    pub fn call_setup(
+        &self,
+        plugin: &PluginVersion,
+        connection: Option<&ConnectionRecord>,
+        adhoc_properties: BTreeMap<String, Value>,
+        trace_id: String,
+    ) -> Result<(CallEnv, GuestContext), ServiceError> {
+        let manifest = &plugin.record.manifest;
+        let (plain, secrets, connection_id) = match connection {
+            Some(c) => {
+                if c.plugin != manifest.key {
+                    return Err(ServiceError::BadRequest(format!(
+                        "connection `{}` belongs to plugin `{}`, not `{}`",
+                        c.id, c.plugin, manifest.key
+                    )));
+                }
+                (
+                    c.properties.clone(),
+                    self.connections.secrets(c)?,
+                    c.id.clone(),
+                )
+            }
+            None => {
+                if let Some(secret) = manifest
+                    .connection_properties
+                    .iter()
+                    .find(|p| p.secret && adhoc_properties.contains_key(&p.key))
+                {
+                    return Err(ServiceError::BadRequest(format!(
+                        "property `{}` is secret: create a connection for it instead of passing it here",
+                        secret.key
+                    )));
+                }
+                (adhoc_properties, BTreeMap::new(), String::new())
+            }
+        };
         let allowed: Vec<HostPattern> = manifest
             .allowed_hosts
             .iter()
-            .filter_map(|pattern| match HostPattern::parse(pattern, properties) {
+            .filter_map(|pattern| match HostPattern::parse(pattern, &plain) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     tracing::debug!(plugin = %manifest.key, "allowed host left out: {e}");
@@ -122,27 +178,258 @@ impl App {
                 }
             })
             .collect();
-        Outbound {
-            sandbox: self.sandbox.clone(),
-            allowed: allowed.into(),
-        }
+        let credentials = connection.map(|c| {
+            let mut values: BTreeMap<String, String> =
+                plain.iter().map(|(k, v)| (k.clone(), as_text(v))).collect();
+            values.extend(secrets.iter().map(|(k, v)| (k.clone(), as_text(v))));
+            let persist: PersistState = {
+                let connections = self.connections.clone();
+                let tenant = c.tenant.clone();
+                Arc::new(move |id: &str, state: &AuthState| {
+                    if let Err(e) = connections.save_auth_state(&tenant, id, state) {
+                        tracing::error!(connection = id, "cannot store new tokens: {e}");
+                    }
+                })
+            };
+            Arc::new(Credentials {
+                connection_id: c.id.clone(),
+                scheme: manifest.auth.clone(),
+                values,
+                secrets: secrets.values().map(as_text).collect(),
+                stored: self.connections.auth_state(c),
+                states: self.auth_states.clone(),
+                persist: Some(persist),
+            })
+        });
+        let limiter = manifest.rate_limit.as_ref().map(|limit| {
+            self.sandbox
+                .limiter(&format!("{}:{connection_id}", manifest.key), limit)
+        });
+        let env = CallEnv {
+            outbound: Some(Outbound {
+                sandbox: self.sandbox.clone(),
+                allowed: allowed.into(),
+                credentials,
+                limiter,
+            }),
+            secrets: Arc::new(
+                secrets
+                    .iter()
+                    .map(|(k, v)| (k.clone(), as_text(v)))
+                    .collect(),
+            ),
+        };
+        let ctx = GuestContext {
+            connection: Some(GuestConnection {
+                id: if connection_id.is_empty() {
+                    "adhoc".to_string()
+                } else {
+                    connection_id
+                },
+                properties: Value::Object(plain.into_iter().collect()).to_string(),
+            }),
+            env: plugin.record.env.clone().into_iter().collect(),
+            trace_id,
+        };
+        Ok((env, ctx))
     }
 
-    /// Runs one action of a plugin by hand (`switchyard invoke`).
+    /// The newest non-deprecated version of a connection's plugin.
+    fn plugin_for(&self, connection: &ConnectionRecord) -> Result<PluginVersion, ServiceError> {
+        let version = self
+            .registry
+            .resolve(&connection.plugin, &semver::VersionReq::STAR)?;
+        self.registry.get(&connection.plugin, &version)
+    }
+
+    /// Creates a connection for the newest version of `plugin_key`.
+    pub fn create_connection(
+        &self,
+        tenant: &str,
+        plugin_key: &str,
+        name: &str,
+        properties: serde_json::Map<String, Value>,
+    ) -> Result<ConnectionRecord, ServiceError> {
+        let version = self
+            .registry
+            .resolve(plugin_key, &semver::VersionReq::STAR)?;
+        let plugin = self.registry.get(plugin_key, &version)?;
+        self.connections
+            .create(tenant, &plugin.record.manifest, name, properties)
+    }
+
+    pub fn update_connection(
+        &self,
+        tenant: &str,
+        id: &str,
+        name: Option<&str>,
+        properties: serde_json::Map<String, Value>,
+    ) -> Result<ConnectionRecord, ServiceError> {
+        let record = self.connections.get(tenant, id)?;
+        let plugin = self.plugin_for(&record)?;
+        let updated =
+            self.connections
+                .update(tenant, id, &plugin.record.manifest, name, properties)?;
+        self.auth_states.forget(id);
+        Ok(updated)
+    }
+
+    pub fn delete_connection(&self, tenant: &str, id: &str) -> Result<(), ServiceError> {
+        self.connections.delete(tenant, id)?;
+        self.auth_states.forget(id);
+        Ok(())
+    }
+
+    /// Runs the plugin's `test-connection` through the sandbox.
+    pub async fn test_connection(&self, tenant: &str, id: &str) -> Result<Value, ServiceError> {
+        let record = self.connections.get(tenant, id)?;
+        let plugin = self.plugin_for(&record)?;
+        let (env, ctx) =
+            self.call_setup(&plugin, Some(&record), BTreeMap::new(), trace_id("test"))?;
+        let outcome = self.engine.test_connection(&plugin.plugin, env, ctx).await;
+        Ok(json!({
+            "ok": outcome.result.is_ok(),
+            "plugin": format!("{}@{}", plugin.record.key, plugin.record.version),
+            "error": outcome.result.err(),
+            "journal": outcome.journal,
+            "duration_ms": outcome.duration.as_secs_f64() * 1e3,
+        }))
+    }
+
+    /// Starts the OAuth authorization code flow: returns the URL to send the
+    /// user to. `base_url` is where this host is reachable by the browser.
+    pub fn oauth_authorize(
+        &self,
+        tenant: &str,
+        id: &str,
+        base_url: &str,
+    ) -> Result<Value, ServiceError> {
+        let record = self.connections.get(tenant, id)?;
+        let plugin = self.plugin_for(&record)?;
+        let AuthScheme::Oauth2 {
+            grant: OAuth2Grant::AuthorizationCode,
+            authorize_url,
+            scopes,
+            ..
+        } = &plugin.record.manifest.auth
+        else {
+            return Err(ServiceError::BadRequest(format!(
+                "plugin `{}` does not use the OAuth authorization code grant",
+                record.plugin
+            )));
+        };
+        let values: BTreeMap<String, String> = record
+            .properties
+            .iter()
+            .map(|(k, v)| (k.clone(), as_text(v)))
+            .collect();
+        let client_id = values
+            .get("client_id")
+            .cloned()
+            .ok_or_else(|| ServiceError::BadRequest("the connection has no `client_id`".into()))?;
+        let redirect_uri = format!("{}/oauth/callback", base_url.trim_end_matches('/'));
+        let (verifier, challenge) = pkce_pair();
+        let mut state_bytes = [0u8; 24];
+        rand::rng().fill_bytes(&mut state_bytes);
+        let state = hex::encode(state_bytes);
+        let url = authorization_url(
+            &fill_url(authorize_url, &values),
+            &client_id,
+            &redirect_uri,
+            scopes,
+            &state,
+            &challenge,
+        )
+        .map_err(ServiceError::BadRequest)?;
+        let pending = PendingOAuth {
+            tenant: tenant.to_string(),
+            connection_id: id.to_string(),
+            verifier,
+            redirect_uri: redirect_uri.clone(),
+            expires_at: unix_now() + OAUTH_PENDING_SECS,
+        };
+        self.store
+            .put_json(OAUTH_PENDING, state.as_bytes(), &pending)?;
+        self.store.flush()?;
+        Ok(
+            json!({"authorize_url": url, "redirect_uri": redirect_uri, "expires_in": OAUTH_PENDING_SECS}),
+        )
+    }
+
+    /// Finishes the OAuth flow: exchanges the code and stores the tokens.
+    pub async fn oauth_callback(
+        &self,
+        state: &str,
+        code: &str,
+    ) -> Result<ConnectionRecord, ServiceError> {
+        let pending: PendingOAuth = self
+            .store
+            .get_json(OAUTH_PENDING, state.as_bytes())?
+            .filter(|p: &PendingOAuth| p.expires_at > unix_now())
+            .ok_or_else(|| {
+                ServiceError::BadRequest("unknown or expired OAuth state; start again".into())
+            })?;
+        // One use only.
+        self.store.apply(vec![Op::Delete {
+            tree: OAUTH_PENDING,
+            key: state.as_bytes().to_vec(),
+        }])?;
+        let record = self
+            .connections
+            .get(&pending.tenant, &pending.connection_id)?;
+        let plugin = self.plugin_for(&record)?;
+        let AuthScheme::Oauth2 { token_url, .. } = &plugin.record.manifest.auth else {
+            return Err(ServiceError::BadRequest(
+                "the plugin no longer uses OAuth".into(),
+            ));
+        };
+        let mut values: BTreeMap<String, String> = record
+            .properties
+            .iter()
+            .map(|(k, v)| (k.clone(), as_text(v)))
+            .collect();
+        values.extend(
+            self.connections
+                .secrets(&record)?
+                .iter()
+                .map(|(k, v)| (k.clone(), as_text(v))),
+        );
+        let (result, _exchanges) = exchange_code(
+            &self.sandbox,
+            &fill_url(token_url, &values),
+            &values,
+            code,
+            &pending.redirect_uri,
+            &pending.verifier,
+        )
+        .await;
+        let tokens = result
+            .map_err(|e| ServiceError::BadRequest(format!("the code exchange failed: {e}")))?;
+        self.connections
+            .save_auth_state(&pending.tenant, &pending.connection_id, &tokens)?;
+        self.auth_states.forget(&pending.connection_id);
+        self.connections
+            .get(&pending.tenant, &pending.connection_id)
+    }
+
+    /// Runs one action of a plugin by hand (`switchyard invoke`), with a
+    /// stored connection or with ad-hoc non-secret properties.
     pub async fn invoke(
         &self,
+        tenant: &str,
         plugin_ref: &str,
         action: &str,
         input: Value,
+        connection: Option<&str>,
         properties: BTreeMap<String, Value>,
-    ) -> Result<Invocation, RegistryError> {
+    ) -> Result<Invocation, ServiceError> {
         let (key, req) = parse_plugin_ref(plugin_ref)?;
         let version = self.registry.resolve(&key, &req)?;
         let plugin = self.registry.get(&key, &version)?;
         let manifest = &plugin.record.manifest;
         let Some(spec) = manifest.actions.iter().find(|a| a.key == action) else {
             let known: Vec<&str> = manifest.actions.iter().map(|a| a.key.as_str()).collect();
-            return Err(RegistryError::BadRequest(format!(
+            return Err(ServiceError::BadRequest(format!(
                 "{key}@{version} has no action `{action}` (it has: {})",
                 known.join(", ")
             )));
@@ -152,18 +439,11 @@ impl App {
             &input,
             &format!("input of {key}@{version} action `{action}`"),
         )?;
-        let ctx = GuestContext {
-            connection: Some(GuestConnection {
-                id: "invoke".to_string(),
-                properties: Value::Object(properties.clone().into_iter().collect()).to_string(),
-            }),
-            env: plugin.record.env.clone().into_iter().collect(),
-            trace_id: format!("invoke-{:016x}", rand::rng().next_u64()),
-        };
-        let env = CallEnv {
-            outbound: Some(self.outbound(manifest, &properties)),
-            secrets: Default::default(),
-        };
+        let connection = connection
+            .map(|id| self.connections.get(tenant, id))
+            .transpose()?;
+        let (env, ctx) =
+            self.call_setup(&plugin, connection.as_ref(), properties, trace_id("invoke"))?;
         let idempotency_key = ctx.trace_id.clone();
         let outcome = self
             .engine
@@ -199,10 +479,34 @@ impl App {
     }
 }
 
+const OAUTH_PENDING: &str = "oauth_pending";
+const OAUTH_PENDING_SECS: u64 = 600;
+
+/// An authorization code flow waiting for its callback.
+#[derive(Serialize, Deserialize)]
+struct PendingOAuth {
+    tenant: String,
+    connection_id: String,
+    verifier: String,
+    redirect_uri: String,
+    expires_at: u64,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+fn trace_id(kind: &str) -> String {
+    format!("{kind}-{:016x}", rand::rng().next_u64())
+}
+
 /// Validates `value` against a JSON Schema from a manifest, naming the place.
-pub fn check_against(schema: &Value, value: &Value, what: &str) -> Result<(), RegistryError> {
+pub fn check_against(schema: &Value, value: &Value, what: &str) -> Result<(), ServiceError> {
     let validator = jsonschema::validator_for(schema).map_err(|e| {
-        RegistryError::BadRequest(format!("{what}: the plugin's schema is unusable: {e}"))
+        ServiceError::BadRequest(format!("{what}: the plugin's schema is unusable: {e}"))
     })?;
     let problems: Vec<String> = validator
         .iter_errors(value)
@@ -221,7 +525,7 @@ pub fn check_against(schema: &Value, value: &Value, what: &str) -> Result<(), Re
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(RegistryError::BadRequest(format!(
+        Err(ServiceError::BadRequest(format!(
             "{what} is invalid: {}",
             problems.join("; ")
         )))

@@ -43,6 +43,10 @@ enum Command {
     /// Manage connector plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Manage connections: a plugin's credentials and custom properties.
+    /// Secret values are stored encrypted and never shown again.
+    #[command(subcommand)]
+    Connection(ConnectionCommand),
     /// Run one action of a plugin by hand and print its output, logs and
     /// HTTP exchanges.
     ///
@@ -55,10 +59,171 @@ enum Command {
         /// The action's input as JSON.
         #[arg(long, default_value = "{}")]
         input: String,
-        /// Connection properties as a JSON object, e.g. '{"base_url":"https://api.example.com"}'.
+        /// Run with this stored connection (its credentials are added by the host).
+        #[arg(long)]
+        connection: Option<String>,
+        /// Or non-secret connection properties as a JSON object, e.g.
+        /// '{"base_url":"https://api.example.com"}'.
         #[arg(long, default_value = "{}")]
         properties: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConnectionCommand {
+    /// Create a connection for the newest version of PLUGIN.
+    ///
+    /// Example: switchyard connection create example --name "Acme" \
+    ///   --set base_url=https://api.acme.test --set api_key=sk_live_...
+    Create {
+        /// Plugin key.
+        plugin: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// A property as text: KEY=VALUE (repeat).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// A property as JSON: KEY=JSON, e.g. location_id=42 (repeat).
+        #[arg(long = "set-json", value_name = "KEY=JSON")]
+        set_json: Vec<String>,
+    },
+    /// List connections (secrets redacted).
+    List,
+    /// Show one connection (secrets redacted).
+    Show { id: String },
+    /// Change a connection's name or properties.
+    Update {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        #[arg(long = "set-json", value_name = "KEY=JSON")]
+        set_json: Vec<String>,
+        /// Remove a property (repeat).
+        #[arg(long = "unset", value_name = "KEY")]
+        unset: Vec<String>,
+    },
+    /// Delete a connection.
+    Delete { id: String },
+    /// Run the plugin's test-connection check with this connection.
+    Test { id: String },
+    /// Start the OAuth authorization code flow; prints the URL to open.
+    Authorize { id: String },
+}
+
+/// Builds a properties object from --set, --set-json and --unset.
+fn properties_from(set: &[String], set_json: &[String], unset: &[String]) -> anyhow::Result<Value> {
+    let mut map = serde_json::Map::new();
+    for item in set {
+        let (k, v) = item
+            .split_once('=')
+            .with_context(|| format!("`{item}`: give KEY=VALUE"))?;
+        map.insert(k.to_string(), Value::String(v.to_string()));
+    }
+    for item in set_json {
+        let (k, v) = item
+            .split_once('=')
+            .with_context(|| format!("`{item}`: give KEY=JSON"))?;
+        let value = serde_json::from_str(v).with_context(|| format!("`{k}`: not valid JSON"))?;
+        map.insert(k.to_string(), value);
+    }
+    for k in unset {
+        map.insert(k.clone(), Value::Null);
+    }
+    Ok(Value::Object(map))
+}
+
+async fn connection(client: &Client, command: ConnectionCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let result = match command {
+        ConnectionCommand::Create {
+            plugin,
+            name,
+            set,
+            set_json,
+        } => {
+            let properties = properties_from(&set, &set_json, &[])?;
+            let body = json!({"plugin": plugin, "name": name.unwrap_or_default(), "properties": properties});
+            client
+                .send(Method::POST, "/v1/connections", Body::Json(body))
+                .await?
+        }
+        ConnectionCommand::List => {
+            let result = client
+                .send(Method::GET, "/v1/connections", Body::None)
+                .await?;
+            println!("{:<30} {:<20} {:<10} NAME", "ID", "PLUGIN", "STATUS");
+            for c in result["connections"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<30} {:<20} {:<10} {}",
+                    str_of(&c["id"]),
+                    str_of(&c["plugin"]),
+                    str_of(&c["status"]["state"]),
+                    str_of(&c["name"])
+                );
+            }
+            return Ok(());
+        }
+        ConnectionCommand::Show { id } => {
+            client
+                .send(Method::GET, &format!("/v1/connections/{id}"), Body::None)
+                .await?
+        }
+        ConnectionCommand::Update {
+            id,
+            name,
+            set,
+            set_json,
+            unset,
+        } => {
+            let properties = properties_from(&set, &set_json, &unset)?;
+            client
+                .send(
+                    Method::PATCH,
+                    &format!("/v1/connections/{id}"),
+                    Body::Json(json!({"name": name, "properties": properties})),
+                )
+                .await?
+        }
+        ConnectionCommand::Delete { id } => {
+            client
+                .send(Method::DELETE, &format!("/v1/connections/{id}"), Body::None)
+                .await?;
+            println!("deleted {id}");
+            return Ok(());
+        }
+        ConnectionCommand::Test { id } => {
+            let result = client
+                .send(
+                    Method::POST,
+                    &format!("/v1/connections/{id}/test"),
+                    Body::None,
+                )
+                .await?;
+            print_json(&result);
+            if result["ok"] != json!(true) {
+                bail!("the connection test failed: {}", result["error"]);
+            }
+            return Ok(());
+        }
+        ConnectionCommand::Authorize { id } => {
+            let result = client
+                .send(
+                    Method::POST,
+                    &format!("/v1/connections/{id}/oauth/authorize"),
+                    Body::None,
+                )
+                .await?;
+            println!(
+                "Open this URL to authorize the connection:\n  {}",
+                str_of(&result["authorize_url"])
+            );
+            return Ok(());
+        }
+    };
+    print_json(&result);
+    Ok(())
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,10 +271,15 @@ pub async fn main() -> anyhow::Result<()> {
             let client = Client::new(&cli.server, cli.token)?;
             plugin(&client, command).await
         }
+        Command::Connection(command) => {
+            let client = Client::new(&cli.server, cli.token)?;
+            connection(&client, command).await
+        }
         Command::Invoke {
             plugin,
             action,
             input,
+            connection,
             properties,
         } => {
             let client = Client::new(&cli.server, cli.token)?;
@@ -120,7 +290,13 @@ pub async fn main() -> anyhow::Result<()> {
                 .send(
                     reqwest::Method::POST,
                     "/v1/invoke",
-                    Body::Json(json!({"plugin": plugin, "action": action, "input": input, "properties": properties})),
+                    Body::Json(json!({
+                        "plugin": plugin,
+                        "action": action,
+                        "input": input,
+                        "connection": connection,
+                        "properties": properties,
+                    })),
                 )
                 .await?;
             print_json(&result);

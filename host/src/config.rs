@@ -22,6 +22,16 @@ pub struct ServeConfig {
     #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
+    /// Master key sealing secrets at rest (base64 of 32 bytes). Without one,
+    /// a key is generated on first start into `<data-dir>/master.key` (0600).
+    #[arg(long, env = "SWITCHYARD_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+
+    /// The URL browsers reach this host at, for OAuth redirects (default: the
+    /// `Host` of the request that starts the flow).
+    #[arg(long, env = "SWITCHYARD_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
     /// Upload every `*.wasm` in this directory at start (identical versions
     /// are skipped). May be repeated.
     #[arg(long = "load-dir", env = "SWITCHYARD_LOAD_DIRS", value_delimiter = ',')]
@@ -40,6 +50,10 @@ pub struct ServeConfig {
     /// Wall-clock limit of one plugin call, in milliseconds.
     #[arg(long, env = "SWITCHYARD_CALL_TIMEOUT_MS", default_value_t = 30_000)]
     pub call_timeout_ms: u64,
+
+    /// Limit of one outbound HTTP request of a plugin, in milliseconds.
+    #[arg(long, env = "SWITCHYARD_HTTP_TIMEOUT_MS", default_value_t = 30_000)]
+    pub http_timeout_ms: u64,
 
     /// Memory cap of each plugin instance, in MiB.
     #[arg(long, env = "SWITCHYARD_MEMORY_LIMIT_MIB", default_value_t = 64)]
@@ -61,9 +75,12 @@ impl ServeConfig {
             listen: ([127, 0, 0, 1], 0).into(),
             data_dir: data_dir.into(),
             token: None,
+            master_key: None,
+            public_url: None,
             load_dirs: Vec::new(),
             allow_networks: Vec::new(),
             call_timeout_ms: 30_000,
+            http_timeout_ms: 30_000,
             memory_limit_mib: 64,
             max_instances: 256,
             max_upload_mib: 64,
@@ -82,6 +99,7 @@ impl ServeConfig {
     pub fn sandbox(&self) -> SandboxConfig {
         SandboxConfig {
             allow_networks: self.allow_networks.clone(),
+            request_timeout: Duration::from_millis(self.http_timeout_ms),
             ..SandboxConfig::default()
         }
     }

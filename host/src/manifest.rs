@@ -224,16 +224,6 @@ impl RawManifest {
             .iter()
             .map(|p| p.key.as_str())
             .collect();
-        let mut example_props = BTreeMap::new();
-        for p in &connection_properties {
-            // A stand-in value for each property, to check patterns parse once filled in.
-            let stand_in = if p.key.contains("url") {
-                "https://example.com"
-            } else {
-                "example"
-            };
-            example_props.insert(p.key.clone(), Value::String(stand_in.to_string()));
-        }
         for pattern in &self.allowed_hosts {
             for name in policy::placeholders(pattern) {
                 if !declared.contains(name) {
@@ -250,9 +240,20 @@ impl RawManifest {
                     ));
                 }
             }
-            if policy::placeholders(pattern)
+            // Fill the placeholders with stand-ins to check the pattern parses:
+            // a whole-pattern placeholder holds a URL, an embedded one a label.
+            let placeholders = policy::placeholders(pattern);
+            let whole = placeholders.len() == 1 && *pattern == format!("{{{}}}", placeholders[0]);
+            let stand_in = if whole {
+                "https://example.com"
+            } else {
+                "example"
+            };
+            let example_props: BTreeMap<String, Value> = placeholders
                 .iter()
-                .all(|n| declared.contains(n))
+                .map(|n| (n.to_string(), Value::String(stand_in.to_string())))
+                .collect();
+            if placeholders.iter().all(|n| declared.contains(n))
                 && let Err(e) = policy::HostPattern::parse(pattern, &example_props)
             {
                 problems.push(format!("allowed-hosts: {e}"));
@@ -275,7 +276,7 @@ impl RawManifest {
                 None => problems.push(format!(
                     "auth: the scheme reads the connection property `{name}`, which is not declared"
                 )),
-                Some(p) if secret && !p.secret => problems.push(format!(
+                Some(p) if *secret && !p.secret => problems.push(format!(
                     "connection-properties[{name}]: must be marked secret (the host uses it for auth)"
                 )),
                 Some(_) => {}

@@ -12,9 +12,10 @@ use semver::{Version, VersionReq};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    engine::{CallError, Engine, LoadError, LoadedPlugin},
+    engine::{Engine, LoadedPlugin},
+    error::ServiceError,
     manifest::Manifest,
-    store::{Op, SharedStorage, StorageExt, StoreError},
+    store::{Op, SharedStorage, StorageExt},
 };
 
 const PLUGINS: &str = "plugins";
@@ -45,49 +46,11 @@ pub struct PluginVersion {
     pub plugin: LoadedPlugin,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    #[error(transparent)]
-    Load(#[from] LoadError),
-    #[error("describe() failed: {0}")]
-    Describe(CallError),
-    #[error("the manifest is invalid:\n- {}", .0.join("\n- "))]
-    Manifest(Vec<String>),
-    #[error("the manifest says version {found}, but the upload was for version {expected}")]
-    VersionMismatch { expected: Version, found: Version },
-    #[error(
-        "{key}@{version} already exists with different content (sha256 {existing}); publish a new version instead"
-    )]
-    Conflict {
-        key: String,
-        version: Version,
-        existing: String,
-    },
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{key}@{version} is used by flows {flows:?}; move them to another version first")]
-    InUse {
-        key: String,
-        version: Version,
-        flows: Vec<String>,
-    },
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{key}@{version} is registered but could not be loaded: {reason}")]
-    Unavailable {
-        key: String,
-        version: Version,
-        reason: String,
-    },
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
 pub struct Registry {
     store: SharedStorage,
     engine: Arc<Engine>,
-    loaded: RwLock<HashMap<(String, Version), PluginVersion>>,
-    broken: RwLock<HashMap<(String, Version), String>>,
+    loaded: RwLock<Loaded>,
+    broken: RwLock<Broken>,
     /// Serialises uploads and deletions so check-then-write is atomic.
     writes: tokio::sync::Mutex<()>,
 }
@@ -99,7 +62,7 @@ fn record_key(key: &str, version: &Version) -> Vec<u8> {
 impl Registry {
     /// Opens the registry and loads every stored version (from the artifact
     /// cache: a restart does not recompile).
-    pub async fn open(store: SharedStorage, engine: Arc<Engine>) -> Result<Self, RegistryError> {
+    pub async fn open(store: SharedStorage, engine: Arc<Engine>) -> Result<Self, ServiceError> {
         let records: Vec<PluginRecord> = store.scan_json(PLUGINS, b"")?;
         let (loaded, broken) = {
             let store = store.clone();
@@ -123,7 +86,7 @@ impl Registry {
         &self,
         bytes: Vec<u8>,
         expected_version: Option<Version>,
-    ) -> Result<(PluginRecord, bool), RegistryError> {
+    ) -> Result<(PluginRecord, bool), ServiceError> {
         let sha256 = Engine::content_hash(&bytes);
         let bytes = Arc::new(bytes);
         let plugin = {
@@ -135,13 +98,13 @@ impl Registry {
         let described = self.engine.describe(&plugin, DESCRIBE_TIMEOUT).await;
         let manifest = described
             .result
-            .map_err(RegistryError::Describe)?
+            .map_err(ServiceError::Describe)?
             .validate()
-            .map_err(RegistryError::Manifest)?;
+            .map_err(ServiceError::Manifest)?;
         if let Some(expected) = expected_version
             && expected != manifest.version
         {
-            return Err(RegistryError::VersionMismatch {
+            return Err(ServiceError::VersionMismatch {
                 expected,
                 found: manifest.version,
             });
@@ -156,7 +119,7 @@ impl Registry {
             if existing.sha256 == sha256 {
                 return Ok((existing, false));
             }
-            return Err(RegistryError::Conflict {
+            return Err(ServiceError::Conflict {
                 key: id.0,
                 version: id.1,
                 existing: existing.sha256,
@@ -200,14 +163,14 @@ impl Registry {
     }
 
     /// Every stored version of every plugin, by key then version.
-    pub fn list(&self) -> Result<Vec<PluginRecord>, RegistryError> {
+    pub fn list(&self) -> Result<Vec<PluginRecord>, ServiceError> {
         let mut records: Vec<PluginRecord> = self.store.scan_json(PLUGINS, b"")?;
         records.sort_by(|a, b| a.key.cmp(&b.key).then(a.version.cmp(&b.version)));
         Ok(records)
     }
 
     /// Every stored version of one plugin, oldest first.
-    pub fn versions(&self, key: &str) -> Result<Vec<PluginRecord>, RegistryError> {
+    pub fn versions(&self, key: &str) -> Result<Vec<PluginRecord>, ServiceError> {
         let mut records: Vec<PluginRecord> = self
             .store
             .scan_json(PLUGINS, format!("{key}\0").as_bytes())?;
@@ -215,19 +178,17 @@ impl Registry {
         Ok(records)
     }
 
-    pub fn record(&self, key: &str, version: &Version) -> Result<PluginRecord, RegistryError> {
+    pub fn record(&self, key: &str, version: &Version) -> Result<PluginRecord, ServiceError> {
         self.store
             .get_json(PLUGINS, &record_key(key, version))?
-            .ok_or_else(|| {
-                RegistryError::NotFound(format!("plugin {key}@{version} does not exist"))
-            })
+            .ok_or_else(|| ServiceError::NotFound(format!("plugin {key}@{version} does not exist")))
     }
 
     /// The newest non-deprecated version of `key` that satisfies `req`.
-    pub fn resolve(&self, key: &str, req: &VersionReq) -> Result<Version, RegistryError> {
+    pub fn resolve(&self, key: &str, req: &VersionReq) -> Result<Version, ServiceError> {
         let versions = self.versions(key)?;
         if versions.is_empty() {
-            return Err(RegistryError::NotFound(format!(
+            return Err(ServiceError::NotFound(format!(
                 "plugin `{key}` does not exist"
             )));
         }
@@ -236,26 +197,26 @@ impl Registry {
             .map(|r| (r.version, r.deprecated))
             .collect();
         resolve_version(&candidates, req).ok_or_else(|| {
-            RegistryError::NotFound(format!(
+            ServiceError::NotFound(format!(
                 "no non-deprecated version of `{key}` satisfies `{req}`"
             ))
         })
     }
 
     /// A loaded version, ready to call.
-    pub fn get(&self, key: &str, version: &Version) -> Result<PluginVersion, RegistryError> {
+    pub fn get(&self, key: &str, version: &Version) -> Result<PluginVersion, ServiceError> {
         let id = (key.to_string(), version.clone());
         if let Some(found) = self.loaded.read().expect("registry lock").get(&id) {
             return Ok(found.clone());
         }
         if let Some(reason) = self.broken.read().expect("registry lock").get(&id) {
-            return Err(RegistryError::Unavailable {
+            return Err(ServiceError::Unavailable {
                 key: id.0,
                 version: id.1,
                 reason: reason.clone(),
             });
         }
-        Err(RegistryError::NotFound(format!(
+        Err(ServiceError::NotFound(format!(
             "plugin {key}@{version} does not exist"
         )))
     }
@@ -265,7 +226,7 @@ impl Registry {
         key: &str,
         version: &Version,
         deprecated: bool,
-    ) -> Result<PluginRecord, RegistryError> {
+    ) -> Result<PluginRecord, ServiceError> {
         self.update(key, version, |r| r.deprecated = deprecated)
             .await
     }
@@ -276,7 +237,7 @@ impl Registry {
         version: &Version,
         name: &str,
         value: &str,
-    ) -> Result<PluginRecord, RegistryError> {
+    ) -> Result<PluginRecord, ServiceError> {
         check_env_name(name)?;
         self.update(key, version, |r| {
             r.env.insert(name.to_string(), value.to_string());
@@ -289,10 +250,10 @@ impl Registry {
         key: &str,
         version: &Version,
         name: &str,
-    ) -> Result<PluginRecord, RegistryError> {
+    ) -> Result<PluginRecord, ServiceError> {
         let record = self.record(key, version)?;
         if !record.env.contains_key(name) {
-            return Err(RegistryError::NotFound(format!(
+            return Err(ServiceError::NotFound(format!(
                 "{key}@{version} has no environment variable `{name}`"
             )));
         }
@@ -307,7 +268,7 @@ impl Registry {
         key: &str,
         version: &Version,
         change: impl FnOnce(&mut PluginRecord),
-    ) -> Result<PluginRecord, RegistryError> {
+    ) -> Result<PluginRecord, ServiceError> {
         let _guard = self.writes.lock().await;
         let mut record = self.record(key, version)?;
         change(&mut record);
@@ -326,7 +287,7 @@ impl Registry {
     }
 
     /// Deletes a version unless a flow is pinned to it.
-    pub async fn delete(&self, key: &str, version: &Version) -> Result<(), RegistryError> {
+    pub async fn delete(&self, key: &str, version: &Version) -> Result<(), ServiceError> {
         let _guard = self.writes.lock().await;
         let record = self.record(key, version)?;
         let prefix = [record_key(key, version), vec![0]].concat();
@@ -337,7 +298,7 @@ impl Registry {
             .map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
             .collect();
         if !flows.is_empty() {
-            return Err(RegistryError::InUse {
+            return Err(ServiceError::InUse {
                 key: key.to_string(),
                 version: version.clone(),
                 flows,
@@ -356,14 +317,15 @@ impl Registry {
     }
 }
 
+/// Loaded plugin versions, and those that failed to load with the reason.
+type Loaded = HashMap<(String, Version), PluginVersion>;
+type Broken = HashMap<(String, Version), String>;
+
 fn load_all(
     store: &dyn crate::store::Storage,
     engine: &Engine,
     records: Vec<PluginRecord>,
-) -> (
-    HashMap<(String, Version), PluginVersion>,
-    HashMap<(String, Version), String>,
-) {
+) -> (Loaded, Broken) {
     let mut loaded = HashMap::new();
     let mut broken = HashMap::new();
     for record in records {
@@ -398,7 +360,7 @@ pub fn resolve_version(versions: &[(Version, bool)], req: &VersionReq) -> Option
         .cloned()
 }
 
-fn check_env_name(name: &str) -> Result<(), RegistryError> {
+fn check_env_name(name: &str) -> Result<(), ServiceError> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && name.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
@@ -408,7 +370,7 @@ fn check_env_name(name: &str) -> Result<(), RegistryError> {
     if ok {
         Ok(())
     } else {
-        Err(RegistryError::BadRequest(format!(
+        Err(ServiceError::BadRequest(format!(
             "environment variable name `{name}` must be A-Z, 0-9 and `_`, not starting with a digit"
         )))
     }
@@ -416,14 +378,14 @@ fn check_env_name(name: &str) -> Result<(), RegistryError> {
 
 /// Parses `key@requirement` (`shopify@1.2.0` means exactly 1.2.0, `shopify@^1`
 /// a range, bare `shopify` the newest).
-pub fn parse_plugin_ref(text: &str) -> Result<(String, VersionReq), RegistryError> {
+pub fn parse_plugin_ref(text: &str) -> Result<(String, VersionReq), ServiceError> {
     let (key, req) = text.split_once('@').unwrap_or((text, "*"));
     let req = match Version::parse(req) {
         Ok(exact) => VersionReq::parse(&format!("={exact}")),
         Err(_) => VersionReq::parse(req),
     }
     .map_err(|e| {
-        RegistryError::BadRequest(format!(
+        ServiceError::BadRequest(format!(
             "`{req}` in `{text}` is not a version or requirement: {e}"
         ))
     })?;

@@ -9,7 +9,7 @@ use axum::{
 };
 use serde_json::json;
 
-use crate::{engine::LoadError, registry::RegistryError};
+use crate::{engine::LoadError, error::ServiceError};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -50,12 +50,12 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<RegistryError> for ApiError {
-    fn from(e: RegistryError) -> Self {
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
         use StatusCode as S;
         let message = e.to_string();
         let (status, code) = match &e {
-            RegistryError::Load(LoadError::Internal(_)) | RegistryError::Store(_) => {
+            ServiceError::Load(LoadError::Internal(_)) | ServiceError::Store(_) => {
                 tracing::error!("{message}");
                 return ApiError::new(
                     S::INTERNAL_SERVER_ERROR,
@@ -63,15 +63,15 @@ impl From<RegistryError> for ApiError {
                     "internal error; see the host log",
                 );
             }
-            RegistryError::Load(_) => (S::UNPROCESSABLE_ENTITY, "invalid_plugin"),
-            RegistryError::Describe(_) => (S::UNPROCESSABLE_ENTITY, "describe_failed"),
-            RegistryError::Manifest(_) => (S::UNPROCESSABLE_ENTITY, "invalid_manifest"),
-            RegistryError::VersionMismatch { .. } => (S::UNPROCESSABLE_ENTITY, "version_mismatch"),
-            RegistryError::Conflict { .. } => (S::CONFLICT, "conflict"),
-            RegistryError::InUse { .. } => (S::CONFLICT, "in_use"),
-            RegistryError::NotFound(_) => (S::NOT_FOUND, "not_found"),
-            RegistryError::BadRequest(_) => (S::BAD_REQUEST, "bad_request"),
-            RegistryError::Unavailable { .. } => (S::SERVICE_UNAVAILABLE, "unavailable"),
+            ServiceError::Load(_) => (S::UNPROCESSABLE_ENTITY, "invalid_plugin"),
+            ServiceError::Describe(_) => (S::UNPROCESSABLE_ENTITY, "describe_failed"),
+            ServiceError::Manifest(_) => (S::UNPROCESSABLE_ENTITY, "invalid_manifest"),
+            ServiceError::VersionMismatch { .. } => (S::UNPROCESSABLE_ENTITY, "version_mismatch"),
+            ServiceError::Conflict { .. } => (S::CONFLICT, "conflict"),
+            ServiceError::InUse { .. } => (S::CONFLICT, "in_use"),
+            ServiceError::NotFound(_) => (S::NOT_FOUND, "not_found"),
+            ServiceError::BadRequest(_) => (S::BAD_REQUEST, "bad_request"),
+            ServiceError::Unavailable { .. } => (S::SERVICE_UNAVAILABLE, "unavailable"),
         };
         ApiError::new(status, code, message)
     }

@@ -1,6 +1,7 @@
 //! The admin API (axum): JSON in and out, bearer-token auth on everything but
 //! `/health`.
 
+mod connections;
 mod error;
 mod plugins;
 
@@ -27,9 +28,11 @@ pub fn router(app: AppState) -> Router {
     let authed = Router::new()
         .route("/v1/status", get(status))
         .merge(plugins::routes(&app))
+        .merge(connections::routes())
         .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .merge(connections::public_routes())
         .merge(authed)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .with_state(app)

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
-use crate::registry::{PluginRecord, RegistryError};
+use crate::{error::ServiceError, registry::PluginRecord};
 
 pub(super) fn routes(app: &AppState) -> Router<AppState> {
     let upload_limit = app.config.max_upload_mib << 20;
@@ -229,7 +229,9 @@ struct InvokeBody {
     action: String,
     #[serde(default)]
     input: Value,
-    /// Connection properties for this one call (non-secret).
+    /// A stored connection to run with.
+    connection: Option<String>,
+    /// Or non-secret connection properties for this one call.
     #[serde(default)]
     properties: HashMap<String, Value>,
 }
@@ -246,11 +248,18 @@ async fn invoke(
     };
     let properties: BTreeMap<String, Value> = body.properties.into_iter().collect();
     let invocation = app
-        .invoke(&body.plugin, &body.action, input, properties)
+        .invoke(
+            crate::connections::DEFAULT_TENANT,
+            &body.plugin,
+            &body.action,
+            input,
+            body.connection.as_deref(),
+            properties,
+        )
         .await
         .map_err(ApiError::from)?;
     Ok(Json(serde_json::to_value(invocation).map_err(|e| {
-        ApiError::from(RegistryError::BadRequest(format!(
+        ApiError::from(ServiceError::BadRequest(format!(
             "cannot encode the result: {e}"
         )))
     })?))

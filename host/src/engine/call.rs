@@ -110,7 +110,7 @@ impl Journal {
                 cut -= 1;
             }
             message.truncate(cut);
-            message.push_str("…");
+            message.push('…');
         }
         self.logs.push(LogLine { level, message });
     }

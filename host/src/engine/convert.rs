@@ -33,10 +33,18 @@ pub struct WebhookInput {
     pub body: Vec<u8>,
 }
 
+/// A synchronous answer to a webhook sender.
+#[derive(Debug, Clone)]
+pub struct WebhookReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
 #[derive(Debug, Clone)]
 pub struct WebhookOutput {
     pub events: Vec<Event>,
-    pub response: Option<(u16, Vec<(String, String)>, Vec<u8>)>,
+    pub response: Option<WebhookReply>,
 }
 
 pub(super) fn error(e: types::ConnectorError) -> ConnectorError {
@@ -85,12 +93,10 @@ pub(super) fn webhook_request(r: WebhookInput) -> plugin::WebhookRequest {
 pub(super) fn webhook_output(o: plugin::WebhookOutcome) -> WebhookOutput {
     WebhookOutput {
         events: events(o.events),
-        response: o.response.map(|r| {
-            (
-                r.status,
-                r.headers.into_iter().map(|h| (h.name, h.value)).collect(),
-                r.body,
-            )
+        response: o.response.map(|r| WebhookReply {
+            status: r.status,
+            headers: r.headers.into_iter().map(|h| (h.name, h.value)).collect(),
+            body: r.body,
         }),
     }
 }

@@ -140,11 +140,8 @@ impl http::Host for HostState {
                 .timeout_ms
                 .map(|ms| std::time::Duration::from_millis(ms.into())),
         };
-        let (result, exchange) = outbound
-            .sandbox
-            .send(&outbound.allowed, request, budget)
-            .await;
-        self.journal.exchanges.push(exchange);
+        let (result, exchanges) = outbound.sandbox.send(&outbound, request, budget).await;
+        self.journal.exchanges.extend(exchanges);
         result
             .map(|r| http::Response {
                 status: r.status,

@@ -30,7 +30,7 @@ pub use bindings::v0_1::switchyard::connector::types::{
 };
 use bindings::v0_1::{Connector, ConnectorPre};
 pub use call::{CallEnv, CallError, CallOutcome, ConnectorError, Journal, LogLevel, LogLine};
-pub use convert::{Event, PollOutput, WebhookInput, WebhookOutput};
+pub use convert::{Event, PollOutput, WebhookInput, WebhookOutput, WebhookReply};
 use host::{HostState, Limiter, MemoryLimitHit};
 
 use crate::manifest::RawManifest;

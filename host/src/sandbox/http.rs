@@ -1,23 +1,32 @@
 //! The outbound HTTP client behind `http.send`: a reqwest client whose DNS
 //! resolver refuses forbidden addresses (so the address checked is the address
-//! connected to), no automatic redirects, size caps and timeouts.
+//! connected to), no automatic redirects, size caps, timeouts, per-connection
+//! rate limits, and credentials added by the host.
 
 use std::{
+    collections::HashMap,
     net::{IpAddr, SocketAddr},
-    sync::Arc,
+    num::NonZeroU32,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
+use governor::{DefaultDirectRateLimiter, Quota};
 use ipnet::IpNet;
 use serde::Serialize;
 use url::Url;
 
-use super::policy::{self, Denied, HostPattern};
+use super::{
+    auth::Credentials,
+    policy::{self, Denied, HostPattern},
+};
+use crate::manifest::RateLimit;
 
 /// Operator settings for outbound traffic.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
-    /// Networks exempt from the special-address ban (tests allow 127.0.0.1/32).
+    /// Networks exempt from the special-address ban (tests allow a loopback
+    /// address for their fakes).
     pub allow_networks: Vec<IpNet>,
     pub connect_timeout: Duration,
     /// Upper bound for one request, whatever the plugin asks for.
@@ -55,6 +64,15 @@ pub struct OutboundResponse {
     pub body: Vec<u8>,
 }
 
+impl OutboundResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// Why a request did not get a response; mirrors the contract's `http-error`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
@@ -70,9 +88,13 @@ pub enum SendError {
     InvalidRequest(String),
 }
 
-/// One exchange as recorded in the run log. Never holds credentials.
+/// One exchange as recorded in the run log. Never holds credentials: headers
+/// are not recorded and secret values are cut out of the URL.
 #[derive(Debug, Clone, Serialize)]
 pub struct Exchange {
+    /// `plugin` for the plugin's own requests; `login`, `token` and `retry`
+    /// for what the host sent on the connection's behalf.
+    pub purpose: &'static str,
     pub method: String,
     pub url: String,
     pub status: Option<u16>,
@@ -87,14 +109,17 @@ pub struct Exchange {
 pub struct HttpSandbox {
     client: reqwest::Client,
     config: Arc<SandboxConfig>,
+    limiters: Arc<Mutex<HashMap<String, Arc<DefaultDirectRateLimiter>>>>,
 }
 
-/// What one call of one plugin may reach, resolved from its manifest and
-/// connection before the call starts.
+/// What one call of one plugin may reach and how, resolved from its manifest
+/// and connection before the call starts.
 #[derive(Clone)]
 pub struct Outbound {
     pub sandbox: HttpSandbox,
     pub allowed: Arc<[HostPattern]>,
+    pub credentials: Option<Arc<Credentials>>,
+    pub limiter: Option<Arc<DefaultDirectRateLimiter>>,
 }
 
 /// Headers a guest may never set: the host owns authentication and framing.
@@ -108,6 +133,30 @@ const HOST_OWNED_HEADERS: &[&str] = &[
     "connection",
 ];
 
+/// A request after the checks, ready to go on the wire.
+#[derive(Debug, Clone)]
+pub(crate) struct Prepared {
+    pub(crate) method: reqwest::Method,
+    pub(crate) url: Url,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Prepared {
+    pub(crate) fn set_header(&mut self, name: &str, value: String) {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        self.headers.push((name.to_string(), value));
+    }
+
+    /// Path and query, as Digest signs it.
+    pub(crate) fn request_target(&self) -> String {
+        match self.url.query() {
+            Some(q) => format!("{}?{q}", self.url.path()),
+            None => self.url.path().to_string(),
+        }
+    }
+}
+
 impl HttpSandbox {
     pub fn new(config: SandboxConfig) -> anyhow::Result<Self> {
         let config = Arc::new(config);
@@ -120,49 +169,138 @@ impl HttpSandbox {
             .connect_timeout(config.connect_timeout)
             .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(HttpSandbox { client, config })
+        Ok(HttpSandbox {
+            client,
+            config,
+            limiters: Default::default(),
+        })
     }
 
     pub fn config(&self) -> &SandboxConfig {
         &self.config
     }
 
-    /// Sends one request for a plugin, within `budget` (the time its call has
-    /// left). Returns the exchange record whatever happens.
-    pub async fn send(
-        &self,
-        allowed: &[HostPattern],
-        request: OutboundRequest,
-        budget: Duration,
-    ) -> (Result<OutboundResponse, SendError>, Exchange) {
-        let started = Instant::now();
-        let mut exchange = Exchange {
-            method: request.method.clone(),
-            url: request.url.clone(),
-            status: None,
-            error: None,
-            duration_ms: 0.0,
-            request_bytes: request.body.len(),
-            response_bytes: 0,
-        };
-        let result = self
-            .send_checked(allowed, request, budget, &mut exchange)
-            .await;
-        exchange.duration_ms = started.elapsed().as_secs_f64() * 1e3;
-        match &result {
-            Ok(response) => exchange.status = Some(response.status),
-            Err(e) => exchange.error = Some(e.to_string()),
-        }
-        (result, exchange)
+    /// The rate limiter of one connection (or plugin), created on first use.
+    pub fn limiter(&self, key: &str, limit: &RateLimit) -> Arc<DefaultDirectRateLimiter> {
+        let mut limiters = self.limiters.lock().expect("limiter map lock");
+        limiters
+            .entry(format!(
+                "{key}:{}/{}ms/{}",
+                limit.requests, limit.period_ms, limit.burst
+            ))
+            .or_insert_with(|| {
+                let per_request =
+                    Duration::from_millis(u64::from(limit.period_ms)) / limit.requests.max(1);
+                let quota = Quota::with_period(per_request.max(Duration::from_micros(1)))
+                    .expect("period is positive")
+                    .allow_burst(NonZeroU32::new(limit.burst.max(1)).expect("burst is positive"));
+                Arc::new(DefaultDirectRateLimiter::direct(quota))
+            })
+            .clone()
     }
 
-    async fn send_checked(
+    /// Sends one request for a plugin within `budget` (the time its call has
+    /// left), adding credentials and retrying once after a 401 where the auth
+    /// scheme can recover (token refresh, re-login, Digest challenge).
+    /// Returns every exchange made, whatever happens.
+    pub async fn send(
+        &self,
+        outbound: &Outbound,
+        request: OutboundRequest,
+        budget: Duration,
+    ) -> (Result<OutboundResponse, SendError>, Vec<Exchange>) {
+        let deadline = Instant::now() + budget;
+        let mut exchanges = Vec::new();
+        let result = self
+            .send_inner(outbound, request, deadline, &mut exchanges)
+            .await;
+        if let Some(credentials) = &outbound.credentials {
+            for exchange in &mut exchanges {
+                exchange.url = credentials.redact(&exchange.url);
+            }
+        }
+        (result, exchanges)
+    }
+
+    async fn send_inner(
+        &self,
+        outbound: &Outbound,
+        request: OutboundRequest,
+        deadline: Instant,
+        exchanges: &mut Vec<Exchange>,
+    ) -> Result<OutboundResponse, SendError> {
+        let guest_timeout = request.timeout;
+        let (method, url) = (request.method.clone(), request.url.clone());
+        let mut prepared = self.check(&outbound.allowed, request).inspect_err(|e| {
+            // Refused requests are part of the record too.
+            exchanges.push(Exchange {
+                purpose: "plugin",
+                method,
+                url,
+                status: None,
+                error: Some(e.to_string()),
+                duration_ms: 0.0,
+                request_bytes: 0,
+                response_bytes: 0,
+            })
+        })?;
+        if let Some(credentials) = &outbound.credentials {
+            let owned = credentials.host_owned_headers();
+            prepared
+                .headers
+                .retain(|(n, _)| !owned.iter().any(|o| o.eq_ignore_ascii_case(n)));
+            credentials
+                .apply(self, &outbound.allowed, &mut prepared, deadline, exchanges)
+                .await?;
+        }
+        if let Some(limiter) = &outbound.limiter {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            tokio::time::timeout(wait, limiter.until_ready())
+                .await
+                .map_err(|_| {
+                    SendError::Timeout(
+                        "the connection's rate limit left no time for this request".into(),
+                    )
+                })?;
+        }
+        let response = self
+            .transmit(
+                "plugin",
+                prepared.clone(),
+                guest_timeout,
+                deadline,
+                exchanges,
+            )
+            .await?;
+        if response.status != 401 {
+            return Ok(response);
+        }
+        let Some(credentials) = &outbound.credentials else {
+            return Ok(response);
+        };
+        if !credentials
+            .recover(
+                self,
+                &outbound.allowed,
+                &mut prepared,
+                &response,
+                deadline,
+                exchanges,
+            )
+            .await?
+        {
+            return Ok(response);
+        }
+        self.transmit("retry", prepared, guest_timeout, deadline, exchanges)
+            .await
+    }
+
+    /// The URL, method, header and size checks every request passes.
+    pub(crate) fn check(
         &self,
         allowed: &[HostPattern],
         request: OutboundRequest,
-        budget: Duration,
-        exchange: &mut Exchange,
-    ) -> Result<OutboundResponse, SendError> {
+    ) -> Result<Prepared, SendError> {
         let url = Url::parse(&request.url)
             .map_err(|e| SendError::InvalidRequest(format!("bad URL `{}`: {e}", request.url)))?;
         policy::check_url(&url, allowed).map_err(|Denied(why)| SendError::Denied(why))?;
@@ -178,6 +316,14 @@ impl HttpSandbox {
         }
         let method = reqwest::Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
             .map_err(|_| SendError::InvalidRequest(format!("bad method `{}`", request.method)))?;
+        if !matches!(
+            method.as_str(),
+            "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS"
+        ) {
+            return Err(SendError::InvalidRequest(format!(
+                "method `{method}` is not allowed"
+            )));
+        }
         if request.body.len() > self.config.max_request_bytes {
             return Err(SendError::TooLarge(format!(
                 "request body of {} bytes is over the {} byte limit",
@@ -185,73 +331,111 @@ impl HttpSandbox {
                 self.config.max_request_bytes
             )));
         }
-        let mut builder = self.client.request(method, url);
-        for (name, value) in &request.headers {
-            if HOST_OWNED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-                continue;
+        let headers = request
+            .headers
+            .into_iter()
+            .filter(|(name, _)| !HOST_OWNED_HEADERS.contains(&name.to_ascii_lowercase().as_str()))
+            .collect();
+        Ok(Prepared {
+            method,
+            url,
+            headers,
+            body: request.body,
+        })
+    }
+
+    /// Puts one checked request on the wire and reads the response within the
+    /// caps, recording the exchange.
+    pub(crate) async fn transmit(
+        &self,
+        purpose: &'static str,
+        request: Prepared,
+        timeout: Option<Duration>,
+        deadline: Instant,
+        exchanges: &mut Vec<Exchange>,
+    ) -> Result<OutboundResponse, SendError> {
+        let started = Instant::now();
+        let mut exchange = Exchange {
+            purpose,
+            method: request.method.to_string(),
+            url: request.url.to_string(),
+            status: None,
+            error: None,
+            duration_ms: 0.0,
+            request_bytes: request.body.len(),
+            response_bytes: 0,
+        };
+        let timeout = timeout
+            .unwrap_or(self.config.request_timeout)
+            .min(self.config.request_timeout)
+            .min(deadline.saturating_duration_since(started));
+        let result = match tokio::time::timeout(timeout, self.exchange(request)).await {
+            Ok(result) => result,
+            Err(_) => Err(SendError::Timeout(format!(
+                "no complete response within {} ms",
+                timeout.as_millis()
+            ))),
+        };
+        exchange.duration_ms = started.elapsed().as_secs_f64() * 1e3;
+        match &result {
+            Ok(response) => {
+                exchange.status = Some(response.status);
+                exchange.response_bytes = response.body.len();
             }
+            Err(e) => exchange.error = Some(e.to_string()),
+        }
+        exchanges.push(exchange);
+        result
+    }
+
+    async fn exchange(&self, request: Prepared) -> Result<OutboundResponse, SendError> {
+        let mut builder = self.client.request(request.method, request.url);
+        for (name, value) in &request.headers {
             let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| SendError::InvalidRequest(format!("bad header name `{name}`")))?;
             let value = reqwest::header::HeaderValue::from_str(value)
                 .map_err(|_| SendError::InvalidRequest(format!("bad value for header `{name}`")))?;
             builder = builder.header(name, value);
         }
-        let timeout = request
-            .timeout
-            .unwrap_or(self.config.request_timeout)
-            .min(self.config.request_timeout)
-            .min(budget);
-        let exchange_fut = async {
-            let mut response = builder
-                .body(request.body)
-                .send()
-                .await
-                .map_err(|e| classify(&e))?;
-            let status = response.status().as_u16();
-            let headers = response
-                .headers()
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect();
-            let cap = self.config.max_response_bytes;
-            if response
-                .content_length()
-                .is_some_and(|len| len as usize > cap)
-            {
+        let mut response = builder
+            .body(request.body)
+            .send()
+            .await
+            .map_err(|e| classify(&e))?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let cap = self.config.max_response_bytes;
+        if response
+            .content_length()
+            .is_some_and(|len| len > cap as u64)
+        {
+            return Err(SendError::TooLarge(format!(
+                "response is over the {cap} byte limit"
+            )));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| classify(&e))? {
+            if body.len() + chunk.len() > cap {
                 return Err(SendError::TooLarge(format!(
                     "response is over the {cap} byte limit"
                 )));
             }
-            let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(|e| classify(&e))? {
-                if body.len() + chunk.len() > cap {
-                    return Err(SendError::TooLarge(format!(
-                        "response is over the {cap} byte limit"
-                    )));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(OutboundResponse {
-                status,
-                headers,
-                body,
-            })
-        };
-        let response = tokio::time::timeout(timeout, exchange_fut)
-            .await
-            .map_err(|_| {
-                SendError::Timeout(format!(
-                    "no complete response within {} ms",
-                    timeout.as_millis()
-                ))
-            })??;
-        exchange.response_bytes = response.body.len();
-        Ok(response)
+            body.extend_from_slice(&chunk);
+        }
+        Ok(OutboundResponse {
+            status,
+            headers,
+            body,
+        })
     }
 }
 

@@ -2,6 +2,8 @@
 //! passes through [`HttpSandbox::send`], which decides (see [`policy`]), adds
 //! credentials, enforces limits and records the exchange.
 
+pub mod auth;
+pub mod digest;
 mod http;
 pub mod policy;
 pub mod signatures;

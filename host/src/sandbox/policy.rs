@@ -82,14 +82,29 @@ impl HostPattern {
             "http" => 80,
             other => return Err(format!("scheme `{other}` is not http or https")),
         };
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || rest.starts_with('[') => {
-                let port = port
+        let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
+            // An IPv6 literal: `[addr]` or `[addr]:port`.
+            let (addr, after) = bracketed
+                .split_once(']')
+                .ok_or_else(|| format!("unclosed `[` in `{rest}`"))?;
+            let port = match after.strip_prefix(':') {
+                Some(port) => port
                     .parse::<u16>()
-                    .map_err(|_| format!("bad port `{port}`"))?;
-                (host, port)
+                    .map_err(|_| format!("bad port `{port}`"))?,
+                None if after.is_empty() => default_port,
+                None => return Err(format!("unexpected `{after}` after `]`")),
+            };
+            (format!("[{addr}]"), port)
+        } else {
+            match rest.rsplit_once(':') {
+                Some((host, port)) => {
+                    let port = port
+                        .parse::<u16>()
+                        .map_err(|_| format!("bad port `{port}`"))?;
+                    (host.to_string(), port)
+                }
+                None => (rest.to_string(), default_port),
             }
-            _ => (rest, default_port),
         };
         if host.contains('/') {
             return Err("a host pattern has no path".to_string());
@@ -326,9 +341,9 @@ fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
     let tail = || Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     if let Some(v4) = v6.to_ipv4_mapped() {
         Some(v4)
-    } else if s[..6] == [0, 0, 0, 0, 0, 0] && !v6.is_loopback() && !v6.is_unspecified() {
-        Some(tail())
-    } else if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+    } else if (s[..6] == [0, 0, 0, 0, 0, 0] && !v6.is_loopback() && !v6.is_unspecified())
+        || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+    {
         Some(tail())
     } else if s[0] == 0x2002 {
         Some(Ipv4Addr::new(
@@ -361,6 +376,7 @@ mod tests {
             "*.example.com",
             "{base_url}",
             "http://plain.test:8080",
+            "http://[fd00::1]:8080",
         ]
         .iter()
         .map(|pat| HostPattern::parse(pat, &p).unwrap())
@@ -382,6 +398,8 @@ mod tests {
             ("http://127.0.0.1:8081/items", false),
             ("http://plain.test:8080/", true),
             ("http://plain.test/", false),
+            ("http://[fd00::1]:8080/x", true),
+            ("http://[fd00::1]/x", false),
             ("ftp://api.example.com/", false),
             ("https://user:pw@api.example.com/", false),
             ("https://api.example.com.evil.net/", false),

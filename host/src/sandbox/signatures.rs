@@ -169,6 +169,7 @@ mod tests {
         let sw_secret = b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
         let stripe_sig =
             "t=1700000000,v1=daf5bfd66f5a2455cd3a78a02dee2318ff9676b2fcd2bb6f1ac697b6d829f287";
+        #[allow(clippy::type_complexity)]
         let table: Vec<(
             &str,
             Scheme,

@@ -5,6 +5,8 @@
 #![allow(unreachable_pub)]
 
 mod cli;
+mod digest;
 mod limits;
 mod plugins;
+mod sandbox;
 mod support;

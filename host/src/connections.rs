@@ -1,0 +1,318 @@
+//! Connections: a tenant's credentials and custom properties for one plugin.
+//! Secret properties are sealed with the master key before storage and are
+//! never returned by the API or handed to a plugin; the host's own auth state
+//! (OAuth and session tokens) is sealed the same way.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::{
+    app::check_against,
+    error::ServiceError,
+    manifest::Manifest,
+    sandbox::auth::AuthState,
+    secrets::MasterKey,
+    store::{Op, SharedStorage, StorageExt},
+};
+
+pub const CONNECTIONS: &str = "connections";
+/// The only tenant until tenants arrive with the flow engine.
+pub const DEFAULT_TENANT: &str = "default";
+const REDACTED: &str = "********";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ConnectionStatus {
+    Active,
+    Paused { reason: String },
+}
+
+/// A stored connection. The sealed fields are opaque without the master key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConnectionRecord {
+    pub id: String,
+    pub tenant: String,
+    /// The plugin key; any version of that plugin can use the connection.
+    pub plugin: String,
+    pub name: String,
+    /// Non-secret properties, as given.
+    pub properties: BTreeMap<String, Value>,
+    pub secret_names: BTreeSet<String>,
+    sealed_secrets: String,
+    sealed_auth: Option<String>,
+    pub status: ConnectionStatus,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+pub struct Connections {
+    store: SharedStorage,
+    key: Arc<MasterKey>,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+fn record_key(tenant: &str, id: &str) -> Vec<u8> {
+    format!("{tenant}\0{id}").into_bytes()
+}
+
+/// Secret and plain properties of a connection, checked against a manifest.
+struct Split {
+    plain: BTreeMap<String, Value>,
+    secret: BTreeMap<String, Value>,
+}
+
+impl Connections {
+    pub fn new(store: SharedStorage, key: Arc<MasterKey>) -> Self {
+        Connections { store, key }
+    }
+
+    pub fn create(
+        &self,
+        tenant: &str,
+        manifest: &Manifest,
+        name: &str,
+        properties: Map<String, Value>,
+    ) -> Result<ConnectionRecord, ServiceError> {
+        let mut id_bytes = [0u8; 12];
+        rand::rng().fill_bytes(&mut id_bytes);
+        let id = format!("conn_{}", hex::encode(id_bytes));
+        let split = split(manifest, properties, &BTreeMap::new())?;
+        let now = now();
+        let record = ConnectionRecord {
+            id: id.clone(),
+            tenant: tenant.to_string(),
+            plugin: manifest.key.clone(),
+            name: if name.is_empty() {
+                manifest.name.clone()
+            } else {
+                name.to_string()
+            },
+            properties: split.plain,
+            secret_names: split.secret.keys().cloned().collect(),
+            sealed_secrets: self.seal_secrets(&id, &split.secret),
+            sealed_auth: None,
+            status: ConnectionStatus::Active,
+            created_at: now,
+            updated_at: now,
+        };
+        self.write(&record)?;
+        Ok(record)
+    }
+
+    pub fn get(&self, tenant: &str, id: &str) -> Result<ConnectionRecord, ServiceError> {
+        self.store
+            .get_json(CONNECTIONS, &record_key(tenant, id))?
+            .ok_or_else(|| ServiceError::NotFound(format!("connection `{id}` does not exist")))
+    }
+
+    pub fn list(&self, tenant: &str) -> Result<Vec<ConnectionRecord>, ServiceError> {
+        Ok(self
+            .store
+            .scan_json(CONNECTIONS, format!("{tenant}\0").as_bytes())?)
+    }
+
+    /// Changes the name and merges properties (`null` removes one). Changing
+    /// credentials drops the host-held tokens.
+    pub fn update(
+        &self,
+        tenant: &str,
+        id: &str,
+        manifest: &Manifest,
+        name: Option<&str>,
+        changes: Map<String, Value>,
+    ) -> Result<ConnectionRecord, ServiceError> {
+        let mut record = self.get(tenant, id)?;
+        let mut current = self.secrets(&record)?;
+        current.extend(record.properties.clone());
+        let split = split(manifest, changes, &current)?;
+        if let Some(name) = name {
+            record.name = name.to_string();
+        }
+        record.properties = split.plain;
+        record.secret_names = split.secret.keys().cloned().collect();
+        record.sealed_secrets = self.seal_secrets(id, &split.secret);
+        record.sealed_auth = None;
+        record.status = ConnectionStatus::Active;
+        record.updated_at = now();
+        self.write(&record)?;
+        Ok(record)
+    }
+
+    pub fn delete(&self, tenant: &str, id: &str) -> Result<(), ServiceError> {
+        self.get(tenant, id)?;
+        self.store.apply(vec![Op::Delete {
+            tree: CONNECTIONS,
+            key: record_key(tenant, id),
+        }])?;
+        self.store.flush()?;
+        Ok(())
+    }
+
+    /// The connection's secret properties, opened.
+    pub fn secrets(
+        &self,
+        record: &ConnectionRecord,
+    ) -> Result<BTreeMap<String, Value>, ServiceError> {
+        let bytes = self
+            .key
+            .open(record.id.as_bytes(), &record.sealed_secrets)
+            .map_err(|e| ServiceError::BadRequest(format!("connection `{}`: {e}", record.id)))?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            ServiceError::BadRequest(format!(
+                "connection `{}`: sealed secrets are corrupt: {e}",
+                record.id
+            ))
+        })
+    }
+
+    pub fn auth_state(&self, record: &ConnectionRecord) -> Option<AuthState> {
+        let sealed = record.sealed_auth.as_ref()?;
+        let bytes = self
+            .key
+            .open(auth_context(&record.id).as_bytes(), sealed)
+            .ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Stores host-obtained tokens (called from the sandbox after a refresh).
+    pub fn save_auth_state(
+        &self,
+        tenant: &str,
+        id: &str,
+        state: &AuthState,
+    ) -> Result<(), ServiceError> {
+        let mut record = self.get(tenant, id)?;
+        let plain = serde_json::to_vec(state).expect("auth state serialises");
+        record.sealed_auth = Some(self.key.seal(auth_context(id).as_bytes(), &plain));
+        self.write(&record)
+    }
+
+    pub fn set_status(
+        &self,
+        tenant: &str,
+        id: &str,
+        status: ConnectionStatus,
+    ) -> Result<ConnectionRecord, ServiceError> {
+        let mut record = self.get(tenant, id)?;
+        record.status = status;
+        record.updated_at = now();
+        self.write(&record)?;
+        Ok(record)
+    }
+
+    /// The connection as the API shows it: secrets replaced by a marker.
+    pub fn view(&self, record: &ConnectionRecord) -> Value {
+        let auth = self.auth_state(record);
+        json!({
+            "id": record.id,
+            "plugin": record.plugin,
+            "name": record.name,
+            "properties": record.properties,
+            "secrets": record.secret_names.iter().map(|n| (n.clone(), json!(REDACTED))).collect::<Map<_, _>>(),
+            "status": record.status,
+            "authorized": auth.as_ref().is_some_and(|a| a.access_token.is_some() || a.session_token.is_some()),
+            "token_expires_at": auth.and_then(|a| a.expires_at),
+            "created_at": record.created_at,
+            "updated_at": record.updated_at,
+        })
+    }
+
+    fn seal_secrets(&self, id: &str, secrets: &BTreeMap<String, Value>) -> String {
+        let plain = serde_json::to_vec(secrets).expect("secrets serialise");
+        self.key.seal(id.as_bytes(), &plain)
+    }
+
+    fn write(&self, record: &ConnectionRecord) -> Result<(), ServiceError> {
+        self.store
+            .put_json(CONNECTIONS, &record_key(&record.tenant, &record.id), record)?;
+        self.store.flush()?;
+        Ok(())
+    }
+}
+
+fn auth_context(id: &str) -> String {
+    format!("{id}/auth")
+}
+
+/// Merges `changes` into `current`, checks every value against the
+/// manifest's property schemas and required flags, and splits secret from
+/// plain values.
+fn split(
+    manifest: &Manifest,
+    changes: Map<String, Value>,
+    current: &BTreeMap<String, Value>,
+) -> Result<Split, ServiceError> {
+    let mut merged = current.clone();
+    let mut problems = Vec::new();
+    for (key, value) in changes {
+        let Some(spec) = manifest.connection_properties.iter().find(|p| p.key == key) else {
+            let known: Vec<&str> = manifest
+                .connection_properties
+                .iter()
+                .map(|p| p.key.as_str())
+                .collect();
+            problems.push(format!(
+                "`{key}` is not a property of {} (it has: {})",
+                manifest.key,
+                known.join(", ")
+            ));
+            continue;
+        };
+        if value.is_null() {
+            merged.remove(&key);
+            continue;
+        }
+        // A secret's value must not be echoed in the error.
+        let checked = check_against(&spec.schema, &value, &format!("property `{key}`"));
+        match (checked, spec.secret) {
+            (Err(_), true) => problems.push(format!("property `{key}` does not match its schema")),
+            (Err(e), false) => problems.push(e.to_string()),
+            (Ok(()), _) => {
+                merged.insert(key, value);
+            }
+        }
+    }
+    for spec in &manifest.connection_properties {
+        if spec.required && !merged.contains_key(&spec.key) {
+            problems.push(format!(
+                "property `{}` ({}) is required",
+                spec.key, spec.label
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ServiceError::BadRequest(format!(
+            "invalid connection for {}: {}",
+            manifest.key,
+            problems.join("; ")
+        )));
+    }
+    let (secret, plain) = merged.into_iter().partition(|(k, _)| {
+        manifest
+            .connection_properties
+            .iter()
+            .any(|p| &p.key == k && p.secret)
+    });
+    Ok(Split { plain, secret })
+}
+
+/// A property value as the text the host uses for auth and templates.
+pub fn as_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
