@@ -223,16 +223,7 @@ impl Credentials {
                 let mut auth = self.lock().await;
                 if let Some((challenge, nc)) = &mut auth.digest {
                     *nc += 1;
-                    let header = digest::authorization(
-                        challenge,
-                        request.method.as_str(),
-                        &request.request_target(),
-                        value(&self.values, "username")?,
-                        value(&self.values, "password")?,
-                        *nc,
-                        &digest::new_cnonce(),
-                    );
-                    request.set_header("Authorization", header);
+                    self.answer_digest(challenge, *nc, request)?;
                 }
             }
         }
@@ -253,9 +244,18 @@ impl Credentials {
         match &self.scheme {
             AuthScheme::Oauth2 { .. } => {
                 let mut auth = self.lock().await;
-                auth.state.access_token = None;
-                self.obtain_token(sandbox, &mut auth, deadline, exchanges)
-                    .await?;
+                let current = auth
+                    .state
+                    .access_token
+                    .as_ref()
+                    .map(|t| format!("Bearer {t}"));
+                // Calls refused together share one new token: a call that
+                // finds the token already replaced retries with that one.
+                if current.is_none() || current.as_deref() == sent(request, "Authorization") {
+                    auth.state.access_token = None;
+                    self.obtain_token(sandbox, &mut auth, deadline, exchanges)
+                        .await?;
+                }
                 let token = auth.state.access_token.clone().unwrap_or_default();
                 request.set_header("Authorization", format!("Bearer {token}"));
                 Ok(true)
@@ -266,8 +266,14 @@ impl Credentials {
                 ..
             } => {
                 let mut auth = self.lock().await;
-                self.login(sandbox, allowed, &mut auth, deadline, exchanges)
-                    .await?;
+                let current = (auth.state.session_token.as_ref())
+                    .map(|t| header_value.replace("{{token}}", t));
+                // As above: one login for calls refused together (a login
+                // per call could also end the session another call opened).
+                if current.is_none() || current.as_deref() == sent(request, header_name) {
+                    self.login(sandbox, allowed, &mut auth, deadline, exchanges)
+                        .await?;
+                }
                 let token = auth.state.session_token.clone().unwrap_or_default();
                 request.set_header(header_name, header_value.replace("{{token}}", &token));
                 Ok(true)
@@ -282,21 +288,32 @@ impl Credentials {
                 let Some(challenge) = digest::parse_challenges(&challenges) else {
                     return Ok(false);
                 };
-                let header = digest::authorization(
-                    &challenge,
-                    request.method.as_str(),
-                    &request.request_target(),
-                    value(&self.values, "username")?,
-                    value(&self.values, "password")?,
-                    1,
-                    &digest::new_cnonce(),
-                );
-                request.set_header("Authorization", header);
+                self.answer_digest(&challenge, 1, request)?;
                 self.lock().await.digest = Some((challenge, 1));
                 Ok(true)
             }
             _ => Ok(false),
         }
+    }
+
+    /// Signs `request` for a Digest challenge with nonce count `nc`.
+    fn answer_digest(
+        &self,
+        challenge: &digest::Challenge,
+        nc: u32,
+        request: &mut Prepared,
+    ) -> Result<(), SendError> {
+        let header = digest::authorization(
+            challenge,
+            request.method.as_str(),
+            &request.request_target(),
+            value(&self.values, "username")?,
+            value(&self.values, "password")?,
+            nc,
+            &digest::new_cnonce(),
+        );
+        request.set_header("Authorization", header);
+        Ok(())
     }
 
     async fn obtain_token(
@@ -423,6 +440,15 @@ impl Credentials {
         self.save(&auth.state);
         Ok(())
     }
+}
+
+/// The value a request was sent with for `name`.
+fn sent<'a>(request: &'a Prepared, name: &str) -> Option<&'a str> {
+    request
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 #[derive(Clone, Copy)]

@@ -397,11 +397,7 @@ impl HttpSandbox {
                 .map_err(|_| SendError::InvalidRequest(format!("bad value for header `{name}`")))?;
             builder = builder.header(name, value);
         }
-        let mut response = builder
-            .body(request.body)
-            .send()
-            .await
-            .map_err(|e| classify(&e))?;
+        let mut response = builder.body(request.body).send().await.map_err(classify)?;
         let status = response.status().as_u16();
         let headers = response
             .headers()
@@ -423,7 +419,7 @@ impl HttpSandbox {
             )));
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| classify(&e))? {
+        while let Some(chunk) = response.chunk().await.map_err(classify)? {
             if body.len() + chunk.len() > cap {
                 return Err(SendError::TooLarge(format!(
                     "response is over the {cap} byte limit"
@@ -439,9 +435,12 @@ impl HttpSandbox {
     }
 }
 
-fn classify(error: &reqwest::Error) -> SendError {
+fn classify(error: reqwest::Error) -> SendError {
+    // reqwest's message names the URL, which may carry a credential the host
+    // put in the query (an API key): the guest and the journal get it without.
+    let error = error.without_url();
     // The resolver's refusal travels inside reqwest's error chain.
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
     let mut chain = Vec::new();
     while let Some(e) = source {
         if let Some(Denied(why)) = e.downcast_ref::<Denied>() {

@@ -1,5 +1,6 @@
 //! The Digest module against a real server: Apache httpd's mod_auth_digest,
-//! started from a throwaway configuration on a free loopback port.
+//! started from a throwaway configuration on a free port of 127.0.0.2 (the
+//! loopback address test hosts allow, so `auth.rs` reuses it end to end).
 
 use std::{
     net::{SocketAddr, TcpListener, TcpStream},
@@ -15,13 +16,14 @@ use switchyard::sandbox::digest::{self, Algorithm};
 const APACHE: &str = "/usr/sbin/apache2";
 const MODULES: &str = "/usr/lib/apache2/modules";
 const REALM: &str = "switchyard-test";
-const USER: &str = "connector";
+pub const USER: &str = "connector";
 // A space and a comma, so nothing depends on the password being a token.
-const PASSWORD: &str = "open, sesame";
-const SECRET: &str = "the files are in the computer\n";
+pub const PASSWORD: &str = "open, sesame";
+/// The content of `/private/secret.txt`, behind Digest.
+pub const SECRET: &str = "the files are in the computer\n";
 
 /// An `apache2 -X` child serving one tempdir; killed when dropped.
-struct Apache {
+pub struct Apache {
     child: Child,
     addr: SocketAddr,
     dir: tempfile::TempDir,
@@ -35,7 +37,7 @@ impl Drop for Apache {
 }
 
 impl Apache {
-    fn start() -> Apache {
+    pub fn start() -> Apache {
         assert!(
             Path::new(APACHE).exists(),
             "apache2 is not installed; ./dev test installs it"
@@ -85,12 +87,17 @@ impl Apache {
         }
     }
 
-    fn error_log(&self) -> String {
+    pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
     }
 
-    fn url(&self, target: &str) -> String {
+    pub fn url(&self, target: &str) -> String {
         format!("http://{}{target}", self.addr)
+    }
+
+    /// `http://127.0.0.2:<port>`, for a connection's `base_url`.
+    pub fn origin(&self) -> String {
+        self.url("")
     }
 }
 
@@ -106,7 +113,7 @@ fn site() -> tempfile::TempDir {
 }
 
 fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
+    TcpListener::bind("127.0.0.2:0")
         .and_then(|l| l.local_addr())
         .expect("a free loopback port")
 }
@@ -128,7 +135,7 @@ fn config(dir: &Path, addr: SocketAddr) -> String {
     .collect();
     format!(
         r#"ServerRoot "{dir}"
-ServerName 127.0.0.1
+ServerName 127.0.0.2
 Listen {addr}
 PidFile "{dir}/httpd.pid"
 ErrorLog "{dir}/error.log"
