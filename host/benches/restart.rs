@@ -16,13 +16,13 @@ const TOKEN: &str = "benchmark-token-0123456789";
 
 /// Rewrites the fixed-width version marker of the `versioned` fixture.
 fn stamp_version(bytes: &[u8], n: usize) -> Vec<u8> {
-    let marker = b"stamp.0000";
+    let marker = b"stamp-0000";
     let at = bytes
         .windows(marker.len())
         .position(|w| w == marker)
         .expect("the versioned fixture carries its marker");
     let mut out = bytes.to_vec();
-    out[at..at + marker.len()].copy_from_slice(format!("stamp.{n:04}").as_bytes());
+    out[at..at + marker.len()].copy_from_slice(format!("stamp-{n:04}").as_bytes());
     out
 }
 
