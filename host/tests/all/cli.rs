@@ -136,6 +136,52 @@ fn operator_workflow_through_the_cli() {
     let shown = stdout(&run(&server, &["plugin", "show", "example@0.1.0"]));
     assert!(shown.contains("\"allowed_hosts\""), "{shown}");
 
+    // Connections: secrets go in, never come out.
+    let created = stdout(&run(
+        &server,
+        &[
+            "connection",
+            "create",
+            "example",
+            "--name",
+            "Acme",
+            "--set",
+            "base_url=https://api.acme.test",
+            "--set",
+            "api_key=sk_cli_secret_1",
+        ],
+    ));
+    let created: serde_json::Value = serde_json::from_str(&created).unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    assert_eq!(created["secrets"]["api_key"], "********");
+    let listed = stdout(&run(&server, &["connection", "list"]));
+    assert!(
+        listed.contains(&id) && listed.contains("Acme") && !listed.contains("sk_cli_secret_1"),
+        "{listed}"
+    );
+    let updated = stdout(&run(
+        &server,
+        &[
+            "connection",
+            "update",
+            &id,
+            "--set",
+            "base_url=https://eu.acme.test",
+        ],
+    ));
+    assert!(
+        updated.contains("eu.acme.test") && !updated.contains("sk_cli_secret_1"),
+        "{updated}"
+    );
+    let bad = run(
+        &server,
+        &["connection", "create", "example", "--set", "nope=1"],
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("`nope` is not a property of example"));
+    stdout(&run(&server, &["connection", "delete", &id]));
+    assert!(!stdout(&run(&server, &["connection", "list"])).contains(&id));
+
     stdout(&run(&server, &["plugin", "delete", "example@0.2.0"]));
     let list = stdout(&run(&server, &["plugin", "list"]));
     assert!(!list.contains("0.2.0"), "{list}");

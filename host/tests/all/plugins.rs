@@ -543,3 +543,53 @@ async fn a_restart_keeps_plugins_and_does_not_recompile() {
     assert_eq!(body["output"], json!({"echo": {"n": 1}}));
     host.stop().await;
 }
+
+#[tokio::test]
+async fn test_connection_runs_the_plugins_check_with_host_held_credentials() {
+    let fake = FakeItems::default();
+    let (addr, stop_fake) = fake.start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.allow_networks = vec!["127.0.0.1/32".parse().unwrap()];
+    let host = TestHost::start(cfg).await;
+    host.upload_file(artifacts::EXAMPLE).await;
+    let base_url = format!("http://{addr}");
+    let mut ids = Vec::new();
+    for key in [crate::support::API_KEY, "k-wrong"] {
+        let (status, body) = host
+            .call(
+                Method::POST,
+                "/v1/connections",
+                Some(json!({"plugin": "example", "properties": {"base_url": base_url, "api_key": key}})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        ids.push(body["id"].as_str().unwrap().to_string());
+    }
+    let (status, body) = host
+        .call(
+            Method::POST,
+            &format!("/v1/connections/{}/test", ids[0]),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["ok"], json!(true), "{body}");
+    assert_eq!(body["journal"]["exchanges"][0]["status"], json!(200));
+
+    let (_, body) = host
+        .call(
+            Method::POST,
+            &format!("/v1/connections/{}/test", ids[1]),
+            None,
+        )
+        .await;
+    assert_eq!(body["ok"], json!(false), "{body}");
+    assert_eq!(body["error"]["error"]["kind"], json!("auth"), "{body}");
+    assert!(
+        !body.to_string().contains("k-wrong"),
+        "the key must not show: {body}"
+    );
+    stop_fake.await;
+    host.stop().await;
+}

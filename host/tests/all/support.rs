@@ -169,6 +169,7 @@ pub struct SeenRequest {
 impl FakeItems {
     pub async fn start(&self) -> (SocketAddr, impl Future<Output = ()>) {
         let router = Router::new()
+            .route("/me", get(me))
             .route("/items", post(create_item))
             .route("/items/{id}", get(get_item))
             .with_state(self.clone());
@@ -176,6 +177,16 @@ impl FakeItems {
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
         (addr, async move { server.abort() })
+    }
+}
+
+/// The API key the fake accepts.
+pub const API_KEY: &str = "k-fake-items-1";
+
+async fn me(headers: HeaderMap) -> Result<Json<Value>, StatusCode> {
+    match header(&headers, "x-api-key").as_deref() {
+        Some(API_KEY) => Ok(Json(json!({"user": "acme"}))),
+        _ => Err(StatusCode::UNAUTHORIZED),
     }
 }
 
