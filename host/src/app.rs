@@ -26,6 +26,7 @@ use crate::{
     },
     secrets::MasterKey,
     store::{Op, SharedStorage, SledStore, StorageExt},
+    tenants::{Principal, Tenants},
 };
 
 const META: &str = "meta";
@@ -39,6 +40,7 @@ pub struct App {
     pub connections: Arc<Connections>,
     pub sandbox: HttpSandbox,
     pub auth_states: Arc<AuthStates>,
+    pub tenants: Tenants,
     token_hash: [u8; 32],
 }
 
@@ -74,6 +76,7 @@ impl App {
         )?;
         let connections = Arc::new(Connections::new(store.clone(), Arc::new(master_key)));
         let sandbox = HttpSandbox::new(config.sandbox())?;
+        let tenants = Tenants::new(store.clone());
         let app = Arc::new(App {
             config,
             store,
@@ -82,16 +85,21 @@ impl App {
             connections,
             sandbox,
             auth_states: Default::default(),
+            tenants,
             token_hash,
         });
         app.load_dirs().await;
         Ok((app, new_token))
     }
 
-    pub fn check_token(&self, token: &str) -> bool {
+    /// Who a bearer token belongs to: the operator, a tenant, or nobody.
+    pub fn authenticate(&self, token: &str) -> Result<Option<Principal>, ServiceError> {
         let given: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         // Comparing digests leaks nothing useful about the token itself.
-        given == self.token_hash
+        if given == self.token_hash {
+            return Ok(Some(Principal::Operator));
+        }
+        Ok(self.tenants.by_token(token)?.map(Principal::Tenant))
     }
 
     async fn load_dirs(&self) {

@@ -47,6 +47,10 @@ enum Command {
     /// Secret values are stored encrypted and never shown again.
     #[command(subcommand)]
     Connection(ConnectionCommand),
+    /// Manage tenants (operator only): each gets its own API token, which sees
+    /// only that tenant's connections.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
     /// Run one action of a plugin by hand and print its output, logs and
     /// HTTP exchanges.
     ///
@@ -67,6 +71,65 @@ enum Command {
         #[arg(long, default_value = "{}")]
         properties: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantCommand {
+    /// Create a tenant and print its API token (shown only once).
+    Create { name: String },
+    /// List tenants.
+    List,
+    /// Replace a tenant's token; the old one stops working.
+    RotateToken { id: String },
+    /// Delete a tenant (its token stops working).
+    Delete { id: String },
+}
+
+async fn tenant(client: &Client, command: TenantCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    match command {
+        TenantCommand::Create { name } => {
+            let result = client
+                .send(
+                    Method::POST,
+                    "/v1/tenants",
+                    Body::Json(json!({"name": name})),
+                )
+                .await?;
+            println!(
+                "created tenant {} ({})",
+                str_of(&result["tenant"]["id"]),
+                str_of(&result["tenant"]["name"])
+            );
+            println!(
+                "its API token (shown only this once): {}",
+                str_of(&result["token"])
+            );
+        }
+        TenantCommand::List => {
+            let result = client.send(Method::GET, "/v1/tenants", Body::None).await?;
+            println!("{:<22} NAME", "ID");
+            for t in result["tenants"].as_array().into_iter().flatten() {
+                println!("{:<22} {}", str_of(&t["id"]), str_of(&t["name"]));
+            }
+        }
+        TenantCommand::RotateToken { id } => {
+            let result = client
+                .send(Method::POST, &format!("/v1/tenants/{id}/token"), Body::None)
+                .await?;
+            println!(
+                "new API token for {id} (shown only this once): {}",
+                str_of(&result["token"])
+            );
+        }
+        TenantCommand::Delete { id } => {
+            client
+                .send(Method::DELETE, &format!("/v1/tenants/{id}"), Body::None)
+                .await?;
+            println!("deleted tenant {id}");
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Subcommand)]
@@ -270,6 +333,10 @@ pub async fn main() -> anyhow::Result<()> {
         Command::Plugin(command) => {
             let client = Client::new(&cli.server, cli.token)?;
             plugin(&client, command).await
+        }
+        Command::Tenant(command) => {
+            let client = Client::new(&cli.server, cli.token)?;
+            tenant(&client, command).await
         }
         Command::Connection(command) => {
             let client = Client::new(&cli.server, cli.token)?;

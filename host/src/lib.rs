@@ -17,3 +17,4 @@ pub mod registry;
 pub mod sandbox;
 pub mod secrets;
 pub mod store;
+pub mod tenants;

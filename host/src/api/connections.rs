@@ -3,7 +3,7 @@
 //! browser lands there, so it is authorised by its one-time `state`).
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     extract::{
         Path, Query, State,
         rejection::{JsonRejection, QueryRejection},
@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{ApiError, AppState};
-use crate::connections::DEFAULT_TENANT;
+use crate::tenants::Principal;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -46,25 +46,34 @@ struct CreateBody {
 
 async fn create(
     State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
     body: Result<Json<CreateBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(body) = body?;
-    let record =
-        app.create_connection(DEFAULT_TENANT, &body.plugin, &body.name, body.properties)?;
+    let record = app.create_connection(
+        principal.tenant(),
+        &body.plugin,
+        &body.name,
+        body.properties,
+    )?;
     Ok((StatusCode::CREATED, Json(app.connections.view(&record))))
 }
 
-async fn list(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let records = app.connections.list(DEFAULT_TENANT)?;
+async fn list(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Json<Value>, ApiError> {
+    let records = app.connections.list(principal.tenant())?;
     let views: Vec<Value> = records.iter().map(|r| app.connections.view(r)).collect();
     Ok(Json(json!({"connections": views})))
 }
 
 async fn show(
     State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let record = app.connections.get(DEFAULT_TENANT, &id)?;
+    let record = app.connections.get(principal.tenant(), &id)?;
     Ok(Json(app.connections.view(&record)))
 }
 
@@ -78,32 +87,40 @@ struct UpdateBody {
 
 async fn update(
     State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     body: Result<Json<UpdateBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Json(body) = body?;
-    let record =
-        app.update_connection(DEFAULT_TENANT, &id, body.name.as_deref(), body.properties)?;
+    let record = app.update_connection(
+        principal.tenant(),
+        &id,
+        body.name.as_deref(),
+        body.properties,
+    )?;
     Ok(Json(app.connections.view(&record)))
 }
 
 async fn delete(
     State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    app.delete_connection(DEFAULT_TENANT, &id)?;
+    app.delete_connection(principal.tenant(), &id)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn test(
     State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(app.test_connection(DEFAULT_TENANT, &id).await?))
+    Ok(Json(app.test_connection(principal.tenant(), &id).await?))
 }
 
 async fn authorize(
     State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
@@ -117,7 +134,7 @@ async fn authorize(
             format!("http://{host}")
         }
     };
-    Ok(Json(app.oauth_authorize(DEFAULT_TENANT, &id, &base)?))
+    Ok(Json(app.oauth_authorize(principal.tenant(), &id, &base)?))
 }
 
 #[derive(Deserialize)]

@@ -4,6 +4,7 @@
 mod connections;
 mod error;
 mod plugins;
+mod tenants;
 
 use std::sync::Arc;
 
@@ -19,7 +20,7 @@ use serde_json::{Value, json};
 
 pub use error::ApiError;
 
-use crate::app::App;
+use crate::{app::App, tenants::Principal};
 
 pub type AppState = Arc<App>;
 
@@ -29,6 +30,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/status", get(status))
         .merge(plugins::routes(&app))
         .merge(connections::routes())
+        .merge(tenants::routes())
         .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
@@ -40,7 +42,7 @@ pub fn router(app: AppState) -> Router {
 
 async fn require_token(
     State(app): State<AppState>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let token = request
@@ -48,18 +50,36 @@ async fn require_token(
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match token {
-        Some(token) if app.check_token(token.trim()) => Ok(next.run(request).await),
-        Some(_) => Err(ApiError::new(
+    let Some(token) = token else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send `Authorization: Bearer <token>`",
+        ));
+    };
+    match app.authenticate(token.trim())? {
+        Some(principal) => {
+            request.extensions_mut().insert(principal);
+            Ok(next.run(request).await)
+        }
+        None => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "the token is not valid",
         )),
-        None => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "send `Authorization: Bearer <token>`",
-        )),
+    }
+}
+
+/// Refuses a request that only the operator may make.
+pub(crate) fn operator_only(principal: &Principal, what: &str) -> Result<(), ApiError> {
+    if principal.is_operator() {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("only the operator may {what}"),
+        ))
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     body::Bytes,
     extract::{
         DefaultBodyLimit, Path, Query, State,
@@ -17,7 +17,8 @@ use semver::{Version, VersionReq};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, operator_only};
+use crate::tenants::Principal;
 use crate::{error::ServiceError, registry::PluginRecord};
 
 pub(super) fn routes(app: &AppState) -> Router<AppState> {
@@ -84,9 +85,11 @@ struct UploadQuery {
 
 async fn upload(
     State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
     query: Result<Query<UploadQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    operator_only(&principal, "upload plugins")?;
     let Query(query) = query?;
     let body = body?;
     if body.is_empty() {
@@ -159,8 +162,10 @@ async fn show(
 
 async fn delete(
     State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((key, v)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
+    operator_only(&principal, "delete plugins")?;
     app.registry.delete(&key, &version(&v)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -177,9 +182,11 @@ fn yes() -> bool {
 
 async fn deprecate(
     State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((key, v)): Path<(String, String)>,
     body: Option<Json<DeprecateBody>>,
 ) -> Result<Json<Value>, ApiError> {
+    operator_only(&principal, "deprecate plugins")?;
     let deprecated = body.map(|Json(b)| b.deprecated).unwrap_or(true);
     let record = app
         .registry
@@ -190,8 +197,10 @@ async fn deprecate(
 
 async fn env_list(
     State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((key, v)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
+    operator_only(&principal, "read environment variables")?;
     let record = app.registry.record(&key, &version(&v)?)?;
     Ok(Json(json!({"env": record.env})))
 }
@@ -203,9 +212,11 @@ struct EnvValue {
 
 async fn env_set(
     State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((key, v, name)): Path<(String, String, String)>,
     body: Result<Json<EnvValue>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    operator_only(&principal, "set environment variables")?;
     let Json(body) = body?;
     let record = app
         .registry
@@ -216,8 +227,10 @@ async fn env_set(
 
 async fn env_unset(
     State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((key, v, name)): Path<(String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
+    operator_only(&principal, "unset environment variables")?;
     let record = app.registry.unset_env(&key, &version(&v)?, &name).await?;
     Ok(Json(json!({"env": record.env})))
 }
@@ -238,6 +251,7 @@ struct InvokeBody {
 
 async fn invoke(
     State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
     body: Result<Json<InvokeBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Json(body) = body?;
@@ -249,7 +263,7 @@ async fn invoke(
     let properties: BTreeMap<String, Value> = body.properties.into_iter().collect();
     let invocation = app
         .invoke(
-            crate::connections::DEFAULT_TENANT,
+            principal.tenant(),
             &body.plugin,
             &body.action,
             input,

@@ -136,6 +136,25 @@ fn operator_workflow_through_the_cli() {
     let shown = stdout(&run(&server, &["plugin", "show", "example@0.1.0"]));
     assert!(shown.contains("\"allowed_hosts\""), "{shown}");
 
+    // Tenants: the token printed once works for that tenant only.
+    let created = stdout(&run(&server, &["tenant", "create", "Initech"]));
+    let tenant_token = created
+        .lines()
+        .find_map(|l| l.strip_prefix("its API token (shown only this once): "))
+        .expect("the token is printed")
+        .to_string();
+    assert!(stdout(&run(&server, &["tenant", "list"])).contains("Initech"));
+    let as_tenant = Command::new(BIN)
+        .args(["tenant", "list"])
+        .env("SWITCHYARD_URL", &server.url)
+        .env("SWITCHYARD_TOKEN", &tenant_token)
+        .output()
+        .unwrap();
+    assert!(!as_tenant.status.success());
+    assert!(
+        String::from_utf8_lossy(&as_tenant.stderr).contains("only the operator may list tenants")
+    );
+
     // Connections: secrets go in, never come out.
     let created = stdout(&run(
         &server,

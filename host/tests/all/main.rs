@@ -11,3 +11,4 @@ mod limits;
 mod plugins;
 mod sandbox;
 mod support;
+mod tenants;
