@@ -47,6 +47,9 @@ enum Command {
     /// Secret values are stored encrypted and never shown again.
     #[command(subcommand)]
     Connection(ConnectionCommand),
+    /// Publish and manage flows ("when TRIGGER then ACTIONS", as JSON or YAML).
+    #[command(subcommand)]
+    Flow(FlowCommand),
     /// Manage tenants (operator only): each gets its own API token, which sees
     /// only that tenant's connections.
     #[command(subcommand)]
@@ -71,6 +74,82 @@ enum Command {
         #[arg(long, default_value = "{}")]
         properties: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum FlowCommand {
+    /// Publish a flow file (JSON or YAML): a new version of the flow with the
+    /// same name, or a new flow. Pins exact plugin versions.
+    Apply { file: PathBuf },
+    /// List flows.
+    List,
+    /// Show a flow with its pinned versions.
+    Show { id: String },
+    /// List a flow's published versions.
+    Versions { id: String },
+    /// Move a flow to the newest plugin versions its requirements allow,
+    /// after checking they still have its trigger, actions and inputs.
+    Upgrade { id: String },
+    /// Delete a flow.
+    Delete { id: String },
+}
+
+async fn flow(client: &Client, command: FlowCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let result = match command {
+        FlowCommand::Apply { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let result = client
+                .send(Method::POST, "/v1/flows/apply", Body::Text(text))
+                .await?;
+            println!(
+                "published {} ({}) version {}",
+                str_of(&result["spec"]["name"]),
+                str_of(&result["id"]),
+                result["version"]
+            );
+            return Ok(());
+        }
+        FlowCommand::List => {
+            let result = client.send(Method::GET, "/v1/flows", Body::None).await?;
+            println!("{:<26} {:<8} {:<30} TRIGGER", "ID", "VERSION", "NAME");
+            for f in result["flows"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<26} {:<8} {:<30} {}",
+                    str_of(&f["id"]),
+                    f["version"],
+                    str_of(&f["name"]),
+                    str_of(&f["trigger"])
+                );
+            }
+            return Ok(());
+        }
+        FlowCommand::Show { id } => {
+            client
+                .send(Method::GET, &format!("/v1/flows/{id}"), Body::None)
+                .await?
+        }
+        FlowCommand::Versions { id } => {
+            client
+                .send(Method::GET, &format!("/v1/flows/{id}/versions"), Body::None)
+                .await?
+        }
+        FlowCommand::Upgrade { id } => {
+            client
+                .send(Method::POST, &format!("/v1/flows/{id}/upgrade"), Body::None)
+                .await?
+        }
+        FlowCommand::Delete { id } => {
+            client
+                .send(Method::DELETE, &format!("/v1/flows/{id}"), Body::None)
+                .await?;
+            println!("deleted {id}");
+            return Ok(());
+        }
+    };
+    print_json(&result);
+    Ok(())
 }
 
 #[derive(Debug, Subcommand)]
@@ -334,6 +413,10 @@ pub async fn main() -> anyhow::Result<()> {
             let client = Client::new(&cli.server, cli.token)?;
             plugin(&client, command).await
         }
+        Command::Flow(command) => {
+            let client = Client::new(&cli.server, cli.token)?;
+            flow(&client, command).await
+        }
         Command::Tenant(command) => {
             let client = Client::new(&cli.server, cli.token)?;
             tenant(&client, command).await
@@ -565,6 +648,7 @@ enum Body {
     None,
     Json(Value),
     Bytes(Vec<u8>),
+    Text(String),
 }
 
 struct Client {
@@ -591,6 +675,9 @@ impl Client {
             Body::None => request,
             Body::Json(v) => request.json(&v),
             Body::Bytes(b) => request.header("content-type", "application/wasm").body(b),
+            Body::Text(t) => request
+                .header("content-type", "text/plain; charset=utf-8")
+                .body(t),
         };
         let response = request.send().await.with_context(|| {
             format!(

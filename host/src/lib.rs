@@ -12,6 +12,7 @@ pub mod config;
 pub mod connections;
 pub mod engine;
 pub mod error;
+pub mod flows;
 pub mod manifest;
 pub mod registry;
 pub mod sandbox;

@@ -3,6 +3,7 @@
 
 mod connections;
 mod error;
+mod flows;
 mod plugins;
 mod tenants;
 
@@ -31,6 +32,7 @@ pub fn router(app: AppState) -> Router {
         .merge(plugins::routes(&app))
         .merge(connections::routes())
         .merge(tenants::routes())
+        .merge(flows::routes())
         .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))

@@ -198,6 +198,44 @@ fn operator_workflow_through_the_cli() {
     );
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("`nope` is not a property of example"));
+    // Flows are files applied by name: a second apply is a new version.
+    let flow_file = dir.path().join("flow.yaml");
+    std::fs::write(
+        &flow_file,
+        format!(
+            "name: Echo new items\ntrigger:\n  plugin: example@^0.1\n  trigger: new-item\n  connection: {id}\n\
+             steps:\n  - key: echo\n    plugin: example@^0.1\n    action: echo\n    connection: {id}\n    input:\n      id: \"{{{{ trigger.id }}}}\"\n"
+        ),
+    )
+    .unwrap();
+    let first = stdout(&run(
+        &server,
+        &["flow", "apply", flow_file.to_str().unwrap()],
+    ));
+    assert!(
+        first.starts_with("published Echo new items") && first.trim_end().ends_with("version 1"),
+        "{first}"
+    );
+    let second = stdout(&run(
+        &server,
+        &["flow", "apply", flow_file.to_str().unwrap()],
+    ));
+    assert!(second.trim_end().ends_with("version 2"), "{second}");
+    let flows = stdout(&run(&server, &["flow", "list"]));
+    assert!(
+        flows.contains("Echo new items") && flows.contains("example@0.1.0 new-item"),
+        "{flows}"
+    );
+    let flow_id = flows
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    stdout(&run(&server, &["flow", "delete", &flow_id]));
+
     stdout(&run(&server, &["connection", "delete", &id]));
     assert!(!stdout(&run(&server, &["connection", "list"])).contains(&id));
 

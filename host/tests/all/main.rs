@@ -7,6 +7,7 @@
 mod auth;
 mod cli;
 mod digest;
+mod flows;
 mod limits;
 mod plugins;
 mod sandbox;

@@ -1,0 +1,217 @@
+//! Field mappings and conditions over the trigger event and earlier steps'
+//! outputs, with minijinja (Jinja2 syntax): `"{{ trigger.order.id }}"`,
+//! `"Order {{ trigger.name }} is ready"`, `trigger.status == "packed"`.
+//!
+//! A string that is exactly one `{{ expression }}` keeps the expression's JSON
+//! type (a number stays a number); any other string with `{{` or `{%` renders
+//! to text; everything else is copied as is.
+
+use std::sync::LazyLock;
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde_json::Value;
+
+static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    // A reference to a missing field is an error, not an empty string.
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env
+});
+
+fn single_expression(text: &str) -> Option<&str> {
+    let inner = text.trim().strip_prefix("{{")?.strip_suffix("}}")?;
+    (!inner.contains("{{") && !inner.contains("}}")).then_some(inner.trim())
+}
+
+fn is_template(text: &str) -> bool {
+    text.contains("{{") || text.contains("{%")
+}
+
+/// Renders every template inside `value` against `context`.
+pub fn render(value: &Value, context: &Value) -> Result<Value, String> {
+    render_at(value, context, "")
+}
+
+fn render_at(value: &Value, context: &Value, at: &str) -> Result<Value, String> {
+    let place = |at: &str| {
+        if at.is_empty() {
+            "(root)".to_string()
+        } else {
+            at.to_string()
+        }
+    };
+    match value {
+        Value::String(text) if is_template(text) => {
+            if let Some(expr) = single_expression(text) {
+                let compiled = ENV
+                    .compile_expression(expr)
+                    .map_err(|e| format!("{}: {e}", place(at)))?;
+                let out = compiled
+                    .eval(minijinja::Value::from(minijinja::value::Serde(context)))
+                    .map_err(|e| format!("{}: {e}", place(at)))?;
+                if out.is_undefined() {
+                    return Err(format!("{}: `{expr}` is undefined", place(at)));
+                }
+                serde_json::to_value(&out).map_err(|e| format!("{}: {e}", place(at)))
+            } else {
+                let out = ENV
+                    .render_str(
+                        text,
+                        minijinja::Value::from(minijinja::value::Serde(context)),
+                    )
+                    .map_err(|e| format!("{}: {e}", place(at)))?;
+                Ok(Value::String(out))
+            }
+        }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| render_at(v, context, &format!("{at}/{i}")))
+            .collect::<Result<_, _>>()
+            .map(Value::Array),
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), render_at(v, context, &format!("{at}/{k}"))?)))
+            .collect::<Result<_, String>>()
+            .map(Value::Object),
+        other => Ok(other.clone()),
+    }
+}
+
+/// Evaluates a condition; anything but a true boolean result is false.
+pub fn condition(expr: &str, context: &Value) -> Result<bool, String> {
+    let compiled = ENV.compile_expression(expr).map_err(|e| e.to_string())?;
+    let out = compiled
+        .eval(minijinja::Value::from(minijinja::value::Serde(context)))
+        .map_err(|e| e.to_string())?;
+    if out.is_undefined() {
+        return Err(format!("`{expr}` is undefined"));
+    }
+    Ok(out.is_true())
+}
+
+/// Checks the syntax of every template in `value` and collects the names
+/// they use (`trigger.order`, `steps.find`), each with the place it is used.
+pub fn check(value: &Value, at: &str, roots: &mut Vec<(String, String)>) -> Result<(), String> {
+    match value {
+        Value::String(text) if is_template(text) => {
+            let names = match single_expression(text) {
+                Some(expr) => ENV
+                    .compile_expression(expr)
+                    .map_err(|e| format!("{at}: {e}"))?
+                    .undeclared_variables(true),
+                None => ENV
+                    .template_from_str(text)
+                    .map_err(|e| format!("{at}: {e}"))?
+                    .undeclared_variables(true),
+            };
+            roots.extend(names.into_iter().map(|n| (n, at.to_string())));
+            Ok(())
+        }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, v)| check(v, &format!("{at}/{i}"), roots)),
+        Value::Object(map) => map
+            .iter()
+            .try_for_each(|(k, v)| check(v, &format!("{at}/{k}"), roots)),
+        _ => Ok(()),
+    }
+}
+
+/// The names a condition uses (`trigger.status`).
+pub fn check_condition(expr: &str) -> Result<Vec<String>, String> {
+    Ok(ENV
+        .compile_expression(expr)
+        .map_err(|e| e.to_string())?
+        .undeclared_variables(true)
+        .into_iter()
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn mappings() {
+        let ctx = json!({
+            "trigger": {"order": {"id": 1001, "name": "#1001", "tags": ["a", "b"]}, "status": "packed"},
+            "steps": {"find": {"found": true, "item": {"sku": "W-1"}}}
+        });
+        let table = [
+            (json!("Ready to ship"), Ok(json!("Ready to ship"))),
+            (json!("{{ trigger.order.id }}"), Ok(json!(1001))),
+            (json!(" {{trigger.order.id}} "), Ok(json!(1001))),
+            (
+                json!("Order {{ trigger.order.name }}"),
+                Ok(json!("Order #1001")),
+            ),
+            (json!("{{ trigger.order.tags }}"), Ok(json!(["a", "b"]))),
+            (json!("{{ steps.find.item.sku | lower }}"), Ok(json!("w-1"))),
+            (json!("{{ trigger.order.id + 1 }}"), Ok(json!(1002))),
+            (
+                json!({"a": ["{{ trigger.status }}", 3]}),
+                Ok(json!({"a": ["packed", 3]})),
+            ),
+            (
+                json!("{% if steps.find.found %}yes{% endif %}"),
+                Ok(json!("yes")),
+            ),
+            (json!("{{ trigger.missing.id }}"), Err("(root)")),
+            (json!({"x": {"y": "{{ nope }}"}}), Err("/x/y")),
+            (json!("{{ trigger.order.id"), Err("(root)")),
+        ];
+        for (input, expected) in table {
+            match (render(&input, &ctx), expected) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{input}"),
+                (Err(e), Err(place)) => assert!(e.starts_with(place), "{input}: {e}"),
+                (got, want) => panic!("{input}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn conditions() {
+        let ctx = json!({"trigger": {"status": "packed", "qty": 3}});
+        let table = [
+            (r#"trigger.status == "packed""#, Ok(true)),
+            (r#"trigger.status == "shipped""#, Ok(false)),
+            (
+                r#"trigger.qty > 2 and trigger.status in ["packed", "shipped"]"#,
+                Ok(true),
+            ),
+            ("trigger.qty", Ok(true)),
+            ("trigger.nope == 1", Err(())),
+            ("trigger.status ==", Err(())),
+        ];
+        for (expr, expected) in table {
+            assert_eq!(condition(expr, &ctx).map_err(|_| ()), expected, "{expr}");
+        }
+    }
+
+    #[test]
+    fn references() {
+        let mut roots = Vec::new();
+        check(
+            &json!({"a": "{{ trigger.x }}", "b": ["{{ steps.find.y }} and {{ env.Z }}"]}),
+            "input",
+            &mut roots,
+        )
+        .unwrap();
+        let names: Vec<&str> = roots.iter().map(|(n, _)| n.as_str()).collect();
+        for name in ["trigger.x", "steps.find.y", "env.Z"] {
+            assert!(names.contains(&name), "{name} not in {roots:?}");
+        }
+        assert!(
+            check(&json!("{{ oops"), "input/a", &mut roots)
+                .unwrap_err()
+                .starts_with("input/a")
+        );
+        assert_eq!(
+            check_condition("trigger.a == 1").unwrap(),
+            vec!["trigger.a".to_string()]
+        );
+    }
+}
