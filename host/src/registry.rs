@@ -12,7 +12,7 @@ use semver::{Version, VersionReq};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    engine::{Engine, LoadedPlugin},
+    engine::{Engine, LoadError, LoadedPlugin},
     error::ServiceError,
     manifest::Manifest,
     store::{Op, SharedStorage, StorageExt},
@@ -91,9 +91,11 @@ impl Registry {
         let bytes = Arc::new(bytes);
         let plugin = {
             let (engine, bytes, sha256) = (self.engine.clone(), bytes.clone(), sha256.clone());
+            // A panic while compiling a hostile component must not take the
+            // host down: it becomes a refusal like any other compile error.
             tokio::task::spawn_blocking(move || engine.load(&sha256, &bytes))
                 .await
-                .expect("compiling does not panic")?
+                .map_err(|e| LoadError::Compile(format!("the compiler failed: {e}")))??
         };
         let described = self.engine.describe(&plugin, DESCRIBE_TIMEOUT).await;
         let manifest = described
