@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     config::ServeConfig,
-    connections::{ConnectionRecord, Connections, as_text},
+    connections::{ConnectionRecord, Connections, as_text, texts},
     engine::{CallEnv, CallError, Engine, GuestConnection, GuestContext, Journal},
     error::ServiceError,
     manifest::{AuthScheme, OAuth2Grant},
@@ -187,9 +187,8 @@ impl App {
             })
             .collect();
         let credentials = connection.map(|c| {
-            let mut values: BTreeMap<String, String> =
-                plain.iter().map(|(k, v)| (k.clone(), as_text(v))).collect();
-            values.extend(secrets.iter().map(|(k, v)| (k.clone(), as_text(v))));
+            let mut values = texts(&plain);
+            values.extend(texts(&secrets));
             let persist: PersistState = {
                 let connections = self.connections.clone();
                 let tenant = c.tenant.clone();
@@ -220,12 +219,7 @@ impl App {
                 credentials,
                 limiter,
             }),
-            secrets: Arc::new(
-                secrets
-                    .iter()
-                    .map(|(k, v)| (k.clone(), as_text(v)))
-                    .collect(),
-            ),
+            secrets: Arc::new(texts(&secrets)),
         };
         let ctx = GuestContext {
             connection: Some(GuestConnection {
@@ -326,11 +320,7 @@ impl App {
                 record.plugin
             )));
         };
-        let values: BTreeMap<String, String> = record
-            .properties
-            .iter()
-            .map(|(k, v)| (k.clone(), as_text(v)))
-            .collect();
+        let values = texts(&record.properties);
         let client_id = values
             .get("client_id")
             .cloned()
@@ -391,17 +381,8 @@ impl App {
                 "the plugin no longer uses OAuth".into(),
             ));
         };
-        let mut values: BTreeMap<String, String> = record
-            .properties
-            .iter()
-            .map(|(k, v)| (k.clone(), as_text(v)))
-            .collect();
-        values.extend(
-            self.connections
-                .secrets(&record)?
-                .iter()
-                .map(|(k, v)| (k.clone(), as_text(v))),
-        );
+        let mut values = texts(&record.properties);
+        values.extend(texts(&self.connections.secrets(&record)?));
         let (result, _exchanges) = exchange_code(
             &self.sandbox,
             &fill_url(token_url, &values),

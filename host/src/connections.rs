@@ -316,3 +316,11 @@ pub fn as_text(value: &Value) -> String {
         other => other.to_string(),
     }
 }
+
+/// Every value of a property map as text.
+pub fn texts(values: &BTreeMap<String, Value>) -> BTreeMap<String, String> {
+    values
+        .iter()
+        .map(|(k, v)| (k.clone(), as_text(v)))
+        .collect()
+}
