@@ -16,6 +16,7 @@ use crate::{
     error::ServiceError,
     manifest::{AuthScheme, OAuth2Grant},
     registry::{PluginVersion, Registry, parse_plugin_ref},
+    runs::Runtime,
     sandbox::{
         HttpSandbox, Outbound,
         auth::{
@@ -27,6 +28,7 @@ use crate::{
     secrets::MasterKey,
     store::{Op, SharedStorage, SledStore, StorageExt},
     tenants::{Principal, Tenants},
+    triggers::{GroupCommit, Scheduler},
 };
 
 const META: &str = "meta";
@@ -41,6 +43,9 @@ pub struct App {
     pub sandbox: HttpSandbox,
     pub auth_states: Arc<AuthStates>,
     pub tenants: Tenants,
+    pub runtime: Runtime,
+    pub scheduler: Scheduler,
+    pub commit: GroupCommit,
     token_hash: [u8; 32],
 }
 
@@ -77,6 +82,8 @@ impl App {
         let connections = Arc::new(Connections::new(store.clone(), Arc::new(master_key)));
         let sandbox = HttpSandbox::new(config.sandbox())?;
         let tenants = Tenants::new(store.clone());
+        let runtime = Runtime::new(config.runtime());
+        let commit = GroupCommit::start(store.clone());
         let app = Arc::new(App {
             config,
             store,
@@ -86,10 +93,46 @@ impl App {
             sandbox,
             auth_states: Default::default(),
             tenants,
+            runtime,
+            scheduler: Scheduler::default(),
+            commit,
             token_hash,
         });
         app.load_dirs().await;
         Ok((app, new_token))
+    }
+
+    /// Starts the background work: run dispatchers, the trigger scheduler,
+    /// the webhook inbox worker (which also finishes deliveries accepted
+    /// before a crash) and retention. [`App::shutdown`] stops them.
+    pub fn start(self: &Arc<Self>) {
+        self.start_dispatchers();
+        self.start_scheduler();
+        self.start_inbox_worker();
+        let app = self.clone();
+        self.runtime.spawn(async move {
+            let mut shutdown = app.runtime.shutdown_signal();
+            loop {
+                match app.prune(crate::runs::record::now_ms()) {
+                    Ok(report)
+                        if report.runs + report.dedup_entries + report.rejected_deliveries > 0 =>
+                    {
+                        tracing::info!(?report, "pruned old runs and de-duplication entries")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!("pruning: {e}"),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(300)) => {}
+                    _ = shutdown.changed() => break,
+                }
+            }
+        });
+    }
+
+    /// Stops the background work; runs in flight finish their current step.
+    pub async fn shutdown(&self) {
+        self.runtime.shutdown().await;
     }
 
     /// Who a bearer token belongs to: the operator, a tenant, or nobody.

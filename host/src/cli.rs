@@ -470,10 +470,13 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("binding {listen}"))?;
     println!("switchyard listening on http://{}", listener.local_addr()?);
     std::io::stdout().flush().ok();
-    axum::serve(listener, api::router(app))
+    app.start();
+    axum::serve(listener, api::router(app.clone()))
         .with_graceful_shutdown(shutdown_signal())
         .await
-        .context("serving the API")
+        .context("serving the API")?;
+    app.shutdown().await;
+    Ok(())
 }
 
 async fn shutdown_signal() {

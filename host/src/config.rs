@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use ipnet::IpNet;
 
-use crate::{engine::EngineConfig, sandbox::SandboxConfig};
+use crate::{engine::EngineConfig, runs::RuntimeSettings, sandbox::SandboxConfig};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeConfig {
@@ -66,6 +66,31 @@ pub struct ServeConfig {
     /// Largest plugin upload accepted, in MiB.
     #[arg(long, env = "SWITCHYARD_MAX_UPLOAD_MIB", default_value_t = 64)]
     pub max_upload_mib: usize,
+
+    /// Largest webhook delivery accepted, in KiB (larger ones get 413 and are
+    /// recorded as rejected).
+    #[arg(long, env = "SWITCHYARD_MAX_DELIVERY_KIB", default_value_t = 5120)]
+    pub max_delivery_kib: usize,
+
+    /// Runs executing at once in the fast lane (flows with `lane: fast`).
+    #[arg(long, env = "SWITCHYARD_FAST_WORKERS", default_value_t = 32)]
+    pub fast_workers: usize,
+
+    /// Runs executing at once in the normal lane.
+    #[arg(long, env = "SWITCHYARD_NORMAL_WORKERS", default_value_t = 32)]
+    pub normal_workers: usize,
+
+    /// Runs executing at once that use the same connection.
+    #[arg(long, env = "SWITCHYARD_CONNECTION_CONCURRENCY", default_value_t = 16)]
+    pub connection_concurrency: u32,
+
+    /// How long an event id is remembered to drop repeated deliveries, in hours.
+    #[arg(long, env = "SWITCHYARD_DEDUP_WINDOW_HOURS", default_value_t = 72)]
+    pub dedup_window_hours: u64,
+
+    /// How long finished runs are kept, in hours.
+    #[arg(long, env = "SWITCHYARD_RUN_RETENTION_HOURS", default_value_t = 168)]
+    pub run_retention_hours: u64,
 }
 
 impl ServeConfig {
@@ -84,6 +109,12 @@ impl ServeConfig {
             memory_limit_mib: 64,
             max_instances: 256,
             max_upload_mib: 64,
+            max_delivery_kib: 5120,
+            fast_workers: 32,
+            normal_workers: 32,
+            connection_concurrency: 16,
+            dedup_window_hours: 72,
+            run_retention_hours: 168,
         }
     }
 
@@ -93,6 +124,17 @@ impl ServeConfig {
             memory_limit: self.memory_limit_mib << 20,
             max_instances: self.max_instances,
             cache_dir: self.data_dir.join("artifacts"),
+        }
+    }
+
+    pub fn runtime(&self) -> RuntimeSettings {
+        RuntimeSettings {
+            fast_workers: self.fast_workers,
+            normal_workers: self.normal_workers,
+            connection_concurrency: self.connection_concurrency,
+            dedup_window: Duration::from_secs(self.dedup_window_hours * 3600),
+            retention: Duration::from_secs(self.run_retention_hours * 3600),
+            ..RuntimeSettings::default()
         }
     }
 

@@ -37,6 +37,9 @@ pub enum ServiceError {
     },
     #[error("{0}")]
     BadRequest(String),
+    /// The object is not in a state that allows the operation.
+    #[error("{0}")]
+    State(String),
     #[error("{key}@{version} is registered but could not be loaded: {reason}")]
     Unavailable {
         key: String,

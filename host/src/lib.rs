@@ -3,7 +3,9 @@
 //!
 //! The modules follow the data path: `api` and `cli` are the ways in,
 //! `registry` keeps plugin versions, `engine` runs them, `sandbox` is their
-//! only way out, `store` keeps everything durable.
+//! only way out, `triggers` turn deliveries, polls and schedules into runs,
+//! `runs` queues and executes them through `flows`, `store` keeps
+//! everything durable and `metrics` counts it.
 
 pub mod api;
 pub mod app;
@@ -14,8 +16,11 @@ pub mod engine;
 pub mod error;
 pub mod flows;
 pub mod manifest;
+pub mod metrics;
 pub mod registry;
+pub mod runs;
 pub mod sandbox;
 pub mod secrets;
 pub mod store;
 pub mod tenants;
+pub mod triggers;

@@ -25,6 +25,7 @@ pub(super) fn routes() -> Router<AppState> {
             get(show).patch(update).delete(delete),
         )
         .route("/v1/connections/{id}/test", post(test))
+        .route("/v1/connections/{id}/resume", post(resume))
         .route("/v1/connections/{id}/oauth/authorize", post(authorize))
 }
 
@@ -118,22 +119,28 @@ async fn test(
     Ok(Json(app.test_connection(principal.tenant(), &id).await?))
 }
 
+/// Marks a paused connection active again and queues the runs parked
+/// behind it.
+async fn resume(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let resumed = app.resume_connection(principal.tenant(), &id)?;
+    let record = app.connections.get(principal.tenant(), &id)?;
+    Ok(Json(json!({
+        "connection": app.connections.view(&record),
+        "resumed_runs": resumed,
+    })))
+}
+
 async fn authorize(
     State(app): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let base = match &app.config.public_url {
-        Some(url) => url.clone(),
-        None => {
-            let host = headers
-                .get(axum::http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .ok_or_else(|| ApiError::bad_request("no Host header; set --public-url"))?;
-            format!("http://{host}")
-        }
-    };
+    let base = super::base_url(&app, &headers)?;
     Ok(Json(app.oauth_authorize(principal.tenant(), &id, &base)?))
 }
 

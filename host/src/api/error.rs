@@ -71,6 +71,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::InUse { .. } => (S::CONFLICT, "in_use"),
             ServiceError::NotFound(_) => (S::NOT_FOUND, "not_found"),
             ServiceError::BadRequest(_) => (S::BAD_REQUEST, "bad_request"),
+            ServiceError::State(_) => (S::CONFLICT, "wrong_state"),
             ServiceError::Unavailable { .. } => (S::SERVICE_UNAVAILABLE, "unavailable"),
         };
         ApiError::new(status, code, message)

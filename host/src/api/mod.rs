@@ -4,7 +4,9 @@
 mod connections;
 mod error;
 mod flows;
+mod hooks;
 mod plugins;
+mod runs;
 mod tenants;
 
 use std::sync::Arc;
@@ -33,10 +35,12 @@ pub fn router(app: AppState) -> Router {
         .merge(connections::routes())
         .merge(tenants::routes())
         .merge(flows::routes())
+        .merge(runs::routes())
         .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .merge(connections::public_routes())
+        .merge(hooks::public_routes())
         .merge(authed)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .with_state(app)
@@ -69,6 +73,21 @@ async fn require_token(
             "unauthorized",
             "the token is not valid",
         )),
+    }
+}
+
+/// Where this host is reachable from outside: `--public-url`, else the
+/// request's `Host`.
+pub(crate) fn base_url(app: &App, headers: &axum::http::HeaderMap) -> Result<String, ApiError> {
+    match &app.config.public_url {
+        Some(url) => Ok(url.clone()),
+        None => {
+            let host = headers
+                .get(axum::http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .ok_or_else(|| ApiError::bad_request("no Host header; set --public-url"))?;
+            Ok(format!("http://{host}"))
+        }
     }
 }
 

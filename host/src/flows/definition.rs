@@ -10,8 +10,9 @@ use serde_json::Value;
 use super::template;
 use crate::{
     app::{App, check_against},
-    manifest::Manifest,
+    manifest::{Manifest, TriggerKind},
     registry::parse_plugin_ref,
+    runs::RetryPolicy,
 };
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,18 +26,50 @@ pub struct FlowSpec {
     #[serde(default)]
     pub conditions: Vec<String>,
     pub steps: Vec<StepSpec>,
+    /// `fast` for events that must not wait behind bulk work (orders,
+    /// inventory); `normal` otherwise.
+    #[serde(default)]
+    pub lane: Lane,
+    /// Runs of this flow that may execute at once (default: no limit
+    /// besides the lane's and the connections').
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lane {
+    Fast,
+    #[default]
+    Normal,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerSpec {
-    /// `key@requirement`, e.g. `shopify@^1`.
+    /// `key@requirement`, e.g. `shopify@^1`. Empty for a pure schedule.
+    #[serde(default)]
     pub plugin: String,
+    #[serde(default)]
     pub trigger: String,
     pub connection: Option<String>,
     #[serde(default = "empty_object")]
     pub params: Value,
+    /// Seconds between polls of a polling trigger (default 60, at least 1).
+    #[serde(default)]
+    pub interval_secs: Option<u64>,
+    /// A cron expression (`*/5 * * * *`, UTC): when to poll, or, without a
+    /// plugin, when to start a run.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// Fire for the items already there at the first poll (by default the
+    /// first poll only records where to start).
+    #[serde(default)]
+    pub include_existing: bool,
 }
+
+/// Default polling interval.
+pub const DEFAULT_INTERVAL_SECS: u64 = 60;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,6 +91,24 @@ pub struct StepSpec {
 pub struct RetrySpec {
     pub max_attempts: Option<u32>,
     pub max_elapsed_secs: Option<u64>,
+    pub initial_delay_ms: Option<u64>,
+    pub max_delay_ms: Option<u64>,
+}
+
+impl RetrySpec {
+    /// The policy for a step: its overrides over the defaults.
+    pub fn policy(spec: Option<&RetrySpec>) -> RetryPolicy {
+        let base = RetryPolicy::default();
+        let Some(spec) = spec else { return base };
+        RetryPolicy {
+            max_attempts: spec.max_attempts.unwrap_or(base.max_attempts).max(1),
+            max_elapsed_ms: spec
+                .max_elapsed_secs
+                .map_or(base.max_elapsed_ms, |s| s.saturating_mul(1000)),
+            initial_delay_ms: spec.initial_delay_ms.unwrap_or(base.initial_delay_ms),
+            max_delay_ms: spec.max_delay_ms.unwrap_or(base.max_delay_ms),
+        }
+    }
 }
 
 fn empty_object() -> Value {
@@ -67,7 +118,8 @@ fn empty_object() -> Value {
 /// The plugin versions a published flow runs with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pinned {
-    pub trigger: Version,
+    /// `None` for a pure schedule trigger.
+    pub trigger: Option<Version>,
     pub steps: Vec<Version>,
 }
 
@@ -146,14 +198,36 @@ impl FlowSpec {
         }
     }
 
+    /// `Some(None)` for a valid pure schedule, `None` when invalid.
     fn check_trigger(
         &self,
         resolver: &Resolver<'_>,
         tenant: &str,
         problems: &mut Vec<String>,
-    ) -> Option<Version> {
+    ) -> Option<Option<Version>> {
         let spec = &self.trigger;
         let app = resolver.app;
+        if let Some(schedule) = &spec.schedule
+            && let Err(e) = parse_schedule(schedule)
+        {
+            problems.push(format!("trigger.schedule: {e}"));
+        }
+        if spec.interval_secs == Some(0) {
+            problems.push("trigger.interval_secs: must be at least 1".to_string());
+        }
+        if spec.plugin.is_empty() {
+            if spec.schedule.is_none() {
+                problems.push(
+                    "trigger: needs `plugin` and `trigger`, or a `schedule` (cron) on its own"
+                        .to_string(),
+                );
+                return None;
+            }
+            if !spec.trigger.is_empty() || spec.connection.is_some() {
+                problems.push("trigger.plugin: a trigger or connection needs a plugin".to_string());
+            }
+            return Some(None);
+        }
         let manifest = resolver.resolve(&spec.plugin, "trigger.plugin", problems)?;
         let Some(trigger) = manifest.triggers.iter().find(|t| t.key == spec.trigger) else {
             let known: Vec<&str> = manifest.triggers.iter().map(|t| t.key.as_str()).collect();
@@ -169,6 +243,14 @@ impl FlowSpec {
         if let Err(e) = check_against(&trigger.params_schema, &spec.params, "trigger.params") {
             problems.push(e.to_string());
         }
+        if trigger.kind == TriggerKind::Webhook
+            && (spec.schedule.is_some() || spec.interval_secs.is_some())
+        {
+            problems.push(format!(
+                "trigger: `{}` is a webhook trigger; `schedule` and `interval_secs` are for polling",
+                spec.trigger
+            ));
+        }
         check_connection(
             app,
             tenant,
@@ -177,7 +259,7 @@ impl FlowSpec {
             "trigger.connection",
             problems,
         );
-        Some(manifest.version.clone())
+        Some(Some(manifest.version.clone()))
     }
 
     fn check_step(
@@ -314,4 +396,10 @@ fn check_input_shape(schema: &Value, input: &Value, at: &str, problems: &mut Vec
             }
         }
     }
+}
+
+/// Parses a cron expression (five fields, or six with seconds first), UTC.
+pub fn parse_schedule(text: &str) -> Result<croner::Cron, String> {
+    text.parse::<croner::Cron>()
+        .map_err(|e| format!("`{text}` is not a cron expression: {e}"))
 }

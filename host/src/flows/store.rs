@@ -28,6 +28,12 @@ pub struct FlowRecord {
     pub spec: FlowSpec,
     pub pinned: Pinned,
     pub active: bool,
+    /// The secret part of the webhook URL while a webhook flow is active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_token: Option<String>,
+    /// What the plugin's `subscribe` returned, for `unsubscribe`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription: Option<String>,
     pub created_at: u64,
     pub updated_at: u64,
 }
@@ -47,18 +53,18 @@ impl FlowRecord {
     /// (plugin key, pinned version) of the trigger and of every step.
     fn plugins(&self) -> Vec<(String, Version)> {
         let key_of = |r: &str| parse_plugin_ref(r).map(|(k, _)| k).unwrap_or_default();
-        std::iter::once((
-            key_of(&self.spec.trigger.plugin),
-            self.pinned.trigger.clone(),
-        ))
-        .chain(
-            self.spec
-                .steps
-                .iter()
-                .zip(&self.pinned.steps)
-                .map(|(s, v)| (key_of(&s.plugin), v.clone())),
-        )
-        .collect()
+        self.pinned
+            .trigger
+            .iter()
+            .map(|v| (key_of(&self.spec.trigger.plugin), v.clone()))
+            .chain(
+                self.spec
+                    .steps
+                    .iter()
+                    .zip(&self.pinned.steps)
+                    .map(|(s, v)| (key_of(&s.plugin), v.clone())),
+            )
+            .collect()
     }
 
     fn ref_ops(&self, put: bool) -> Vec<Op> {
@@ -125,6 +131,8 @@ impl App {
                     spec,
                     pinned,
                     active: false,
+                    webhook_token: None,
+                    subscription: None,
                     created_at: now,
                     updated_at: now,
                 }
@@ -158,6 +166,21 @@ impl App {
         )
     }
 
+    /// One published version of a flow, as runs of that version execute it.
+    pub fn flow_version(
+        &self,
+        tenant: &str,
+        id: &str,
+        version: u32,
+    ) -> Result<FlowRecord, ServiceError> {
+        self.store
+            .get_json(
+                FLOW_VERSIONS,
+                format!("{tenant}\0{id}\0{version:010}").as_bytes(),
+            )?
+            .ok_or_else(|| ServiceError::NotFound(format!("flow `{id}` has no version {version}")))
+    }
+
     pub fn flow(&self, tenant: &str, id: &str) -> Result<FlowRecord, ServiceError> {
         self.store
             .get_json(FLOWS, &key(tenant, id))?
@@ -168,6 +191,29 @@ impl App {
         Ok(self
             .store
             .scan_json(FLOWS, format!("{tenant}\0").as_bytes())?)
+    }
+
+    /// Every tenant's flows (the trigger scheduler's start-up list).
+    pub fn all_flows(&self) -> Result<Vec<FlowRecord>, ServiceError> {
+        Ok(self.store.scan_json(FLOWS, b"")?)
+    }
+
+    /// Rewrites a flow's current record (activation state) without
+    /// publishing a new version, with `extra` ops in the same batch.
+    pub(crate) fn write_flow(
+        &self,
+        record: &FlowRecord,
+        extra: Vec<Op>,
+    ) -> Result<(), ServiceError> {
+        let mut ops = extra;
+        ops.push(Op::put_json(
+            FLOWS,
+            &key(&record.tenant, &record.id),
+            record,
+        ));
+        self.store.apply(ops)?;
+        self.store.flush()?;
+        Ok(())
     }
 
     /// Every published version of a flow, oldest first.

@@ -54,6 +54,17 @@ pub trait Storage: Send + Sync + 'static {
     fn get(&self, tree: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>>;
     /// All entries whose key starts with `prefix`, in key order.
     fn scan_prefix(&self, tree: &'static str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Up to `limit` entries whose key starts with `prefix` and is not
+    /// below `from`, in key order.
+    fn scan_from(
+        &self,
+        tree: &'static str,
+        prefix: &[u8],
+        from: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// How many entries the tree holds (walks it: for gauges, not hot paths).
+    fn count(&self, tree: &'static str) -> Result<usize>;
     /// Applies every op or none of them.
     fn apply(&self, ops: Vec<Op>) -> Result<()>;
     /// Makes every write so far durable.

@@ -65,7 +65,34 @@ impl Storage for SledStore {
             .collect()
     }
 
+    fn scan_from(
+        &self,
+        tree: &'static str,
+        prefix: &[u8],
+        from: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let start = if from > prefix { from } else { prefix };
+        self.tree(tree)?
+            .range(start..)
+            .take_while(|entry| entry.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
+            .take(limit)
+            .map(|entry| {
+                let (k, v) = entry?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    fn count(&self, tree: &'static str) -> Result<usize> {
+        Ok(self.tree(tree)?.len())
+    }
+
     fn apply(&self, ops: Vec<Op>) -> Result<()> {
+        if ops.is_empty() {
+            // sled's transactions index their first tree.
+            return Ok(());
+        }
         let mut names: Vec<&'static str> = ops
             .iter()
             .map(|op| match op {

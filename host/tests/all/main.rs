@@ -10,6 +10,7 @@ mod digest;
 mod flows;
 mod limits;
 mod plugins;
+mod runs;
 mod sandbox;
 mod support;
 mod tenants;

@@ -39,6 +39,7 @@ pub struct TestHost {
 impl TestHost {
     pub async fn start(config: ServeConfig) -> TestHost {
         let (app, _) = App::open(config).await.expect("host starts");
+        app.start();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -64,6 +65,7 @@ impl TestHost {
     pub async fn stop(mut self) {
         let _ = self.shutdown.take().unwrap().send(());
         self.server.take().unwrap().await.unwrap();
+        self.app.shutdown().await;
         let app = self.app;
         wait_until("the app is released", || Arc::strong_count(&app) == 1).await;
         drop(app);

@@ -1,0 +1,121 @@
+//! `/v1/runs`: history with filters, one run with its steps and attempts,
+//! replay (one or the dead-letter list in bulk), cancel; `/v1/dead-letters`.
+
+use axum::{
+    Extension, Json, Router,
+    extract::{Path, Query, State},
+    routing::{get, post},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState};
+use crate::{
+    runs::{RunFilter, RunRecord},
+    tenants::Principal,
+};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/runs", get(list))
+        .route("/v1/runs/replay", post(replay_many))
+        .route("/v1/runs/{id}", get(show))
+        .route("/v1/runs/{id}/replay", post(replay))
+        .route("/v1/runs/{id}/cancel", post(cancel))
+        .route("/v1/dead-letters", get(dead_letters))
+}
+
+/// A run in a listing: no inputs, outputs or journals.
+pub(super) fn summary(run: &RunRecord) -> Value {
+    json!({
+        "id": run.id,
+        "flow_id": run.flow_id,
+        "flow_version": run.flow_version,
+        "source": run.source,
+        "event_id": run.event.id,
+        "status": run.status,
+        "next_step": run.next_step,
+        "steps": run.steps.len(),
+        "error": run.error,
+        "due_at": run.due_at,
+        "created_at": run.created_at,
+        "finished_at": run.finished_at,
+        "replays": run.replays,
+    })
+}
+
+async fn list(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Query(filter): Query<RunFilter>,
+) -> Result<Json<Value>, ApiError> {
+    let runs = app.runs(principal.tenant(), &filter)?;
+    Ok(Json(
+        json!({"runs": runs.iter().map(summary).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn dead_letters(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Query(filter): Query<RunFilter>,
+) -> Result<Json<Value>, ApiError> {
+    let filter = RunFilter {
+        status: Some("failed".into()),
+        ..filter
+    };
+    let runs = app.runs(principal.tenant(), &filter)?;
+    Ok(Json(
+        json!({"runs": runs.iter().map(summary).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn show(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<RunRecord>, ApiError> {
+    Ok(Json(app.run(principal.tenant(), &id)?))
+}
+
+async fn replay(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(summary(&app.replay_run(principal.tenant(), &id)?)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReplayMany {
+    flow: Option<String>,
+    since: Option<u64>,
+    until: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn replay_many(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    body: Option<Json<ReplayMany>>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(body) = body.unwrap_or_default();
+    let filter = RunFilter {
+        flow: body.flow,
+        since: body.since,
+        until: body.until,
+        limit: body.limit,
+        status: None,
+    };
+    let replayed = app.replay_runs(principal.tenant(), &filter)?;
+    Ok(Json(json!({"replayed": replayed})))
+}
+
+async fn cancel(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(summary(&app.cancel_run(principal.tenant(), &id)?)))
+}

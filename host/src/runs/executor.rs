@@ -1,0 +1,523 @@
+//! The dispatchers (one per lane) that take due runs off the queue within
+//! the concurrency limits, and the executor that runs a run's remaining
+//! steps: render the input, check it against the pinned action's schema,
+//! call the plugin with the step's idempotency key, record the attempt, and
+//! decide what a failure means (retry at a time, pause the connection, or
+//! fail into the dead-letter list).
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use rand::Rng;
+use serde_json::{Value, json};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
+
+use super::{
+    Running,
+    record::{
+        Attempt, KEPT_ATTEMPTS, QUEUE, RunError, RunRecord, RunStatus, lane_prefix, now_ms,
+        parse_queue_key,
+    },
+    retry::{Verdict, classify},
+};
+use crate::{
+    app::{App, check_against},
+    connections::ConnectionStatus,
+    engine::CallError,
+    error::ServiceError,
+    flows::{FlowRecord, RetrySpec, definition::Lane, template},
+    registry::parse_plugin_ref,
+    store::StorageExt,
+};
+
+/// Queue entries looked at per pass of a dispatcher.
+const SCAN: usize = 1024;
+
+impl App {
+    /// Starts the lane dispatchers. They stop on [`super::Runtime::shutdown`].
+    pub(crate) fn start_dispatchers(self: &Arc<Self>) {
+        let settings = &self.runtime.settings;
+        for (lane, workers) in [
+            (Lane::Fast, settings.fast_workers),
+            (Lane::Normal, settings.normal_workers),
+        ] {
+            let app = self.clone();
+            self.runtime
+                .spawn(async move { app.dispatch(lane, workers).await });
+        }
+    }
+
+    async fn dispatch(self: Arc<Self>, lane: Lane, workers: usize) {
+        let permits = Arc::new(Semaphore::new(workers.max(1)));
+        let mut shutdown = self.runtime.shutdown_signal();
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let wait = match self.dispatch_due(lane, &permits) {
+                Ok(wait) => wait,
+                Err(e) => {
+                    tracing::error!(?lane, "reading the run queue: {e}");
+                    Duration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                _ = self.runtime.wake[lane as usize].notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        // Let runs in flight finish their step.
+        let _ = permits.acquire_many(workers.max(1) as u32).await;
+    }
+
+    /// Starts every due run that the limits allow; returns how long to wait
+    /// before looking again.
+    fn dispatch_due(
+        self: &Arc<Self>,
+        lane: Lane,
+        permits: &Arc<Semaphore>,
+    ) -> Result<Duration, ServiceError> {
+        let now = now_ms();
+        let entries = self.store.scan_from(QUEUE, &lane_prefix(lane), &[], SCAN)?;
+        self.runtime
+            .metrics
+            .queue_depth
+            .set(self.queue_depth().unwrap_or(0) as i64);
+        for (key, _) in entries {
+            let Some((due, tenant, run_id)) = parse_queue_key(&key) else {
+                continue;
+            };
+            if due > now {
+                return Ok(Duration::from_millis((due - now).min(1000)));
+            }
+            if self
+                .runtime
+                .inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&run_id)
+            {
+                continue;
+            }
+            let Some(run) = self.store.get_json::<RunRecord>(
+                super::record::RUNS,
+                &super::record::run_key(&tenant, &run_id),
+            )?
+            else {
+                // A queue entry without its run cannot happen through the
+                // batches; drop it if it does.
+                self.store
+                    .apply(vec![crate::store::Op::Delete { tree: QUEUE, key }])?;
+                continue;
+            };
+            let flow = match self.flow_at(&tenant, &run.flow_id, run.flow_version) {
+                Ok(flow) => flow,
+                Err(e) => {
+                    self.fail_unrunnable(&run, format!("its flow version is gone: {e}"));
+                    continue;
+                }
+            };
+            let connections = step_connections(&flow);
+            if !self.claim(&run, &flow, &connections) {
+                continue;
+            }
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                self.release(&run, &flow, &connections);
+                return Ok(Duration::from_millis(1000));
+            };
+            let app = self.clone();
+            let span = tracing::info_span!("run", run = %run.id, flow = %run.flow_id, tenant = %run.tenant);
+            tokio::spawn(
+                async move {
+                    app.execute(&run, &flow, permit).await;
+                    app.release(&run, &flow, &connections);
+                    app.runtime.wake(lane);
+                }
+                .instrument(span),
+            );
+        }
+        Ok(Duration::from_millis(1000))
+    }
+
+    /// Takes the flow's and connections' slots for `run`, if free.
+    fn claim(&self, run: &RunRecord, flow: &FlowRecord, connections: &[String]) -> bool {
+        let limit = self.runtime.settings.connection_concurrency;
+        let mut running = self
+            .runtime
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let Running {
+            per_flow,
+            per_connection,
+        } = &mut *running;
+        let flow_busy = flow
+            .spec
+            .concurrency
+            .is_some_and(|max| per_flow.get(&flow.id).copied().unwrap_or(0) >= max.max(1));
+        let connection_busy = connections
+            .iter()
+            .any(|c| per_connection.get(c).copied().unwrap_or(0) >= limit.max(1));
+        if flow_busy || connection_busy {
+            return false;
+        }
+        if !self
+            .runtime
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(run.id.clone())
+        {
+            return false;
+        }
+        *per_flow.entry(flow.id.clone()).or_default() += 1;
+        for c in connections {
+            *per_connection.entry(c.clone()).or_default() += 1;
+        }
+        true
+    }
+
+    fn release(&self, run: &RunRecord, flow: &FlowRecord, connections: &[String]) {
+        let mut running = self
+            .runtime
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let decrement = |map: &mut std::collections::HashMap<String, u32>, key: &str| {
+            if let Some(n) = map.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(key);
+                }
+            }
+        };
+        decrement(&mut running.per_flow, &flow.id);
+        for c in connections {
+            decrement(&mut running.per_connection, c);
+        }
+        self.runtime
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&run.id);
+    }
+
+    fn fail_unrunnable(&self, run: &RunRecord, message: String) {
+        let result = self.change_run(&run.tenant, &run.id, |current| {
+            let mut run = current.clone();
+            finish(
+                &mut run,
+                RunStatus::Failed,
+                Some(RunError {
+                    step: None,
+                    kind: "flow".into(),
+                    message: message.clone(),
+                }),
+            );
+            Ok(run)
+        });
+        if let Err(e) = result {
+            tracing::error!(run = %run.id, "cannot fail an unrunnable run: {e}");
+        }
+    }
+
+    /// Runs the remaining steps of `run` until it finishes, waits for a
+    /// retry, or is parked.
+    async fn execute(&self, queued: &RunRecord, flow: &FlowRecord, _permit: OwnedSemaphorePermit) {
+        let mut run = queued.clone();
+        while run.next_step < flow.spec.steps.len() {
+            let step = run.next_step;
+            let key = flow.spec.steps[step].key.clone();
+            let span =
+                tracing::info_span!("step", step = %key, attempt = run.steps[step].attempts + 1);
+            let next = self.run_step(&run, flow, step).instrument(span).await;
+            // Write under the run's lock, unless someone cancelled it meanwhile.
+            let written = self.change_run(&run.tenant, &run.id, |current| {
+                if !matches!(current.status, RunStatus::Queued | RunStatus::Retrying) {
+                    return Err(ServiceError::State(format!(
+                        "the run became {} while a step ran",
+                        current.status.as_str()
+                    )));
+                }
+                Ok(next.clone())
+            });
+            match written {
+                Ok(after) => run = after,
+                Err(e) => {
+                    tracing::info!(run = %run.id, "stopped: {e}");
+                    return;
+                }
+            }
+            if run.status != RunStatus::Queued {
+                return;
+            }
+        }
+        if run.status == RunStatus::Queued {
+            let result = self.change_run(&run.tenant, &run.id, |current| {
+                let mut done = current.clone();
+                finish(&mut done, RunStatus::Succeeded, None);
+                Ok(done)
+            });
+            if let Err(e) = result {
+                tracing::error!(run = %run.id, "cannot record the run's success: {e}");
+            }
+        }
+    }
+
+    /// One attempt of step `index`; returns the run as it should be written.
+    async fn run_step(&self, before: &RunRecord, flow: &FlowRecord, index: usize) -> RunRecord {
+        let mut run = before.clone();
+        let spec = &flow.spec.steps[index];
+        let now = now_ms();
+        run.updated_at = now;
+        let fail = |mut run: RunRecord, kind: &str, message: String| {
+            finish(
+                &mut run,
+                RunStatus::Failed,
+                Some(RunError {
+                    step: Some(spec.key.clone()),
+                    kind: kind.to_string(),
+                    message,
+                }),
+            );
+            self.runtime.metrics.dead_letters.inc();
+            run
+        };
+        let version = &flow.pinned.steps[index];
+        let plugin = match parse_plugin_ref(&spec.plugin)
+            .and_then(|(key, _)| self.registry.get(&key, version))
+        {
+            Ok(plugin) => plugin,
+            Err(e) => return fail(run, "plugin", e.to_string()),
+        };
+        let plugin_name = format!("{}@{}", plugin.record.key, plugin.record.version);
+        let connection = match spec
+            .connection
+            .as_deref()
+            .map(|id| self.connections.get(&run.tenant, id))
+            .transpose()
+        {
+            Ok(c) => c,
+            Err(e) => return fail(run, "connection", e.to_string()),
+        };
+        if let Some(c) = &connection
+            && let ConnectionStatus::Paused { reason } = &c.status
+        {
+            run.status = RunStatus::Paused;
+            run.parked_on = Some(c.id.clone());
+            run.error = Some(RunError {
+                step: Some(spec.key.clone()),
+                kind: "auth".into(),
+                message: format!(
+                    "connection `{}` is paused ({reason}); fix it and resume the connection to continue",
+                    c.id
+                ),
+            });
+            self.runtime.metrics.run("paused");
+            return run;
+        }
+        let input = match template::render(&spec.input, &run.context()) {
+            Ok(input) => input,
+            Err(e) => return fail(run, "mapping", format!("steps[{}].input: {e}", spec.key)),
+        };
+        let Some(action) = plugin
+            .record
+            .manifest
+            .actions
+            .iter()
+            .find(|a| a.key == spec.action)
+        else {
+            return fail(
+                run,
+                "plugin",
+                format!("{plugin_name} has no action `{}`", spec.action),
+            );
+        };
+        if let Err(e) = check_against(
+            &action.input_schema,
+            &input,
+            &format!("the mapped input of step `{}`", spec.key),
+        ) {
+            run.steps[index].input = Some(input);
+            return fail(run, "invalid_input", e.to_string());
+        }
+        let started = std::time::Instant::now();
+        let setup = self.call_setup(
+            &plugin,
+            connection.as_ref(),
+            BTreeMap::new(),
+            run.id.clone(),
+        );
+        let (env, ctx) = match setup {
+            Ok(pair) => pair,
+            Err(e) => return fail(run, "connection", e.to_string()),
+        };
+        let idempotency_key = run.steps[index].idempotency_key.clone();
+        let outcome = self
+            .engine
+            .perform(
+                &plugin.plugin,
+                env,
+                ctx,
+                &spec.action,
+                &input.to_string(),
+                &idempotency_key,
+            )
+            .await;
+        let metrics = &self.runtime.metrics;
+        metrics.call(
+            &metrics.plugin_call_latency,
+            &plugin.record.key,
+            "perform",
+            outcome.duration.as_secs_f64(),
+        );
+        let result = outcome.result.and_then(|text| {
+            serde_json::from_str::<Value>(&text).map_err(|e| CallError::Trap {
+                message: format!("the plugin returned output that is not JSON: {e}"),
+            })
+        });
+        let step = &mut run.steps[index];
+        step.input = Some(input);
+        step.attempts += 1;
+        let mut attempt = Attempt {
+            number: step.attempts,
+            started_at: now,
+            duration_ms: outcome.duration.as_secs_f64() * 1e3,
+            plugin: plugin_name,
+            error: result.as_ref().err().map(|e| json!(e)),
+            journal: serde_json::to_value(&outcome.journal).unwrap_or(Value::Null),
+            retry_at: None,
+        };
+        let finish_attempt = |step: &mut super::record::StepRecord, attempt: Attempt| {
+            step.history.push(attempt);
+            if step.history.len() > KEPT_ATTEMPTS {
+                step.history.remove(0);
+            }
+        };
+        metrics.call(
+            &metrics.step_latency,
+            &plugin.record.key,
+            &spec.action,
+            started.elapsed().as_secs_f64(),
+        );
+        match result {
+            Ok(output) => {
+                step.output = Some(output);
+                finish_attempt(step, attempt);
+                run.next_step = index + 1;
+                run.status = RunStatus::Queued;
+                run.error = None;
+                run
+            }
+            Err(error) => {
+                let first_failure = *step.first_failure_at.get_or_insert(now);
+                let policy = RetrySpec::policy(spec.retry.as_ref());
+                let jitter = rand::rng().random_range(-1.0..=1.0);
+                let verdict = policy.decide(
+                    classify(&error),
+                    step.attempts,
+                    first_failure,
+                    now_ms(),
+                    jitter,
+                );
+                let run_error = RunError {
+                    step: Some(spec.key.clone()),
+                    kind: error_kind(&error).to_string(),
+                    message: error.to_string(),
+                };
+                match verdict {
+                    Verdict::RetryAt(at) => {
+                        attempt.retry_at = Some(at);
+                        finish_attempt(step, attempt);
+                        run.status = RunStatus::Retrying;
+                        run.due_at = at;
+                        run.error = Some(run_error);
+                        metrics.retries.inc();
+                        metrics.run("retrying");
+                        run
+                    }
+                    Verdict::PauseConnection => {
+                        finish_attempt(step, attempt);
+                        let Some(c) = connection else {
+                            return fail(run, "auth", error.to_string());
+                        };
+                        let reason = format!("step `{}` of run `{}`: {error}", spec.key, run.id);
+                        if let Err(e) = self.connections.set_status(
+                            &run.tenant,
+                            &c.id,
+                            ConnectionStatus::Paused { reason },
+                        ) {
+                            tracing::error!(connection = %c.id, "cannot pause the connection: {e}");
+                        }
+                        tracing::warn!(connection = %c.id, "connection paused after an auth error: {error}");
+                        run.status = RunStatus::Paused;
+                        run.parked_on = Some(c.id.clone());
+                        run.error = Some(RunError {
+                            message: format!(
+                                "{error}; connection `{}` is paused until it is fixed and resumed",
+                                c.id
+                            ),
+                            ..run_error
+                        });
+                        metrics.run("paused");
+                        run
+                    }
+                    Verdict::Fail { exhausted } => {
+                        finish_attempt(step, attempt);
+                        let message = if exhausted {
+                            format!(
+                                "{error} (gave up after {} attempts)",
+                                run.steps[index].attempts
+                            )
+                        } else {
+                            error.to_string()
+                        };
+                        fail(run, &run_error.kind, message)
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn finish(run: &mut RunRecord, status: RunStatus, error: Option<RunError>) {
+    let now = now_ms();
+    run.status = status;
+    run.updated_at = now;
+    run.finished_at = Some(now);
+    run.parked_on = None;
+    if error.is_some() || status == RunStatus::Succeeded {
+        run.error = error;
+    }
+}
+
+/// The connections a flow's steps use (their concurrency is limited).
+fn step_connections(flow: &FlowRecord) -> Vec<String> {
+    let mut ids: Vec<String> = flow
+        .spec
+        .steps
+        .iter()
+        .filter_map(|s| s.connection.clone())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+fn error_kind(error: &CallError) -> &'static str {
+    use crate::engine::ConnectorError as C;
+    match error {
+        CallError::Connector { error } => match error {
+            C::Transient { .. } => "transient",
+            C::RateLimited { .. } => "rate_limited",
+            C::Auth { .. } => "auth",
+            C::InvalidInput { .. } => "invalid_input",
+            C::Permanent { .. } => "permanent",
+        },
+        CallError::Timeout { .. } => "timeout",
+        CallError::MemoryLimit { .. } => "memory_limit",
+        CallError::Trap { .. } => "trap",
+        CallError::Instantiate { .. } => "instantiate",
+    }
+}

@@ -1,0 +1,407 @@
+//! Polling triggers and cron schedules.
+//!
+//! Every active polling or scheduled flow has one entry in an in-memory
+//! due-time set (so exactly one poller per flow: a flow is either waiting in
+//! the set or being polled). The loop starts due polls as tasks, bounded by a
+//! semaphore, so a slow or failing poll never holds up another flow. A poll's
+//! events are queued in the same atomic batch that saves its new cursor: the
+//! cursor never runs ahead of the events it covered. The first poll only
+//! records where to start, unless the flow asks for existing items.
+
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::{Notify, Semaphore};
+
+use crate::{
+    app::App,
+    connections::ConnectionStatus,
+    engine::{CallError, ConnectorError, Event},
+    error::ServiceError,
+    flows::{
+        FlowRecord,
+        definition::{DEFAULT_INTERVAL_SECS, parse_schedule},
+    },
+    manifest::TriggerKind,
+    runs::record::now_ms,
+    store::{Op, StorageExt},
+};
+
+/// `{tenant}\0{flow}` → [`TriggerState`].
+pub const TRIGGER_STATE: &str = "trigger_state";
+
+/// What the scheduler keeps about one flow's trigger.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TriggerState {
+    pub cursor: Option<String>,
+    /// The first poll has run (and recorded where to start).
+    pub seeded: bool,
+    pub next_due: u64,
+    pub last_run_at: Option<u64>,
+    pub last_error: Option<String>,
+    pub failures: u32,
+    pub last_events: usize,
+    pub polls: u64,
+}
+
+/// The due-time set of polling and scheduled flows.
+#[derive(Default)]
+pub struct Scheduler {
+    due: Mutex<Due>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct Due {
+    order: BTreeSet<(u64, String)>,
+    at: HashMap<String, u64>,
+    polling: HashSet<String>,
+}
+
+fn flow_key(tenant: &str, id: &str) -> String {
+    format!("{tenant}\0{id}")
+}
+
+impl Scheduler {
+    /// Puts (or moves) a flow in the set at `due`.
+    pub fn schedule(&self, key: String, due: u64) {
+        let mut d = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = d.at.insert(key.clone(), due) {
+            d.order.remove(&(old, key.clone()));
+        }
+        d.order.insert((due, key));
+        drop(d);
+        self.wake.notify_one();
+    }
+
+    pub fn unschedule(&self, key: &str) {
+        let mut d = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = d.at.remove(key) {
+            d.order.remove(&(old, key.to_string()));
+        }
+    }
+
+    /// Takes the flows due at `now` out of the set; returns them with the
+    /// time to wait before the next one.
+    fn take_due(&self, now: u64, max: usize) -> (Vec<(u64, String)>, Duration) {
+        let mut d = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        let mut taken = Vec::new();
+        while taken.len() < max {
+            let Some((due, key)) = d.order.first().cloned() else {
+                break;
+            };
+            if due > now {
+                break;
+            }
+            d.order.pop_first();
+            d.at.remove(&key);
+            d.polling.insert(key.clone());
+            taken.push((due, key));
+        }
+        let wait = d
+            .order
+            .first()
+            .map_or(1000, |(due, _)| due.saturating_sub(now).min(1000));
+        (taken, Duration::from_millis(wait))
+    }
+
+    fn done(&self, key: &str) {
+        self.due
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .polling
+            .remove(key);
+    }
+
+    /// Flows in the set or being polled.
+    pub fn len(&self) -> usize {
+        let d = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        d.at.len() + d.polling.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl App {
+    /// The kind of a flow's trigger: `None` for a pure schedule.
+    pub fn trigger_kind(&self, flow: &FlowRecord) -> Result<Option<TriggerKind>, ServiceError> {
+        let Some(version) = &flow.pinned.trigger else {
+            return Ok(None);
+        };
+        let (key, _) = crate::registry::parse_plugin_ref(&flow.spec.trigger.plugin)?;
+        let plugin = self.registry.get(&key, version)?;
+        plugin
+            .record
+            .manifest
+            .triggers
+            .iter()
+            .find(|t| t.key == flow.spec.trigger.trigger)
+            .map(|t| Some(t.kind))
+            .ok_or_else(|| {
+                ServiceError::BadRequest(format!(
+                    "{key}@{version} has no trigger `{}`",
+                    flow.spec.trigger.trigger
+                ))
+            })
+    }
+
+    pub fn trigger_state(&self, tenant: &str, id: &str) -> Result<TriggerState, ServiceError> {
+        Ok(self
+            .store
+            .get_json(TRIGGER_STATE, flow_key(tenant, id).as_bytes())?
+            .unwrap_or_default())
+    }
+
+    /// Adds an active polling or scheduled flow to the set, due when its
+    /// saved state says (now for a new one).
+    pub(crate) fn schedule_flow(&self, flow: &FlowRecord) -> Result<(), ServiceError> {
+        if !flow.active || self.trigger_kind(flow)? == Some(TriggerKind::Webhook) {
+            return Ok(());
+        }
+        let state = self.trigger_state(&flow.tenant, &flow.id)?;
+        self.scheduler
+            .schedule(flow_key(&flow.tenant, &flow.id), state.next_due);
+        Ok(())
+    }
+
+    pub(crate) fn unschedule_flow(&self, tenant: &str, id: &str) {
+        self.scheduler.unschedule(&flow_key(tenant, id));
+    }
+
+    pub(crate) fn start_scheduler(self: &Arc<Self>) {
+        for flow in self.all_flows().unwrap_or_default() {
+            if let Err(e) = self.schedule_flow(&flow) {
+                tracing::error!(flow = %flow.id, "cannot schedule the flow's trigger: {e}");
+            }
+        }
+        let app = self.clone();
+        self.runtime.spawn(async move {
+            let workers = Arc::new(Semaphore::new(app.runtime.settings.poll_workers.max(1)));
+            let mut shutdown = app.runtime.shutdown_signal();
+            loop {
+                if *shutdown.borrow() {
+                    break;
+                }
+                let now = now_ms();
+                let (due, wait) = app.scheduler.take_due(now, workers.available_permits());
+                for (due_at, key) in due {
+                    let Ok(permit) = workers.clone().acquire_owned().await else {
+                        break;
+                    };
+                    let app = app.clone();
+                    app.runtime
+                        .metrics
+                        .poll_lag
+                        .observe(now.saturating_sub(due_at) as f64 / 1e3);
+                    tokio::spawn(async move {
+                        let next = app.fire(&key).await;
+                        app.scheduler.done(&key);
+                        if let Some(next) = next {
+                            app.scheduler.schedule(key, next);
+                        }
+                        drop(permit);
+                    });
+                }
+                tokio::select! {
+                    _ = app.scheduler.wake.notified() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+            let total = app.runtime.settings.poll_workers.max(1) as u32;
+            let _ = workers.acquire_many(total).await;
+        });
+    }
+
+    /// Runs one poll (or schedule tick) of a flow; returns when it is due
+    /// next, or `None` when it left the schedule (deactivated, deleted).
+    async fn fire(&self, key: &str) -> Option<u64> {
+        let (tenant, id) = key.split_once('\0')?;
+        let flow = self.flow(tenant, id).ok().filter(|f| f.active)?;
+        let mut state = self.trigger_state(tenant, id).unwrap_or_default();
+        let now = now_ms();
+        let outcome = if flow.pinned.trigger.is_none() {
+            self.tick(&flow, &mut state, now)
+        } else {
+            self.poll(&flow, &mut state, now).await
+        };
+        state.last_run_at = Some(now);
+        state.polls += 1;
+        let next = match &outcome {
+            Ok(()) => {
+                state.failures = 0;
+                state.last_error = None;
+                self.runtime.metrics.poll("ok");
+                next_due(&flow, now_ms())
+            }
+            Err(PollFailure { message, retry_at }) => {
+                state.failures += 1;
+                state.last_error = Some(message.clone());
+                self.runtime.metrics.poll("error");
+                tracing::warn!(flow = %flow.id, "poll failed: {message}");
+                let backoff = interval_ms(&flow)
+                    .saturating_mul(1 << state.failures.min(6))
+                    .min(3600 * 1000);
+                retry_at.unwrap_or(now_ms() + backoff)
+            }
+        };
+        state.next_due = next;
+        if let Err(e) = self.store.put_json(TRIGGER_STATE, key.as_bytes(), &state) {
+            tracing::error!(flow = %flow.id, "cannot save the trigger state: {e}");
+        }
+        Some(next)
+    }
+
+    /// A pure schedule fired: one run with the time as its event.
+    fn tick(
+        &self,
+        flow: &FlowRecord,
+        state: &mut TriggerState,
+        now: u64,
+    ) -> Result<(), PollFailure> {
+        let scheduled = state.next_due.max(1);
+        let event = Event {
+            id: format!("schedule:{scheduled}"),
+            payload: json!({
+                "scheduled_at": iso(scheduled),
+                "fired_at": iso(now),
+            })
+            .to_string(),
+        };
+        self.enqueue_events(flow, vec![event], "schedule", Vec::new())
+            .map(|_| ())
+            .map_err(|e| PollFailure {
+                message: e.to_string(),
+                retry_at: None,
+            })
+    }
+
+    async fn poll(
+        &self,
+        flow: &FlowRecord,
+        state: &mut TriggerState,
+        now: u64,
+    ) -> Result<(), PollFailure> {
+        let failure = |message: String| PollFailure {
+            message,
+            retry_at: None,
+        };
+        if let Some(id) = &flow.spec.trigger.connection
+            && let Ok(c) = self.connections.get(&flow.tenant, id)
+            && let ConnectionStatus::Paused { reason } = c.status
+        {
+            return Err(failure(format!("connection `{id}` is paused ({reason})")));
+        }
+        let (plugin, env, ctx) = self
+            .trigger_call(flow, format!("poll-{}-{now}", flow.id))
+            .map_err(|e| failure(e.to_string()))?;
+        let outcome = self
+            .engine
+            .poll(
+                &plugin.plugin,
+                env,
+                ctx,
+                &flow.spec.trigger.trigger,
+                &flow.spec.trigger.params.to_string(),
+                state.cursor.as_deref(),
+            )
+            .await;
+        let metrics = &self.runtime.metrics;
+        metrics.call(
+            &metrics.plugin_call_latency,
+            &plugin.record.key,
+            "poll",
+            outcome.duration.as_secs_f64(),
+        );
+        let output = match outcome.result {
+            Ok(output) => output,
+            Err(error) => {
+                let retry_at = match &error {
+                    CallError::Connector {
+                        error: ConnectorError::RateLimited { retry_after_ms, .. },
+                    } => Some(now_ms() + retry_after_ms),
+                    CallError::Connector {
+                        error: ConnectorError::Auth { .. },
+                    } => {
+                        if let Some(id) = &flow.spec.trigger.connection {
+                            let reason = format!(
+                                "polling `{}` of flow `{}`: {error}",
+                                flow.spec.trigger.trigger, flow.id
+                            );
+                            let _ = self.connections.set_status(
+                                &flow.tenant,
+                                id,
+                                ConnectionStatus::Paused { reason },
+                            );
+                        }
+                        None
+                    }
+                    _ => None,
+                };
+                return Err(PollFailure {
+                    message: error.to_string(),
+                    retry_at,
+                });
+            }
+        };
+        let seeding =
+            !state.seeded && state.cursor.is_none() && !flow.spec.trigger.include_existing;
+        let mut next = state.clone();
+        next.seeded = true;
+        if output.cursor.is_some() {
+            next.cursor = output.cursor;
+        }
+        next.last_events = if seeding { 0 } else { output.events.len() };
+        next.next_due = next_due(flow, now_ms());
+        let save = Op::put_json(
+            TRIGGER_STATE,
+            flow_key(&flow.tenant, &flow.id).as_bytes(),
+            &next,
+        );
+        let events = if seeding { Vec::new() } else { output.events };
+        self.enqueue_events(flow, events, "poll", vec![save])
+            .map_err(|e| failure(e.to_string()))?;
+        *state = next;
+        Ok(())
+    }
+}
+
+struct PollFailure {
+    message: String,
+    retry_at: Option<u64>,
+}
+
+fn interval_ms(flow: &FlowRecord) -> u64 {
+    flow.spec
+        .trigger
+        .interval_secs
+        .unwrap_or(DEFAULT_INTERVAL_SECS)
+        .max(1)
+        * 1000
+}
+
+/// When a flow's trigger fires next after `now`.
+pub fn next_due(flow: &FlowRecord, now: u64) -> u64 {
+    if let Some(schedule) = &flow.spec.trigger.schedule
+        && let Ok(cron) = parse_schedule(schedule)
+    {
+        let from = chrono::DateTime::from_timestamp_millis(now as i64).unwrap_or_default();
+        if let Ok(next) = cron.find_next_occurrence(&from, false) {
+            return next.timestamp_millis() as u64;
+        }
+    }
+    now + interval_ms(flow)
+}
+
+fn iso(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
