@@ -569,17 +569,14 @@ async fn retries_span_a_failing_fake_with_one_idempotency_key() {
     assert_eq!(status, 200, "{run}");
     assert_eq!(run["status"], json!("succeeded"), "{run}");
     assert_eq!(run["output"]["event"], json!("e-1"));
-    let state = fake.state.lock().unwrap();
-    assert_eq!(state.received.len(), 4);
-    let key = state.received[0].clone().unwrap();
-    assert!(
-        state
-            .received
-            .iter()
-            .all(|k| k.as_deref() == Some(key.as_str()))
-    );
-    assert_eq!(state.applied.len(), 1);
-    drop(state);
+    let (received, applied) = {
+        let state = fake.state.lock().unwrap();
+        (state.received.clone(), state.applied.len())
+    };
+    assert_eq!(received.len(), 4);
+    let key = received[0].clone().unwrap();
+    assert!(received.iter().all(|k| k.as_deref() == Some(key.as_str())));
+    assert_eq!(applied, 1);
     let (_, full) = host
         .get(&format!("/v1/runs/{}", run["id"].as_str().unwrap()))
         .await;
