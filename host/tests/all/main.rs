@@ -6,6 +6,7 @@
 
 mod auth;
 mod cli;
+mod crash;
 mod digest;
 mod flows;
 mod limits;
