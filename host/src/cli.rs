@@ -50,6 +50,9 @@ enum Command {
     /// Publish and manage flows ("when TRIGGER then ACTIONS", as JSON or YAML).
     #[command(subcommand)]
     Flow(FlowCommand),
+    /// Inspect runs, replay failed ones (the dead-letter list), cancel.
+    #[command(subcommand)]
+    Run(RunCommand),
     /// Manage tenants (operator only): each gets its own API token, which sees
     /// only that tenant's connections.
     #[command(subcommand)]
@@ -90,8 +93,117 @@ enum FlowCommand {
     /// Move a flow to the newest plugin versions its requirements allow,
     /// after checking they still have its trigger, actions and inputs.
     Upgrade { id: String },
-    /// Delete a flow.
+    /// Delete a flow (deactivating it first).
     Delete { id: String },
+    /// Activate a flow: a webhook trigger is registered with the third party
+    /// and its URL printed; a polling or cron trigger starts its schedule.
+    Activate { id: String },
+    /// Deactivate a flow: its webhook is unregistered, polls stop.
+    Deactivate { id: String },
+    /// Show a flow's trigger: webhook URL, or cursor and last poll.
+    Trigger { id: String },
+    /// Show deliveries the flow's webhook rejected, with the reasons.
+    Deliveries { id: String },
+    /// Start a run with EVENT (JSON) as the trigger event and wait for its
+    /// result (a synchronous flow).
+    ///
+    /// Example: switchyard flow run flow_ab12 --event '{"id": 7, "status": "packed"}'
+    Run {
+        id: String,
+        #[arg(long, default_value = "{}")]
+        event: String,
+        /// How long to wait for the result, in ms (0: do not wait).
+        #[arg(long, default_value_t = 30_000)]
+        wait_ms: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RunCommand {
+    /// List runs, newest first.
+    List {
+        #[arg(long)]
+        flow: Option<String>,
+        /// queued, retrying, paused, succeeded, skipped, failed or cancelled.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Show a run: the event, every step's input, output, attempts, errors
+    /// and HTTP exchanges.
+    Show { id: String },
+    /// Run a failed or cancelled run again from the step that failed (same
+    /// idempotency keys).
+    Replay { id: String },
+    /// Replay every failed run (the dead-letter list), or those of one flow.
+    ReplayFailed {
+        #[arg(long)]
+        flow: Option<String>,
+    },
+    /// Cancel a run that has not finished.
+    Cancel { id: String },
+}
+
+async fn run_command(client: &Client, command: RunCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let result = match command {
+        RunCommand::List {
+            flow,
+            status,
+            limit,
+        } => {
+            let mut path = format!("/v1/runs?limit={limit}");
+            if let Some(flow) = flow {
+                path.push_str(&format!("&flow={flow}"));
+            }
+            if let Some(status) = status {
+                path.push_str(&format!("&status={status}"));
+            }
+            let result = client.send(Method::GET, &path, Body::None).await?;
+            println!(
+                "{:<30} {:<26} {:<10} {:<6} ERROR",
+                "ID", "FLOW", "STATUS", "STEP"
+            );
+            for r in result["runs"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<30} {:<26} {:<10} {:<6} {}",
+                    str_of(&r["id"]),
+                    str_of(&r["flow_id"]),
+                    str_of(&r["status"]),
+                    format!("{}/{}", r["next_step"], r["steps"]),
+                    r["error"]["message"].as_str().unwrap_or("")
+                );
+            }
+            return Ok(());
+        }
+        RunCommand::Show { id } => {
+            client
+                .send(Method::GET, &format!("/v1/runs/{id}"), Body::None)
+                .await?
+        }
+        RunCommand::Replay { id } => {
+            client
+                .send(Method::POST, &format!("/v1/runs/{id}/replay"), Body::None)
+                .await?
+        }
+        RunCommand::ReplayFailed { flow } => {
+            client
+                .send(
+                    Method::POST,
+                    "/v1/runs/replay",
+                    Body::Json(json!({ "flow": flow })),
+                )
+                .await?
+        }
+        RunCommand::Cancel { id } => {
+            client
+                .send(Method::POST, &format!("/v1/runs/{id}/cancel"), Body::None)
+                .await?
+        }
+    };
+    print_json(&result);
+    Ok(())
 }
 
 async fn flow(client: &Client, command: FlowCommand) -> anyhow::Result<()> {
@@ -138,6 +250,48 @@ async fn flow(client: &Client, command: FlowCommand) -> anyhow::Result<()> {
         FlowCommand::Upgrade { id } => {
             client
                 .send(Method::POST, &format!("/v1/flows/{id}/upgrade"), Body::None)
+                .await?
+        }
+        FlowCommand::Activate { id } => {
+            client
+                .send(
+                    Method::POST,
+                    &format!("/v1/flows/{id}/activate"),
+                    Body::None,
+                )
+                .await?
+        }
+        FlowCommand::Deactivate { id } => {
+            client
+                .send(
+                    Method::POST,
+                    &format!("/v1/flows/{id}/deactivate"),
+                    Body::None,
+                )
+                .await?
+        }
+        FlowCommand::Trigger { id } => {
+            client
+                .send(Method::GET, &format!("/v1/flows/{id}/trigger"), Body::None)
+                .await?
+        }
+        FlowCommand::Deliveries { id } => {
+            client
+                .send(
+                    Method::GET,
+                    &format!("/v1/flows/{id}/deliveries"),
+                    Body::None,
+                )
+                .await?
+        }
+        FlowCommand::Run { id, event, wait_ms } => {
+            let event: Value = serde_json::from_str(&event).context("--event must be JSON")?;
+            client
+                .send(
+                    Method::POST,
+                    &format!("/v1/flows/{id}/run?wait_ms={wait_ms}"),
+                    Body::Json(event),
+                )
                 .await?
         }
         FlowCommand::Delete { id } => {
@@ -252,6 +406,9 @@ enum ConnectionCommand {
     Test { id: String },
     /// Start the OAuth authorization code flow; prints the URL to open.
     Authorize { id: String },
+    /// Mark a paused connection active again (after fixing its credentials)
+    /// and queue the runs that waited for it.
+    Resume { id: String },
 }
 
 /// Builds a properties object from --set, --set-json and --unset.
@@ -335,6 +492,15 @@ async fn connection(client: &Client, command: ConnectionCommand) -> anyhow::Resu
             println!("deleted {id}");
             return Ok(());
         }
+        ConnectionCommand::Resume { id } => {
+            client
+                .send(
+                    Method::POST,
+                    &format!("/v1/connections/{id}/resume"),
+                    Body::None,
+                )
+                .await?
+        }
         ConnectionCommand::Test { id } => {
             let result = client
                 .send(
@@ -416,6 +582,10 @@ pub async fn main() -> anyhow::Result<()> {
         Command::Flow(command) => {
             let client = Client::new(&cli.server, cli.token)?;
             flow(&client, command).await
+        }
+        Command::Run(command) => {
+            let client = Client::new(&cli.server, cli.token)?;
+            run_command(&client, command).await
         }
         Command::Tenant(command) => {
             let client = Client::new(&cli.server, cli.token)?;

@@ -234,6 +234,23 @@ fn operator_workflow_through_the_cli() {
         .next()
         .unwrap()
         .to_string();
+    // A synchronous run by hand, then the run history.
+    let ran = stdout(&run(
+        &server,
+        &["flow", "run", &flow_id, "--event", r#"{"id": "i-9"}"#],
+    ));
+    let ran: serde_json::Value = serde_json::from_str(&ran).unwrap();
+    assert_eq!(ran["status"], "succeeded", "{ran}");
+    assert_eq!(ran["output"]["echo"]["id"], "i-9", "{ran}");
+    let runs = stdout(&run(&server, &["run", "list", "--flow", &flow_id]));
+    assert!(
+        runs.contains(ran["id"].as_str().unwrap()) && runs.contains("succeeded"),
+        "{runs}"
+    );
+    let shown = stdout(&run(&server, &["run", "show", ran["id"].as_str().unwrap()]));
+    assert!(shown.contains("\"flow_version\": 2"), "{shown}");
+    let bad_status = run(&server, &["run", "list", "--status", "lost"]);
+    assert!(String::from_utf8_lossy(&bad_status.stderr).contains("unknown run status `lost`"));
     stdout(&run(&server, &["flow", "delete", &flow_id]));
 
     stdout(&run(&server, &["connection", "delete", &id]));
