@@ -1,0 +1,548 @@
+//! End-to-end load on loopback against the real `switchyard serve` binary:
+//! webhook ingest with durable acknowledgement (sustained, and at fixed
+//! offered rates), flow runs end to end (delivery -> condition -> one action
+//! making one HTTP call to a local fake), and polling at scale (many active
+//! polling flows: lag and CPU). Bounded in count and time; prints figures.
+//!
+//! `cargo bench -p switchyard --bench load [-- ingest|e2e|polling]`
+//! (all three by default). `SWITCHYARD_BENCH_POLL_FLOWS` (default 10000) and
+//! `SWITCHYARD_BENCH_POLL_SECS` (default 70) size the polling run.
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{Json, Router, extract::State, routing::get};
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+const TOKEN: &str = "benchmark-token-0123456789";
+const SECRET: &str = "bench-webhook-secret";
+
+struct Server {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let load = dir.path().join("connectors");
+        std::fs::create_dir(&load).unwrap();
+        std::fs::copy(switchyard_tests::EXAMPLE, load.join("example.wasm")).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--allow-network",
+                "127.0.0.2/32",
+            ])
+            .args(["--token", TOKEN, "--data-dir"])
+            .arg(dir.path().join("data"))
+            .arg("--load-dir")
+            .arg(&load)
+            .args(extra)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("switchyard starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = loop {
+            let line = lines.next().expect("serve printed its address").unwrap();
+            if let Some(url) = line.strip_prefix("switchyard listening on ") {
+                break url.to_string();
+            }
+        };
+        Server {
+            child,
+            url,
+            _dir: dir,
+        }
+    }
+
+    /// CPU seconds (user + system) the server process used so far.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+        ticks / 100.0
+    }
+
+    fn rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        kib / 1024.0
+    }
+
+    async fn api(
+        &self,
+        client: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> Value {
+        let response = client
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "{path}: {status} {body}");
+        body
+    }
+}
+
+/// The local fake: records when each event's action arrived.
+#[derive(Clone, Default)]
+struct Fake {
+    arrivals: Arc<Mutex<HashMap<String, Instant>>>,
+    polls: Arc<AtomicU64>,
+}
+
+async fn start_fake(fake: Fake) -> SocketAddr {
+    let router = Router::new()
+        .route(
+            "/items",
+            get(|State(f): State<Fake>| async move {
+                f.polls.fetch_add(1, Ordering::Relaxed);
+                Json(json!({"items": [], "next": null}))
+            })
+            .post(
+                |State(f): State<Fake>, Json(body): Json<Value>| async move {
+                    let event = body["event"].as_str().unwrap_or_default().to_string();
+                    f.arrivals
+                        .lock()
+                        .unwrap()
+                        .entry(event)
+                        .or_insert_with(Instant::now);
+                    (axum::http::StatusCode::CREATED, Json(json!({"id": "item"})))
+                },
+            ),
+        )
+        .with_state(fake);
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    addr
+}
+
+fn sign(body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// A connection to the fake and an active webhook flow; returns the hook URL.
+async fn webhook_flow(
+    server: &Server,
+    client: &reqwest::Client,
+    fake: SocketAddr,
+    condition: &str,
+) -> String {
+    let conn = connection(server, client, fake).await;
+    let flow = server
+        .api(client, reqwest::Method::POST, "/v1/flows", json!({
+            "name": "bench",
+            "lane": "fast",
+            "trigger": {"plugin": "example", "trigger": "item-event", "connection": conn},
+            "conditions": [condition],
+            "steps": [{"key": "create", "plugin": "example", "action": "create-item", "connection": conn,
+                       "input": {"event": "{{ trigger.id }}", "sku": "{{ trigger.sku }}"}}],
+        }))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    server
+        .api(
+            client,
+            reqwest::Method::POST,
+            &format!("/v1/flows/{flow}/activate"),
+            json!({}),
+        )
+        .await["webhook_url"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn connection(server: &Server, client: &reqwest::Client, fake: SocketAddr) -> String {
+    server
+        .api(client, reqwest::Method::POST, "/v1/connections", json!({
+            "plugin": "example",
+            "properties": {"base_url": format!("http://{fake}"), "api_key": "k", "webhook_secret": SECRET},
+        }))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn delivery(n: usize, kind: &str) -> (String, Vec<u8>, String) {
+    let id = format!("evt-{n}");
+    let body =
+        serde_json::to_vec(&json!({"id": id, "type": kind, "sku": "SKU-1", "qty": 1})).unwrap();
+    let signature = sign(&body);
+    (id, body, signature)
+}
+
+async fn send(client: &reqwest::Client, url: &str, n: usize, kind: &str) -> bool {
+    let (id, body, signature) = delivery(n, kind);
+    client
+        .post(url)
+        .header("x-event-id", id)
+        .header("x-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Closed loop: `workers` senders for `secs`; returns (count, latencies).
+async fn closed_loop(
+    client: &reqwest::Client,
+    url: &str,
+    workers: usize,
+    secs: u64,
+    kind: &'static str,
+    start_at: usize,
+) -> (usize, Vec<Duration>, Duration) {
+    let next = Arc::new(AtomicUsize::new(start_at));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let (client, url, next) = (client.clone(), url.to_string(), next.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while Instant::now() < deadline {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    let t = Instant::now();
+                    assert!(send(&client, &url, n, kind).await, "delivery refused");
+                    latencies.push(t.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    all.sort();
+    (all.len(), all, elapsed)
+}
+
+/// Open loop at `rate`/s for `secs`: latency from the intended send time, so
+/// a slow answer is not hidden by the sender waiting for it.
+async fn open_loop(
+    client: &reqwest::Client,
+    url: &str,
+    rate: u64,
+    secs: u64,
+    start_at: usize,
+) -> (usize, Vec<Duration>, usize) {
+    let total = (rate * secs) as usize;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let started = Instant::now();
+    let failed = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::with_capacity(total);
+    for i in 0..total {
+        let intended = started + interval * i as u32;
+        tokio::time::sleep_until(intended.into()).await;
+        let (client, url, failed) = (client.clone(), url.to_string(), failed.clone());
+        tasks.push(tokio::spawn(async move {
+            if !send(&client, &url, start_at + i, "bench-skip").await {
+                failed.fetch_add(1, Ordering::Relaxed);
+            }
+            intended.elapsed()
+        }));
+    }
+    let mut latencies = Vec::with_capacity(total);
+    for t in tasks {
+        latencies.push(t.await.unwrap());
+    }
+    latencies.sort();
+    (total, latencies, failed.load(Ordering::Relaxed))
+}
+
+async fn ingest() {
+    println!("## Webhook ingest (durable acknowledgement)");
+    let server = Server::start(&[]);
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap();
+    let fake = start_fake(Fake::default()).await;
+    // The condition never holds: runs are recorded as skipped, no action runs.
+    let url = webhook_flow(&server, &client, fake, "trigger.type == \"packed\"").await;
+    closed_loop(&client, &url, 16, 2, "bench-skip", 0).await; // warm-up
+    let (n, lat, elapsed) = closed_loop(&client, &url, 64, 10, "bench-skip", 1_000_000).await;
+    println!(
+        "sustained, 64 connections, 10 s: {n} deliveries, {:.0}/s, p50 {}, p99 {}",
+        n as f64 / elapsed.as_secs_f64(),
+        ms(percentile(&lat, 0.50)),
+        ms(percentile(&lat, 0.99))
+    );
+    for (i, rate) in [500u64, 1_000, 5_000].into_iter().enumerate() {
+        let (n, lat, failed) = open_loop(&client, &url, rate, 10, 2_000_000 + i * 100_000).await;
+        println!(
+            "offered {rate}/s for 10 s: {n} sent, {failed} failed, ack p50 {}, p99 {}, max {}",
+            ms(percentile(&lat, 0.50)),
+            ms(percentile(&lat, 0.99)),
+            ms(*lat.last().unwrap())
+        );
+    }
+    println!("server RSS after ingest: {:.1} MiB", server.rss_mib());
+}
+
+async fn end_to_end() {
+    println!("## End to end: delivery -> condition -> one action with one HTTP call");
+    let server = Server::start(&[]);
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap();
+    let fake = Fake::default();
+    let addr = start_fake(fake.clone()).await;
+    let url = webhook_flow(&server, &client, addr, "trigger.type == \"packed\"").await;
+    const TOTAL: usize = 20_000;
+    let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let (client, url, next, sent_at) =
+                (client.clone(), url.clone(), next.clone(), sent_at.clone());
+            tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= TOTAL {
+                        break;
+                    }
+                    sent_at
+                        .lock()
+                        .unwrap()
+                        .insert(format!("evt-{n}"), Instant::now());
+                    assert!(send(&client, &url, n, "packed").await, "delivery refused");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let acked = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while fake.arrivals.lock().unwrap().len() < TOTAL {
+        assert!(Instant::now() < deadline, "runs did not complete");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let arrivals = fake.arrivals.lock().unwrap().clone();
+    let last = arrivals.values().max().unwrap();
+    let elapsed = last.duration_since(started);
+    let sent_at = sent_at.lock().unwrap();
+    let mut lat: Vec<Duration> = arrivals
+        .iter()
+        .map(|(id, at)| at.duration_since(sent_at[id]))
+        .collect();
+    lat.sort();
+    println!(
+        "{TOTAL} runs: all acknowledged in {:.2} s, all actions done in {:.2} s: {:.0} runs/s; delivery -> action p50 {}, p99 {}",
+        acked.as_secs_f64(),
+        elapsed.as_secs_f64(),
+        TOTAL as f64 / elapsed.as_secs_f64(),
+        ms(percentile(&lat, 0.50)),
+        ms(percentile(&lat, 0.99)),
+    );
+    println!(
+        "server CPU {:.1} s, RSS {:.1} MiB",
+        server.cpu_seconds(),
+        server.rss_mib()
+    );
+}
+
+async fn polling() {
+    let flows: usize = std::env::var("SWITCHYARD_BENCH_POLL_FLOWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let secs: u64 = std::env::var("SWITCHYARD_BENCH_POLL_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(70);
+    println!("## Polling: {flows} active flows, 60 s interval, observed {secs} s");
+    let server = Server::start(&[]);
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let fake = Fake::default();
+    let addr = start_fake(fake.clone()).await;
+    let conn = connection(&server, &client, addr).await;
+    let setup = Instant::now();
+    let created = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, conn, created, url) = (client.clone(), conn.clone(), created.clone(), server.url.clone());
+            tokio::spawn(async move {
+                loop {
+                    let n = created.fetch_add(1, Ordering::Relaxed);
+                    if n >= flows {
+                        break;
+                    }
+                    let flow: Value = client
+                        .post(format!("{url}/v1/flows"))
+                        .bearer_auth(TOKEN)
+                        .json(&json!({
+                            "name": format!("poll-{n}"),
+                            "trigger": {"plugin": "example", "trigger": "new-item", "connection": conn, "interval_secs": 60},
+                            "steps": [{"key": "echo", "plugin": "example", "action": "echo", "connection": conn, "input": {"id": "{{ trigger.id }}"}}],
+                        }))
+                        .send()
+                        .await
+                        .unwrap()
+                        .json()
+                        .await
+                        .unwrap();
+                    let id = flow["id"].as_str().unwrap();
+                    let r = client
+                        .post(format!("{url}/v1/flows/{id}/activate"))
+                        .bearer_auth(TOKEN)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert!(r.status().is_success());
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    println!(
+        "published and activated {flows} flows in {:.1} s",
+        setup.elapsed().as_secs_f64()
+    );
+    let polls_before = fake.polls.load(Ordering::Relaxed);
+    let cpu_before = server.cpu_seconds();
+    let observed = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let cpu = server.cpu_seconds() - cpu_before;
+    let polls = fake.polls.load(Ordering::Relaxed) - polls_before;
+    let metrics = client
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (p50, p99, max_bucket) = histogram_quantiles(&metrics, "switchyard_poll_lag_seconds");
+    println!(
+        "{polls} polls in {:.0} s ({:.0}/s); server CPU {:.1} s = {:.0}% of one core; poll lag p50 <= {p50}, p99 <= {p99} (largest bucket used: {max_bucket}); RSS {:.1} MiB",
+        observed.elapsed().as_secs_f64(),
+        polls as f64 / observed.elapsed().as_secs_f64(),
+        cpu,
+        cpu / observed.elapsed().as_secs_f64() * 100.0,
+        server.rss_mib()
+    );
+}
+
+/// Upper bounds of the p50 and p99 buckets of a Prometheus histogram.
+fn histogram_quantiles(text: &str, name: &str) -> (String, String, String) {
+    let mut buckets: Vec<(f64, u64)> = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}_bucket")))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let count: u64 = l.rsplit(' ').next()?.parse().ok()?;
+            Some((
+                if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                },
+                count,
+            ))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+    let total = buckets.last().map_or(0, |b| b.1);
+    let find = |q: f64| {
+        buckets
+            .iter()
+            .find(|(_, c)| *c as f64 >= q * total as f64)
+            .map_or("n/a".to_string(), |(le, _)| format!("{:.3} s", le))
+    };
+    let max = buckets
+        .windows(2)
+        .filter(|w| w[1].1 > w[0].1)
+        .map(|w| format!("{:.3} s", w[1].0))
+        .last()
+        .unwrap_or_else(|| "n/a".into());
+    (find(0.5), find(0.99), max)
+}
+
+fn main() {
+    let selected: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wants = |name: &str| selected.is_empty() || selected.iter().any(|s| s == name);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        if wants("ingest") {
+            ingest().await;
+        }
+        if wants("e2e") {
+            end_to_end().await;
+        }
+        if wants("polling") {
+            polling().await;
+        }
+    });
+}
