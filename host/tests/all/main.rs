@@ -6,7 +6,11 @@
 
 mod auth;
 mod cli;
+mod connectors_rust;
 mod digest;
+mod fake_api;
+mod fake_shopify;
+mod fake_warehouse;
 mod flows;
 mod limits;
 mod plugins;

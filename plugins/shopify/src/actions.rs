@@ -428,7 +428,14 @@ mod tests {
     #[test]
     fn notes_merge() {
         use NoteMode::*;
-        let cases: &[(Option<&str>, Option<&str>, NoteMode, Option<&str>)] = &[
+        // (current note, new note, mode, expected note)
+        type Case = (
+            Option<&'static str>,
+            Option<&'static str>,
+            NoteMode,
+            Option<&'static str>,
+        );
+        let cases: &[Case] = &[
             (None, None, Append, None),
             (Some("a"), None, Append, Some("a")),
             (None, Some("Shipped"), Append, Some("Shipped")),

@@ -121,6 +121,9 @@ pub(crate) struct PollParams {
     max_pages: u32,
 }
 
+/// Requests one poll may make, pages of old orders included.
+const MAX_REQUESTS: u32 = 50;
+
 fn default_page_size() -> u32 {
     50
 }
@@ -161,13 +164,13 @@ pub(crate) fn poll_orders(
     }
     let mut next = Some(first.url);
     let mut events = Vec::new();
-    let mut pages = 0;
+    let (mut pages, mut requests) = (0, 0);
     while let Some(url) = next.take() {
-        if pages == params.max_pages.max(1) {
-            log::info!("order-updated: read {pages} pages; the next poll goes on");
+        if pages == params.max_pages.max(1) || requests == MAX_REQUESTS {
+            log::info!("order-updated: read {requests} pages; the next poll goes on");
             break;
         }
-        pages += 1;
+        requests += 1;
         // The page URL is Shopify's own `Link`, followed exactly: adding
         // filters to a `page_info` request is refused.
         let response = match api::send(Request::get(url)) {
@@ -179,6 +182,7 @@ pub(crate) fn poll_orders(
             Err(e) => return Err(e),
         };
         next = api::next_link(response.header("Link"));
+        let mut news = false;
         for order in response.json::<Orders>()?.orders {
             let (Some(id), Some(updated_at)) = (
                 order.get("id").and_then(Value::as_u64),
@@ -190,10 +194,19 @@ pub(crate) fn poll_orders(
             };
             let updated_at = updated_at.to_owned();
             if mark.advance(&id.to_string(), &updated_at)? {
+                news = true;
                 events.push(Event::new(format!("{id}:{updated_at}"), order));
             }
         }
+        // A page of orders seen before (many changed in the same second as
+        // the cursor) does not count, or such a second could never be passed.
+        if news {
+            pages += 1;
+        }
     }
-    log::debug!("order-updated: {} events from {pages} pages", events.len());
+    log::debug!(
+        "order-updated: {} events from {requests} pages",
+        events.len()
+    );
     Ok(PollResult::new(events, mark.to_cursor()))
 }
