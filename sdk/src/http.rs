@@ -252,14 +252,48 @@ impl Response {
 
 /// Milliseconds to wait according to a `Retry-After` value: delay-seconds or
 /// an HTTP date (a date in the past means now). `None` if it is neither.
+///
+/// Decimal seconds are accepted too: RFC 9110 says delay-seconds is an
+/// integer, but Shopify sends `Retry-After: 2.0`, and reading that as "no
+/// value" would retry twice as early as asked.
 pub fn retry_after_ms(value: &str, now: SystemTime) -> Option<u64> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(seconds.saturating_mul(1000));
     }
+    if let Some(ms) = decimal_seconds_ms(value) {
+        return Some(ms);
+    }
     let at = httpdate::parse_http_date(value).ok()?;
     let wait = at.duration_since(now).unwrap_or(Duration::ZERO);
     Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// `2.0` or `0.25` (digits, a dot, digits) as milliseconds, rounded up.
+fn decimal_seconds_ms(value: &str) -> Option<u64> {
+    let (whole, fraction) = value.split_once('.')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) || !digits(fraction) {
+        return None;
+    }
+    let whole: u64 = whole.parse().ok()?;
+    // Milliseconds from the first three decimals, plus one if any later digit is not 0.
+    let mut ms = 0;
+    for (i, b) in fraction.bytes().enumerate() {
+        let digit = u64::from(b - b'0');
+        match i {
+            0..3 => ms = ms * 10 + digit,
+            _ if digit > 0 => {
+                ms += 1;
+                break;
+            }
+            _ => {}
+        }
+    }
+    for _ in fraction.len()..3 {
+        ms *= 10;
+    }
+    Some(whole.saturating_mul(1000).saturating_add(ms))
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters, for a
@@ -455,7 +489,13 @@ mod tests {
             ("Sun, 06 Nov 1994 08:00:00 GMT", Some(0)),
             ("Sunday, 06-Nov-94 08:50:37 GMT", Some(60_000)),
             ("-1", None),
-            ("1.5", None),
+            ("1.5", Some(1_500)),
+            ("2.0", Some(2_000)),
+            ("0.25", Some(250)),
+            ("0.0001", Some(1)),
+            ("1.", None),
+            (".5", None),
+            ("-1.5", None),
             ("tomorrow", None),
             ("", None),
         ];

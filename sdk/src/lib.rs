@@ -67,11 +67,13 @@ pub mod bindings;
 
 mod connector;
 mod context;
+pub mod cursor;
 mod error;
 mod export;
 pub mod http;
 pub mod log;
 pub mod manifest;
+pub mod time;
 pub mod webhooks;
 
 pub use connector::Connector;

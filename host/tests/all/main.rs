@@ -6,8 +6,12 @@
 
 mod auth;
 mod cli;
+mod connectors_rust;
 mod crash;
 mod digest;
+mod fake_api;
+mod fake_shopify;
+mod fake_warehouse;
 mod flows;
 mod limits;
 mod plugins;
