@@ -7,9 +7,13 @@
 mod auth;
 mod cli;
 mod digest;
+mod fake_common;
+mod fake_shipping;
+mod fake_woocommerce;
 mod flows;
 mod limits;
 mod plugins;
+mod polyglot;
 mod sandbox;
 mod support;
 mod tenants;
