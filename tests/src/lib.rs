@@ -1,9 +1,11 @@
-//! Paths of the plugin components (`plugins/`, built for wasm32-wasip2 by `build.rs`) that the end-to-end tests load.
+//! Paths of the plugin components (`plugins/`, built by `build.rs`) that the end-to-end tests load.
 //!
-//! One constant per package of the guest workspace, named after it
-//! (`fixture-hostile` is [`FIXTURE_HOSTILE`]), holding the absolute path of
-//! its `.wasm` component; [`ALL`] lists them all. Building this crate builds
-//! the guests, so `cargo test` always runs against current plugins.
+//! One constant per package of the Rust guest workspace, named after it
+//! (`fixture-hostile` is [`FIXTURE_HOSTILE`]), and one per connector written
+//! in another language (`plugins/shipping-py` is [`SHIPPING_PY`],
+//! `plugins/woocommerce-js` is [`WOOCOMMERCE_JS`]), holding the absolute path
+//! of its `.wasm` component; [`ALL`] lists them all. Building this crate
+//! builds the guests, so `cargo test` always runs against current plugins.
 
 include!(concat!(env!("OUT_DIR"), "/plugins.rs"));
 
@@ -31,6 +33,8 @@ mod tests {
         }
         assert_eq!(by_name("example"), Some(EXAMPLE));
         assert_eq!(by_name("fixture-hostile"), Some(FIXTURE_HOSTILE));
+        assert_eq!(by_name("shipping-py"), Some(SHIPPING_PY));
+        assert_eq!(by_name("woocommerce-js"), Some(WOOCOMMERCE_JS));
         assert_eq!(by_name("nope"), None);
     }
 }

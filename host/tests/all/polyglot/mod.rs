@@ -1,0 +1,314 @@
+//! Connectors written in other languages, end to end: the Python shipping
+//! connector (`plugins/shipping-py`, componentize-py) and the JavaScript
+//! WooCommerce connector (`plugins/woocommerce-js`, componentize-js), both
+//! built from source by `switchyard-tests`, uploaded through the API and run
+//! against fakes of their APIs on 127.0.0.2 with host-held credentials.
+//!
+//! Actions go through `POST /v1/invoke` (`App::invoke`); triggers are driven
+//! the way the scheduler and the webhook ingress drive them:
+//! `App::call_setup`, then `Engine::poll` / `Engine::handle_webhook`.
+
+mod shipping;
+mod woocommerce;
+
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use switchyard::{
+    connections::DEFAULT_TENANT,
+    engine::{
+        CallEnv, CallError, CallOutcome, ConnectorError, Engine, Event, GuestContext, PollOutput,
+        WebhookInput, WebhookOutput,
+    },
+    registry::PluginVersion,
+};
+use switchyard_tests as artifacts;
+use tokio::sync::OnceCell;
+
+use crate::{sandbox::sandbox_config, support::TestHost};
+
+/// Compiled artifacts of both components, made once per test process and
+/// kept in cargo's test scratch directory across runs: compiling an 18 MB
+/// Python component takes seconds, and every test starts its own host.
+static COMPILED: OnceCell<std::path::PathBuf> = OnceCell::const_new();
+
+async fn compiled_artifacts() -> &'static Path {
+    COMPILED
+        .get_or_init(|| async {
+            let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join("polyglot-artifacts");
+            std::fs::create_dir_all(&kept).unwrap();
+            let current: Vec<String> = [artifacts::SHIPPING_PY, artifacts::WOOCOMMERCE_JS]
+                .iter()
+                .map(|p| Engine::content_hash(&std::fs::read(p).unwrap()))
+                .collect();
+            // Artifacts of older builds of the connectors are of no more use.
+            for entry in std::fs::read_dir(&kept).unwrap() {
+                let entry = entry.unwrap();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !current.iter().any(|sha| name.starts_with(sha.as_str())) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+            // A host of its own (a new store) whose artifact cache is the
+            // kept directory.
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(dir.path().join("data")).unwrap();
+            std::os::unix::fs::symlink(&kept, dir.path().join("data").join("artifacts")).unwrap();
+            let host = TestHost::start(sandbox_config(dir.path())).await;
+            for path in [artifacts::SHIPPING_PY, artifacts::WOOCOMMERCE_JS] {
+                let started = Instant::now();
+                let (status, body) = host.upload_file(path).await;
+                assert_eq!(status, 201, "{path}: {body}");
+                eprintln!(
+                    "{} ({} bytes): uploaded in {:?} ({} compiled, not cached)",
+                    body["plugin"]["key"],
+                    body["plugin"]["size"],
+                    started.elapsed(),
+                    host.app.engine.compilations()
+                );
+            }
+            host.stop().await;
+            kept
+        })
+        .await
+}
+
+/// A host that may reach 127.0.0.2, with both components compiled in its
+/// artifact cache, and `plugin` uploaded through the API.
+async fn start_host(dir: &Path, plugin: &str) -> TestHost {
+    let compiled = compiled_artifacts().await;
+    let artifacts_dir = dir.join("data").join("artifacts");
+    std::fs::create_dir_all(&artifacts_dir).unwrap();
+    for entry in std::fs::read_dir(compiled).unwrap() {
+        let entry = entry.unwrap();
+        let target = artifacts_dir.join(entry.file_name());
+        if std::fs::hard_link(entry.path(), &target).is_err() {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+    let host = TestHost::start(sandbox_config(dir)).await;
+    let (status, body) = host.upload_file(plugin).await;
+    assert_eq!(status, 201, "{body}");
+    host
+}
+
+/// A connection of one plugin on a test host, and the calls the tests make
+/// with it.
+struct Conn<'a> {
+    host: &'a TestHost,
+    key: &'static str,
+    id: String,
+}
+
+impl<'a> Conn<'a> {
+    async fn create(host: &'a TestHost, key: &'static str, properties: Value) -> Conn<'a> {
+        let (status, body) = host
+            .call(
+                Method::POST,
+                "/v1/connections",
+                Some(json!({"plugin": key, "name": key, "properties": properties})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let id = body["id"].as_str().unwrap().to_string();
+        Conn { host, key, id }
+    }
+
+    /// `POST /v1/invoke` with this connection; the whole invocation.
+    async fn invoke(&self, action: &str, input: Value) -> Value {
+        let request =
+            json!({"plugin": self.key, "action": action, "connection": self.id, "input": input});
+        let (status, body) = self
+            .host
+            .call(Method::POST, "/v1/invoke", Some(request))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// `POST /v1/connections/{id}/test`.
+    async fn test(&self) -> Value {
+        let path = format!("/v1/connections/{}/test", self.id);
+        let (status, body) = self.host.call(Method::POST, &path, None).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Everything a trigger call needs, as the scheduler sets it up.
+    fn setup(&self) -> (PluginVersion, CallEnv, GuestContext) {
+        let app = &self.host.app;
+        let version = app
+            .registry
+            .resolve(self.key, &semver::VersionReq::STAR)
+            .unwrap();
+        let plugin = app.registry.get(self.key, &version).unwrap();
+        let record = app.connections.get(DEFAULT_TENANT, &self.id).unwrap();
+        let (env, ctx) = app
+            .call_setup(&plugin, Some(&record), BTreeMap::new(), "trace-test".into())
+            .unwrap();
+        (plugin, env, ctx)
+    }
+
+    async fn poll(
+        &self,
+        trigger: &str,
+        params: Value,
+        cursor: Option<&str>,
+    ) -> CallOutcome<PollOutput> {
+        let (plugin, env, ctx) = self.setup();
+        let params = params.to_string();
+        let engine = &self.host.app.engine;
+        engine
+            .poll(&plugin.plugin, env, ctx, trigger, &params, cursor)
+            .await
+    }
+
+    /// A poll that must succeed.
+    async fn poll_ok(&self, trigger: &str, params: Value, cursor: Option<&str>) -> PollOutput {
+        let outcome = self.poll(trigger, params, cursor).await;
+        let journal = outcome.journal;
+        outcome
+            .result
+            .unwrap_or_else(|e| panic!("poll failed: {e}; journal: {journal:?}"))
+    }
+
+    async fn webhook(
+        &self,
+        trigger: &str,
+        (headers, body): Delivery,
+    ) -> CallOutcome<WebhookOutput> {
+        let (plugin, env, ctx) = self.setup();
+        let request = WebhookInput {
+            method: "POST".into(),
+            query: String::new(),
+            headers,
+            body,
+        };
+        let engine = &self.host.app.engine;
+        engine
+            .handle_webhook(&plugin.plugin, env, ctx, trigger, "{}", request)
+            .await
+    }
+
+    async fn subscribe(&self, trigger: &str, target: &str) -> CallOutcome<String> {
+        let (plugin, env, ctx) = self.setup();
+        let engine = &self.host.app.engine;
+        engine
+            .subscribe(&plugin.plugin, env, ctx, trigger, "{}", target)
+            .await
+    }
+
+    async fn unsubscribe(&self, trigger: &str, state: &str) -> CallOutcome<()> {
+        let (plugin, env, ctx) = self.setup();
+        let engine = &self.host.app.engine;
+        engine
+            .unsubscribe(&plugin.plugin, env, ctx, trigger, "{}", state)
+            .await
+    }
+
+    /// Runs an action with a chosen idempotency key, as a retried flow step does.
+    async fn perform_with_key(&self, action: &str, input: &Value, key: &str) -> Value {
+        let (plugin, env, ctx) = self.setup();
+        let input = input.to_string();
+        let engine = &self.host.app.engine;
+        let outcome = engine
+            .perform(&plugin.plugin, env, ctx, action, &input, key)
+            .await;
+        serde_json::from_str(&outcome.result.unwrap()).unwrap()
+    }
+}
+
+/// A webhook delivery: headers and body.
+type Delivery = (Vec<(String, String)>, Vec<u8>);
+
+/// The value of header `name` (case-insensitive) of a delivery.
+fn header_of(delivery: &Delivery, name: &str) -> String {
+    let (_, value) = delivery
+        .0
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .unwrap_or_else(|| panic!("no {name} in {:?}", delivery.0));
+    value.clone()
+}
+
+/// The delivery with header `name` set to `value`, or removed when `None`.
+fn with_header(delivery: &Delivery, name: &str, value: Option<String>) -> Delivery {
+    let (mut headers, body) = delivery.clone();
+    headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    if let Some(value) = value {
+        headers.push((name.to_string(), value));
+    }
+    (headers, body)
+}
+
+/// The connector error of an invocation, as `(kind, the whole error)`.
+fn connector_error(invocation: &Value) -> (String, Value) {
+    assert_eq!(
+        invocation["error"]["kind"],
+        json!("connector"),
+        "{invocation}"
+    );
+    let error = invocation["error"]["error"].clone();
+    (error["kind"].as_str().unwrap().to_string(), error)
+}
+
+/// The kind of a connector error a trigger call returned.
+fn kind_of<T: std::fmt::Debug>(outcome: CallOutcome<T>) -> (&'static str, ConnectorError) {
+    match outcome.result {
+        Err(CallError::Connector { error }) => {
+            let kind = match &error {
+                ConnectorError::Transient { .. } => "transient",
+                ConnectorError::RateLimited { .. } => "rate_limited",
+                ConnectorError::Auth { .. } => "auth",
+                ConnectorError::InvalidInput { .. } => "invalid_input",
+                ConnectorError::Permanent { .. } => "permanent",
+            };
+            (kind, error)
+        }
+        other => panic!("expected a connector error, got {other:?}"),
+    }
+}
+
+fn payloads(events: &[Event]) -> Vec<Value> {
+    events
+        .iter()
+        .map(|e| serde_json::from_str(&e.payload).unwrap())
+        .collect()
+}
+
+/// Asserts that nothing the host returned from a call carries `secrets`.
+fn assert_no_secret(what: &Value, secrets: &[&str]) {
+    let text = what.to_string();
+    for secret in secrets {
+        assert!(!text.contains(secret), "a secret leaked: {text}");
+    }
+}
+
+/// A webhook target on loopback, outside the sandbox (a fake posts to it
+/// directly, as a third party posts to the host's ingress), and what it got.
+async fn receiver() -> (String, Arc<Mutex<Vec<Delivery>>>) {
+    let received: Arc<Mutex<Vec<Delivery>>> = Arc::default();
+    let store = received.clone();
+    let router = axum::Router::new().route(
+        "/hooks",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
+                let headers = headers
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+                    .collect();
+                store.lock().unwrap().push((headers, body.to_vec()));
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (format!("http://{addr}/hooks"), received)
+}
