@@ -23,3 +23,4 @@ mod runs;
 mod sandbox;
 mod support;
 mod tenants;
+mod workflows;

@@ -38,7 +38,7 @@ use crate::{sandbox::sandbox_config, support::TestHost};
 /// Python component takes seconds, and every test starts its own host.
 static COMPILED: OnceCell<std::path::PathBuf> = OnceCell::const_new();
 
-async fn compiled_artifacts() -> &'static Path {
+pub async fn compiled_artifacts() -> &'static Path {
     COMPILED
         .get_or_init(|| async {
             let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join("polyglot-artifacts");
