@@ -518,7 +518,7 @@ fn histogram_quantiles(text: &str, name: &str) -> (String, String, String) {
         .windows(2)
         .filter(|w| w[1].1 > w[0].1)
         .map(|w| format!("{:.3} s", w[1].0))
-        .last()
+        .next_back()
         .unwrap_or_else(|| "n/a".into());
     (find(0.5), find(0.99), max)
 }
