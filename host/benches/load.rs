@@ -3,6 +3,8 @@
 //! offered rates), flow runs end to end (delivery -> condition -> one action
 //! making one HTTP call to a local fake), and polling at scale (many active
 //! polling flows: lag and CPU). Bounded in count and time; prints figures.
+//! The connector is the `bench` fixture (no rate limit of its own, unlike the
+//! example connector's 10 requests/s), so the host is what is measured.
 //!
 //! `cargo bench -p switchyard --bench load [-- ingest|e2e|polling]`
 //! (all three by default). `SWITCHYARD_BENCH_POLL_FLOWS` (default 10000) and
@@ -46,7 +48,7 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let load = dir.path().join("connectors");
         std::fs::create_dir(&load).unwrap();
-        std::fs::copy(switchyard_tests::EXAMPLE, load.join("example.wasm")).unwrap();
+        std::fs::copy(switchyard_tests::FIXTURE_BENCH, load.join("bench.wasm")).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args([
                 "serve",
@@ -169,14 +171,19 @@ async fn webhook_flow(
 ) -> String {
     let conn = connection(server, client, fake).await;
     let flow = server
-        .api(client, reqwest::Method::POST, "/v1/flows", json!({
-            "name": "bench",
-            "lane": "fast",
-            "trigger": {"plugin": "example", "trigger": "item-event", "connection": conn},
-            "conditions": [condition],
-            "steps": [{"key": "create", "plugin": "example", "action": "create-item", "connection": conn,
-                       "input": {"event": "{{ trigger.id }}", "sku": "{{ trigger.sku }}"}}],
-        }))
+        .api(
+            client,
+            reqwest::Method::POST,
+            "/v1/flows",
+            json!({
+                "name": "bench",
+                "lane": "fast",
+                "trigger": {"plugin": "bench", "trigger": "event", "connection": conn},
+                "conditions": [condition],
+                "steps": [{"key": "create", "plugin": "bench", "action": "send", "connection": conn,
+                           "input": {"event": "{{ trigger.id }}", "sku": "{{ trigger.sku }}"}}],
+            }),
+        )
         .await["id"]
         .as_str()
         .unwrap()
@@ -197,7 +204,7 @@ async fn webhook_flow(
 async fn connection(server: &Server, client: &reqwest::Client, fake: SocketAddr) -> String {
     server
         .api(client, reqwest::Method::POST, "/v1/connections", json!({
-            "plugin": "example",
+            "plugin": "bench",
             "properties": {"base_url": format!("http://{fake}"), "api_key": "k", "webhook_secret": SECRET},
         }))
         .await["id"]
@@ -287,11 +294,16 @@ async fn open_loop(
     let started = Instant::now();
     let failed = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::with_capacity(total);
+    // At most 1,024 deliveries in flight (as many connections): beyond that
+    // the sender waits, and the wait counts in the latency.
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(1024));
     for i in 0..total {
         let intended = started + interval * i as u32;
         tokio::time::sleep_until(intended.into()).await;
+        let permit = in_flight.clone().acquire_owned().await.unwrap();
         let (client, url, failed) = (client.clone(), url.to_string(), failed.clone());
         tasks.push(tokio::spawn(async move {
+            let _permit = permit;
             if !send(&client, &url, start_at + i, "bench-skip").await {
                 failed.fetch_add(1, Ordering::Relaxed);
             }
@@ -339,7 +351,9 @@ async fn ingest() {
 
 async fn end_to_end() {
     println!("## End to end: delivery -> condition -> one action with one HTTP call");
-    let server = Server::start(&[]);
+    // One connection carries every run here: let 64 use it at once (the
+    // default, 16, protects a real third party).
+    let server = Server::start(&["--connection-concurrency", "64"]);
     let client = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(256)
@@ -348,7 +362,10 @@ async fn end_to_end() {
     let fake = Fake::default();
     let addr = start_fake(fake.clone()).await;
     let url = webhook_flow(&server, &client, addr, "trigger.type == \"packed\"").await;
-    const TOTAL: usize = 20_000;
+    let total: usize = std::env::var("SWITCHYARD_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
     let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -359,7 +376,7 @@ async fn end_to_end() {
             tokio::spawn(async move {
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= TOTAL {
+                    if n >= total {
                         break;
                     }
                     sent_at
@@ -376,8 +393,12 @@ async fn end_to_end() {
     }
     let acked = started.elapsed();
     let deadline = Instant::now() + Duration::from_secs(300);
-    while fake.arrivals.lock().unwrap().len() < TOTAL {
-        assert!(Instant::now() < deadline, "runs did not complete");
+    while fake.arrivals.lock().unwrap().len() < total {
+        let done = fake.arrivals.lock().unwrap().len();
+        assert!(
+            Instant::now() < deadline,
+            "runs did not complete: {done} of {total}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let arrivals = fake.arrivals.lock().unwrap().clone();
@@ -390,10 +411,10 @@ async fn end_to_end() {
         .collect();
     lat.sort();
     println!(
-        "{TOTAL} runs: all acknowledged in {:.2} s, all actions done in {:.2} s: {:.0} runs/s; delivery -> action p50 {}, p99 {}",
+        "{total} runs: all acknowledged in {:.2} s, all actions done in {:.2} s: {:.0} runs/s; delivery -> action p50 {}, p99 {}",
         acked.as_secs_f64(),
         elapsed.as_secs_f64(),
-        TOTAL as f64 / elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64(),
         ms(percentile(&lat, 0.50)),
         ms(percentile(&lat, 0.99)),
     );
@@ -435,8 +456,8 @@ async fn polling() {
                         .bearer_auth(TOKEN)
                         .json(&json!({
                             "name": format!("poll-{n}"),
-                            "trigger": {"plugin": "example", "trigger": "new-item", "connection": conn, "interval_secs": 60},
-                            "steps": [{"key": "echo", "plugin": "example", "action": "echo", "connection": conn, "input": {"id": "{{ trigger.id }}"}}],
+                            "trigger": {"plugin": "bench", "trigger": "changes", "connection": conn, "interval_secs": 60},
+                            "steps": [{"key": "send", "plugin": "bench", "action": "send", "connection": conn, "input": {"id": "{{ trigger.id }}"}}],
                         }))
                         .send()
                         .await

@@ -535,9 +535,31 @@ fn trace_id(kind: &str) -> String {
     format!("{kind}-{:016x}", rand::rng().next_u64())
 }
 
+/// Compiled validators by schema text: schemas come from manifests, so there
+/// are few of them, and compiling one costs far more than using it.
+static VALIDATORS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, Arc<jsonschema::Validator>>>,
+> = std::sync::LazyLock::new(Default::default);
+
+const MAX_CACHED_VALIDATORS: usize = 4096;
+
+fn validator(schema: &Value) -> Result<Arc<jsonschema::Validator>, String> {
+    let key = schema.to_string();
+    let mut cache = VALIDATORS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(v) = cache.get(&key) {
+        return Ok(v.clone());
+    }
+    let compiled = Arc::new(jsonschema::validator_for(schema).map_err(|e| e.to_string())?);
+    if cache.len() >= MAX_CACHED_VALIDATORS {
+        cache.clear();
+    }
+    cache.insert(key, compiled.clone());
+    Ok(compiled)
+}
+
 /// Validates `value` against a JSON Schema from a manifest, naming the place.
 pub fn check_against(schema: &Value, value: &Value, what: &str) -> Result<(), ServiceError> {
-    let validator = jsonschema::validator_for(schema).map_err(|e| {
+    let validator = validator(schema).map_err(|e| {
         ServiceError::BadRequest(format!("{what}: the plugin's schema is unusable: {e}"))
     })?;
     let problems: Vec<String> = validator

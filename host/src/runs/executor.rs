@@ -30,8 +30,9 @@ use crate::{
     store::StorageExt,
 };
 
-/// Queue entries looked at per pass of a dispatcher.
-const SCAN: usize = 1024;
+/// Queue entries looked at per pass of a dispatcher, besides those already
+/// running (which stay in the queue until they finish).
+const SCAN: usize = 64;
 
 impl App {
     /// Starts the lane dispatchers. They stop on [`super::Runtime::shutdown`].
@@ -54,7 +55,7 @@ impl App {
             if *shutdown.borrow() {
                 break;
             }
-            let wait = match self.dispatch_due(lane, &permits) {
+            let wait = match self.dispatch_due(lane, &permits, workers) {
                 Ok(wait) => wait,
                 Err(e) => {
                     tracing::error!(?lane, "reading the run queue: {e}");
@@ -77,32 +78,38 @@ impl App {
         self: &Arc<Self>,
         lane: Lane,
         permits: &Arc<Semaphore>,
+        workers: usize,
     ) -> Result<Duration, ServiceError> {
         let now = now_ms();
-        let entries = self.store.scan_from(QUEUE, &lane_prefix(lane), &[], SCAN)?;
-        self.runtime
-            .metrics
-            .queue_depth
-            .set(self.queue_depth().unwrap_or(0) as i64);
+        let entries = self
+            .store
+            .scan_from(QUEUE, &lane_prefix(lane), &[], SCAN + workers)?;
+        // Flows found at their (or their connections') limit in this pass.
+        let mut blocked = std::collections::HashSet::new();
         for (key, _) in entries {
-            let Some((due, tenant, run_id)) = parse_queue_key(&key) else {
+            let Some(entry) = parse_queue_key(&key) else {
                 continue;
             };
-            if due > now {
-                return Ok(Duration::from_millis((due - now).min(1000)));
+            if entry.due > now {
+                return Ok(Duration::from_millis((entry.due - now).min(1000)));
             }
-            if self
-                .runtime
-                .inflight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(&run_id)
+            if permits.available_permits() == 0 {
+                // A finishing run wakes the dispatcher.
+                return Ok(Duration::from_millis(1000));
+            }
+            if blocked.contains(&entry.flow)
+                || self
+                    .runtime
+                    .inflight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&entry.run)
             {
                 continue;
             }
             let Some(run) = self.store.get_json::<RunRecord>(
                 super::record::RUNS,
-                &super::record::run_key(&tenant, &run_id),
+                &super::record::run_key(&entry.tenant, &entry.run),
             )?
             else {
                 // A queue entry without its run cannot happen through the
@@ -111,7 +118,7 @@ impl App {
                     .apply(vec![crate::store::Op::Delete { tree: QUEUE, key }])?;
                 continue;
             };
-            let flow = match self.flow_at(&tenant, &run.flow_id, run.flow_version) {
+            let flow = match self.flow_at(&entry.tenant, &run.flow_id, run.flow_version) {
                 Ok(flow) => flow,
                 Err(e) => {
                     self.fail_unrunnable(&run, format!("its flow version is gone: {e}"));
@@ -120,6 +127,7 @@ impl App {
             };
             let connections = step_connections(&flow);
             if !self.claim(&run, &flow, &connections) {
+                blocked.insert(entry.flow);
                 continue;
             }
             let Ok(permit) = permits.clone().try_acquire_owned() else {
@@ -231,7 +239,11 @@ impl App {
             let key = flow.spec.steps[step].key.clone();
             let span =
                 tracing::info_span!("step", step = %key, attempt = run.steps[step].attempts + 1);
-            let next = self.run_step(&run, flow, step).instrument(span).await;
+            let mut next = self.run_step(&run, flow, step).instrument(span).await;
+            if next.status == RunStatus::Queued && next.next_step == flow.spec.steps.len() {
+                // The last step's result and the run's success: one write.
+                finish(&mut next, RunStatus::Succeeded, None);
+            }
             // Write under the run's lock, unless someone cancelled it meanwhile.
             let written = self.change_run(&run.tenant, &run.id, |current| {
                 if !matches!(current.status, RunStatus::Queued | RunStatus::Retrying) {

@@ -15,7 +15,9 @@ use crate::{
 
 /// `{tenant}\0{run}` → [`RunRecord`].
 pub const RUNS: &str = "runs";
-/// `{lane}{due:016x}\0{tenant}\0{run}` → empty: work to do, in due order.
+/// `{lane}{due:016x}\0{tenant}\0{flow}\0{run}` → empty: work to do, in due
+/// order (the flow is in the key so a dispatcher can pass over a flow at its
+/// concurrency limit without reading its runs).
 pub const QUEUE: &str = "run_queue";
 /// `{tenant}\0{run}` → empty: failed runs waiting for a replay.
 pub const DEAD: &str = "dead_letters";
@@ -187,23 +189,37 @@ pub fn dedup_key(tenant: &str, flow: &str, event: &str) -> Vec<u8> {
     format!("{tenant}\0{flow}\0{event}").into_bytes()
 }
 
-/// Splits a queue key back into (due, tenant, run id).
-pub fn parse_queue_key(key: &[u8]) -> Option<(u64, String, String)> {
+/// Where a queue key points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueEntry {
+    pub due: u64,
+    pub tenant: String,
+    pub flow: String,
+    pub run: String,
+}
+
+/// Splits a queue key back into its parts.
+pub fn parse_queue_key(key: &[u8]) -> Option<QueueEntry> {
     let text = std::str::from_utf8(key.get(1..)?).ok()?;
-    let (due, rest) = text.split_once('\0')?;
-    let (tenant, run) = rest.split_once('\0')?;
-    Some((
-        u64::from_str_radix(due, 16).ok()?,
-        tenant.to_string(),
-        run.to_string(),
-    ))
+    let mut parts = text.splitn(4, '\0');
+    let due = u64::from_str_radix(parts.next()?, 16).ok()?;
+    Some(QueueEntry {
+        due,
+        tenant: parts.next()?.to_string(),
+        flow: parts.next()?.to_string(),
+        run: parts.next()?.to_string(),
+    })
 }
 
 impl RunRecord {
     pub fn queue_key(&self) -> Vec<u8> {
         let mut key = vec![lane_byte(self.lane)];
         key.extend_from_slice(
-            format!("{:016x}\0{}\0{}", self.due_at, self.tenant, self.id).as_bytes(),
+            format!(
+                "{:016x}\0{}\0{}\0{}",
+                self.due_at, self.tenant, self.flow_id, self.id
+            )
+            .as_bytes(),
         );
         key
     }
@@ -389,7 +405,12 @@ mod tests {
         assert!(b.queue_key() < c.queue_key());
         assert_eq!(
             parse_queue_key(&b.queue_key()),
-            Some((300, "t".into(), "run_1".into()))
+            Some(QueueEntry {
+                due: 300,
+                tenant: "t".into(),
+                flow: "flow_1".into(),
+                run: "run_1".into()
+            })
         );
     }
 
