@@ -1,17 +1,64 @@
 //! Plugin call overhead: a fresh isolated instance (new store, WASI context,
-//! instantiation from the `InstancePre`) plus one trivial call, for the Rust
-//! example connector. Run with `cargo bench -p switchyard --bench instance`.
+//! instantiation from the `InstancePre`) plus one trivial call, for a Rust, a
+//! Python (componentize-py) and a JavaScript (componentize-js) connector;
+//! and, for reference, one call into an instance that is already running.
+//! Run with `cargo bench -p switchyard --bench instance`.
+//!
+//! The Rust connector's call is its `echo` action; the Python and JavaScript
+//! connectors have no I/O-free action, so theirs is an unknown action, which
+//! they answer with an `invalid-input` error after parsing the input: a whole
+//! round trip through their bindings and their error path.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use switchyard::{
     app::App,
     config::ServeConfig,
-    engine::{CallEnv, GuestContext},
+    engine::{CallEnv, GuestContext, LoadedPlugin},
 };
 
-fn fresh_instance_and_call(c: &mut Criterion) {
+struct Subject {
+    name: &'static str,
+    path: &'static str,
+    key: &'static str,
+    action: &'static str,
+    succeeds: bool,
+}
+
+const SUBJECTS: [Subject; 3] = [
+    Subject {
+        name: "rust",
+        path: switchyard_tests::EXAMPLE,
+        key: "example",
+        action: "echo",
+        succeeds: true,
+    },
+    Subject {
+        name: "python",
+        path: switchyard_tests::SHIPPING_PY,
+        key: "shipping",
+        action: "bench-unknown",
+        succeeds: false,
+    },
+    Subject {
+        name: "javascript",
+        path: switchyard_tests::WOOCOMMERCE_JS,
+        key: "woocommerce",
+        action: "bench-unknown",
+        succeeds: false,
+    },
+];
+
+fn ctx() -> GuestContext {
+    GuestContext {
+        connection: None,
+        env: Vec::new(),
+        trace_id: String::new(),
+    }
+}
+
+fn plugin_calls(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -22,28 +69,64 @@ fn fresh_instance_and_call(c: &mut Criterion) {
     config.token = Some("benchmark-token-0123456789".into());
     let app: Arc<App> = runtime.block_on(async {
         let (app, _) = App::open(config).await.unwrap();
-        let bytes = std::fs::read(switchyard_tests::EXAMPLE).unwrap();
-        app.registry.upload(bytes, None).await.unwrap();
+        for subject in &SUBJECTS {
+            let bytes = std::fs::read(subject.path).unwrap();
+            app.registry.upload(bytes, None).await.unwrap();
+        }
         app
     });
-    let version = semver::Version::new(0, 1, 0);
-    let plugin = app.registry.get("example", &version).unwrap().plugin;
     let engine = app.engine.clone();
-
-    c.bench_function("rust plugin: fresh instance + echo call", |b| {
-        b.to_async(&runtime).iter(|| async {
-            let ctx = GuestContext {
-                connection: None,
-                env: Vec::new(),
-                trace_id: String::new(),
-            };
-            let outcome = engine
-                .perform(&plugin, CallEnv::default(), ctx, "echo", "{}", "k")
-                .await;
-            assert!(outcome.result.is_ok());
-        })
-    });
+    let version = semver::Version::new(0, 1, 0);
+    let mut group = c.benchmark_group("plugin call");
+    group.measurement_time(Duration::from_secs(8));
+    for subject in &SUBJECTS {
+        let plugin: LoadedPlugin = app.registry.get(subject.key, &version).unwrap().plugin;
+        group.bench_function(format!("{}: fresh instance + call", subject.name), |b| {
+            b.to_async(&runtime).iter(|| async {
+                let outcome = engine
+                    .perform(
+                        &plugin,
+                        CallEnv::default(),
+                        ctx(),
+                        subject.action,
+                        "{}",
+                        "k",
+                    )
+                    .await;
+                assert_eq!(
+                    outcome.result.is_ok(),
+                    subject.succeeds,
+                    "{:?}",
+                    outcome.result
+                );
+            })
+        });
+        group.bench_function(
+            format!("{}: call into a running instance", subject.name),
+            |b| {
+                b.to_async(&runtime).iter_custom(|iters| {
+                    let (engine, plugin) = (engine.clone(), plugin.clone());
+                    async move {
+                        let per_call = engine
+                            .perform_warm(
+                                &plugin,
+                                CallEnv::default(),
+                                ctx(),
+                                subject.action,
+                                "{}",
+                                "k",
+                                iters as u32,
+                            )
+                            .await
+                            .unwrap();
+                        per_call * iters as u32
+                    }
+                })
+            },
+        );
+    }
+    group.finish();
 }
 
-criterion_group!(benches, fresh_instance_and_call);
+criterion_group!(benches, plugin_calls);
 criterion_main!(benches);

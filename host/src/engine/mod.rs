@@ -381,6 +381,36 @@ impl Engine {
         .await
     }
 
+    /// Calls `perform` `calls` times in one instance and returns the mean
+    /// time per call: the reference point for what a fresh instance costs.
+    /// Calls share the instance's memory, so this is for benchmarks, never
+    /// for tenants' work.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn perform_warm(
+        &self,
+        plugin: &LoadedPlugin,
+        env: CallEnv,
+        ctx: GuestContext,
+        action: &str,
+        input: &str,
+        idempotency_key: &str,
+        calls: u32,
+    ) -> Result<Duration, CallError> {
+        let timeout = Duration::from_secs(3600);
+        let (mut store, instance) = self.instantiate(plugin, env, timeout).await?;
+        let (action, input) = (action.to_string(), input.to_string());
+        let started = Instant::now();
+        for _ in 0..calls {
+            instance
+                .switchyard_connector_plugin()
+                .call_perform(&mut store, &ctx, &action, &input, idempotency_key)
+                .await
+                .map_err(|trap| self.classify(trap, timeout))?
+                .ok();
+        }
+        Ok(started.elapsed() / calls.max(1))
+    }
+
     pub async fn poll(
         &self,
         plugin: &LoadedPlugin,
