@@ -1,6 +1,8 @@
-//! Restart to ready: registers 20 plugin versions, then starts the real
+//! Restart to ready: registers 20 plugin versions (Python and JavaScript
+//! connectors among them), then starts the real
 //! `switchyard serve` binary on that data directory several times and times
-//! each start until `/health` answers, checking that nothing was recompiled.
+//! each start until `/health` answers, checking that nothing was recompiled,
+//! and reads the idle resident memory.
 //! Run with `cargo bench -p switchyard --bench restart`; prints its figures.
 
 use std::{
@@ -36,16 +38,24 @@ fn main() {
         config.token = Some(TOKEN.into());
         let (app, _) = App::open(config).await.unwrap();
         let base = std::fs::read(switchyard_tests::FIXTURE_VERSIONED).unwrap();
-        for n in 0..VERSIONS - 1 {
+        // 17 versions of a small Rust connector, the example connector, and
+        // the Python and JavaScript connectors: 20 in all.
+        for n in 0..VERSIONS - 3 {
             app.registry
                 .upload(stamp_version(&base, n), None)
                 .await
                 .unwrap();
         }
-        app.registry
-            .upload(std::fs::read(switchyard_tests::EXAMPLE).unwrap(), None)
-            .await
-            .unwrap();
+        for path in [
+            switchyard_tests::EXAMPLE,
+            switchyard_tests::SHIPPING_PY,
+            switchyard_tests::WOOCOMMERCE_JS,
+        ] {
+            app.registry
+                .upload(std::fs::read(path).unwrap(), None)
+                .await
+                .unwrap();
+        }
         assert_eq!(app.registry.list().unwrap().len(), VERSIONS);
     });
 
@@ -54,6 +64,7 @@ fn main() {
         .build()
         .unwrap();
     let mut times = Vec::new();
+    let mut rss = Vec::new();
     for run in 0..RUNS {
         let port = free_port();
         let started = Instant::now();
@@ -93,6 +104,9 @@ fn main() {
             .unwrap();
         assert_eq!(status["plugins"], VERSIONS, "{status}");
         assert_eq!(status["compilations"], 0, "a restart recompiled: {status}");
+        // Idle: ready, no traffic for a moment.
+        std::thread::sleep(Duration::from_millis(500));
+        rss.push(rss_mib(child.id()));
         child.kill().unwrap();
         child.wait().unwrap();
         if run > 0 {
@@ -109,6 +123,24 @@ fn main() {
         ms(times[times.len() / 2]),
         ms(times[times.len() - 1]),
     );
+    rss.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "idle RSS after start: min {:.1} MiB, max {:.1} MiB",
+        rss[0],
+        rss[rss.len() - 1]
+    );
+}
+
+/// Resident memory of a process, from `/proc/<pid>/status`.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kib / 1024.0
 }
 
 fn free_port() -> u16 {
