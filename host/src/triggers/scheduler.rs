@@ -166,8 +166,11 @@ impl App {
             return Ok(());
         }
         let state = self.trigger_state(&flow.tenant, &flow.id)?;
-        self.scheduler
-            .schedule(flow_key(&flow.tenant, &flow.id), state.next_due);
+        // A new flow (no saved state) is due now, not at the epoch.
+        self.scheduler.schedule(
+            flow_key(&flow.tenant, &flow.id),
+            state.next_due.max(now_ms()),
+        );
         Ok(())
     }
 
