@@ -39,8 +39,11 @@ const SKIP: &[&str] = &[
 
 /// Builds (or takes from the cache) every foreign connector, in parallel.
 pub(crate) fn build(root: &Path, out_dir: &Path) -> Vec<Artifact> {
+    // A relative CARGO_TARGET_DIR is relative to where cargo ran (the
+    // repository root), not to this script's directory.
     let work = env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
+        .map(|dir| if dir.is_relative() { root.join(dir) } else { dir })
         .unwrap_or_else(|| root.join("target"))
         .join("polyglot");
     let cache = work.join("cache");
