@@ -43,7 +43,13 @@ pub(crate) fn build(root: &Path, out_dir: &Path) -> Vec<Artifact> {
     // repository root), not to this script's directory.
     let work = env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .map(|dir| if dir.is_relative() { root.join(dir) } else { dir })
+        .map(|dir| {
+            if dir.is_relative() {
+                root.join(dir)
+            } else {
+                dir
+            }
+        })
         .unwrap_or_else(|| root.join("target"))
         .join("polyglot");
     let cache = work.join("cache");

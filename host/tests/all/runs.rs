@@ -52,6 +52,10 @@ pub struct FakeState {
     /// Items `GET /items?since=` lists: (sequence, item).
     pub items: Vec<(u64, Value)>,
     pub polls: u32,
+    /// Hold each `POST /items` this long (a slow API).
+    pub delay: Option<Duration>,
+    pub in_flight: u32,
+    pub max_in_flight: u32,
 }
 
 impl FakeApi {
@@ -89,7 +93,18 @@ async fn create_item(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
+    // A slow API: hold the request, counting how many are held at once.
+    let delay = {
+        let mut state = fake.state.lock().unwrap();
+        state.in_flight += 1;
+        state.max_in_flight = state.max_in_flight.max(state.in_flight);
+        state.delay
+    };
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     let mut state = fake.state.lock().unwrap();
+    state.in_flight -= 1;
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
@@ -930,5 +945,110 @@ async fn runs_are_invisible_to_other_tenants() {
     assert_eq!(body["replayed"], json!([]));
     let (_, body) = call_as(&host, acme, Method::GET, "/v1/dead-letters", None).await;
     assert_eq!(body["runs"].as_array().unwrap().len(), 1);
+    host.stop().await;
+}
+
+/// Accepts connections and never answers: a third party that hangs.
+async fn black_hole() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_poll_does_not_delay_other_flows() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeApi::default();
+    let (addr, _server) = fake.start().await;
+    let (host, conn) = setup(dir.path(), addr).await;
+    let stuck_conn = create_connection(&host, black_hole().await, TOKEN).await;
+    let polling = |name: &str, conn: &str| {
+        json!({
+            "name": name,
+            "trigger": {"plugin": "example", "trigger": "new-item", "connection": conn, "interval_secs": 1},
+            "steps": [{"key": "echo", "plugin": "example", "action": "echo", "connection": conn, "input": {}}],
+        })
+    };
+    let stuck = publish(&host, polling("Hangs", &stuck_conn)).await;
+    let healthy = publish(&host, polling("Healthy", &conn)).await;
+    activate(&host, &stuck).await;
+    activate(&host, &healthy).await;
+    // The healthy flow polls every second while the other's first poll hangs
+    // (until the call's 5 s deadline).
+    wait_fake("three polls of the healthy flow", || {
+        fake.state.lock().unwrap().polls >= 3
+    })
+    .await;
+    let (_, state) = host.get(&format!("/v1/flows/{stuck}/trigger")).await;
+    assert_eq!(state["state"]["polls"], json!(0), "{state}");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flow_concurrency_limits_hold_and_the_fast_lane_overtakes_bulk_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeApi::default();
+    let (addr, _server) = fake.start().await;
+    let mut cfg = config(dir.path());
+    cfg.allow_networks = vec!["127.0.0.2/32".parse().unwrap()];
+    cfg.normal_workers = 2;
+    let host = TestHost::start(cfg).await;
+    host.upload_file(artifacts::EXAMPLE).await;
+    let conn = create_connection(&host, addr, TOKEN).await;
+    fake.state.lock().unwrap().delay = Some(Duration::from_millis(150));
+    let flow = |name: &str, lane: &str, concurrency: Option<u32>| {
+        json!({
+            "name": name,
+            "lane": lane,
+            "concurrency": concurrency,
+            "trigger": {"plugin": "example", "trigger": "item-event", "connection": conn},
+            "steps": [{"key": "create", "plugin": "example", "action": "create-item",
+                       "connection": conn, "input": {"event": "{{ trigger.id }}"}}],
+        })
+    };
+    // At most one run of this flow at a time, though workers are free.
+    let single = publish(&host, flow("One at a time", "normal", Some(1))).await;
+    for n in 0..4 {
+        run_flow(&host, &single, json!({"id": format!("s-{n}")}), 0).await;
+    }
+    wait_for(
+        &host,
+        &format!("/v1/runs?flow={single}&status=succeeded"),
+        "four runs",
+        |b| b["runs"].as_array().unwrap().len() == 4,
+    )
+    .await;
+    assert_eq!(fake.state.lock().unwrap().max_in_flight, 1);
+
+    // Bulk work fills the normal lane's two workers; a fast-lane run does not wait.
+    let bulk = publish(&host, flow("Bulk", "normal", None)).await;
+    let orders = publish(&host, flow("Orders", "fast", None)).await;
+    for n in 0..12 {
+        run_flow(&host, &bulk, json!({"id": format!("b-{n}")}), 0).await;
+    }
+    let (_, order) = run_flow(&host, &orders, json!({"id": "o-1"}), 10_000).await;
+    assert_eq!(order["status"], json!("succeeded"), "{order}");
+    let (_, bulk_runs) = host
+        .get(&format!("/v1/runs?flow={bulk}&status=succeeded"))
+        .await;
+    let done = bulk_runs["runs"].as_array().unwrap().len();
+    assert!(
+        done < 12,
+        "the fast run waited for the bulk backlog ({done} of 12 done)"
+    );
+    wait_for(
+        &host,
+        &format!("/v1/runs?flow={bulk}&status=succeeded"),
+        "the backlog",
+        |b| b["runs"].as_array().unwrap().len() == 12,
+    )
+    .await;
+    assert!(fake.state.lock().unwrap().max_in_flight <= 3);
     host.stop().await;
 }
