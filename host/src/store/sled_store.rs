@@ -89,9 +89,23 @@ impl Storage for SledStore {
     }
 
     fn apply(&self, ops: Vec<Op>) -> Result<()> {
-        if ops.is_empty() {
+        match ops.as_slice() {
             // sled's transactions index their first tree.
-            return Ok(());
+            [] => return Ok(()),
+            // One write is atomic by itself, and a transaction costs more
+            // than the write (single writes skipping it took the webhook
+            // ingest from ~2,000 to ~2,800 deliveries/s on the reference
+            // machine). Keeping every logical tree in one sled tree, so that
+            // batches need no transaction either, measured slower.
+            [Op::Put { tree, key, value }] => {
+                self.tree(tree)?.insert(key.as_slice(), value.as_slice())?;
+                return Ok(());
+            }
+            [Op::Delete { tree, key }] => {
+                self.tree(tree)?.remove(key.as_slice())?;
+                return Ok(());
+            }
+            _ => {}
         }
         let mut names: Vec<&'static str> = ops
             .iter()
