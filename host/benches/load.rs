@@ -22,6 +22,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod common;
+
 use axum::{Json, Router, extract::State, routing::get};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
@@ -91,14 +93,7 @@ impl Server {
     }
 
     fn rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap();
-        kib / 1024.0
+        common::rss_mib(self.child.id())
     }
 
     async fn api(

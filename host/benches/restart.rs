@@ -5,6 +5,8 @@
 //! and reads the idle resident memory.
 //! Run with `cargo bench -p switchyard --bench restart`; prints its figures.
 
+mod common;
+
 use std::{
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -106,7 +108,7 @@ fn main() {
         assert_eq!(status["compilations"], 0, "a restart recompiled: {status}");
         // Idle: ready, no traffic for a moment.
         std::thread::sleep(Duration::from_millis(500));
-        rss.push(rss_mib(child.id()));
+        rss.push(common::rss_mib(child.id()));
         child.kill().unwrap();
         child.wait().unwrap();
         if run > 0 {
@@ -129,18 +131,6 @@ fn main() {
         rss[0],
         rss[rss.len() - 1]
     );
-}
-
-/// Resident memory of a process, from `/proc/<pid>/status`.
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kib / 1024.0
 }
 
 fn free_port() -> u16 {

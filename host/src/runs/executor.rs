@@ -293,7 +293,6 @@ impl App {
                     message,
                 }),
             );
-            self.runtime.metrics.dead_letters.inc();
             run
         };
         let version = &flow.pinned.steps[index];

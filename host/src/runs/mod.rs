@@ -150,6 +150,9 @@ impl Runtime {
 
     fn finished(&self, run: &RunRecord) {
         self.metrics.run(run.status.as_str());
+        if run.status == RunStatus::Failed {
+            self.metrics.dead_letters.inc();
+        }
         let waiting = self
             .waiters
             .lock()

@@ -204,7 +204,7 @@ impl App {
                         .poll_lag
                         .observe(now.saturating_sub(due_at) as f64 / 1e3);
                     tokio::spawn(async move {
-                        let next = app.fire(&key).await;
+                        let next = app.fire(&key, due_at).await;
                         app.scheduler.done(&key);
                         if let Some(next) = next {
                             app.scheduler.schedule(key, next);
@@ -223,75 +223,70 @@ impl App {
         });
     }
 
-    /// Runs one poll (or schedule tick) of a flow; returns when it is due
-    /// next, or `None` when it left the schedule (deactivated, deleted).
-    async fn fire(&self, key: &str) -> Option<u64> {
+    /// Runs one poll (or schedule tick) of a flow that was due at `due`;
+    /// returns when it is due next, or `None` when it left the schedule
+    /// (deactivated, deleted). The new trigger state is written once, in the
+    /// batch that queues the events it covered.
+    async fn fire(&self, key: &str, due: u64) -> Option<u64> {
         let (tenant, id) = key.split_once('\0')?;
         let flow = self.flow(tenant, id).ok().filter(|f| f.active)?;
         let mut state = self.trigger_state(tenant, id).unwrap_or_default();
         let now = now_ms();
-        let outcome = if flow.pinned.trigger.is_none() {
-            self.tick(&flow, &mut state, now)
+        // Where the last committed poll left off, restored if this one fails.
+        let committed = (state.cursor.clone(), state.seeded);
+        let fetched = if flow.pinned.trigger.is_none() {
+            Ok(vec![schedule_event(due, now)])
         } else {
             self.poll(&flow, &mut state, now).await
         };
         state.last_run_at = Some(now);
         state.polls += 1;
-        let next = match &outcome {
-            Ok(()) => {
-                state.failures = 0;
-                state.last_error = None;
-                self.runtime.metrics.poll("ok");
-                next_due(&flow, now_ms())
-            }
+        let outcome = fetched.and_then(|events| {
+            state.failures = 0;
+            state.last_error = None;
+            state.last_events = events.len();
+            state.next_due = next_due(&flow, now_ms());
+            let save = Op::put_json(TRIGGER_STATE, key.as_bytes(), &state);
+            let source = if flow.pinned.trigger.is_none() {
+                "schedule"
+            } else {
+                "poll"
+            };
+            self.enqueue_events(&flow, events, source, vec![save])
+                .map_err(|e| PollFailure {
+                    message: e.to_string(),
+                    retry_at: None,
+                })
+        });
+        match outcome {
+            Ok(_) => self.runtime.metrics.poll("ok"),
             Err(PollFailure { message, retry_at }) => {
+                (state.cursor, state.seeded) = committed;
                 state.failures += 1;
-                state.last_error = Some(message.clone());
                 self.runtime.metrics.poll("error");
                 tracing::warn!(flow = %flow.id, "poll failed: {message}");
+                state.last_error = Some(message);
                 let backoff = interval_ms(&flow)
                     .saturating_mul(1 << state.failures.min(6))
                     .min(3600 * 1000);
-                retry_at.unwrap_or(now_ms() + backoff)
+                state.next_due = retry_at.unwrap_or(now_ms() + backoff);
+                if let Err(e) = self.store.put_json(TRIGGER_STATE, key.as_bytes(), &state) {
+                    tracing::error!(flow = %flow.id, "cannot save the trigger state: {e}");
+                }
             }
-        };
-        state.next_due = next;
-        if let Err(e) = self.store.put_json(TRIGGER_STATE, key.as_bytes(), &state) {
-            tracing::error!(flow = %flow.id, "cannot save the trigger state: {e}");
         }
-        Some(next)
+        Some(state.next_due)
     }
 
-    /// A pure schedule fired: one run with the time as its event.
-    fn tick(
-        &self,
-        flow: &FlowRecord,
-        state: &mut TriggerState,
-        now: u64,
-    ) -> Result<(), PollFailure> {
-        let scheduled = state.next_due.max(1);
-        let event = Event {
-            id: format!("schedule:{scheduled}"),
-            payload: json!({
-                "scheduled_at": iso(scheduled),
-                "fired_at": iso(now),
-            })
-            .to_string(),
-        };
-        self.enqueue_events(flow, vec![event], "schedule", Vec::new())
-            .map(|_| ())
-            .map_err(|e| PollFailure {
-                message: e.to_string(),
-                retry_at: None,
-            })
-    }
-
+    /// Calls the plugin's `poll`; updates the cursor in `state` (the caller
+    /// saves it with the events) and returns the events to queue: none on a
+    /// first poll that only records where to start.
     async fn poll(
         &self,
         flow: &FlowRecord,
         state: &mut TriggerState,
         now: u64,
-    ) -> Result<(), PollFailure> {
+    ) -> Result<Vec<Event>, PollFailure> {
         let failure = |message: String| PollFailure {
             message,
             retry_at: None,
@@ -356,23 +351,23 @@ impl App {
         };
         let seeding =
             !state.seeded && state.cursor.is_none() && !flow.spec.trigger.include_existing;
-        let mut next = state.clone();
-        next.seeded = true;
+        state.seeded = true;
         if output.cursor.is_some() {
-            next.cursor = output.cursor;
+            state.cursor = output.cursor;
         }
-        next.last_events = if seeding { 0 } else { output.events.len() };
-        next.next_due = next_due(flow, now_ms());
-        let save = Op::put_json(
-            TRIGGER_STATE,
-            flow_key(&flow.tenant, &flow.id).as_bytes(),
-            &next,
-        );
-        let events = if seeding { Vec::new() } else { output.events };
-        self.enqueue_events(flow, events, "poll", vec![save])
-            .map_err(|e| failure(e.to_string()))?;
-        *state = next;
-        Ok(())
+        Ok(if seeding { Vec::new() } else { output.events })
+    }
+}
+
+/// The event of a pure schedule that was due at `due` and fired at `now`.
+fn schedule_event(due: u64, now: u64) -> Event {
+    Event {
+        id: format!("schedule:{due}"),
+        payload: json!({
+            "scheduled_at": iso(due),
+            "fired_at": iso(now),
+        })
+        .to_string(),
     }
 }
 
