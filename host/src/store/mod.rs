@@ -25,6 +25,10 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the database in {path} is locked by another process (is another switchyard using this data directory?)"
+    )]
+    Locked { path: String },
     #[error("corrupt record in tree `{tree}`: {source}")]
     Corrupt {
         tree: &'static str,

@@ -5,6 +5,8 @@ use std::{
     fs,
     io::Write,
     path::{Path, PathBuf},
+    thread,
+    time::{Duration, Instant},
 };
 
 use sled::Transactional;
@@ -24,10 +26,7 @@ impl SledStore {
         };
         let blob_dir = data_dir.join("blobs");
         fs::create_dir_all(&blob_dir).map_err(io(&blob_dir))?;
-        let db = sled::Config::new()
-            .path(data_dir.join("db"))
-            .cache_capacity(64 << 20)
-            .open()?;
+        let db = open_db(&data_dir.join("db"))?;
         Ok(SledStore { db, blob_dir })
     }
 
@@ -47,6 +46,32 @@ impl SledStore {
             });
         }
         Ok(self.blob_dir.join(hash))
+    }
+}
+
+/// How long `open` waits for a lock that a just-closed database of this
+/// process may still hold: sled's I/O threads let go of the file a moment
+/// after the last handle is dropped.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+fn open_db(path: &Path) -> Result<sled::Db> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new()
+            .path(path)
+            .cache_capacity(64 << 20)
+            .open()
+        {
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                if Instant::now() >= deadline {
+                    return Err(StoreError::Locked {
+                        path: path.display().to_string(),
+                    });
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            other => return Ok(other?),
+        }
     }
 }
 
@@ -230,5 +255,18 @@ mod tests {
             Some(&b"bytes"[..])
         );
         assert!(store.get_blob("../etc/passwd").is_err());
+    }
+
+    #[test]
+    fn a_directory_in_use_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = SledStore::open(dir.path()).unwrap();
+        // Another process holding the lock looks the same as this handle
+        // holding it; the wait ends and names the directory.
+        let err = SledStore::open(dir.path())
+            .err()
+            .expect("a second open must fail");
+        assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+        assert!(err.to_string().contains("another"), "{err}");
     }
 }
