@@ -18,27 +18,11 @@ use axum::{
 };
 use serde_json::Value;
 
-use crate::sandbox::serve_on_127_0_0_2;
+pub use crate::fake_api::Server;
 
-/// A running fake; the server stops when this is dropped (also when a test fails).
-pub struct Server {
-    pub origin: String,
-    handle: tokio::task::JoinHandle<()>,
-}
-
-impl Server {
-    /// Serves `router` on 127.0.0.2 behind the scripted faults and the request log.
-    pub async fn start(router: Router, gate: Gate) -> Server {
-        let router = router.layer(middleware::from_fn_with_state(gate, admit));
-        let (origin, handle) = serve_on_127_0_0_2(router).await;
-        Server { origin, handle }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.handle.abort();
-    }
+/// Serves `router` on 127.0.0.2 behind the scripted faults and the request log.
+pub async fn serve(router: Router, gate: Gate) -> Server {
+    Server::start(router.layer(middleware::from_fn_with_state(gate, admit))).await
 }
 
 /// A request as the fake saw it.

@@ -32,7 +32,7 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::fake_common::{Clock, Gate, Seen, Server, header, hmac_sha256, json_response};
+use crate::fake_common::{Clock, Gate, Seen, Server, header, hmac_sha256, json_response, serve};
 
 /// The API token the fake accepts (`Authorization: Bearer`).
 pub const TOKEN: &str = "shp-live-7c1f0e9a4b2d";
@@ -91,7 +91,7 @@ impl FakeShipping {
             .route("/webhooks", post(create_webhook))
             .route("/webhooks/{id}", delete(delete_webhook))
             .with_state(api.clone());
-        let server = Server::start(router, api.gate.clone()).await;
+        let server = serve(router, api.gate.clone()).await;
         FakeShipping {
             origin: server.origin.clone(),
             gate: api.gate,

@@ -33,7 +33,7 @@ use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::fake_common::{Clock, Gate, Seen, Server, header, hmac_sha256, json_response};
+use crate::fake_common::{Clock, Gate, Seen, Server, header, hmac_sha256, json_response, serve};
 
 pub const CONSUMER_KEY: &str = "ck_3f9d0c5e7a1b46d2a8e0f1c2b3d4e5f6a7b8c9d0";
 pub const CONSUMER_SECRET: &str = "cs_8e7d6c5b4a39281706f5e4d3c2b1a0f9e8d7c6b5";
@@ -113,7 +113,7 @@ impl FakeWooCommerce {
             )
             .route("/wp-json/wc/v3/orders/{id}/notes", post(add_note))
             .with_state(api.clone());
-        let server = Server::start(router, api.gate.clone()).await;
+        let server = serve(router, api.gate.clone()).await;
         FakeWooCommerce {
             origin: server.origin.clone(),
             gate: api.gate,
