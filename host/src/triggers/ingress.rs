@@ -34,6 +34,8 @@ pub const HOOKS: &str = "hooks";
 pub const INBOX: &str = "inbox";
 /// `{tenant}\0{flow}\0{at:016x}{random}` → [`Rejected`].
 pub const REJECTED: &str = "deliveries_rejected";
+/// How many rejected deliveries a flow keeps (the newest).
+pub const REJECTED_PER_FLOW: usize = 1_000;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HookTarget {
@@ -153,21 +155,26 @@ impl App {
         Ok(list)
     }
 
+    /// Forgets rejected deliveries received before `cutoff`, and all but a
+    /// flow's newest [`REJECTED_PER_FLOW`], so that a sender of garbage
+    /// cannot fill the disk. Keys sort by flow, then time: one pass.
     pub(crate) fn prune_rejected(&self, cutoff: u64) -> Result<usize, ServiceError> {
-        let old: Vec<Op> = self
+        let keys: Vec<Vec<u8>> = self
             .store
             .scan_prefix(REJECTED, b"")?
             .into_iter()
-            .filter(|(_, v)| {
-                serde_json::from_slice::<Rejected>(v).map_or(true, |r| r.received_at < cutoff)
-            })
-            .map(|(key, _)| Op::Delete {
-                tree: REJECTED,
-                key,
-            })
+            .map(|(key, _)| key)
             .collect();
+        let old = rejected_to_forget(&keys, cutoff);
         let n = old.len();
-        self.store.apply(old)?;
+        self.store.apply(
+            old.into_iter()
+                .map(|key| Op::Delete {
+                    tree: REJECTED,
+                    key: key.to_vec(),
+                })
+                .collect(),
+        )?;
         Ok(n)
     }
 
@@ -364,4 +371,70 @@ impl App {
 /// The JSON body of a 2xx that has no plugin response.
 pub fn accepted_body(runs: usize, duplicates: usize) -> Value {
     json!({ "accepted": true, "runs": runs, "duplicates": duplicates })
+}
+
+/// The keys (`{tenant}\0{flow}\0{received_at:016x}{random}`, sorted) of
+/// rejected deliveries older than `cutoff` or beyond a flow's newest
+/// [`REJECTED_PER_FLOW`].
+fn rejected_to_forget(sorted: &[Vec<u8>], cutoff: u64) -> Vec<&[u8]> {
+    let split = |key: &[u8]| -> Option<(usize, u64)> {
+        let second = key.iter().enumerate().filter(|(_, b)| **b == 0).nth(1)?.0;
+        let time = std::str::from_utf8(key.get(second + 1..second + 17)?).ok()?;
+        Some((second + 1, u64::from_str_radix(time, 16).ok()?))
+    };
+    let mut forget = Vec::new();
+    let mut start = 0;
+    while start < sorted.len() {
+        let Some((flow_len, _)) = split(&sorted[start]) else {
+            forget.push(&sorted[start][..]); // not a key this code writes
+            start += 1;
+            continue;
+        };
+        let flow = &sorted[start][..flow_len];
+        let end = start
+            + sorted[start..]
+                .iter()
+                .take_while(|k| k.starts_with(flow))
+                .count();
+        let excess = (end - start).saturating_sub(REJECTED_PER_FLOW);
+        for (i, key) in sorted[start..end].iter().enumerate() {
+            let too_old = split(key).is_none_or(|(_, at)| at < cutoff);
+            if i < excess || too_old {
+                forget.push(&key[..]);
+            }
+        }
+        start = end;
+    }
+    forget
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(flow: &str, at: u64, n: u32) -> Vec<u8> {
+        format!("t\0{flow}\0{at:016x}{n:08x}").into_bytes()
+    }
+
+    #[test]
+    fn old_and_excess_rejections_are_forgotten_per_flow() {
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        // Flow a: 1,005 recent entries; flow b: 3 entries, one old.
+        for n in 0..(REJECTED_PER_FLOW as u32 + 5) {
+            keys.push(key("a", 1_000 + u64::from(n), n));
+        }
+        keys.extend([key("b", 10, 0), key("b", 2_000, 1), key("b", 2_001, 2)]);
+        keys.sort();
+        let forget = rejected_to_forget(&keys, 500);
+        // a loses its 5 oldest; b loses the one received before the cutoff.
+        let mut expected: Vec<Vec<u8>> = (0..5).map(|n| key("a", 1_000 + n, n as u32)).collect();
+        expected.push(key("b", 10, 0));
+        assert_eq!(
+            forget,
+            expected.iter().map(Vec::as_slice).collect::<Vec<_>>()
+        );
+        // A flow whose id shares a prefix with another is its own group.
+        let keys = vec![key("a", 10, 0), key("ab", 2_000, 0)];
+        assert_eq!(rejected_to_forget(&keys, 500), vec![&keys[0][..]]);
+    }
 }
