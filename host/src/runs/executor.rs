@@ -5,7 +5,11 @@
 //! decide what a failure means (retry at a time, pause the connection, or
 //! fail into the dead-letter list).
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use rand::Rng;
 use serde_json::{Value, json};
@@ -34,6 +38,34 @@ use crate::{
 /// running (which stay in the queue until they finish).
 const SCAN: usize = 64;
 
+/// When a pass finds only runs that cannot start yet (their flow or
+/// connection at its limit), the dispatcher walks on through the queue, this
+/// many entries at a time and at most every [`WALK_EVERY`], so that one
+/// flow's backlog never holds up another flow's runs behind it.
+const WALK: usize = 4_096;
+const WALK_EVERY: Duration = Duration::from_millis(50);
+
+/// How long a dispatcher with nothing to start waits, unless woken.
+const IDLE: Duration = Duration::from_millis(1000);
+
+/// A dispatcher's walk past the blocked head of its queue.
+#[derive(Default)]
+struct Walk {
+    /// Where the next walk starts, if the last one stopped short.
+    resume: Option<Vec<u8>>,
+    last: Option<Instant>,
+}
+
+/// How a look at some queue entries ended.
+enum Pass {
+    /// At an entry not due yet: nothing after it is due either.
+    NotDue(Duration),
+    /// Every worker busy; the entry at this key was not started.
+    Full(Vec<u8>),
+    /// Every entry looked at; the last key, if there was one.
+    End(Option<Vec<u8>>),
+}
+
 impl App {
     /// Starts the lane dispatchers. They stop on [`super::Runtime::shutdown`].
     pub(crate) fn start_dispatchers(self: &Arc<Self>) {
@@ -51,11 +83,12 @@ impl App {
     async fn dispatch(self: Arc<Self>, lane: Lane, workers: usize) {
         let permits = Arc::new(Semaphore::new(workers.max(1)));
         let mut shutdown = self.runtime.shutdown_signal();
+        let mut walk = Walk::default();
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            let wait = match self.dispatch_due(lane, &permits, workers) {
+            let wait = match self.dispatch_due(lane, &permits, workers, &mut walk) {
                 Ok(wait) => wait,
                 Err(e) => {
                     tracing::error!(?lane, "reading the run queue: {e}");
@@ -79,23 +112,77 @@ impl App {
         lane: Lane,
         permits: &Arc<Semaphore>,
         workers: usize,
+        walk: &mut Walk,
     ) -> Result<Duration, ServiceError> {
-        let now = now_ms();
-        let entries = self
-            .store
-            .scan_from(QUEUE, &lane_prefix(lane), &[], SCAN + workers)?;
+        let prefix = lane_prefix(lane);
+        let window = SCAN + workers;
         // Flows found at their (or their connections') limit in this pass.
-        let mut blocked = std::collections::HashSet::new();
+        let mut blocked = HashSet::new();
+        let head = self.store.scan_from(QUEUE, &prefix, &[], window)?;
+        let looked = head.len();
+        let last = match self.offer(lane, head, permits, &mut blocked)? {
+            Pass::NotDue(wait) => {
+                walk.resume = None;
+                return Ok(wait);
+            }
+            Pass::Full(_) => return Ok(IDLE),
+            Pass::End(None) => return Ok(IDLE),
+            Pass::End(Some(_)) if looked < window => {
+                walk.resume = None;
+                return Ok(IDLE);
+            }
+            Pass::End(Some(last)) => last,
+        };
+        // The head holds only runs that cannot start now: walk on, bounded.
+        if let Some(since) = walk.last.map(|at| at.elapsed())
+            && since < WALK_EVERY
+        {
+            return Ok(WALK_EVERY - since);
+        }
+        walk.last = Some(Instant::now());
+        let after_head = after(&last);
+        let from = match walk.resume.take() {
+            Some(resume) if resume > after_head => resume,
+            _ => after_head,
+        };
+        let entries = self.store.scan_from(QUEUE, &prefix, &from, WALK)?;
+        let looked = entries.len();
+        Ok(match self.offer(lane, entries, permits, &mut blocked)? {
+            Pass::NotDue(wait) => wait,
+            Pass::Full(at) => {
+                walk.resume = Some(at);
+                IDLE
+            }
+            Pass::End(last) if looked == WALK => {
+                walk.resume = last.as_deref().map(after);
+                WALK_EVERY
+            }
+            Pass::End(_) => IDLE,
+        })
+    }
+
+    /// Starts the due runs among `entries` that the limits allow.
+    fn offer(
+        self: &Arc<Self>,
+        lane: Lane,
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+        permits: &Arc<Semaphore>,
+        blocked: &mut HashSet<String>,
+    ) -> Result<Pass, ServiceError> {
+        let now = now_ms();
+        let mut last = None;
         for (key, _) in entries {
             let Some(entry) = parse_queue_key(&key) else {
                 continue;
             };
             if entry.due > now {
-                return Ok(Duration::from_millis((entry.due - now).min(1000)));
+                return Ok(Pass::NotDue(Duration::from_millis(
+                    (entry.due - now).min(1000),
+                )));
             }
             if permits.available_permits() == 0 {
                 // A finishing run wakes the dispatcher.
-                return Ok(Duration::from_millis(1000));
+                return Ok(Pass::Full(key));
             }
             if blocked.contains(&entry.flow)
                 || self
@@ -105,6 +192,7 @@ impl App {
                     .unwrap_or_else(|e| e.into_inner())
                     .contains(&entry.run)
             {
+                last = Some(key);
                 continue;
             }
             let Some(run) = self.store.get_json::<RunRecord>(
@@ -128,11 +216,12 @@ impl App {
             let connections = step_connections(&flow);
             if !self.claim(&run, &flow, &connections) {
                 blocked.insert(entry.flow);
+                last = Some(key);
                 continue;
             }
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 self.release(&run, &flow, &connections);
-                return Ok(Duration::from_millis(1000));
+                return Ok(Pass::Full(key));
             };
             let app = self.clone();
             let span = tracing::info_span!("run", run = %run.id, flow = %run.flow_id, tenant = %run.tenant);
@@ -144,8 +233,9 @@ impl App {
                 }
                 .instrument(span),
             );
+            last = Some(key);
         }
-        Ok(Duration::from_millis(1000))
+        Ok(Pass::End(last))
     }
 
     /// Takes the flow's and connections' slots for `run`, if free.
@@ -490,6 +580,13 @@ impl App {
             }
         }
     }
+}
+
+/// The smallest key after `key`.
+fn after(key: &[u8]) -> Vec<u8> {
+    let mut next = key.to_vec();
+    next.push(0);
+    next
 }
 
 fn finish(run: &mut RunRecord, status: RunStatus, error: Option<RunError>) {

@@ -1052,3 +1052,48 @@ async fn flow_concurrency_limits_hold_and_the_fast_lane_overtakes_bulk_work() {
     assert!(fake.state.lock().unwrap().max_in_flight <= 3);
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_held_by_its_limit_does_not_hold_up_other_flows() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeApi::default();
+    let (addr, _server) = fake.start().await;
+    let mut cfg = config(dir.path());
+    cfg.allow_networks = vec!["127.0.0.2/32".parse().unwrap()];
+    cfg.normal_workers = 2;
+    let host = TestHost::start(cfg).await;
+    host.upload_file(artifacts::EXAMPLE).await;
+    let conn = create_connection(&host, addr, TOKEN).await;
+    fake.state.lock().unwrap().delay = Some(Duration::from_millis(100));
+    let flow = |name: &str, concurrency: Option<u32>| {
+        json!({
+            "name": name,
+            "concurrency": concurrency,
+            "trigger": {"plugin": "example", "trigger": "item-event", "connection": conn},
+            "steps": [{"key": "create", "plugin": "example", "action": "create-item",
+                       "connection": conn, "input": {"event": "{{ trigger.id }}"}}],
+        })
+    };
+    // 150 runs of a one-at-a-time flow fill the head of the queue (a
+    // dispatcher's first look covers 66 entries with two workers) and take
+    // 15 s to drain; a run of another flow queued behind them starts at once.
+    let slow = publish(&host, flow("One at a time", Some(1))).await;
+    for n in 0..150 {
+        let (status, _) = run_flow(&host, &slow, json!({"id": format!("s-{n}")}), 0).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    let other = publish(&host, flow("Another flow", None)).await;
+    let (status, run) = run_flow(&host, &other, json!({"id": "o-1"}), 5_000).await;
+    assert_eq!(status, StatusCode::OK, "{run}");
+    assert_eq!(run["status"], json!("succeeded"), "{run}");
+    let (_, done) = host
+        .get(&format!("/v1/runs?flow={slow}&status=succeeded&limit=500"))
+        .await;
+    let done = done["runs"].as_array().unwrap().len();
+    assert!(
+        done < 100,
+        "the other flow waited for the backlog ({done} of 150 done)"
+    );
+    assert!(fake.state.lock().unwrap().max_in_flight <= 2);
+    host.stop().await;
+}
