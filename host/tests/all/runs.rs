@@ -990,27 +990,41 @@ async fn a_hanging_poll_does_not_delay_other_flows() {
     host.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn flow_concurrency_limits_hold_and_the_fast_lane_overtakes_bulk_work() {
-    let dir = tempfile::tempdir().unwrap();
-    let fake = FakeApi::default();
-    let (addr, _server) = fake.start().await;
-    let mut cfg = config(dir.path());
+/// A host with two normal-lane workers and a connection to `fake`.
+async fn two_worker_host(
+    dir: &std::path::Path,
+    fake: &FakeApi,
+) -> (TestHost, String, tokio::task::JoinHandle<()>) {
+    let (addr, server) = fake.start().await;
+    let mut cfg = config(dir);
     cfg.allow_networks = vec!["127.0.0.2/32".parse().unwrap()];
     cfg.normal_workers = 2;
     let host = TestHost::start(cfg).await;
     host.upload_file(artifacts::EXAMPLE).await;
     let conn = create_connection(&host, addr, TOKEN).await;
+    (host, conn, server)
+}
+
+/// A flow whose one step creates an item for each event.
+fn create_item_flow(name: &str, lane: &str, concurrency: Option<u32>, conn: &str) -> Value {
+    json!({
+        "name": name,
+        "lane": lane,
+        "concurrency": concurrency,
+        "trigger": {"plugin": "example", "trigger": "item-event", "connection": conn},
+        "steps": [{"key": "create", "plugin": "example", "action": "create-item",
+                   "connection": conn, "input": {"event": "{{ trigger.id }}"}}],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flow_concurrency_limits_hold_and_the_fast_lane_overtakes_bulk_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeApi::default();
+    let (host, conn, _server) = two_worker_host(dir.path(), &fake).await;
     fake.state.lock().unwrap().delay = Some(Duration::from_millis(150));
     let flow = |name: &str, lane: &str, concurrency: Option<u32>| {
-        json!({
-            "name": name,
-            "lane": lane,
-            "concurrency": concurrency,
-            "trigger": {"plugin": "example", "trigger": "item-event", "connection": conn},
-            "steps": [{"key": "create", "plugin": "example", "action": "create-item",
-                       "connection": conn, "input": {"event": "{{ trigger.id }}"}}],
-        })
+        create_item_flow(name, lane, concurrency, &conn)
     };
     // At most one run of this flow at a time, though workers are free.
     let single = publish(&host, flow("One at a time", "normal", Some(1))).await;
@@ -1057,23 +1071,10 @@ async fn flow_concurrency_limits_hold_and_the_fast_lane_overtakes_bulk_work() {
 async fn a_backlog_held_by_its_limit_does_not_hold_up_other_flows() {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeApi::default();
-    let (addr, _server) = fake.start().await;
-    let mut cfg = config(dir.path());
-    cfg.allow_networks = vec!["127.0.0.2/32".parse().unwrap()];
-    cfg.normal_workers = 2;
-    let host = TestHost::start(cfg).await;
-    host.upload_file(artifacts::EXAMPLE).await;
-    let conn = create_connection(&host, addr, TOKEN).await;
+    let (host, conn, _server) = two_worker_host(dir.path(), &fake).await;
     fake.state.lock().unwrap().delay = Some(Duration::from_millis(100));
-    let flow = |name: &str, concurrency: Option<u32>| {
-        json!({
-            "name": name,
-            "concurrency": concurrency,
-            "trigger": {"plugin": "example", "trigger": "item-event", "connection": conn},
-            "steps": [{"key": "create", "plugin": "example", "action": "create-item",
-                       "connection": conn, "input": {"event": "{{ trigger.id }}"}}],
-        })
-    };
+    let flow =
+        |name: &str, concurrency: Option<u32>| create_item_flow(name, "normal", concurrency, &conn);
     // 150 runs of a one-at-a-time flow fill the head of the queue (a
     // dispatcher's first look covers 66 entries with two workers) and take
     // 15 s to drain; a run of another flow queued behind them starts at once.
