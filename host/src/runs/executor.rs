@@ -62,8 +62,8 @@ enum Pass {
     NotDue(Duration),
     /// Every worker busy; the entry at this key was not started.
     Full(Vec<u8>),
-    /// Every entry looked at; the last key, if there was one.
-    End(Option<Vec<u8>>),
+    /// Every entry looked at.
+    End,
 }
 
 impl App {
@@ -119,20 +119,22 @@ impl App {
         // Flows found at their (or their connections') limit in this pass.
         let mut blocked = HashSet::new();
         let head = self.store.scan_from(QUEUE, &prefix, &[], window)?;
-        let looked = head.len();
-        let last = match self.offer(lane, head, permits, &mut blocked)? {
+        let last = match head.last() {
+            Some((key, _)) if head.len() == window => key.clone(),
+            _ => Vec::new(), // the head is the whole lane
+        };
+        match self.offer(lane, head, permits, &mut blocked)? {
             Pass::NotDue(wait) => {
                 walk.resume = None;
                 return Ok(wait);
             }
             Pass::Full(_) => return Ok(IDLE),
-            Pass::End(None) => return Ok(IDLE),
-            Pass::End(Some(_)) if looked < window => {
+            Pass::End if last.is_empty() => {
                 walk.resume = None;
                 return Ok(IDLE);
             }
-            Pass::End(Some(last)) => last,
-        };
+            Pass::End => {}
+        }
         // The head holds only runs that cannot start now: walk on, bounded.
         if let Some(since) = walk.last.map(|at| at.elapsed())
             && since < WALK_EVERY
@@ -146,18 +148,24 @@ impl App {
             _ => after_head,
         };
         let entries = self.store.scan_from(QUEUE, &prefix, &from, WALK)?;
-        let looked = entries.len();
+        let rest = match entries.last() {
+            Some((key, _)) if entries.len() == WALK => Some(after(key)),
+            _ => None, // the walk reached the end of the lane
+        };
         Ok(match self.offer(lane, entries, permits, &mut blocked)? {
             Pass::NotDue(wait) => wait,
             Pass::Full(at) => {
                 walk.resume = Some(at);
                 IDLE
             }
-            Pass::End(last) if looked == WALK => {
-                walk.resume = last.as_deref().map(after);
-                WALK_EVERY
+            Pass::End => {
+                walk.resume = rest;
+                if walk.resume.is_some() {
+                    WALK_EVERY
+                } else {
+                    IDLE
+                }
             }
-            Pass::End(_) => IDLE,
         })
     }
 
@@ -170,7 +178,6 @@ impl App {
         blocked: &mut HashSet<String>,
     ) -> Result<Pass, ServiceError> {
         let now = now_ms();
-        let mut last = None;
         for (key, _) in entries {
             let Some(entry) = parse_queue_key(&key) else {
                 continue;
@@ -192,7 +199,6 @@ impl App {
                     .unwrap_or_else(|e| e.into_inner())
                     .contains(&entry.run)
             {
-                last = Some(key);
                 continue;
             }
             let Some(run) = self.store.get_json::<RunRecord>(
@@ -216,7 +222,6 @@ impl App {
             let connections = step_connections(&flow);
             if !self.claim(&run, &flow, &connections) {
                 blocked.insert(entry.flow);
-                last = Some(key);
                 continue;
             }
             let Ok(permit) = permits.clone().try_acquire_owned() else {
@@ -233,9 +238,8 @@ impl App {
                 }
                 .instrument(span),
             );
-            last = Some(key);
         }
-        Ok(Pass::End(last))
+        Ok(Pass::End)
     }
 
     /// Takes the flow's and connections' slots for `run`, if free.

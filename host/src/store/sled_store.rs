@@ -62,6 +62,7 @@ fn open_db(path: &Path) -> Result<sled::Db> {
             .cache_capacity(64 << 20)
             .open()
         {
+            // sled has no error variant for this: only its message says so.
             Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
                 if Instant::now() >= deadline {
                     return Err(StoreError::Locked {

@@ -45,16 +45,7 @@ impl Rig {
     }
 
     async fn connect(&self, plugin: &str, properties: Value) -> String {
-        let (status, body) = self
-            .host
-            .call(
-                Method::POST,
-                "/v1/connections",
-                Some(json!({"plugin": plugin, "name": plugin, "properties": properties})),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        body["id"].as_str().unwrap().to_string()
+        self.host.connect(plugin, properties).await
     }
 
     /// `POST /v1/connections/{id}/test`: `Ok` or the connector's error.

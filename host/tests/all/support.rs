@@ -91,6 +91,19 @@ impl TestHost {
         self.call(reqwest::Method::GET, path, None).await
     }
 
+    /// Creates a connection to `plugin` named after it; returns its id.
+    pub async fn connect(&self, plugin: &str, properties: Value) -> String {
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/connections",
+                Some(json!({"plugin": plugin, "name": plugin, "properties": properties})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_str().unwrap().to_string()
+    }
+
     pub async fn upload(&self, bytes: Vec<u8>) -> (StatusCode, Value) {
         let response = self
             .http

@@ -88,18 +88,18 @@ impl Merchant {
         let shop = FakeShopify::start().await;
         let warehouse = FakeWarehouse::start().await;
         let carrier = FakeShipping::start().await;
-        let shopify = connect(&host, "shopify", shop.properties()).await;
-        let wms = connect(&host, "warehouse", warehouse.properties()).await;
-        let shipping = connect(
-            &host,
-            "shipping",
-            json!({
-                "base_url": carrier.origin,
-                "token": fake_shipping::TOKEN,
-                "webhook_secret": fake_shipping::WEBHOOK_SECRET,
-            }),
-        )
-        .await;
+        let shopify = host.connect("shopify", shop.properties()).await;
+        let wms = host.connect("warehouse", warehouse.properties()).await;
+        let shipping = host
+            .connect(
+                "shipping",
+                json!({
+                    "base_url": carrier.origin,
+                    "token": fake_shipping::TOKEN,
+                    "webhook_secret": fake_shipping::WEBHOOK_SECRET,
+                }),
+            )
+            .await;
         Merchant {
             host,
             shop,
@@ -426,18 +426,6 @@ impl Merchant {
             }],
         })
     }
-}
-
-async fn connect(host: &TestHost, plugin: &str, properties: Value) -> String {
-    let (status, body) = host
-        .call(
-            Method::POST,
-            "/v1/connections",
-            Some(json!({"plugin": plugin, "name": plugin, "properties": properties})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    body["id"].as_str().unwrap().to_string()
 }
 
 fn id_of(run: &Value) -> &str {
