@@ -13,9 +13,8 @@ use std::{sync::Arc, time::Duration};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use switchyard::{
-    app::App,
     config::ServeConfig,
-    engine::{CallEnv, GuestContext, LoadedPlugin},
+    engine::{CallEnv, Engine, GuestContext},
 };
 
 struct Subject {
@@ -65,22 +64,16 @@ fn plugin_calls(c: &mut Criterion) {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = ServeConfig::for_data_dir(dir.path());
-    config.token = Some("benchmark-token-0123456789".into());
-    let app: Arc<App> = runtime.block_on(async {
-        let (app, _) = App::open(config).await.unwrap();
-        for subject in &SUBJECTS {
-            let bytes = std::fs::read(subject.path).unwrap();
-            app.registry.upload(bytes, None).await.unwrap();
-        }
-        app
-    });
-    let engine = app.engine.clone();
-    let version = semver::Version::new(0, 1, 0);
+    // The engine as the host configures it, without the rest of the host:
+    // what is measured is the engine's part of a call.
+    let engine = Arc::new(Engine::new(ServeConfig::for_data_dir(dir.path()).engine()).unwrap());
     let mut group = c.benchmark_group("plugin call");
     group.measurement_time(Duration::from_secs(8));
     for subject in &SUBJECTS {
-        let plugin: LoadedPlugin = app.registry.get(subject.key, &version).unwrap().plugin;
+        let bytes = std::fs::read(subject.path).unwrap();
+        let plugin = engine
+            .load(&Engine::content_hash(&bytes), &bytes)
+            .unwrap_or_else(|e| panic!("loading {}: {e}", subject.key));
         group.bench_function(format!("{}: fresh instance + call", subject.name), |b| {
             b.to_async(&runtime).iter(|| async {
                 let outcome = engine

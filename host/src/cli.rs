@@ -641,7 +641,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     println!("switchyard listening on http://{}", listener.local_addr()?);
     std::io::stdout().flush().ok();
     app.start();
-    axum::serve(listener, api::router(app.clone()))
+    axum::serve(listener, api::router(app.api_state()))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving the API")?;

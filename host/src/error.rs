@@ -1,10 +1,13 @@
-//! The error type of the host's services (registry, connections, invoke);
-//! `api::ApiError` maps each kind to an HTTP status and code.
+//! The error type of the host's services, one variant per kind of failure so
+//! that `api::ApiError` can answer each with its own status: the caller's
+//! mistakes (400, 404, 409, 422), a third party's failure (502, 503, 504),
+//! and ours (500, details only in the log).
 
 use semver::Version;
 
 use crate::{
-    engine::{CallError, LoadError},
+    engine::{CallError, ConnectorError, LoadError},
+    schema::SchemaError,
     store::StoreError,
 };
 
@@ -27,8 +30,6 @@ pub enum ServiceError {
         version: Version,
         existing: String,
     },
-    #[error("{0}")]
-    NotFound(String),
     #[error("{key}@{version} is used by flows {flows:?}; move them to another version first")]
     InUse {
         key: String,
@@ -36,16 +37,75 @@ pub enum ServiceError {
         flows: Vec<String>,
     },
     #[error("{0}")]
+    NotFound(String),
+    /// The request is malformed, or asks for something that cannot work
+    /// (an action the plugin does not have, a secret passed in the open).
+    #[error("{0}")]
     BadRequest(String),
+    /// A value does not satisfy the schema a plugin declares for it.
+    #[error(transparent)]
+    Schema(SchemaError),
+    /// A flow failed its publish-time checks, every problem with its place.
+    #[error("the flow is invalid:\n- {}", .0.join("\n- "))]
+    InvalidFlow(Vec<String>),
     /// The object is not in a state that allows the operation.
     #[error("{0}")]
     State(String),
+    /// A third party, through its plugin, failed or refused.
+    #[error("{message}")]
+    Upstream {
+        failure: UpstreamFailure,
+        message: String,
+    },
     #[error("{key}@{version} is registered but could not be loaded: {reason}")]
     Unavailable {
         key: String,
         version: Version,
         reason: String,
     },
+    /// A failure of the host itself (a secret the master key cannot open, a
+    /// corrupt record): logged in full, answered without details.
+    #[error("{0}")]
+    Internal(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// How a third party failed, which decides the answer's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    /// It refused or answered something unusable (502).
+    Failed,
+    /// It is down or rate-limiting us for now (503).
+    Unavailable,
+    /// It did not answer in time (504).
+    Timeout,
+}
+
+impl ServiceError {
+    /// A plugin call that failed while serving a request, as the caller's
+    /// answer: what was being done, and what the third party did.
+    pub fn upstream(doing: &str, error: &CallError) -> ServiceError {
+        let failure = match error {
+            CallError::Timeout { .. } => UpstreamFailure::Timeout,
+            CallError::Connector {
+                error: ConnectorError::Transient { .. } | ConnectorError::RateLimited { .. },
+            } => UpstreamFailure::Unavailable,
+            _ => UpstreamFailure::Failed,
+        };
+        ServiceError::Upstream {
+            failure,
+            message: format!("{doing}: {error}"),
+        }
+    }
+}
+
+impl From<SchemaError> for ServiceError {
+    fn from(e: SchemaError) -> Self {
+        match e {
+            // Manifests are checked at upload, so an unusable schema is ours.
+            SchemaError::Unusable { .. } => ServiceError::Internal(e.to_string()),
+            invalid => ServiceError::Schema(invalid),
+        }
+    }
 }

@@ -1,17 +1,22 @@
 //! Switchyard's host: loads versioned connector plugins (WebAssembly
-//! components), sandboxes their network access, and serves the admin API.
+//! components), sandboxes their network access, and runs their flows.
 //!
-//! The modules follow the data path: `api` and `cli` are the ways in,
-//! `registry` keeps plugin versions, `engine` runs them, `sandbox` is their
-//! only way out, `triggers` turn deliveries, polls and schedules into runs,
-//! `runs` queues and executes them through `flows`, `store` keeps
-//! everything durable and `metrics` counts it.
+//! The modules follow the data path. Ways in: `api`, `cli`. Wiring: `app`.
+//! Services: `tenants`, `registry`, `connections`, `flows`, `triggers`
+//! (webhooks, polls, schedules), `runs` (queue and executor). One call path
+//! into plugins: `calls`, through the `connector` trait to the wasmtime
+//! `engine`; the only way out of a plugin: `sandbox`. Beneath them:
+//! `store` (traits and the sled backend), `manifest`, `schema`, `secrets`,
+//! `metrics`, `clock`, `tasks`.
 
 pub mod api;
 pub mod app;
+pub mod calls;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod connections;
+pub mod connector;
 pub mod engine;
 pub mod error;
 pub mod flows;
@@ -20,7 +25,9 @@ pub mod metrics;
 pub mod registry;
 pub mod runs;
 pub mod sandbox;
+pub mod schema;
 pub mod secrets;
 pub mod store;
+pub mod tasks;
 pub mod tenants;
 pub mod triggers;

@@ -5,22 +5,21 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{Arc, RwLock},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use semver::{Version, VersionReq};
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    clock::now_secs,
+    connector::{Connector, WasmConnector},
     engine::{Engine, LoadError, LoadedPlugin},
     error::ServiceError,
     manifest::Manifest,
-    store::{Op, SharedStorage, StorageExt},
+    store::{Kv, KvExt, Tree},
 };
 
-const PLUGINS: &str = "plugins";
-/// `key \0 version \0 flow-id` for every flow pinned to a plugin version.
-pub const PLUGIN_REFS: &str = "plugin_refs";
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A stored plugin version.
@@ -39,15 +38,22 @@ pub struct PluginRecord {
     pub env: BTreeMap<String, String>,
 }
 
-/// A plugin version with its compiled code.
+/// A plugin version, ready to call.
 #[derive(Clone)]
 pub struct PluginVersion {
     pub record: PluginRecord,
-    pub plugin: LoadedPlugin,
+    pub connector: Arc<dyn Connector>,
+}
+
+impl PluginVersion {
+    /// `key@version`, as runs and logs name it.
+    pub fn name(&self) -> String {
+        format!("{}@{}", self.record.key, self.record.version)
+    }
 }
 
 pub struct Registry {
-    store: SharedStorage,
+    kv: Arc<dyn Kv>,
     engine: Arc<Engine>,
     loaded: RwLock<Loaded>,
     broken: RwLock<Broken>,
@@ -55,24 +61,20 @@ pub struct Registry {
     writes: tokio::sync::Mutex<()>,
 }
 
-fn record_key(key: &str, version: &Version) -> Vec<u8> {
-    format!("{key}\0{version}").into_bytes()
-}
-
 impl Registry {
     /// Opens the registry and loads every stored version (from the artifact
     /// cache: a restart does not recompile).
-    pub async fn open(store: SharedStorage, engine: Arc<Engine>) -> Result<Self, ServiceError> {
-        let records: Vec<PluginRecord> = store.scan_json(PLUGINS, b"")?;
+    pub async fn open(kv: Arc<dyn Kv>, engine: Arc<Engine>) -> Result<Self, ServiceError> {
+        let records: Vec<PluginRecord> = kv.scan_json(Tree::Plugins, &[])?;
         let (loaded, broken) = {
-            let store = store.clone();
+            let kv = kv.clone();
             let engine = engine.clone();
-            tokio::task::spawn_blocking(move || load_all(&*store, &engine, records))
+            tokio::task::spawn_blocking(move || load_all(&*kv, &engine, records))
                 .await
                 .expect("loading plugins does not panic")
         };
         Ok(Registry {
-            store,
+            kv,
             engine,
             loaded: RwLock::new(loaded),
             broken: RwLock::new(broken),
@@ -115,8 +117,8 @@ impl Registry {
         let _guard = self.writes.lock().await;
         let id = (manifest.key.clone(), manifest.version.clone());
         if let Some(existing) = self
-            .store
-            .get_json::<PluginRecord>(PLUGINS, &record_key(&id.0, &id.1))?
+            .kv
+            .get_json::<PluginRecord>(Tree::Plugins, &[&id.0, &id.1.to_string()])?
         {
             if existing.sha256 == sha256 {
                 return Ok((existing, false));
@@ -140,25 +142,21 @@ impl Registry {
             version: id.1.clone(),
             sha256: sha256.clone(),
             size: bytes.len(),
-            uploaded_at: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs(),
+            uploaded_at: now_secs(),
             deprecated: false,
             manifest,
             env,
         };
         // The blob first: a crash in between leaves an unreferenced blob, never
         // a record without its code.
-        self.store.put_blob(&sha256, &bytes)?;
-        self.store
-            .put_json(PLUGINS, &record_key(&id.0, &id.1), &record)?;
-        self.store.flush()?;
+        self.kv.put_blob(&sha256, &bytes)?;
+        self.kv
+            .put_json(Tree::Plugins, &[&id.0, &id.1.to_string()], &record)?;
         self.loaded.write().expect("registry lock").insert(
             id,
             PluginVersion {
                 record: record.clone(),
-                plugin,
+                connector: self.connector(plugin),
             },
         );
         Ok((record, true))
@@ -166,23 +164,21 @@ impl Registry {
 
     /// Every stored version of every plugin, by key then version.
     pub fn list(&self) -> Result<Vec<PluginRecord>, ServiceError> {
-        let mut records: Vec<PluginRecord> = self.store.scan_json(PLUGINS, b"")?;
+        let mut records: Vec<PluginRecord> = self.kv.scan_json(Tree::Plugins, &[])?;
         records.sort_by(|a, b| a.key.cmp(&b.key).then(a.version.cmp(&b.version)));
         Ok(records)
     }
 
     /// Every stored version of one plugin, oldest first.
     pub fn versions(&self, key: &str) -> Result<Vec<PluginRecord>, ServiceError> {
-        let mut records: Vec<PluginRecord> = self
-            .store
-            .scan_json(PLUGINS, format!("{key}\0").as_bytes())?;
+        let mut records: Vec<PluginRecord> = self.kv.scan_json(Tree::Plugins, &[key])?;
         records.sort_by(|a, b| a.version.cmp(&b.version));
         Ok(records)
     }
 
     pub fn record(&self, key: &str, version: &Version) -> Result<PluginRecord, ServiceError> {
-        self.store
-            .get_json(PLUGINS, &record_key(key, version))?
+        self.kv
+            .get_json(Tree::Plugins, &[key, &version.to_string()])?
             .ok_or_else(|| ServiceError::NotFound(format!("plugin {key}@{version} does not exist")))
     }
 
@@ -205,6 +201,18 @@ impl Registry {
         })
     }
 
+    /// The newest non-deprecated version of `key`, ready to call.
+    pub fn newest(&self, key: &str) -> Result<PluginVersion, ServiceError> {
+        let version = self.resolve(key, &VersionReq::STAR)?;
+        self.get(key, &version)
+    }
+
+    /// The version of `key` that satisfies `req` best (see [`Registry::resolve`]).
+    pub fn resolved(&self, key: &str, req: &VersionReq) -> Result<PluginVersion, ServiceError> {
+        let version = self.resolve(key, req)?;
+        self.get(key, &version)
+    }
+
     /// A loaded version, ready to call.
     pub fn get(&self, key: &str, version: &Version) -> Result<PluginVersion, ServiceError> {
         let id = (key.to_string(), version.clone());
@@ -221,6 +229,23 @@ impl Registry {
         Err(ServiceError::NotFound(format!(
             "plugin {key}@{version} does not exist"
         )))
+    }
+
+    fn connector(&self, plugin: LoadedPlugin) -> Arc<dyn Connector> {
+        Arc::new(WasmConnector {
+            engine: self.engine.clone(),
+            plugin,
+        })
+    }
+
+    /// The flows pinned to a plugin version.
+    pub fn flows_using(&self, key: &str, version: &Version) -> Result<Vec<String>, ServiceError> {
+        Ok(self
+            .kv
+            .keys(Tree::PluginRefs, &[key, &version.to_string()])?
+            .into_iter()
+            .filter_map(|mut parts| parts.pop())
+            .collect())
     }
 
     pub async fn set_deprecated(
@@ -274,9 +299,8 @@ impl Registry {
         let _guard = self.writes.lock().await;
         let mut record = self.record(key, version)?;
         change(&mut record);
-        self.store
-            .put_json(PLUGINS, &record_key(key, version), &record)?;
-        self.store.flush()?;
+        self.kv
+            .put_json(Tree::Plugins, &[key, &version.to_string()], &record)?;
         if let Some(loaded) = self
             .loaded
             .write()
@@ -292,13 +316,7 @@ impl Registry {
     pub async fn delete(&self, key: &str, version: &Version) -> Result<(), ServiceError> {
         let _guard = self.writes.lock().await;
         let record = self.record(key, version)?;
-        let prefix = [record_key(key, version), vec![0]].concat();
-        let flows: Vec<String> = self
-            .store
-            .scan_prefix(PLUGIN_REFS, &prefix)?
-            .into_iter()
-            .map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
-            .collect();
+        let flows = self.flows_using(key, version)?;
         if !flows.is_empty() {
             return Err(ServiceError::InUse {
                 key: key.to_string(),
@@ -306,12 +324,9 @@ impl Registry {
                 flows,
             });
         }
-        self.store.apply(vec![Op::Delete {
-            tree: PLUGINS,
-            key: record_key(key, version),
-        }])?;
-        self.store.flush()?;
-        self.store.delete_blob(&record.sha256)?;
+        self.kv
+            .delete(Tree::Plugins, &[key, &version.to_string()])?;
+        self.kv.delete_blob(&record.sha256)?;
         let id = (key.to_string(), version.clone());
         self.loaded.write().expect("registry lock").remove(&id);
         self.broken.write().expect("registry lock").remove(&id);
@@ -323,16 +338,12 @@ impl Registry {
 type Loaded = HashMap<(String, Version), PluginVersion>;
 type Broken = HashMap<(String, Version), String>;
 
-fn load_all(
-    store: &dyn crate::store::Storage,
-    engine: &Engine,
-    records: Vec<PluginRecord>,
-) -> (Loaded, Broken) {
+fn load_all(kv: &dyn Kv, engine: &Arc<Engine>, records: Vec<PluginRecord>) -> (Loaded, Broken) {
     let mut loaded = HashMap::new();
     let mut broken = HashMap::new();
     for record in records {
         let id = (record.key.clone(), record.version.clone());
-        let plugin = match store.get_blob(&record.sha256) {
+        let plugin = match kv.get_blob(&record.sha256) {
             Ok(Some(bytes)) => engine
                 .load(&record.sha256, &bytes)
                 .map_err(|e| e.to_string()),
@@ -341,7 +352,11 @@ fn load_all(
         };
         match plugin {
             Ok(plugin) => {
-                loaded.insert(id, PluginVersion { record, plugin });
+                let connector = Arc::new(WasmConnector {
+                    engine: engine.clone(),
+                    plugin,
+                });
+                loaded.insert(id, PluginVersion { record, connector });
             }
             Err(reason) => {
                 tracing::error!(plugin = %format!("{}@{}", id.0, id.1), "cannot load plugin: {reason}");

@@ -1,20 +1,28 @@
 //! Tenants (merchants, "clients") and who is calling: the operator, who
 //! manages plugins and tenants, or a tenant, who sees and changes only its
-//! own connections (and, with the flow engine, its flows and runs).
+//! own connections, flows and runs. Tokens are stored as SHA-256 digests
+//! and looked up by digest; the operator token is printed once when it is
+//! generated.
 
+use std::sync::Arc;
+
+use anyhow::Context as _;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::{
-    connections::DEFAULT_TENANT,
+    clock::now_secs,
     error::ServiceError,
-    store::{Op, SharedStorage, StorageExt},
+    store::{Kv, KvExt, Tree, Write},
 };
 
-const TENANTS: &str = "tenants";
-/// `sha256(token)` -> tenant id, to find a tenant by its token.
-const TENANT_TOKENS: &str = "tenant_tokens";
+/// The tenant the operator acts for, and the one data from before tenants
+/// existed belongs to.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Where the operator token's digest is kept in [`Tree::Meta`].
+const OPERATOR_TOKEN: &str = "operator_token_sha256";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Tenant {
@@ -54,7 +62,8 @@ impl Principal {
 }
 
 pub struct Tenants {
-    store: SharedStorage,
+    kv: Arc<dyn Kv>,
+    operator: [u8; 32],
 }
 
 fn digest(token: &str) -> String {
@@ -68,8 +77,25 @@ fn new_token() -> String {
 }
 
 impl Tenants {
-    pub fn new(store: SharedStorage) -> Self {
-        Tenants { store }
+    /// Opens the tenants, with the operator token given by the operator or,
+    /// the first time without one, generated. Returns the generated token
+    /// too, to be shown once.
+    pub fn open(
+        kv: Arc<dyn Kv>,
+        configured: Option<&str>,
+    ) -> anyhow::Result<(Self, Option<String>)> {
+        let (operator, generated) = operator_token(&*kv, configured)?;
+        Ok((Tenants { kv, operator }, generated))
+    }
+
+    /// Who a bearer token belongs to: the operator, a tenant, or nobody.
+    pub fn authenticate(&self, token: &str) -> Result<Option<Principal>, ServiceError> {
+        let given: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        // Comparing digests leaks nothing useful about the token itself.
+        if given == self.operator {
+            return Ok(Some(Principal::Operator));
+        }
+        Ok(self.by_token(token)?.map(Principal::Tenant))
     }
 
     /// Creates a tenant; returns it with its API token (shown only now).
@@ -83,27 +109,23 @@ impl Tenants {
         let tenant = Tenant {
             id: format!("ten_{}", hex::encode(id_bytes)),
             name: name.trim().to_string(),
-            created_at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs(),
+            created_at: now_secs(),
             token_sha256: digest(&token),
         };
-        self.store.apply(vec![
-            Op::put_json(TENANTS, tenant.id.as_bytes(), &tenant),
-            Op::put_json(TENANT_TOKENS, tenant.token_sha256.as_bytes(), &tenant.id),
+        self.kv.write(vec![
+            Write::put(Tree::Tenants, &[&tenant.id], &tenant),
+            Write::put(Tree::TenantTokens, &[&tenant.token_sha256], &tenant.id),
         ])?;
-        self.store.flush()?;
         Ok((tenant, token))
     }
 
     pub fn list(&self) -> Result<Vec<Tenant>, ServiceError> {
-        Ok(self.store.scan_json(TENANTS, b"")?)
+        Ok(self.kv.scan_json(Tree::Tenants, &[])?)
     }
 
     pub fn get(&self, id: &str) -> Result<Tenant, ServiceError> {
-        self.store
-            .get_json(TENANTS, id.as_bytes())?
+        self.kv
+            .get_json(Tree::Tenants, &[id])?
             .ok_or_else(|| ServiceError::NotFound(format!("tenant `{id}` does not exist")))
     }
 
@@ -112,38 +134,52 @@ impl Tenants {
         let mut tenant = self.get(id)?;
         let token = new_token();
         let old = std::mem::replace(&mut tenant.token_sha256, digest(&token));
-        self.store.apply(vec![
-            Op::Delete {
-                tree: TENANT_TOKENS,
-                key: old.into_bytes(),
-            },
-            Op::put_json(TENANT_TOKENS, tenant.token_sha256.as_bytes(), &tenant.id),
-            Op::put_json(TENANTS, tenant.id.as_bytes(), &tenant),
+        self.kv.write(vec![
+            Write::delete(Tree::TenantTokens, &[&old]),
+            Write::put(Tree::TenantTokens, &[&tenant.token_sha256], &tenant.id),
+            Write::put(Tree::Tenants, &[&tenant.id], &tenant),
         ])?;
-        self.store.flush()?;
         Ok(token)
     }
 
     pub fn delete(&self, id: &str) -> Result<(), ServiceError> {
         let tenant = self.get(id)?;
-        self.store.apply(vec![
-            Op::Delete {
-                tree: TENANT_TOKENS,
-                key: tenant.token_sha256.into_bytes(),
-            },
-            Op::Delete {
-                tree: TENANTS,
-                key: id.as_bytes().to_vec(),
-            },
+        self.kv.write(vec![
+            Write::delete(Tree::TenantTokens, &[&tenant.token_sha256]),
+            Write::delete(Tree::Tenants, &[id]),
         ])?;
-        self.store.flush()?;
         Ok(())
     }
 
     /// The tenant a token belongs to, if any.
     pub fn by_token(&self, token: &str) -> Result<Option<String>, ServiceError> {
-        Ok(self
-            .store
-            .get_json(TENANT_TOKENS, digest(token).as_bytes())?)
+        Ok(self.kv.get_json(Tree::TenantTokens, &[&digest(token)])?)
     }
+}
+
+/// The digest of the operator token: the configured one, else the stored
+/// one, else a new token (returned, to be shown once; only its digest is kept).
+fn operator_token(
+    kv: &dyn Kv,
+    configured: Option<&str>,
+) -> anyhow::Result<([u8; 32], Option<String>)> {
+    if let Some(token) = configured {
+        anyhow::ensure!(
+            token.len() >= 16,
+            "the operator token must be at least 16 characters"
+        );
+        return Ok((Sha256::digest(token.as_bytes()).into(), None));
+    }
+    if let Some(hex_hash) = kv.get_json::<String>(Tree::Meta, &[OPERATOR_TOKEN])? {
+        let mut hash = [0u8; 32];
+        hex::decode_to_slice(&hex_hash, &mut hash)
+            .context("stored operator token hash is corrupt")?;
+        return Ok((hash, None));
+    }
+    let mut bytes = [0u8; 24];
+    rand::rng().fill_bytes(&mut bytes);
+    let token = format!("sy_{}", hex::encode(bytes));
+    let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    kv.put_json(Tree::Meta, &[OPERATOR_TOKEN], &hex::encode(hash))?;
+    Ok((hash, Some(token)))
 }

@@ -2,22 +2,29 @@
 //! connection, start its OAuth flow; `/oauth/callback` finishes the flow (the
 //! browser lands there, so it is authorised by its one-time `state`).
 
+use std::sync::Arc;
+
 use axum::{
-    Extension, Json, Router,
-    extract::{
-        Path, Query, State,
-        rejection::{JsonRejection, QueryRejection},
-    },
+    Extension, Router,
+    extract::State,
     http::{HeaderMap, StatusCode},
     routing::{get, post},
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{ApiError, AppState};
-use crate::tenants::Principal;
+use super::{
+    ApiError, ApiSettings, ApiState,
+    extract::{Json, Path, Query},
+};
+use crate::{
+    calls::Calls,
+    connections::{ConnectionStatus, Connections, oauth::OAuth},
+    runs::Runs,
+    tenants::Principal,
+};
 
-pub(super) fn routes() -> Router<AppState> {
+pub(super) fn routes() -> Router<ApiState> {
     Router::new()
         .route("/v1/connections", post(create).get(list))
         .route(
@@ -30,7 +37,7 @@ pub(super) fn routes() -> Router<AppState> {
 }
 
 /// Served without the bearer token: the third party redirects a browser here.
-pub(super) fn public_routes() -> Router<AppState> {
+pub(super) fn public_routes() -> Router<ApiState> {
     Router::new().route("/oauth/callback", get(callback))
 }
 
@@ -46,36 +53,35 @@ struct CreateBody {
 }
 
 async fn create(
-    State(app): State<AppState>,
+    State(connections): State<Arc<Connections>>,
     Extension(principal): Extension<Principal>,
-    body: Result<Json<CreateBody>, JsonRejection>,
+    Json(body): Json<CreateBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let Json(body) = body?;
-    let record = app.create_connection(
+    let record = connections.create(
         principal.tenant(),
         &body.plugin,
         &body.name,
         body.properties,
     )?;
-    Ok((StatusCode::CREATED, Json(app.connections.view(&record))))
+    Ok((StatusCode::CREATED, Json(connections.view(&record))))
 }
 
 async fn list(
-    State(app): State<AppState>,
+    State(connections): State<Arc<Connections>>,
     Extension(principal): Extension<Principal>,
 ) -> Result<Json<Value>, ApiError> {
-    let records = app.connections.list(principal.tenant())?;
-    let views: Vec<Value> = records.iter().map(|r| app.connections.view(r)).collect();
+    let records = connections.list(principal.tenant())?;
+    let views: Vec<Value> = records.iter().map(|r| connections.view(r)).collect();
     Ok(Json(json!({"connections": views})))
 }
 
 async fn show(
-    State(app): State<AppState>,
+    State(connections): State<Arc<Connections>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let record = app.connections.get(principal.tenant(), &id)?;
-    Ok(Json(app.connections.view(&record)))
+    let record = connections.get(principal.tenant(), &id)?;
+    Ok(Json(connections.view(&record)))
 }
 
 #[derive(Deserialize)]
@@ -87,61 +93,62 @@ struct UpdateBody {
 }
 
 async fn update(
-    State(app): State<AppState>,
+    State(connections): State<Arc<Connections>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
-    body: Result<Json<UpdateBody>, JsonRejection>,
+    Json(body): Json<UpdateBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(body) = body?;
-    let record = app.update_connection(
+    let record = connections.update(
         principal.tenant(),
         &id,
         body.name.as_deref(),
         body.properties,
     )?;
-    Ok(Json(app.connections.view(&record)))
+    Ok(Json(connections.view(&record)))
 }
 
 async fn delete(
-    State(app): State<AppState>,
+    State(connections): State<Arc<Connections>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    app.delete_connection(principal.tenant(), &id)?;
+    connections.delete(principal.tenant(), &id)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn test(
-    State(app): State<AppState>,
+    State(calls): State<Arc<Calls>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(app.test_connection(principal.tenant(), &id).await?))
+    Ok(Json(calls.check_connection(principal.tenant(), &id).await?))
 }
 
 /// Marks a paused connection active again and queues the runs parked
 /// behind it.
 async fn resume(
-    State(app): State<AppState>,
+    State(connections): State<Arc<Connections>>,
+    State(runs): State<Arc<Runs>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let resumed = app.resume_connection(principal.tenant(), &id)?;
-    let record = app.connections.get(principal.tenant(), &id)?;
+    let record = connections.set_status(principal.tenant(), &id, ConnectionStatus::Active)?;
+    let resumed = runs.resume_parked(principal.tenant(), &id)?;
     Ok(Json(json!({
-        "connection": app.connections.view(&record),
+        "connection": connections.view(&record),
         "resumed_runs": resumed,
     })))
 }
 
 async fn authorize(
-    State(app): State<AppState>,
+    State(oauth): State<Arc<OAuth>>,
+    State(settings): State<Arc<ApiSettings>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let base = super::base_url(&app, &headers)?;
-    Ok(Json(app.oauth_authorize(principal.tenant(), &id, &base)?))
+    let base = super::base_url(&settings, &headers)?;
+    Ok(Json(oauth.authorize(principal.tenant(), &id, &base)?))
 }
 
 #[derive(Deserialize)]
@@ -153,10 +160,10 @@ struct CallbackQuery {
 }
 
 async fn callback(
-    State(app): State<AppState>,
-    query: Result<Query<CallbackQuery>, QueryRejection>,
+    State(oauth): State<Arc<OAuth>>,
+    State(connections): State<Arc<Connections>>,
+    Query(query): Query<CallbackQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query?;
     if let Some(error) = query.error {
         return Err(ApiError::bad_request(format!(
             "the provider refused the authorization: {error} {}",
@@ -168,9 +175,9 @@ async fn callback(
             "the callback needs `state` and `code`",
         ));
     };
-    let record = app.oauth_callback(&state, &code).await?;
+    let record = oauth.callback(&state, &code).await?;
     Ok(Json(json!({
         "message": "The connection is authorized. You can close this window.",
-        "connection": app.connections.view(&record),
+        "connection": connections.view(&record),
     })))
 }

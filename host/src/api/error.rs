@@ -3,13 +3,16 @@
 
 use axum::{
     Json,
-    extract::rejection::{BytesRejection, JsonRejection, QueryRejection},
+    extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection},
     http::StatusCode,
     response::{IntoResponse, Response},
 };
 use serde_json::json;
 
-use crate::{engine::LoadError, error::ServiceError};
+use crate::{
+    engine::LoadError,
+    error::{ServiceError, UpstreamFailure},
+};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -55,7 +58,9 @@ impl From<ServiceError> for ApiError {
         use StatusCode as S;
         let message = e.to_string();
         let (status, code) = match &e {
-            ServiceError::Load(LoadError::Internal(_)) | ServiceError::Store(_) => {
+            ServiceError::Load(LoadError::Internal(_))
+            | ServiceError::Store(_)
+            | ServiceError::Internal(_) => {
                 tracing::error!("{message}");
                 return ApiError::new(
                     S::INTERNAL_SERVER_ERROR,
@@ -70,8 +75,16 @@ impl From<ServiceError> for ApiError {
             ServiceError::Conflict { .. } => (S::CONFLICT, "conflict"),
             ServiceError::InUse { .. } => (S::CONFLICT, "in_use"),
             ServiceError::NotFound(_) => (S::NOT_FOUND, "not_found"),
-            ServiceError::BadRequest(_) => (S::BAD_REQUEST, "bad_request"),
+            ServiceError::BadRequest(_) | ServiceError::Schema(_) => {
+                (S::BAD_REQUEST, "bad_request")
+            }
+            ServiceError::InvalidFlow(_) => (S::BAD_REQUEST, "invalid_flow"),
             ServiceError::State(_) => (S::CONFLICT, "wrong_state"),
+            ServiceError::Upstream { failure, .. } => match failure {
+                UpstreamFailure::Failed => (S::BAD_GATEWAY, "upstream_failed"),
+                UpstreamFailure::Unavailable => (S::SERVICE_UNAVAILABLE, "upstream_unavailable"),
+                UpstreamFailure::Timeout => (S::GATEWAY_TIMEOUT, "upstream_timeout"),
+            },
             ServiceError::Unavailable { .. } => (S::SERVICE_UNAVAILABLE, "unavailable"),
         };
         ApiError::new(status, code, message)
@@ -92,6 +105,12 @@ impl From<BytesRejection> for ApiError {
             "bad_request"
         };
         ApiError::new(e.status(), code, e.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        ApiError::new(e.status(), "bad_request", e.body_text())
     }
 }
 

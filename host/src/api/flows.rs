@@ -1,21 +1,47 @@
 //! `/v1/flows`: publish (JSON or YAML), list, show, versions, upgrade, delete.
 
+use std::sync::Arc;
+
 use axum::{
-    Extension, Json, Router,
-    extract::{Path, Query, State},
+    Extension, Router,
+    extract::State,
     http::{HeaderMap, StatusCode},
     routing::{get, post},
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState};
+use super::{
+    ApiError, ApiSettings, ApiState,
+    extract::{Json, Path, Query},
+};
 use crate::{
-    flows::{FlowRecord, FlowSpec},
+    flows::{FlowRecord, FlowSpec, Flows},
+    runs::Runs,
     tenants::Principal,
+    triggers::Triggers,
 };
 
-pub(super) fn routes() -> Router<AppState> {
+/// What publishing needs: the flows, and the triggers to bring an active
+/// flow's registration up to date.
+#[derive(Clone)]
+struct Publishing {
+    flows: Arc<Flows>,
+    triggers: Arc<Triggers>,
+    settings: Arc<ApiSettings>,
+}
+
+impl axum::extract::FromRef<ApiState> for Publishing {
+    fn from_ref(state: &ApiState) -> Self {
+        Publishing {
+            flows: state.flows.clone(),
+            triggers: state.triggers.clone(),
+            settings: state.settings.clone(),
+        }
+    }
+}
+
+pub(super) fn routes() -> Router<ApiState> {
     Router::new()
         .route("/v1/flows", post(create).get(list))
         .route("/v1/flows/apply", post(apply))
@@ -55,44 +81,46 @@ fn parse(body: &str) -> Result<FlowSpec, ApiError> {
 }
 
 async fn create(
-    State(app): State<AppState>,
+    State(flows): State<Arc<Flows>>,
     Extension(principal): Extension<Principal>,
     body: String,
 ) -> Result<(StatusCode, Json<FlowRecord>), ApiError> {
-    let record = app.publish_flow(principal.tenant(), None, parse(&body)?, false)?;
+    let record = flows.publish(principal.tenant(), None, parse(&body)?, false)?;
     Ok((StatusCode::CREATED, Json(record)))
 }
 
 async fn apply(
-    State(app): State<AppState>,
+    State(p): State<Publishing>,
     Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     body: String,
 ) -> Result<Json<Value>, ApiError> {
     let spec = parse(&body)?;
-    let before = app
-        .flows(principal.tenant())?
+    let before = p
+        .flows
+        .list(principal.tenant())?
         .into_iter()
         .find(|f| f.spec.name == spec.name);
-    let record = app.apply_flow(principal.tenant(), spec)?;
-    published(&app, before, record, &headers).await
+    let record = p.flows.apply(principal.tenant(), spec)?;
+    published(&p, before, record, &headers).await
 }
 
 /// The answer to a publish: the new record, after an active flow's trigger
 /// registration was brought up to date.
 async fn published(
-    app: &AppState,
+    p: &Publishing,
     before: Option<FlowRecord>,
     record: FlowRecord,
     headers: &HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let mut warning = None;
     if let Some(before) = before {
-        warning = app
-            .refresh_activation(&before, &super::base_url(app, headers)?)
+        warning = p
+            .triggers
+            .refresh_activation(&before, &super::base_url(&p.settings, headers)?)
             .await?;
     }
-    let record = app.flow(&record.tenant, &record.id)?;
+    let record = p.flows.get(&record.tenant, &record.id)?;
     let mut body =
         serde_json::to_value(&record).map_err(|e| ApiError::bad_request(e.to_string()))?;
     if let Some(w) = warning {
@@ -102,86 +130,97 @@ async fn published(
 }
 
 async fn list(
-    State(app): State<AppState>,
+    State(flows): State<Arc<Flows>>,
     Extension(principal): Extension<Principal>,
 ) -> Result<Json<Value>, ApiError> {
-    let flows: Vec<Value> = app.flows(principal.tenant())?.iter().map(summary).collect();
+    let flows: Vec<Value> = flows
+        .list(principal.tenant())?
+        .iter()
+        .map(summary)
+        .collect();
     Ok(Json(json!({"flows": flows})))
 }
 
 async fn show(
-    State(app): State<AppState>,
+    State(flows): State<Arc<Flows>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<FlowRecord>, ApiError> {
-    Ok(Json(app.flow(principal.tenant(), &id)?))
+    Ok(Json(flows.get(principal.tenant(), &id)?))
 }
 
 async fn update(
-    State(app): State<AppState>,
+    State(p): State<Publishing>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: String,
 ) -> Result<Json<Value>, ApiError> {
-    let before = app.flow(principal.tenant(), &id)?;
-    let record = app.publish_flow(principal.tenant(), Some(&id), parse(&body)?, false)?;
-    published(&app, Some(before), record, &headers).await
+    let before = p.flows.get(principal.tenant(), &id)?;
+    let record = p
+        .flows
+        .publish(principal.tenant(), Some(&id), parse(&body)?, false)?;
+    published(&p, Some(before), record, &headers).await
 }
 
 async fn upgrade(
-    State(app): State<AppState>,
+    State(p): State<Publishing>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let before = app.flow(principal.tenant(), &id)?;
-    let record = app.publish_flow(principal.tenant(), Some(&id), before.spec.clone(), true)?;
-    published(&app, Some(before), record, &headers).await
+    let before = p.flows.get(principal.tenant(), &id)?;
+    let record = p
+        .flows
+        .publish(principal.tenant(), Some(&id), before.spec.clone(), true)?;
+    published(&p, Some(before), record, &headers).await
 }
 
 async fn activate(
-    State(app): State<AppState>,
+    State(triggers): State<Arc<Triggers>>,
+    State(settings): State<Arc<ApiSettings>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let base = super::base_url(&app, &headers)?;
-    let flow = app.activate_flow(principal.tenant(), &id, &base).await?;
-    Ok(Json(app.trigger_view(&flow, &base)?))
+    let base = super::base_url(&settings, &headers)?;
+    let flow = triggers
+        .activate_flow(principal.tenant(), &id, &base)
+        .await?;
+    Ok(Json(triggers.trigger_view(&flow, &base)?))
 }
 
 async fn deactivate(
-    State(app): State<AppState>,
+    State(triggers): State<Arc<Triggers>>,
+    State(settings): State<Arc<ApiSettings>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let base = super::base_url(&app, &headers)?;
-    let (flow, warning) = app.deactivate_flow(principal.tenant(), &id).await?;
-    let mut view = app.trigger_view(&flow, &base)?;
+    let base = super::base_url(&settings, &headers)?;
+    let (flow, warning) = triggers.deactivate_flow(principal.tenant(), &id).await?;
+    let mut view = triggers.trigger_view(&flow, &base)?;
     view["warning"] = json!(warning);
     Ok(Json(view))
 }
 
 async fn trigger(
-    State(app): State<AppState>,
+    State(p): State<Publishing>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let flow = app.flow(principal.tenant(), &id)?;
-    Ok(Json(
-        app.trigger_view(&flow, &super::base_url(&app, &headers)?)?,
-    ))
+    let flow = p.flows.get(principal.tenant(), &id)?;
+    let base = super::base_url(&p.settings, &headers)?;
+    Ok(Json(p.triggers.trigger_view(&flow, &base)?))
 }
 
 async fn deliveries(
-    State(app): State<AppState>,
+    State(triggers): State<Arc<Triggers>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let rejected = app.rejected_deliveries(principal.tenant(), &id)?;
+    let rejected = triggers.rejected_deliveries(principal.tenant(), &id)?;
     Ok(Json(json!({"rejected": rejected})))
 }
 
@@ -196,7 +235,7 @@ struct RunQuery {
 /// the result (a synchronous flow) up to `wait_ms`: 200 with the run when it
 /// finished, 202 with the run as it stands when the wait ran out.
 async fn run(
-    State(app): State<AppState>,
+    State(runs): State<Arc<Runs>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     Query(query): Query<RunQuery>,
@@ -209,7 +248,7 @@ async fn run(
             .map_err(|e| ApiError::bad_request(format!("the event must be JSON: {e}")))?
     };
     let wait = query.wait_ms.unwrap_or(30_000).min(120_000);
-    let run = app
+    let run = runs
         .start_run(
             principal.tenant(),
             &id,
@@ -228,12 +267,12 @@ async fn run(
 }
 
 async fn versions(
-    State(app): State<AppState>,
+    State(flows): State<Arc<Flows>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let versions: Vec<Value> = app
-        .flow_versions(principal.tenant(), &id)?
+    let versions: Vec<Value> = flows
+        .versions(principal.tenant(), &id)?
         .iter()
         .map(summary)
         .collect();
@@ -241,11 +280,11 @@ async fn versions(
 }
 
 async fn delete(
-    State(app): State<AppState>,
+    State(p): State<Publishing>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    app.deactivate_flow(principal.tenant(), &id).await?;
-    app.delete_flow(principal.tenant(), &id)?;
+    p.triggers.deactivate_flow(principal.tenant(), &id).await?;
+    p.flows.delete(principal.tenant(), &id)?;
     Ok(StatusCode::NO_CONTENT)
 }

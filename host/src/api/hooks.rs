@@ -2,36 +2,45 @@
 //! unguessable token is the address, and the plugin verifies the sender's
 //! signature). `GET /metrics`: Prometheus text.
 
+use std::sync::Arc;
+
 use axum::{
     Router,
     body::{Body, to_bytes},
-    extract::{Path, Request, State},
+    extract::{Request, State},
     http::{HeaderName, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{any, get},
 };
 use base64::{Engine as _, engine::general_purpose::STANDARD as B64};
 
-use super::{ApiError, AppState};
+use super::{ApiError, ApiState, extract::Path};
 use crate::{
-    runs::record::now_ms,
-    triggers::ingress::{Answer, Delivery, accepted_body},
+    clock::now_ms,
+    metrics::Metrics,
+    runs::Runs,
+    store::Delivery,
+    triggers::{
+        Triggers,
+        ingress::{Answer, accepted_body},
+    },
 };
 
-pub(super) fn public_routes() -> Router<AppState> {
+pub(super) fn public_routes() -> Router<ApiState> {
     Router::new()
         .route("/hooks/{token}", any(deliver))
         .route("/metrics", get(metrics))
 }
 
 async fn deliver(
-    State(app): State<AppState>,
+    State(triggers): State<Arc<Triggers>>,
+    State(metrics): State<Arc<Metrics>>,
     Path(token): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
     let started = std::time::Instant::now();
     let received_at = now_ms();
-    let Some(target) = app.hook_target(&token)? else {
+    let Some(target) = triggers.hook_target(&token)? else {
         return Err(ApiError::not_found(
             "no active flow receives deliveries at this URL",
         ));
@@ -53,15 +62,12 @@ async fn deliver(
         next_attempt_at: 0,
         last_error: None,
     };
-    let limit = app.config.max_delivery_kib << 10;
+    let limit = triggers.settings().max_delivery_bytes;
     let body = match to_bytes(body, limit).await {
         Ok(body) => body,
         Err(_) => {
-            let reason = format!(
-                "the delivery is larger than the {} KiB limit",
-                app.config.max_delivery_kib
-            );
-            app.reject_delivery(&delivery, &[], &reason, Vec::new())?;
+            let reason = format!("the delivery is larger than the {} KiB limit", limit >> 10);
+            triggers.reject_delivery(&delivery, &[], &reason, None)?;
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
@@ -70,21 +76,22 @@ async fn deliver(
         }
     };
     delivery.body = B64.encode(&body);
-    let key = app
-        .accept_delivery(&delivery)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_stored", e.to_string()))?;
-    app.runtime
-        .metrics
-        .ack_latency
-        .observe(started.elapsed().as_secs_f64());
+    let key = triggers.accept_delivery(&delivery).await.map_err(|e| {
+        tracing::error!("a delivery could not be stored: {e}");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_stored",
+            "the delivery could not be stored; send it again",
+        )
+    })?;
+    metrics.ack_latency.observe(started.elapsed().as_secs_f64());
     // Durable now. Process it while the sender waits, so a plugin can answer
     // a handshake; if processing fails, the inbox worker retries it.
-    if !app.runtime.claim_delivery(&key) {
+    if !triggers.claim_delivery(&key) {
         return Ok((StatusCode::ACCEPTED, axum::Json(accepted_body(0, 0))).into_response());
     }
-    let answer = app.process_delivery(&key, &delivery).await;
-    app.runtime.release_delivery(&key);
+    let answer = triggers.process_delivery(&key, &delivery).await;
+    triggers.release_delivery(&key);
     Ok(match answer {
         Answer::Done {
             reply: Some(reply), ..
@@ -116,15 +123,18 @@ async fn deliver(
     })
 }
 
-async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
-    if let Ok(depth) = app.queue_depth() {
-        app.runtime.metrics.queue_depth.set(depth as i64);
+async fn metrics(
+    State(metrics): State<Arc<Metrics>>,
+    State(runs): State<Arc<Runs>>,
+) -> impl IntoResponse {
+    if let Ok(depth) = runs.queue_depth() {
+        metrics.queue_depth.set(depth as i64);
     }
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        app.runtime.metrics.encode(),
+        metrics.encode(),
     )
 }

@@ -1,8 +1,10 @@
 //! The admin API (axum): JSON in and out, bearer-token auth on everything but
-//! `/health`.
+//! `/health`, the webhook ingress and the OAuth callback. Each handler takes
+//! the services it needs as sub-states of [`ApiState`], never the whole host.
 
 mod connections;
 mod error;
+mod extract;
 mod flows;
 mod hooks;
 mod plugins;
@@ -13,7 +15,7 @@ use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    extract::{Request, State},
+    extract::{FromRef, Request, State},
     http::StatusCode,
     middleware::{self, Next},
     response::Response,
@@ -23,31 +25,68 @@ use serde_json::{Value, json};
 
 pub use error::ApiError;
 
-use crate::{app::App, tenants::Principal};
+use crate::{
+    calls::Calls,
+    connections::{Connections, oauth::OAuth},
+    engine::Engine,
+    flows::Flows,
+    metrics::Metrics,
+    registry::Registry,
+    runs::Runs,
+    tenants::{Principal, Tenants},
+    triggers::Triggers,
+};
 
-pub type AppState = Arc<App>;
+/// What the handlers may use: one service each, picked by type.
+#[derive(Clone, FromRef)]
+pub struct ApiState {
+    pub tenants: Arc<Tenants>,
+    pub registry: Arc<Registry>,
+    pub connections: Arc<Connections>,
+    pub oauth: Arc<OAuth>,
+    pub calls: Arc<Calls>,
+    pub flows: Arc<Flows>,
+    pub runs: Arc<Runs>,
+    pub triggers: Arc<Triggers>,
+    pub metrics: Arc<Metrics>,
+    pub engine: Arc<Engine>,
+    pub settings: Arc<ApiSettings>,
+}
+
+/// The operator's settings that the API applies itself.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Where browsers and third parties reach this host (OAuth redirects,
+    /// webhook URLs); the request's `Host` when unset.
+    pub public_url: Option<String>,
+    /// Largest plugin upload accepted.
+    pub max_upload_bytes: usize,
+}
 
 /// The whole API.
-pub fn router(app: AppState) -> Router {
+pub fn router(state: ApiState) -> Router {
     let authed = Router::new()
         .route("/v1/status", get(status))
-        .merge(plugins::routes(&app))
+        .merge(plugins::routes(&state.settings))
         .merge(connections::routes())
         .merge(tenants::routes())
         .merge(flows::routes())
         .merge(runs::routes())
-        .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
+        .route_layer(middleware::from_fn_with_state(
+            state.tenants.clone(),
+            require_token,
+        ));
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .merge(connections::public_routes())
         .merge(hooks::public_routes())
         .merge(authed)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
-        .with_state(app)
+        .with_state(state)
 }
 
 async fn require_token(
-    State(app): State<AppState>,
+    State(tenants): State<Arc<Tenants>>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
@@ -63,7 +102,7 @@ async fn require_token(
             "send `Authorization: Bearer <token>`",
         ));
     };
-    match app.authenticate(token.trim())? {
+    match tenants.authenticate(token.trim())? {
         Some(principal) => {
             request.extensions_mut().insert(principal);
             Ok(next.run(request).await)
@@ -78,8 +117,11 @@ async fn require_token(
 
 /// Where this host is reachable from outside: `--public-url`, else the
 /// request's `Host`.
-pub(crate) fn base_url(app: &App, headers: &axum::http::HeaderMap) -> Result<String, ApiError> {
-    match &app.config.public_url {
+pub(crate) fn base_url(
+    settings: &ApiSettings,
+    headers: &axum::http::HeaderMap,
+) -> Result<String, ApiError> {
+    match &settings.public_url {
         Some(url) => Ok(url.clone()),
         None => {
             let host = headers
@@ -104,11 +146,14 @@ pub(crate) fn operator_only(principal: &Principal, what: &str) -> Result<(), Api
     }
 }
 
-async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let plugins = app.registry.list()?.len();
+async fn status(
+    State(registry): State<Arc<Registry>>,
+    State(engine): State<Arc<Engine>>,
+) -> Result<Json<Value>, ApiError> {
+    let plugins = registry.list()?.len();
     Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "plugins": plugins,
-        "compilations": app.engine.compilations(),
+        "compilations": engine.compilations(),
     })))
 }

@@ -1,15 +1,15 @@
 //! `/v1/plugins`: upload, list, show, resolve, deprecate, delete, environment
 //! variables, and `/v1/invoke` to run one action by hand.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use axum::{
-    Extension, Json, Router,
+    Extension, Router,
     body::Bytes,
-    extract::{
-        DefaultBodyLimit, Path, Query, State,
-        rejection::{BytesRejection, JsonRejection, QueryRejection},
-    },
+    extract::{DefaultBodyLimit, State, rejection::BytesRejection},
     http::StatusCode,
     routing::{get, post, put},
 };
@@ -17,12 +17,19 @@ use semver::{Version, VersionReq};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, operator_only};
-use crate::tenants::Principal;
-use crate::{error::ServiceError, registry::PluginRecord};
+use super::{
+    ApiError, ApiSettings, ApiState,
+    extract::{Json, Path, Query},
+    operator_only,
+};
+use crate::{
+    calls::Calls,
+    registry::{PluginRecord, Registry},
+    tenants::Principal,
+};
 
-pub(super) fn routes(app: &AppState) -> Router<AppState> {
-    let upload_limit = app.config.max_upload_mib << 20;
+pub(super) fn routes(settings: &ApiSettings) -> Router<ApiState> {
+    let upload_limit = settings.max_upload_bytes;
     Router::new()
         .route(
             "/v1/plugins",
@@ -84,13 +91,12 @@ struct UploadQuery {
 }
 
 async fn upload(
-    State(app): State<AppState>,
+    State(registry): State<Arc<Registry>>,
     Extension(principal): Extension<Principal>,
-    query: Result<Query<UploadQuery>, QueryRejection>,
+    Query(query): Query<UploadQuery>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     operator_only(&principal, "upload plugins")?;
-    let Query(query) = query?;
     let body = body?;
     if body.is_empty() {
         return Err(ApiError::bad_request(
@@ -98,7 +104,7 @@ async fn upload(
         ));
     }
     let expected = query.version.as_deref().map(version).transpose()?;
-    let (record, created) = app.registry.upload(body.to_vec(), expected).await?;
+    let (record, created) = registry.upload(body.to_vec(), expected).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -110,18 +116,18 @@ async fn upload(
     ))
 }
 
-async fn list(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let records = app.registry.list()?;
+async fn list(State(registry): State<Arc<Registry>>) -> Result<Json<Value>, ApiError> {
+    let records = registry.list()?;
     Ok(Json(
         json!({"plugins": records.iter().map(Summary::from).collect::<Vec<_>>()}),
     ))
 }
 
 async fn versions(
-    State(app): State<AppState>,
+    State(registry): State<Arc<Registry>>,
     Path(key): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let records = app.registry.versions(&key)?;
+    let records = registry.versions(&key)?;
     if records.is_empty() {
         return Err(ApiError::not_found(format!(
             "plugin `{key}` does not exist"
@@ -138,35 +144,34 @@ struct ResolveQuery {
 }
 
 async fn resolve(
-    State(app): State<AppState>,
+    State(registry): State<Arc<Registry>>,
     Path(key): Path<String>,
-    query: Result<Query<ResolveQuery>, QueryRejection>,
+    Query(query): Query<ResolveQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query?;
     let text = query.req.unwrap_or_else(|| "*".to_string());
     let req = VersionReq::parse(&text).map_err(|e| {
         ApiError::bad_request(format!("`{text}` is not a version requirement: {e}"))
     })?;
-    let version = app.registry.resolve(&key, &req)?;
+    let version = registry.resolve(&key, &req)?;
     Ok(Json(
         json!({"key": key, "requirement": text, "version": version}),
     ))
 }
 
 async fn show(
-    State(app): State<AppState>,
+    State(registry): State<Arc<Registry>>,
     Path((key, v)): Path<(String, String)>,
 ) -> Result<Json<PluginRecord>, ApiError> {
-    Ok(Json(app.registry.record(&key, &version(&v)?)?))
+    Ok(Json(registry.record(&key, &version(&v)?)?))
 }
 
 async fn delete(
-    State(app): State<AppState>,
+    State(registry): State<Arc<Registry>>,
     Extension(principal): Extension<Principal>,
     Path((key, v)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     operator_only(&principal, "delete plugins")?;
-    app.registry.delete(&key, &version(&v)?).await?;
+    registry.delete(&key, &version(&v)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -181,27 +186,26 @@ fn yes() -> bool {
 }
 
 async fn deprecate(
-    State(app): State<AppState>,
+    State(registry): State<Arc<Registry>>,
     Extension(principal): Extension<Principal>,
     Path((key, v)): Path<(String, String)>,
     body: Option<Json<DeprecateBody>>,
 ) -> Result<Json<Value>, ApiError> {
     operator_only(&principal, "deprecate plugins")?;
     let deprecated = body.map(|Json(b)| b.deprecated).unwrap_or(true);
-    let record = app
-        .registry
+    let record = registry
         .set_deprecated(&key, &version(&v)?, deprecated)
         .await?;
     Ok(Json(json!({"plugin": Summary::from(&record)})))
 }
 
 async fn env_list(
-    State(app): State<AppState>,
+    State(registry): State<Arc<Registry>>,
     Extension(principal): Extension<Principal>,
     Path((key, v)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     operator_only(&principal, "read environment variables")?;
-    let record = app.registry.record(&key, &version(&v)?)?;
+    let record = registry.record(&key, &version(&v)?)?;
     Ok(Json(json!({"env": record.env})))
 }
 
@@ -211,27 +215,25 @@ struct EnvValue {
 }
 
 async fn env_set(
-    State(app): State<AppState>,
+    State(registry): State<Arc<Registry>>,
     Extension(principal): Extension<Principal>,
     Path((key, v, name)): Path<(String, String, String)>,
-    body: Result<Json<EnvValue>, JsonRejection>,
+    Json(body): Json<EnvValue>,
 ) -> Result<Json<Value>, ApiError> {
     operator_only(&principal, "set environment variables")?;
-    let Json(body) = body?;
-    let record = app
-        .registry
+    let record = registry
         .set_env(&key, &version(&v)?, &name, &body.value)
         .await?;
     Ok(Json(json!({"env": record.env})))
 }
 
 async fn env_unset(
-    State(app): State<AppState>,
+    State(registry): State<Arc<Registry>>,
     Extension(principal): Extension<Principal>,
     Path((key, v, name)): Path<(String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     operator_only(&principal, "unset environment variables")?;
-    let record = app.registry.unset_env(&key, &version(&v)?, &name).await?;
+    let record = registry.unset_env(&key, &version(&v)?, &name).await?;
     Ok(Json(json!({"env": record.env})))
 }
 
@@ -250,18 +252,17 @@ struct InvokeBody {
 }
 
 async fn invoke(
-    State(app): State<AppState>,
+    State(calls): State<Arc<Calls>>,
     Extension(principal): Extension<Principal>,
-    body: Result<Json<InvokeBody>, JsonRejection>,
+    Json(body): Json<InvokeBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(body) = body?;
     let input = if body.input.is_null() {
         json!({})
     } else {
         body.input
     };
     let properties: BTreeMap<String, Value> = body.properties.into_iter().collect();
-    let invocation = app
+    let invocation = calls
         .invoke(
             principal.tenant(),
             &body.plugin,
@@ -272,9 +273,5 @@ async fn invoke(
         )
         .await
         .map_err(ApiError::from)?;
-    Ok(Json(serde_json::to_value(invocation).map_err(|e| {
-        ApiError::from(ServiceError::BadRequest(format!(
-            "cannot encode the result: {e}"
-        )))
-    })?))
+    Ok(Json(json!(invocation)))
 }

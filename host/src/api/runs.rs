@@ -1,21 +1,26 @@
 //! `/v1/runs`: history with filters, one run with its steps and attempts,
 //! replay (one or the dead-letter list in bulk), cancel; `/v1/dead-letters`.
 
+use std::sync::Arc;
+
 use axum::{
-    Extension, Json, Router,
-    extract::{Path, Query, State},
+    Extension, Router,
+    extract::State,
     routing::{get, post},
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState};
+use super::{
+    ApiError, ApiState,
+    extract::{Json, Path, Query},
+};
 use crate::{
-    runs::{RunFilter, RunRecord},
+    runs::{RunFilter, RunRecord, Runs},
     tenants::Principal,
 };
 
-pub(super) fn routes() -> Router<AppState> {
+pub(super) fn routes() -> Router<ApiState> {
     Router::new()
         .route("/v1/runs", get(list))
         .route("/v1/runs/replay", post(replay_many))
@@ -45,18 +50,18 @@ pub(super) fn summary(run: &RunRecord) -> Value {
 }
 
 async fn list(
-    State(app): State<AppState>,
+    State(runs): State<Arc<Runs>>,
     Extension(principal): Extension<Principal>,
     Query(filter): Query<RunFilter>,
 ) -> Result<Json<Value>, ApiError> {
-    let runs = app.runs(principal.tenant(), &filter)?;
+    let list = runs.runs(principal.tenant(), &filter)?;
     Ok(Json(
-        json!({"runs": runs.iter().map(summary).collect::<Vec<_>>()}),
+        json!({"runs": list.iter().map(summary).collect::<Vec<_>>()}),
     ))
 }
 
 async fn dead_letters(
-    State(app): State<AppState>,
+    State(runs): State<Arc<Runs>>,
     Extension(principal): Extension<Principal>,
     Query(filter): Query<RunFilter>,
 ) -> Result<Json<Value>, ApiError> {
@@ -64,26 +69,26 @@ async fn dead_letters(
         status: Some("failed".into()),
         ..filter
     };
-    let runs = app.runs(principal.tenant(), &filter)?;
+    let list = runs.runs(principal.tenant(), &filter)?;
     Ok(Json(
-        json!({"runs": runs.iter().map(summary).collect::<Vec<_>>()}),
+        json!({"runs": list.iter().map(summary).collect::<Vec<_>>()}),
     ))
 }
 
 async fn show(
-    State(app): State<AppState>,
+    State(runs): State<Arc<Runs>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<RunRecord>, ApiError> {
-    Ok(Json(app.run(principal.tenant(), &id)?))
+    Ok(Json(runs.run(principal.tenant(), &id)?))
 }
 
 async fn replay(
-    State(app): State<AppState>,
+    State(runs): State<Arc<Runs>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(summary(&app.replay_run(principal.tenant(), &id)?)))
+    Ok(Json(summary(&runs.replay_run(principal.tenant(), &id)?)))
 }
 
 #[derive(Deserialize, Default)]
@@ -96,11 +101,11 @@ struct ReplayMany {
 }
 
 async fn replay_many(
-    State(app): State<AppState>,
+    State(runs): State<Arc<Runs>>,
     Extension(principal): Extension<Principal>,
     body: Option<Json<ReplayMany>>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(body) = body.unwrap_or_default();
+    let body = body.map(|Json(body)| body).unwrap_or_default();
     let filter = RunFilter {
         flow: body.flow,
         since: body.since,
@@ -108,14 +113,14 @@ async fn replay_many(
         limit: body.limit,
         status: None,
     };
-    let replayed = app.replay_runs(principal.tenant(), &filter)?;
+    let replayed = runs.replay_runs(principal.tenant(), &filter)?;
     Ok(Json(json!({"replayed": replayed})))
 }
 
 async fn cancel(
-    State(app): State<AppState>,
+    State(runs): State<Arc<Runs>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(summary(&app.cancel_run(principal.tenant(), &id)?)))
+    Ok(Json(summary(&runs.cancel_run(principal.tenant(), &id)?)))
 }

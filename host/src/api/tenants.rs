@@ -1,18 +1,24 @@
 //! `/v1/tenants`: the operator creates tenants and hands each its API token.
 
+use std::sync::Arc;
+
 use axum::{
-    Extension, Json, Router,
-    extract::{Path, State, rejection::JsonRejection},
+    Extension, Router,
+    extract::State,
     http::StatusCode,
     routing::{delete, get, post},
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, operator_only};
-use crate::tenants::Principal;
+use super::{
+    ApiError, ApiState,
+    extract::{Json, Path},
+    operator_only,
+};
+use crate::tenants::{Principal, Tenants};
 
-pub(super) fn routes() -> Router<AppState> {
+pub(super) fn routes() -> Router<ApiState> {
     Router::new()
         .route("/v1/tenants", post(create).get(list))
         .route("/v1/tenants/{id}", delete(remove).get(show))
@@ -26,13 +32,12 @@ struct CreateBody {
 }
 
 async fn create(
-    State(app): State<AppState>,
+    State(tenants): State<Arc<Tenants>>,
     Extension(principal): Extension<Principal>,
-    body: Result<Json<CreateBody>, JsonRejection>,
+    Json(body): Json<CreateBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     operator_only(&principal, "create tenants")?;
-    let Json(body) = body?;
-    let (tenant, token) = app.tenants.create(&body.name)?;
+    let (tenant, token) = tenants.create(&body.name)?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"tenant": tenant.view(), "token": token})),
@@ -40,40 +45,40 @@ async fn create(
 }
 
 async fn list(
-    State(app): State<AppState>,
+    State(tenants): State<Arc<Tenants>>,
     Extension(principal): Extension<Principal>,
 ) -> Result<Json<Value>, ApiError> {
     operator_only(&principal, "list tenants")?;
-    let tenants: Vec<Value> = app.tenants.list()?.iter().map(|t| t.view()).collect();
+    let tenants: Vec<Value> = tenants.list()?.iter().map(|t| t.view()).collect();
     Ok(Json(json!({"tenants": tenants})))
 }
 
 async fn show(
-    State(app): State<AppState>,
+    State(tenants): State<Arc<Tenants>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     operator_only(&principal, "read tenants")?;
-    Ok(Json(app.tenants.get(&id)?.view()))
+    Ok(Json(tenants.get(&id)?.view()))
 }
 
 async fn remove(
-    State(app): State<AppState>,
+    State(tenants): State<Arc<Tenants>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     operator_only(&principal, "delete tenants")?;
-    app.tenants.delete(&id)?;
+    tenants.delete(&id)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn rotate(
-    State(app): State<AppState>,
+    State(tenants): State<Arc<Tenants>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     operator_only(&principal, "rotate tenant tokens")?;
-    Ok(Json(json!({"token": app.tenants.rotate_token(&id)?})))
+    Ok(Json(json!({"token": tenants.rotate_token(&id)?})))
 }
 
 /// Who the token belongs to.

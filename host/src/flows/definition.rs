@@ -3,17 +3,29 @@
 
 use std::collections::{HashMap, HashSet};
 
-use semver::Version;
+use semver::{Version, VersionReq};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::template;
+pub use crate::store::Lane;
 use crate::{
-    app::{App, check_against},
+    error::ServiceError,
     manifest::{Manifest, TriggerKind},
     registry::parse_plugin_ref,
-    runs::RetryPolicy,
+    schema::check_against,
 };
+
+/// What publishing a flow needs to know about the plugins and a tenant's
+/// connections, and nothing else.
+pub trait Catalogue: Send + Sync {
+    /// The newest non-deprecated version of `key` that satisfies `req`.
+    fn resolve(&self, key: &str, req: &VersionReq) -> Result<Version, ServiceError>;
+    /// The manifest of one plugin version.
+    fn manifest(&self, key: &str, version: &Version) -> Result<Manifest, ServiceError>;
+    /// The plugin key of one of the tenant's connections.
+    fn connection_plugin(&self, tenant: &str, id: &str) -> Result<String, ServiceError>;
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,14 +46,6 @@ pub struct FlowSpec {
     /// besides the lane's and the connections').
     #[serde(default)]
     pub concurrency: Option<u32>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Lane {
-    Fast,
-    #[default]
-    Normal,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,22 +99,6 @@ pub struct RetrySpec {
     pub max_delay_ms: Option<u64>,
 }
 
-impl RetrySpec {
-    /// The policy for a step: its overrides over the defaults.
-    pub fn policy(spec: Option<&RetrySpec>) -> RetryPolicy {
-        let base = RetryPolicy::default();
-        let Some(spec) = spec else { return base };
-        RetryPolicy {
-            max_attempts: spec.max_attempts.unwrap_or(base.max_attempts).max(1),
-            max_elapsed_ms: spec
-                .max_elapsed_secs
-                .map_or(base.max_elapsed_ms, |s| s.saturating_mul(1000)),
-            initial_delay_ms: spec.initial_delay_ms.unwrap_or(base.initial_delay_ms),
-            max_delay_ms: spec.max_delay_ms.unwrap_or(base.max_delay_ms),
-        }
-    }
-}
-
 fn empty_object() -> Value {
     Value::Object(Default::default())
 }
@@ -141,11 +129,11 @@ impl FlowSpec {
     /// new plugin version is only taken by an explicit upgrade.
     pub fn validate(
         &self,
-        app: &App,
+        catalogue: &dyn Catalogue,
         tenant: &str,
         keep: &HashMap<String, Version>,
     ) -> Result<Pinned, Vec<String>> {
-        let resolver = Resolver { app, keep };
+        let resolver = Resolver { catalogue, keep };
         let mut problems = Vec::new();
         if self.name.trim().is_empty() {
             problems.push("name: must not be empty".to_string());
@@ -206,7 +194,7 @@ impl FlowSpec {
         problems: &mut Vec<String>,
     ) -> Option<Option<Version>> {
         let spec = &self.trigger;
-        let app = resolver.app;
+        let catalogue = resolver.catalogue;
         if let Some(schedule) = &spec.schedule
             && let Err(e) = parse_schedule(schedule)
         {
@@ -252,7 +240,7 @@ impl FlowSpec {
             ));
         }
         check_connection(
-            app,
+            catalogue,
             tenant,
             &manifest,
             spec.connection.as_deref(),
@@ -271,7 +259,7 @@ impl FlowSpec {
         earlier: &[&str],
         problems: &mut Vec<String>,
     ) -> Option<Version> {
-        let app = resolver.app;
+        let catalogue = resolver.catalogue;
         let manifest = resolver.resolve(&step.plugin, &format!("{at}.plugin"), problems)?;
         let Some(action) = manifest.actions.iter().find(|a| a.key == step.action) else {
             let known: Vec<&str> = manifest.actions.iter().map(|a| a.key.as_str()).collect();
@@ -285,7 +273,7 @@ impl FlowSpec {
             return None;
         };
         check_connection(
-            app,
+            catalogue,
             tenant,
             &manifest,
             step.connection.as_deref(),
@@ -312,7 +300,7 @@ impl FlowSpec {
 }
 
 struct Resolver<'a> {
-    app: &'a App,
+    catalogue: &'a dyn Catalogue,
     keep: &'a HashMap<String, Version>,
 }
 
@@ -322,15 +310,15 @@ impl Resolver<'_> {
     fn resolve(&self, plugin_ref: &str, at: &str, problems: &mut Vec<String>) -> Option<Manifest> {
         let found = parse_plugin_ref(plugin_ref).and_then(|(key, req)| {
             if let Some(kept) = self.keep.get(&key).filter(|v| req.matches(v))
-                && let Ok(plugin) = self.app.registry.get(&key, kept)
+                && let Ok(manifest) = self.catalogue.manifest(&key, kept)
             {
-                return Ok(plugin);
+                return Ok(manifest);
             }
-            let version = self.app.registry.resolve(&key, &req)?;
-            self.app.registry.get(&key, &version)
+            let version = self.catalogue.resolve(&key, &req)?;
+            self.catalogue.manifest(&key, &version)
         });
         match found {
-            Ok(plugin) => Some(plugin.record.manifest),
+            Ok(manifest) => Some(manifest),
             Err(e) => {
                 problems.push(format!("{at}: {e}"));
                 None
@@ -340,7 +328,7 @@ impl Resolver<'_> {
 }
 
 fn check_connection(
-    app: &App,
+    catalogue: &dyn Catalogue,
     tenant: &str,
     manifest: &Manifest,
     connection: Option<&str>,
@@ -351,10 +339,10 @@ fn check_connection(
     match connection {
         None if needs_one => problems.push(format!("{at}: {} needs a connection", manifest.key)),
         None => {}
-        Some(id) => match app.connections.get(tenant, id) {
-            Ok(c) if c.plugin != manifest.key => problems.push(format!(
-                "{at}: connection `{id}` belongs to `{}`, not `{}`",
-                c.plugin, manifest.key
+        Some(id) => match catalogue.connection_plugin(tenant, id) {
+            Ok(plugin) if plugin != manifest.key => problems.push(format!(
+                "{at}: connection `{id}` belongs to `{plugin}`, not `{}`",
+                manifest.key
             )),
             Ok(_) => {}
             Err(e) => problems.push(format!("{at}: {e}")),

@@ -4,12 +4,15 @@
 //! A run is created in the same atomic batch as whatever produced its event
 //! (a webhook delivery leaving the inbox, a poll's new cursor), with its
 //! de-duplication entry. From then on every state change rewrites the record
-//! and its index entries together ([`record`]): the due-time queue while it
-//! waits, the dead-letter list when it failed, the parked list while its
-//! connection is paused. A crash loses nothing: queue entries left behind are
-//! picked up again at start and the run continues from its next step; a step
-//! that ran but whose result was not yet written runs again with the same
-//! idempotency key.
+//! and its index entries together (the [`RunStore`]): the due-time queue
+//! while it waits, the dead-letter list when it failed, the parked list while
+//! its connection is paused. A crash loses nothing: queue entries left behind
+//! are picked up again at start and the run continues from its next step; a
+//! step that ran but whose result was not yet written runs again with the
+//! same idempotency key.
+//!
+//! [`Runs`] is the service; `service.rs` holds what the API and the triggers
+//! ask of it, `executor.rs` the dispatchers and the step loop.
 
 mod executor;
 pub mod record;
@@ -22,13 +25,15 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::{Notify, oneshot, watch};
+use tokio::sync::{Notify, oneshot};
 
-pub use record::{RunEvent, RunFilter, RunRecord, RunStatus};
+pub use crate::store::{RunEvent, RunFilter, RunRecord, RunStatus};
 pub use retry::{RetryPolicy, Verdict};
-pub use service::EnqueueOutcome;
+pub use service::{EnqueueOutcome, PruneReport};
 
-use crate::{flows::FlowRecord, flows::definition::Lane, metrics::Metrics};
+use crate::{
+    calls::Calls, flows::Flows, metrics::Metrics, store::Lane, store::RunStore, tasks::Tasks,
+};
 
 /// Limits and windows of the runtime, from the operator's settings.
 #[derive(Debug, Clone)]
@@ -59,44 +64,80 @@ impl Default for RuntimeSettings {
 
 const STRIPES: usize = 64;
 
-/// The in-memory half of the runtime: who is running, who waits for whom.
-pub struct Runtime {
-    pub settings: RuntimeSettings,
-    pub metrics: Metrics,
+/// The run service: queues runs, executes them, and answers for them.
+pub struct Runs {
+    store: Arc<dyn RunStore>,
+    flows: Arc<Flows>,
+    calls: Arc<Calls>,
+    metrics: Arc<Metrics>,
+    tasks: Arc<Tasks>,
+    settings: RuntimeSettings,
+    /// One per lane: there is new work for its dispatcher.
     wake: [Notify; 2],
+    /// Runs being executed now (by id).
     inflight: Mutex<HashSet<String>>,
-    deliveries: Mutex<HashSet<Vec<u8>>>,
     running: Mutex<Running>,
     waiters: Mutex<HashMap<String, Vec<oneshot::Sender<RunRecord>>>>,
-    /// Serialises writes of one run (by id) and de-duplication checks of one
-    /// flow, without one global lock.
+    /// Serialise changes of one run (by id) and de-duplication checks of
+    /// one flow, without one global lock.
     stripes: Vec<Mutex<()>>,
-    flow_cache: Mutex<HashMap<(String, String, u32), Arc<FlowRecord>>>,
-    shutdown: watch::Sender<bool>,
-    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
+/// Runs executing now, per flow and per connection (the limits).
 #[derive(Default)]
 struct Running {
     per_flow: HashMap<String, u32>,
     per_connection: HashMap<String, u32>,
 }
 
-impl Runtime {
-    pub fn new(settings: RuntimeSettings) -> Self {
-        Runtime {
+impl Runs {
+    pub fn new(
+        store: Arc<dyn RunStore>,
+        flows: Arc<Flows>,
+        calls: Arc<Calls>,
+        metrics: Arc<Metrics>,
+        tasks: Arc<Tasks>,
+        settings: RuntimeSettings,
+    ) -> Self {
+        Runs {
+            store,
+            flows,
+            calls,
+            metrics,
+            tasks,
             settings,
-            metrics: Metrics::default(),
             wake: [Notify::new(), Notify::new()],
             inflight: Mutex::default(),
-            deliveries: Mutex::default(),
             running: Mutex::default(),
             waiters: Mutex::default(),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
-            flow_cache: Mutex::default(),
-            shutdown: watch::channel(false).0,
-            tasks: Mutex::default(),
         }
+    }
+
+    /// Starts the lane dispatchers and retention; they stop with the tasks.
+    pub fn start(self: &Arc<Self>) {
+        self.start_dispatchers();
+        let runs = self.clone();
+        self.tasks.spawn(async move {
+            let mut shutdown = runs.tasks.shutdown_signal();
+            loop {
+                match runs.prune(crate::clock::now_ms()) {
+                    Ok(report) if report.runs + report.dedup_entries > 0 => {
+                        tracing::info!(?report, "pruned old runs and de-duplication entries")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!("pruning runs: {e}"),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(300)) => {}
+                    _ = shutdown.changed() => break,
+                }
+            }
+        });
+    }
+
+    pub fn settings(&self) -> &RuntimeSettings {
+        &self.settings
     }
 
     fn stripe(&self, key: &str) -> std::sync::MutexGuard<'_, ()> {
@@ -109,35 +150,13 @@ impl Runtime {
     }
 
     /// Tells the lane's dispatcher there is new work.
-    pub fn wake(&self, lane: Lane) {
+    fn wake(&self, lane: Lane) {
         self.wake[lane as usize].notify_one();
-    }
-
-    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        self.shutdown.subscribe()
-    }
-
-    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        let handle = tokio::spawn(task);
-        self.tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(handle);
-    }
-
-    /// Stops the background tasks and waits for them (runs in flight finish
-    /// their current step first).
-    pub async fn shutdown(&self) {
-        self.shutdown.send_replace(true);
-        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
-        for task in tasks {
-            let _ = task.await;
-        }
     }
 
     /// A receiver for when the run finishes (succeeded, skipped, failed,
     /// cancelled).
-    pub fn wait_for(&self, run_id: &str) -> oneshot::Receiver<RunRecord> {
+    fn wait_for(&self, run_id: &str) -> oneshot::Receiver<RunRecord> {
         let (tx, rx) = oneshot::channel();
         self.waiters
             .lock()
@@ -146,6 +165,13 @@ impl Runtime {
             .or_default()
             .push(tx);
         rx
+    }
+
+    fn forget_waiter(&self, run_id: &str) {
+        self.waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(run_id);
     }
 
     fn finished(&self, run: &RunRecord) {
@@ -161,27 +187,5 @@ impl Runtime {
         for tx in waiting.into_iter().flatten() {
             let _ = tx.send(run.clone());
         }
-    }
-
-    /// Marks an inbox entry as being processed; false if it already is.
-    pub fn claim_delivery(&self, key: &[u8]) -> bool {
-        self.deliveries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.to_vec())
-    }
-
-    pub fn release_delivery(&self, key: &[u8]) {
-        self.deliveries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
-    }
-
-    pub fn forget_waiter(&self, run_id: &str) {
-        self.waiters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(run_id);
     }
 }

@@ -1,15 +1,52 @@
-//! When a failed step is tried again: a pure function of the policy, the
-//! attempt number, the time of the first failure and the error, so the
-//! schedule can be persisted and tested without a clock.
+//! When something that failed is tried again: a failed step (a pure
+//! function of the policy, the attempt number, the time of the first failure
+//! and the error, so the schedule can be persisted and tested without a
+//! clock), a webhook delivery the plugin could not process yet, and a poll
+//! that failed. All three back off the same way: [`Backoff`].
 //!
-//! The default spans a day and a bit (Svix retries for ~28 h, n8n gives up
-//! after ~20 s): exponential from 2 s, doubling, capped at one hour between
-//! attempts, with ±20% jitter so a recovering third party is not hit by every
-//! waiting run at the same instant.
+//! A step's default spans a day and a bit (Svix retries for ~28 h, n8n gives
+//! up after ~20 s): exponential from 2 s, doubling, capped at one hour
+//! between attempts, with ±20% jitter so a recovering third party is not hit
+//! by every waiting run at the same instant.
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{CallError, ConnectorError};
+use crate::{
+    engine::{CallError, ConnectorError},
+    flows::RetrySpec,
+};
+
+/// Exponential back-off: `initial_ms` after the first failure, doubling
+/// with each further one, never more than `max_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub initial_ms: u64,
+    pub max_ms: u64,
+}
+
+impl Backoff {
+    /// A webhook delivery the plugin could not process now (a trap, a
+    /// timeout): 2 s, 4 s, ... up to 5 minutes, until it is a day old.
+    pub const INBOX: Backoff = Backoff {
+        initial_ms: 2_000,
+        max_ms: 300_000,
+    };
+
+    /// A poll that failed: twice the trigger's interval, doubling, up to 64
+    /// intervals and never more than an hour.
+    pub fn poll(interval_ms: u64) -> Backoff {
+        Backoff {
+            initial_ms: interval_ms.saturating_mul(2),
+            max_ms: interval_ms.saturating_mul(64).min(3600 * 1000),
+        }
+    }
+
+    /// The delay after `failures` failures in a row (1 for the first).
+    pub fn delay(&self, failures: u32) -> u64 {
+        let exp = failures.saturating_sub(1).min(40);
+        self.initial_ms.saturating_mul(1u64 << exp).min(self.max_ms)
+    }
+}
 
 /// How a step is retried. Every field has a default; a flow may override
 /// any of them per step (`retry:` in the flow definition).
@@ -76,12 +113,27 @@ pub enum ErrorClass {
 }
 
 impl RetryPolicy {
+    /// The policy of a step: its `retry:` overrides over the defaults.
+    pub fn for_step(spec: Option<&RetrySpec>) -> RetryPolicy {
+        let base = RetryPolicy::default();
+        let Some(spec) = spec else { return base };
+        RetryPolicy {
+            max_attempts: spec.max_attempts.unwrap_or(base.max_attempts).max(1),
+            max_elapsed_ms: spec
+                .max_elapsed_secs
+                .map_or(base.max_elapsed_ms, |s| s.saturating_mul(1000)),
+            initial_delay_ms: spec.initial_delay_ms.unwrap_or(base.initial_delay_ms),
+            max_delay_ms: spec.max_delay_ms.unwrap_or(base.max_delay_ms),
+        }
+    }
+
     /// The delay before attempt `attempt + 1`, before jitter.
     pub fn base_delay(&self, attempt: u32) -> u64 {
-        let exp = attempt.saturating_sub(1).min(40);
-        self.initial_delay_ms
-            .saturating_mul(1u64 << exp)
-            .min(self.max_delay_ms)
+        Backoff {
+            initial_ms: self.initial_delay_ms,
+            max_ms: self.max_delay_ms,
+        }
+        .delay(attempt)
     }
 
     /// Decides after attempt number `attempt` (1 for the first) failed at
@@ -206,6 +258,50 @@ mod tests {
             };
             assert!((320..=480).contains(&at), "{at}");
         }
+    }
+
+    #[test]
+    fn the_inbox_and_polls_back_off_from_their_own_start_to_their_own_cap() {
+        let inbox: Vec<u64> = (1..=10).map(|n| Backoff::INBOX.delay(n)).collect();
+        assert_eq!(
+            inbox,
+            [
+                2_000, 4_000, 8_000, 16_000, 32_000, 64_000, 128_000, 256_000, 300_000, 300_000
+            ]
+        );
+        // A one-minute poll: 2, 4, 8... minutes, capped at an hour.
+        let minute: Vec<u64> = (1..=7)
+            .map(|n| Backoff::poll(60_000).delay(n) / 60_000)
+            .collect();
+        assert_eq!(minute, [2, 4, 8, 16, 32, 60, 60]);
+        // A one-second poll stops at 64 intervals, not an hour.
+        let second: Vec<u64> = (1..=8)
+            .map(|n| Backoff::poll(1_000).delay(n) / 1_000)
+            .collect();
+        assert_eq!(second, [2, 4, 8, 16, 32, 64, 64, 64]);
+        // Failures that never stop do not overflow.
+        assert_eq!(Backoff::poll(u64::MAX).delay(u32::MAX), 3600 * 1000);
+    }
+
+    #[test]
+    fn a_steps_overrides_apply_over_the_defaults() {
+        let base = RetryPolicy::default();
+        assert_eq!(RetryPolicy::for_step(None), base);
+        let spec = RetrySpec {
+            max_attempts: Some(0),
+            max_elapsed_secs: Some(60),
+            initial_delay_ms: None,
+            max_delay_ms: Some(5_000),
+        };
+        assert_eq!(
+            RetryPolicy::for_step(Some(&spec)),
+            RetryPolicy {
+                max_attempts: 1,
+                max_elapsed_ms: 60_000,
+                max_delay_ms: 5_000,
+                ..base
+            }
+        );
     }
 
     #[test]

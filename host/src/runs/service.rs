@@ -3,22 +3,21 @@
 //! manual and synchronous runs, history, replay, cancel, resuming a paused
 //! connection's runs, and retention.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{collections::HashSet, time::Duration};
 
 use rand::RngCore;
 use serde_json::Value;
 
-use super::record::{
-    self, DEAD, DEDUP, DEDUP_EXPIRY, FINISHED, PARKED, QUEUE, RUNS, RunError, RunEvent, RunFilter,
-    RunRecord, RunStatus, StepRecord, dedup_key, now_ms, run_id_for, run_key,
+use super::{
+    Runs,
+    record::{self, run_id_for},
 };
 use crate::{
-    app::App,
-    connections::ConnectionStatus,
+    clock::now_ms,
     engine::Event,
     error::ServiceError,
     flows::{FlowRecord, template},
-    store::{Op, StorageExt},
+    store::{Along, RunError, RunEvent, RunFilter, RunRecord, RunStatus, Seen, StepRecord},
 };
 
 /// What became of a batch of events.
@@ -30,33 +29,7 @@ pub struct EnqueueOutcome {
     pub duplicates: usize,
 }
 
-impl App {
-    /// A flow version as its runs execute it, cached (versions never change).
-    pub(crate) fn flow_at(
-        &self,
-        tenant: &str,
-        id: &str,
-        version: u32,
-    ) -> Result<Arc<FlowRecord>, ServiceError> {
-        let key = (tenant.to_string(), id.to_string(), version);
-        if let Some(flow) = self
-            .runtime
-            .flow_cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
-            return Ok(flow.clone());
-        }
-        let flow = Arc::new(self.flow_version(tenant, id, version)?);
-        self.runtime
-            .flow_cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, flow.clone());
-        Ok(flow)
-    }
-
+impl Runs {
     /// Creates the runs for `events` of `flow`, dropping events seen within
     /// the de-duplication window, in one atomic batch together with `extra`
     /// (the inbox entry to delete, the poll cursor to save). Nothing is
@@ -66,45 +39,46 @@ impl App {
         flow: &FlowRecord,
         events: Vec<Event>,
         source: &str,
-        extra: Vec<Op>,
+        along: Along<'_>,
     ) -> Result<EnqueueOutcome, ServiceError> {
         let now = now_ms();
-        let window = self.runtime.settings.dedup_window.as_millis() as u64;
-        let _guard = self.runtime.stripe(&flow.id);
+        let window = self.settings.dedup_window.as_millis() as u64;
+        let _guard = self.stripe(&flow.id);
         let mut outcome = EnqueueOutcome::default();
-        let mut ops = extra;
+        let mut runs = Vec::new();
+        let mut marks = Vec::new();
         let mut seen = HashSet::new();
         for event in events {
-            let dedup = dedup_key(&flow.tenant, &flow.id, &event.id);
             let recent = self
                 .store
-                .get_json::<u64>(DEDUP, &dedup)?
+                .seen_at(&flow.tenant, &flow.id, &event.id)?
                 .is_some_and(|at| now.saturating_sub(at) < window);
             if recent || !seen.insert(event.id.clone()) {
                 outcome.duplicates += 1;
                 continue;
             }
-            ops.push(Op::put_json(DEDUP, &dedup, &now));
-            let mut expiry = format!("{now:016x}\0").into_bytes();
-            expiry.extend_from_slice(&dedup);
-            ops.push(Op::Put {
-                tree: DEDUP_EXPIRY,
-                key: expiry,
-                value: Vec::new(),
+            marks.push(Seen {
+                tenant: flow.tenant.clone(),
+                flow: flow.id.clone(),
+                event: event.id.clone(),
+                at: now,
             });
             let mut id = run_id_for(&flow.id, &event.id);
-            if self.store.get(RUNS, &run_key(&flow.tenant, &id))?.is_some() {
+            if self.store.exists(&flow.tenant, &id)? {
                 // Seen before the window: a new run, not the old one again.
                 id = run_id_for(&flow.id, &format!("{}\0{now}", event.id));
             }
             let payload = serde_json::from_str(&event.payload);
             let run = self.new_run(flow, id, source, event.id, payload, now);
             outcome.runs.push(run.id.clone());
-            ops.extend(run.index());
+            runs.push(run);
         }
-        self.store.apply(ops)?;
+        self.store.create(&runs, &marks, along)?;
+        for run in runs.iter().filter(|r| r.status.is_finished()) {
+            self.finished(run);
+        }
         if !outcome.runs.is_empty() {
-            self.runtime.wake(flow.spec.lane);
+            self.wake(flow.spec.lane);
         }
         Ok(outcome)
     }
@@ -202,9 +176,6 @@ impl App {
                 }
             }
         }
-        if run.status.is_finished() {
-            self.runtime.finished(&run);
-        }
         run
     }
 
@@ -218,7 +189,7 @@ impl App {
         payload: Value,
         wait: Option<Duration>,
     ) -> Result<RunRecord, ServiceError> {
-        let flow = self.flow(tenant, flow_id)?;
+        let flow = self.flows.get(tenant, flow_id)?;
         let mut bytes = [0u8; 12];
         rand::rng().fill_bytes(&mut bytes);
         let event = Event {
@@ -226,12 +197,12 @@ impl App {
             payload: payload.to_string(),
         };
         let run_id = run_id_for(&flow.id, &event.id);
-        let done = wait.map(|_| self.runtime.wait_for(&run_id));
-        self.enqueue_events(&flow, vec![event], "api", Vec::new())?;
+        let done = wait.map(|_| self.wait_for(&run_id));
+        self.enqueue_events(&flow, vec![event], "api", Along::Nothing)?;
         if let (Some(done), Some(wait)) = (done, wait) {
             match tokio::time::timeout(wait, done).await {
                 Ok(Ok(run)) => return Ok(run),
-                _ => self.runtime.forget_waiter(&run_id),
+                _ => self.forget_waiter(&run_id),
             }
         }
         self.run(tenant, &run_id)
@@ -239,7 +210,7 @@ impl App {
 
     pub fn run(&self, tenant: &str, id: &str) -> Result<RunRecord, ServiceError> {
         self.store
-            .get_json(RUNS, &run_key(tenant, id))?
+            .run(tenant, id)?
             .ok_or_else(|| ServiceError::NotFound(format!("run `{id}` does not exist")))
     }
 
@@ -251,7 +222,7 @@ impl App {
                 "unknown run status `{status}` (one of queued, retrying, paused, succeeded, skipped, failed, cancelled)"
             )));
         }
-        Ok(record::list_runs(&*self.store, tenant, filter)?)
+        Ok(self.store.runs(tenant, filter)?)
     }
 
     /// Changes a run under its lock: `change` gets the current record and
@@ -262,15 +233,15 @@ impl App {
         id: &str,
         change: impl FnOnce(&RunRecord) -> Result<RunRecord, ServiceError>,
     ) -> Result<RunRecord, ServiceError> {
-        let _guard = self.runtime.stripe(id);
+        let _guard = self.stripe(id);
         let before = self.run(tenant, id)?;
         let after = change(&before)?;
-        self.store.apply(after.transition(&before))?;
+        self.store.update(&before, &after)?;
         if after.status.is_finished() && !before.status.is_finished() {
-            self.runtime.finished(&after);
+            self.finished(&after);
         }
         if matches!(after.status, RunStatus::Queued) {
-            self.runtime.wake(after.lane);
+            self.wake(after.lane);
         }
         Ok(after)
     }
@@ -341,20 +312,15 @@ impl App {
         })
     }
 
-    /// Marks a connection active again and queues the runs parked behind it.
-    pub fn resume_connection(&self, tenant: &str, id: &str) -> Result<Vec<String>, ServiceError> {
-        self.connections
-            .set_status(tenant, id, ConnectionStatus::Active)?;
-        let parked = self
-            .store
-            .scan_prefix(PARKED, format!("{tenant}\0{id}\0").as_bytes())?;
+    /// Queues the runs parked behind a connection (which was just resumed).
+    pub fn resume_parked(
+        &self,
+        tenant: &str,
+        connection: &str,
+    ) -> Result<Vec<String>, ServiceError> {
         let mut resumed = Vec::new();
-        for (key, _) in parked {
-            let text = String::from_utf8_lossy(&key);
-            let Some(run_id) = text.rsplit('\0').next() else {
-                continue;
-            };
-            let result = self.change_run(tenant, run_id, |run| {
+        for run_id in self.store.parked(tenant, connection)? {
+            let result = self.change_run(tenant, &run_id, |run| {
                 let mut run = run.clone();
                 if run.status != RunStatus::Paused {
                     return Err(ServiceError::State("no longer paused".into()));
@@ -373,101 +339,28 @@ impl App {
         Ok(resumed)
     }
 
-    /// Deletes finished runs older than the retention, de-duplication
-    /// entries older than the window, and rejected deliveries older than the
-    /// retention. `now` is a parameter so tests need no clock games.
+    /// Deletes finished runs older than the retention and de-duplication
+    /// entries older than the window. `now` is a parameter so tests need no
+    /// clock games.
     pub fn prune(&self, now: u64) -> Result<PruneReport, ServiceError> {
-        let settings = &self.runtime.settings;
-        let mut report = PruneReport::default();
-        let run_cutoff = now.saturating_sub(settings.retention.as_millis() as u64);
-        loop {
-            let batch = self.store.scan_from(FINISHED, b"", b"", 500)?;
-            let mut ops = Vec::new();
-            for (key, _) in &batch {
-                let text = String::from_utf8_lossy(key);
-                let mut parts = text.splitn(3, '\0');
-                let (Some(at), Some(tenant), Some(id)) = (parts.next(), parts.next(), parts.next())
-                else {
-                    continue;
-                };
-                if u64::from_str_radix(at, 16).unwrap_or(0) >= run_cutoff {
-                    break;
-                }
-                ops.push(Op::Delete {
-                    tree: FINISHED,
-                    key: key.clone(),
-                });
-                if let Some(run) = self
-                    .store
-                    .get_json::<RunRecord>(RUNS, &run_key(tenant, id))?
-                {
-                    ops.extend(run.unindex());
-                    ops.push(Op::Delete {
-                        tree: RUNS,
-                        key: run_key(tenant, id),
-                    });
-                }
-                report.runs += 1;
-            }
-            let done = ops.is_empty() || batch.len() < 500;
-            self.store.apply(ops)?;
-            if done {
-                break;
-            }
-        }
-        let dedup_cutoff = now.saturating_sub(settings.dedup_window.as_millis() as u64);
-        loop {
-            let batch = self.store.scan_from(DEDUP_EXPIRY, b"", b"", 500)?;
-            let mut ops = Vec::new();
-            for (key, _) in &batch {
-                let Some(split) = key.iter().position(|b| *b == 0) else {
-                    continue;
-                };
-                let at = std::str::from_utf8(&key[..split])
-                    .ok()
-                    .and_then(|t| u64::from_str_radix(t, 16).ok())
-                    .unwrap_or(0);
-                if at >= dedup_cutoff {
-                    break;
-                }
-                ops.push(Op::Delete {
-                    tree: DEDUP_EXPIRY,
-                    key: key.clone(),
-                });
-                let dedup = key[split + 1..].to_vec();
-                // A later sighting renewed the entry: keep that one.
-                if self
-                    .store
-                    .get_json::<u64>(DEDUP, &dedup)?
-                    .is_some_and(|seen| seen < dedup_cutoff)
-                {
-                    ops.push(Op::Delete {
-                        tree: DEDUP,
-                        key: dedup,
-                    });
-                }
-                report.dedup_entries += 1;
-            }
-            let done = ops.is_empty() || batch.len() < 500;
-            self.store.apply(ops)?;
-            if done {
-                break;
-            }
-        }
-        report.rejected_deliveries = self.prune_rejected(run_cutoff)?;
-        Ok(report)
+        let settings = &self.settings;
+        let (runs, dedup_entries) = self.store.prune(
+            now.saturating_sub(settings.retention.as_millis() as u64),
+            now.saturating_sub(settings.dedup_window.as_millis() as u64),
+        )?;
+        Ok(PruneReport {
+            runs,
+            dedup_entries,
+        })
     }
 
     /// Queue depth for the gauge.
     pub fn queue_depth(&self) -> Result<usize, ServiceError> {
-        Ok(self.store.count(QUEUE)?)
+        Ok(self.store.queue_depth()?)
     }
 
     pub fn dead_letter_count(&self, tenant: &str) -> Result<usize, ServiceError> {
-        Ok(self
-            .store
-            .scan_prefix(DEAD, format!("{tenant}\0").as_bytes())?
-            .len())
+        Ok(self.store.dead_letters(tenant)?)
     }
 }
 
@@ -475,5 +368,4 @@ impl App {
 pub struct PruneReport {
     pub runs: usize,
     pub dedup_entries: usize,
-    pub rejected_deliveries: usize,
 }

@@ -1,24 +1,40 @@
-//! Durable storage behind one small trait, so the host can later run on a
-//! shared store instead of the embedded sled database.
+//! Durable storage: the traits the services write through, the records the
+//! engine's hot paths keep, and the backends that implement them.
 //!
-//! The trait is deliberately key-value shaped: named trees of ordered byte keys,
-//! atomic batches across trees, and content-addressed blobs for plugin
-//! binaries. Typed records live in the modules that own them (the registry,
-//! connections, flows) and are serialised as JSON.
+//! The seam sits where the engine needs it, not at bytes:
+//! - [`Kv`]: low-churn records (plugins, tenants, connections, flows, webhook
+//!   routes), JSON values in named [`Tree`]s under keys made of parts;
+//! - [`RunStore`]: runs and everything that moves with them (the due-time
+//!   queue, dead letters, parked runs, retention order, de-duplication);
+//! - [`Inbox`]: webhook deliveries accepted and not yet processed, and the
+//!   ones that were rejected;
+//! - [`TriggerStore`]: where each polling or scheduled trigger stands.
+//!
+//! Services build neither byte keys nor backend batches: they name a tree and
+//! the parts of a key, or call a typed operation. [`sled`] is the embedded
+//! backend; `app.rs` is the only place that names it.
 
-mod sled_store;
+mod inbox;
+mod kv;
+mod runs;
+pub mod sled;
+mod triggers;
 
 use std::sync::Arc;
 
-use serde::{Serialize, de::DeserializeOwned};
-
-pub use sled_store::SledStore;
+pub use inbox::{Delivery, Inbox, InboxKey, Rejected};
+pub use kv::{Kv, KvExt, Tree, Write};
+pub use runs::{
+    Along, Attempt, KEPT_ATTEMPTS, Lane, QueueEntry, RunError, RunEvent, RunFilter, RunRecord,
+    RunStatus, RunStore, Seen, StepRecord, Visit,
+};
+pub use triggers::{TriggerState, TriggerStore};
 
 /// Errors at the storage boundary.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("storage backend: {0}")]
-    Backend(#[from] sled::Error),
+    Backend(String),
     #[error("storage I/O on {path}: {source}")]
     Io {
         path: String,
@@ -29,92 +45,32 @@ pub enum StoreError {
         "the database in {path} is locked by another process (is another switchyard using this data directory?)"
     )]
     Locked { path: String },
-    #[error("corrupt record in tree `{tree}`: {source}")]
-    Corrupt {
-        tree: &'static str,
-        #[source]
-        source: serde_json::Error,
-    },
+    #[error("corrupt record in `{place}`: {message}")]
+    Corrupt { place: String, message: String },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// One write in an atomic [`Storage::apply`] batch.
-#[derive(Debug, Clone)]
-pub enum Op {
-    Put {
-        tree: &'static str,
-        key: Vec<u8>,
-        value: Vec<u8>,
-    },
-    Delete {
-        tree: &'static str,
-        key: Vec<u8>,
-    },
+/// Every store of one backend, as the services get them.
+#[derive(Clone)]
+pub struct Stores {
+    pub kv: Arc<dyn Kv>,
+    pub runs: Arc<dyn RunStore>,
+    pub inbox: Arc<dyn Inbox>,
+    pub triggers: Arc<dyn TriggerStore>,
 }
 
-/// The storage every part of the host goes through.
-pub trait Storage: Send + Sync + 'static {
-    fn get(&self, tree: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>>;
-    /// All entries whose key starts with `prefix`, in key order.
-    fn scan_prefix(&self, tree: &'static str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
-    /// Up to `limit` entries whose key starts with `prefix` and is not
-    /// below `from`, in key order.
-    fn scan_from(
-        &self,
-        tree: &'static str,
-        prefix: &[u8],
-        from: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
-    /// How many entries the tree holds (walks it: for gauges, not hot paths).
-    fn count(&self, tree: &'static str) -> Result<usize>;
-    /// Applies every op or none of them.
-    fn apply(&self, ops: Vec<Op>) -> Result<()>;
-    /// Makes every write so far durable.
-    fn flush(&self) -> Result<()>;
-    /// Stores a blob under its content hash (hex SHA-256), durably.
-    fn put_blob(&self, hash: &str, bytes: &[u8]) -> Result<()>;
-    fn get_blob(&self, hash: &str) -> Result<Option<Vec<u8>>>;
-    fn delete_blob(&self, hash: &str) -> Result<()>;
+/// A boxed future, for the async operations of object-safe store traits.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(place: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        place: place.to_string(),
+        message: e.to_string(),
+    })
 }
 
-/// Typed helpers over any [`Storage`].
-pub trait StorageExt: Storage {
-    fn get_json<T: DeserializeOwned>(&self, tree: &'static str, key: &[u8]) -> Result<Option<T>> {
-        self.get(tree, key)?
-            .map(|bytes| decode(tree, &bytes))
-            .transpose()
-    }
-
-    fn scan_json<T: DeserializeOwned>(&self, tree: &'static str, prefix: &[u8]) -> Result<Vec<T>> {
-        self.scan_prefix(tree, prefix)?
-            .into_iter()
-            .map(|(_, bytes)| decode(tree, &bytes))
-            .collect()
-    }
-
-    fn put_json<T: Serialize>(&self, tree: &'static str, key: &[u8], value: &T) -> Result<()> {
-        self.apply(vec![Op::put_json(tree, key, value)])
-    }
+pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // Serialising our own plain records cannot fail.
+    serde_json::to_vec(value).expect("records serialise to JSON")
 }
-
-impl<S: Storage + ?Sized> StorageExt for S {}
-
-impl Op {
-    pub fn put_json<T: Serialize>(tree: &'static str, key: &[u8], value: &T) -> Op {
-        Op::Put {
-            tree,
-            key: key.to_vec(),
-            // Serialising our own plain records cannot fail.
-            value: serde_json::to_vec(value).expect("records serialise to JSON"),
-        }
-    }
-}
-
-fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { tree, source })
-}
-
-/// The storage handle shared across the host.
-pub type SharedStorage = Arc<dyn Storage>;

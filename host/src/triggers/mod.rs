@@ -1,23 +1,132 @@
 //! Where runs come from: webhook ingress ([`ingress`]), polling and cron
 //! ([`scheduler`]), and activation, which registers a flow's webhook with
 //! the third party (the plugin's `subscribe`) or puts it on the schedule.
+//! [`Triggers`] is the service; the three files are its parts.
 
-pub mod commit;
 pub mod ingress;
 pub mod scheduler;
 
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+};
+
 use rand::RngCore;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::{app::App, error::ServiceError, flows::FlowRecord, manifest::TriggerKind, store::Op};
+use crate::{
+    calls::{Call, Calls, Purpose, Refused, Target},
+    error::ServiceError,
+    flows::{FlowRecord, Flows},
+    manifest::TriggerKind,
+    metrics::Metrics,
+    runs::Runs,
+    store::{Inbox, InboxKey, Kv, KvExt, Tree, TriggerState, TriggerStore, Write},
+    tasks::Tasks,
+};
 
-pub use commit::GroupCommit;
-pub use scheduler::{Scheduler, TriggerState};
+pub use scheduler::Scheduler;
 
-impl App {
-    /// The URL a webhook flow receives deliveries at.
-    pub fn webhook_url(&self, base_url: &str, token: &str) -> String {
-        format!("{}/hooks/{token}", base_url.trim_end_matches('/'))
+/// Where a webhook URL delivers to (kept in [`Tree::Hooks`] by its token).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HookTarget {
+    pub tenant: String,
+    pub flow_id: String,
+}
+
+/// What the trigger service is given.
+#[derive(Debug, Clone)]
+pub struct TriggerSettings {
+    /// Largest webhook delivery accepted, in bytes.
+    pub max_delivery_bytes: usize,
+    /// Polls running at once.
+    pub poll_workers: usize,
+    /// How long rejected deliveries are kept.
+    pub retention: std::time::Duration,
+}
+
+/// The trigger service: activation, webhook ingress and the poll/cron
+/// scheduler. Its runs go to [`Runs`].
+pub struct Triggers {
+    kv: Arc<dyn Kv>,
+    inbox: Arc<dyn Inbox>,
+    states: Arc<dyn TriggerStore>,
+    flows: Arc<Flows>,
+    calls: Arc<Calls>,
+    runs: Arc<Runs>,
+    metrics: Arc<Metrics>,
+    tasks: Arc<Tasks>,
+    settings: TriggerSettings,
+    scheduler: Scheduler,
+    /// Inbox entries being processed now (by their request or the worker).
+    processing: Mutex<HashSet<InboxKey>>,
+}
+
+impl Triggers {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        kv: Arc<dyn Kv>,
+        inbox: Arc<dyn Inbox>,
+        states: Arc<dyn TriggerStore>,
+        flows: Arc<Flows>,
+        calls: Arc<Calls>,
+        runs: Arc<Runs>,
+        metrics: Arc<Metrics>,
+        tasks: Arc<Tasks>,
+        settings: TriggerSettings,
+    ) -> Self {
+        Triggers {
+            kv,
+            inbox,
+            states,
+            flows,
+            calls,
+            runs,
+            metrics,
+            tasks,
+            settings,
+            scheduler: Scheduler::default(),
+            processing: Mutex::default(),
+        }
+    }
+
+    /// Starts the scheduler and the inbox worker (which also finishes
+    /// deliveries accepted before a crash); they stop with the tasks.
+    pub fn start(self: &Arc<Self>) {
+        self.start_scheduler();
+        self.start_inbox_worker();
+    }
+
+    pub fn settings(&self) -> &TriggerSettings {
+        &self.settings
+    }
+
+    /// Flows waiting in the schedule or being polled.
+    pub fn scheduled(&self) -> usize {
+        self.scheduler.len()
+    }
+
+    /// A call of a flow's trigger plugin with its connection.
+    fn trigger_call(
+        &self,
+        flow: &FlowRecord,
+        purpose: Purpose,
+        trace_id: String,
+    ) -> Result<Call, Refused> {
+        let version = flow.pinned.trigger.as_ref().ok_or_else(|| {
+            Refused::Plugin(ServiceError::State(
+                "a schedule trigger has no plugin to call".into(),
+            ))
+        })?;
+        let plugin = flow.trigger_plugin();
+        let target = Target {
+            tenant: &flow.tenant,
+            plugin: &plugin,
+            version,
+            connection: flow.spec.trigger.connection.as_deref(),
+        };
+        self.calls.prepare(target, purpose, trace_id)
     }
 
     /// Activates a flow: a webhook trigger gets an unguessable URL that the
@@ -30,13 +139,13 @@ impl App {
         id: &str,
         base_url: &str,
     ) -> Result<FlowRecord, ServiceError> {
-        let mut flow = self.flow(tenant, id)?;
+        let mut flow = self.flows.get(tenant, id)?;
         if flow.active {
             return Ok(flow);
         }
         let extra = self.subscribe(&mut flow, base_url).await?;
         flow.active = true;
-        self.write_flow(&flow, extra)?;
+        self.flows.write(&flow, extra)?;
         self.schedule_flow(&flow)?;
         Ok(flow)
     }
@@ -47,36 +156,35 @@ impl App {
         &self,
         flow: &mut FlowRecord,
         base_url: &str,
-    ) -> Result<Vec<Op>, ServiceError> {
-        if self.trigger_kind(flow)? != Some(TriggerKind::Webhook) {
+    ) -> Result<Vec<Write>, ServiceError> {
+        if self.flows.trigger_kind(flow)? != Some(TriggerKind::Webhook) {
             return Ok(Vec::new());
         }
         let mut bytes = [0u8; 24];
         rand::rng().fill_bytes(&mut bytes);
         let token = hex::encode(bytes);
-        let url = self.webhook_url(base_url, &token);
-        let (plugin, env, ctx) = self.trigger_call(flow, format!("subscribe-{}", flow.id))?;
+        let url = webhook_url(base_url, &token);
+        let call = self.trigger_call(flow, Purpose::Other, format!("subscribe-{}", flow.id))?;
+        let plugin = call.plugin.record.key.clone();
         let outcome = self
-            .engine
+            .calls
             .subscribe(
-                &plugin.plugin,
-                env,
-                ctx,
+                call,
                 &flow.spec.trigger.trigger,
                 &flow.spec.trigger.params.to_string(),
                 &url,
             )
             .await;
         let state = outcome.result.map_err(|e| {
-            ServiceError::BadRequest(format!(
-                "the flow is not active: registering the webhook with `{}` failed: {e}",
-                plugin.record.key
-            ))
+            ServiceError::upstream(
+                &format!("the flow is not active: registering the webhook with `{plugin}` failed"),
+                &e,
+            )
         })?;
-        let route = Op::put_json(
-            ingress::HOOKS,
-            token.as_bytes(),
-            &ingress::HookTarget {
+        let route = Write::put(
+            Tree::Hooks,
+            &[&token],
+            &HookTarget {
                 tenant: flow.tenant.clone(),
                 flow_id: flow.id.clone(),
             },
@@ -88,23 +196,20 @@ impl App {
 
     /// Removes a webhook registration (as `flow` describes it); returns the
     /// ops that stop its URL, and a warning if the third party refused.
-    async fn unsubscribe(&self, flow: &mut FlowRecord) -> (Vec<Op>, Option<String>) {
+    async fn unsubscribe(&self, flow: &mut FlowRecord) -> (Vec<Write>, Option<String>) {
         let Some(token) = flow.webhook_token.take() else {
             return (Vec::new(), None);
         };
-        let ops = vec![Op::Delete {
-            tree: ingress::HOOKS,
-            key: token.into_bytes(),
-        }];
+        let writes = vec![Write::delete(Tree::Hooks, &[&token])];
         let state = flow.subscription.take().unwrap_or_default();
-        let warning = match self.trigger_call(flow, format!("unsubscribe-{}", flow.id)) {
-            Ok((plugin, env, ctx)) => {
+        let call = self.trigger_call(flow, Purpose::Other, format!("unsubscribe-{}", flow.id));
+        let warning = match call {
+            Ok(call) => {
+                let plugin = call.plugin.record.key.clone();
                 let outcome = self
-                    .engine
+                    .calls
                     .unsubscribe(
-                        &plugin.plugin,
-                        env,
-                        ctx,
+                        call,
                         &flow.spec.trigger.trigger,
                         &flow.spec.trigger.params.to_string(),
                         &state,
@@ -112,14 +217,13 @@ impl App {
                     .await;
                 outcome.result.err().map(|e| {
                     format!(
-                        "the webhook may still be registered with `{}`: unsubscribe failed: {e}",
-                        plugin.record.key
+                        "the webhook may still be registered with `{plugin}`: unsubscribe failed: {e}"
                     )
                 })
             }
             Err(e) => Some(format!("unsubscribe was not called: {e}")),
         };
-        (ops, warning)
+        (writes, warning)
     }
 
     /// Deactivates a flow: its webhook URL stops answering and the plugin's
@@ -131,13 +235,13 @@ impl App {
         tenant: &str,
         id: &str,
     ) -> Result<(FlowRecord, Option<String>), ServiceError> {
-        let mut flow = self.flow(tenant, id)?;
+        let mut flow = self.flows.get(tenant, id)?;
         if !flow.active {
             return Ok((flow, None));
         }
-        let (ops, warning) = self.unsubscribe(&mut flow).await;
+        let (writes, warning) = self.unsubscribe(&mut flow).await;
         flow.active = false;
-        self.write_flow(&flow, ops)?;
+        self.flows.write(&flow, writes)?;
         self.unschedule_flow(tenant, id);
         Ok((flow, warning))
     }
@@ -152,27 +256,27 @@ impl App {
         before: &FlowRecord,
         base_url: &str,
     ) -> Result<Option<String>, ServiceError> {
-        let mut after = self.flow(&before.tenant, &before.id)?;
+        let mut after = self.flows.get(&before.tenant, &before.id)?;
         let same = before.spec.trigger == after.spec.trigger
             && before.pinned.trigger == after.pinned.trigger;
         if !before.active || same {
             return Ok(None);
         }
         let mut old = before.clone();
-        let (mut ops, warning) = self.unsubscribe(&mut old).await;
+        let (mut writes, warning) = self.unsubscribe(&mut old).await;
         after.webhook_token = None;
         after.subscription = None;
         self.unschedule_flow(&after.tenant, &after.id);
         match self.subscribe(&mut after, base_url).await {
             Ok(route) => {
-                ops.extend(route);
-                self.write_flow(&after, ops)?;
+                writes.extend(route);
+                self.flows.write(&after, writes)?;
                 self.schedule_flow(&after)?;
                 Ok(warning)
             }
             Err(e) => {
                 after.active = false;
-                self.write_flow(&after, ops)?;
+                self.flows.write(&after, writes)?;
                 Err(e)
             }
         }
@@ -184,13 +288,27 @@ impl App {
         let state = self.trigger_state(&flow.tenant, &flow.id)?;
         Ok(json!({
             "active": flow.active,
-            "kind": match self.trigger_kind(flow)? {
+            "kind": match self.flows.trigger_kind(flow)? {
                 Some(TriggerKind::Webhook) => "webhook",
                 Some(TriggerKind::Polling) => "polling",
                 None => "schedule",
             },
-            "webhook_url": flow.webhook_token.as_ref().map(|t| self.webhook_url(base_url, t)),
+            "webhook_url": flow.webhook_token.as_ref().map(|t| webhook_url(base_url, t)),
             "state": state,
         }))
     }
+
+    pub fn trigger_state(&self, tenant: &str, id: &str) -> Result<TriggerState, ServiceError> {
+        Ok(self.states.state(tenant, id)?.unwrap_or_default())
+    }
+
+    /// The flow a webhook token leads to (only while the flow is active).
+    pub fn hook_target(&self, token: &str) -> Result<Option<HookTarget>, ServiceError> {
+        Ok(self.kv.get_json(Tree::Hooks, &[token])?)
+    }
+}
+
+/// The URL a webhook flow receives deliveries at.
+fn webhook_url(base_url: &str, token: &str) -> String {
+    format!("{}/hooks/{token}", base_url.trim_end_matches('/'))
 }

@@ -14,13 +14,13 @@ use std::{
     time::Duration,
 };
 
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{Notify, Semaphore};
 
+use super::Triggers;
 use crate::{
-    app::App,
-    connections::ConnectionStatus,
+    calls::{Purpose, Refused},
+    clock::now_ms,
     engine::{CallError, ConnectorError, Event},
     error::ServiceError,
     flows::{
@@ -28,26 +28,9 @@ use crate::{
         definition::{DEFAULT_INTERVAL_SECS, parse_schedule},
     },
     manifest::TriggerKind,
-    runs::record::now_ms,
-    store::{Op, StorageExt},
+    runs::retry::Backoff,
+    store::{Along, TriggerState},
 };
-
-/// `{tenant}\0{flow}` → [`TriggerState`].
-pub const TRIGGER_STATE: &str = "trigger_state";
-
-/// What the scheduler keeps about one flow's trigger.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct TriggerState {
-    pub cursor: Option<String>,
-    /// The first poll has run (and recorded where to start).
-    pub seeded: bool,
-    pub next_due: u64,
-    pub last_run_at: Option<u64>,
-    pub last_error: Option<String>,
-    pub failures: u32,
-    pub last_events: usize,
-    pub polls: u64,
-}
 
 /// The due-time set of polling and scheduled flows.
 #[derive(Default)]
@@ -129,40 +112,11 @@ impl Scheduler {
     }
 }
 
-impl App {
-    /// The kind of a flow's trigger: `None` for a pure schedule.
-    pub fn trigger_kind(&self, flow: &FlowRecord) -> Result<Option<TriggerKind>, ServiceError> {
-        let Some(version) = &flow.pinned.trigger else {
-            return Ok(None);
-        };
-        let (key, _) = crate::registry::parse_plugin_ref(&flow.spec.trigger.plugin)?;
-        let plugin = self.registry.get(&key, version)?;
-        plugin
-            .record
-            .manifest
-            .triggers
-            .iter()
-            .find(|t| t.key == flow.spec.trigger.trigger)
-            .map(|t| Some(t.kind))
-            .ok_or_else(|| {
-                ServiceError::BadRequest(format!(
-                    "{key}@{version} has no trigger `{}`",
-                    flow.spec.trigger.trigger
-                ))
-            })
-    }
-
-    pub fn trigger_state(&self, tenant: &str, id: &str) -> Result<TriggerState, ServiceError> {
-        Ok(self
-            .store
-            .get_json(TRIGGER_STATE, flow_key(tenant, id).as_bytes())?
-            .unwrap_or_default())
-    }
-
+impl Triggers {
     /// Adds an active polling or scheduled flow to the set, due when its
     /// saved state says (now for a new one).
-    pub(crate) fn schedule_flow(&self, flow: &FlowRecord) -> Result<(), ServiceError> {
-        if !flow.active || self.trigger_kind(flow)? == Some(TriggerKind::Webhook) {
+    pub(super) fn schedule_flow(&self, flow: &FlowRecord) -> Result<(), ServiceError> {
+        if !flow.active || self.flows.trigger_kind(flow)? == Some(TriggerKind::Webhook) {
             return Ok(());
         }
         let state = self.trigger_state(&flow.tenant, &flow.id)?;
@@ -174,20 +128,21 @@ impl App {
         Ok(())
     }
 
-    pub(crate) fn unschedule_flow(&self, tenant: &str, id: &str) {
+    pub(super) fn unschedule_flow(&self, tenant: &str, id: &str) {
         self.scheduler.unschedule(&flow_key(tenant, id));
     }
 
-    pub(crate) fn start_scheduler(self: &Arc<Self>) {
-        for flow in self.all_flows().unwrap_or_default() {
+    pub(super) fn start_scheduler(self: &Arc<Self>) {
+        for flow in self.flows.all().unwrap_or_default() {
             if let Err(e) = self.schedule_flow(&flow) {
                 tracing::error!(flow = %flow.id, "cannot schedule the flow's trigger: {e}");
             }
         }
         let app = self.clone();
-        self.runtime.spawn(async move {
-            let workers = Arc::new(Semaphore::new(app.runtime.settings.poll_workers.max(1)));
-            let mut shutdown = app.runtime.shutdown_signal();
+        let poll_workers = self.settings.poll_workers.max(1);
+        self.tasks.spawn(async move {
+            let workers = Arc::new(Semaphore::new(poll_workers));
+            let mut shutdown = app.tasks.shutdown_signal();
             loop {
                 if *shutdown.borrow() {
                     break;
@@ -199,8 +154,7 @@ impl App {
                         break;
                     };
                     let app = app.clone();
-                    app.runtime
-                        .metrics
+                    app.metrics
                         .poll_lag
                         .observe(now.saturating_sub(due_at) as f64 / 1e3);
                     tokio::spawn(async move {
@@ -218,8 +172,7 @@ impl App {
                     _ = shutdown.changed() => {}
                 }
             }
-            let total = app.runtime.settings.poll_workers.max(1) as u32;
-            let _ = workers.acquire_many(total).await;
+            let _ = workers.acquire_many(poll_workers as u32).await;
         });
     }
 
@@ -229,7 +182,7 @@ impl App {
     /// batch that queues the events it covered.
     async fn fire(&self, key: &str, due: u64) -> Option<u64> {
         let (tenant, id) = key.split_once('\0')?;
-        let flow = self.flow(tenant, id).ok().filter(|f| f.active)?;
+        let flow = self.flows.get(tenant, id).ok().filter(|f| f.active)?;
         let mut state = self.trigger_state(tenant, id).unwrap_or_default();
         let now = now_ms();
         // Where the last committed poll left off, restored if this one fails.
@@ -246,31 +199,34 @@ impl App {
             state.last_error = None;
             state.last_events = events.len();
             state.next_due = next_due(&flow, now_ms());
-            let save = Op::put_json(TRIGGER_STATE, key.as_bytes(), &state);
             let source = if flow.pinned.trigger.is_none() {
                 "schedule"
             } else {
                 "poll"
             };
-            self.enqueue_events(&flow, events, source, vec![save])
+            let along = Along::TriggerState {
+                tenant,
+                flow: id,
+                state: &state,
+            };
+            self.runs
+                .enqueue_events(&flow, events, source, along)
                 .map_err(|e| PollFailure {
                     message: e.to_string(),
                     retry_at: None,
                 })
         });
         match outcome {
-            Ok(_) => self.runtime.metrics.poll("ok"),
+            Ok(_) => self.metrics.poll("ok"),
             Err(PollFailure { message, retry_at }) => {
                 (state.cursor, state.seeded) = committed;
                 state.failures += 1;
-                self.runtime.metrics.poll("error");
+                self.metrics.poll("error");
                 tracing::warn!(flow = %flow.id, "poll failed: {message}");
                 state.last_error = Some(message);
-                let backoff = interval_ms(&flow)
-                    .saturating_mul(1 << state.failures.min(6))
-                    .min(3600 * 1000);
+                let backoff = Backoff::poll(interval_ms(&flow)).delay(state.failures);
                 state.next_due = retry_at.unwrap_or(now_ms() + backoff);
-                if let Err(e) = self.store.put_json(TRIGGER_STATE, key.as_bytes(), &state) {
+                if let Err(e) = self.states.save_state(tenant, id, &state) {
                     tracing::error!(flow = %flow.id, "cannot save the trigger state: {e}");
                 }
             }
@@ -287,37 +243,27 @@ impl App {
         state: &mut TriggerState,
         now: u64,
     ) -> Result<Vec<Event>, PollFailure> {
-        let failure = |message: String| PollFailure {
-            message,
-            retry_at: None,
+        let purpose = Purpose::Poll {
+            flow: flow.id.clone(),
+            trigger: flow.spec.trigger.trigger.clone(),
         };
-        if let Some(id) = &flow.spec.trigger.connection
-            && let Ok(c) = self.connections.get(&flow.tenant, id)
-            && let ConnectionStatus::Paused { reason } = c.status
-        {
-            return Err(failure(format!("connection `{id}` is paused ({reason})")));
-        }
-        let (plugin, env, ctx) = self
-            .trigger_call(flow, format!("poll-{}-{now}", flow.id))
-            .map_err(|e| failure(e.to_string()))?;
+        let call = self
+            .trigger_call(flow, purpose, format!("poll-{}-{now}", flow.id))
+            .map_err(|refused: Refused| PollFailure {
+                message: refused.to_string(),
+                retry_at: None,
+            })?;
+        // An auth error pauses the connection on the call path; the next
+        // polls are refused until it is resumed.
         let outcome = self
-            .engine
+            .calls
             .poll(
-                &plugin.plugin,
-                env,
-                ctx,
+                call,
                 &flow.spec.trigger.trigger,
                 &flow.spec.trigger.params.to_string(),
                 state.cursor.as_deref(),
             )
             .await;
-        let metrics = &self.runtime.metrics;
-        metrics.call(
-            &metrics.plugin_call_latency,
-            &plugin.record.key,
-            "poll",
-            outcome.duration.as_secs_f64(),
-        );
         let output = match outcome.result {
             Ok(output) => output,
             Err(error) => {
@@ -325,22 +271,6 @@ impl App {
                     CallError::Connector {
                         error: ConnectorError::RateLimited { retry_after_ms, .. },
                     } => Some(now_ms() + retry_after_ms),
-                    CallError::Connector {
-                        error: ConnectorError::Auth { .. },
-                    } => {
-                        if let Some(id) = &flow.spec.trigger.connection {
-                            let reason = format!(
-                                "polling `{}` of flow `{}`: {error}",
-                                flow.spec.trigger.trigger, flow.id
-                            );
-                            let _ = self.connections.set_status(
-                                &flow.tenant,
-                                id,
-                                ConnectionStatus::Paused { reason },
-                            );
-                        }
-                        None
-                    }
                     _ => None,
                 };
                 return Err(PollFailure {

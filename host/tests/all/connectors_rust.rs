@@ -13,9 +13,9 @@ use std::{
 use reqwest::Method;
 use serde_json::{Value, json};
 use switchyard::{
-    connections::DEFAULT_TENANT,
-    engine::{CallEnv, CallError, ConnectorError, GuestContext, PollOutput, WebhookOutput},
-    registry::PluginVersion,
+    calls::{Call, Purpose},
+    engine::{CallError, ConnectorError, PollOutput, WebhookOutput},
+    tenants::DEFAULT_TENANT,
 };
 use switchyard_tests as artifacts;
 
@@ -93,18 +93,19 @@ impl Rig {
     }
 
     /// What the engine needs to call `plugin` for `connection`.
-    fn setup(&self, plugin: &str, connection: &str) -> (PluginVersion, CallEnv, GuestContext) {
+    fn setup(&self, plugin: &str, connection: &str) -> Call {
         let app = &self.host.app;
-        let version = app
-            .registry
-            .resolve(plugin, &semver::VersionReq::STAR)
-            .unwrap();
-        let plugin = app.registry.get(plugin, &version).unwrap();
+        let plugin = app.registry.newest(plugin).unwrap();
         let record = app.connections.get(DEFAULT_TENANT, connection).unwrap();
-        let (env, ctx) = app
-            .call_setup(&plugin, Some(&record), BTreeMap::new(), "test".into())
-            .unwrap();
-        (plugin, env, ctx)
+        app.calls
+            .prepare_for(
+                plugin,
+                Some(record),
+                BTreeMap::new(),
+                Purpose::Other,
+                "test".into(),
+            )
+            .unwrap()
     }
 
     /// Runs an action with a chosen idempotency key, as a flow step's retries do.
@@ -116,12 +117,12 @@ impl Rig {
         input: Value,
         key: &str,
     ) -> Result<Value, CallError> {
-        let (plugin, env, ctx) = self.setup(plugin, connection);
+        let call = self.setup(plugin, connection);
         let outcome = self
             .host
             .app
-            .engine
-            .perform(&plugin.plugin, env, ctx, action, &input.to_string(), key)
+            .calls
+            .perform(call, action, &input.to_string(), key)
             .await;
         outcome
             .result
@@ -136,18 +137,11 @@ impl Rig {
         params: Value,
         cursor: Option<&str>,
     ) -> Result<PollOutput, CallError> {
-        let (plugin, env, ctx) = self.setup(plugin, connection);
+        let call = self.setup(plugin, connection);
         self.host
             .app
-            .engine
-            .poll(
-                &plugin.plugin,
-                env,
-                ctx,
-                trigger,
-                &params.to_string(),
-                cursor,
-            )
+            .calls
+            .poll(call, trigger, &params.to_string(), cursor)
             .await
             .result
     }
@@ -160,18 +154,11 @@ impl Rig {
         params: Value,
         delivery: &Delivery,
     ) -> Result<WebhookOutput, CallError> {
-        let (plugin, env, ctx) = self.setup(plugin, connection);
+        let call = self.setup(plugin, connection);
         self.host
             .app
-            .engine
-            .handle_webhook(
-                &plugin.plugin,
-                env,
-                ctx,
-                trigger,
-                &params.to_string(),
-                delivery.input(),
-            )
+            .calls
+            .handle_webhook(call, trigger, &params.to_string(), delivery.input())
             .await
             .result
     }
@@ -183,11 +170,11 @@ impl Rig {
         trigger: &str,
         target: &str,
     ) -> Result<String, CallError> {
-        let (plugin, env, ctx) = self.setup(plugin, connection);
+        let call = self.setup(plugin, connection);
         self.host
             .app
-            .engine
-            .subscribe(&plugin.plugin, env, ctx, trigger, "{}", target)
+            .calls
+            .subscribe(call, trigger, "{}", target)
             .await
             .result
     }
@@ -199,11 +186,11 @@ impl Rig {
         trigger: &str,
         state: &str,
     ) -> Result<(), CallError> {
-        let (plugin, env, ctx) = self.setup(plugin, connection);
+        let call = self.setup(plugin, connection);
         self.host
             .app
-            .engine
-            .unsubscribe(&plugin.plugin, env, ctx, trigger, "{}", state)
+            .calls
+            .unsubscribe(call, trigger, "{}", state)
             .await
             .result
     }

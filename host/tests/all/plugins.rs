@@ -4,7 +4,6 @@
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use switchyard::store::Op;
 use switchyard_tests as artifacts;
 
 use crate::support::{FakeItems, TestHost, config, error_message};
@@ -125,19 +124,36 @@ async fn upload_list_resolve_deprecate_and_delete() {
     assert_eq!(shown["manifest"]["auth"]["type"], json!("api_key"));
 
     // Delete is refused while a flow is pinned to the version.
-    host.app
-        .store
-        .apply(vec![Op::Put {
-            tree: switchyard::registry::PLUGIN_REFS,
-            key: b"example\x000.2.0\x00flow-42".to_vec(),
-            value: b"{}".to_vec(),
-        }])
-        .unwrap();
+    let connection = host
+        .connect(
+            "example",
+            json!({"base_url": "https://api.example.test", "api_key": "k"}),
+        )
+        .await;
+    let (status, flow) = host
+        .call(
+            Method::POST,
+            "/v1/flows",
+            Some(json!({
+                "name": "Pins example 0.2.0",
+                "trigger": {"schedule": "0 0 1 1 *"},
+                "steps": [{
+                    "key": "echo",
+                    "plugin": "example@0.2.0",
+                    "action": "echo",
+                    "connection": connection,
+                    "input": {"hello": "world"},
+                }],
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{flow}");
+    let flow_id = flow["id"].as_str().unwrap();
     let (status, body) = host
         .call(Method::DELETE, "/v1/plugins/example/0.2.0", None)
         .await;
     assert_eq!(status, 409);
-    assert!(error_message(&body, "in_use").contains("flow-42"));
+    assert!(error_message(&body, "in_use").contains(flow_id));
     let (status, _) = host
         .call(Method::DELETE, "/v1/plugins/example/0.1.0", None)
         .await;

@@ -530,7 +530,7 @@ async fn polling_flow_seeds_first_then_fires_for_new_items_only() {
     let (_, view) = host.get(&format!("/v1/flows/{flow}/trigger")).await;
     assert_eq!(view["active"], json!(false));
     crate::support::wait_until("the flow leaves the schedule", || {
-        host.app.scheduler.is_empty()
+        host.app.triggers.scheduled() == 0
     })
     .await;
     assert!(fake.state.lock().unwrap().polls <= polls + 1);
@@ -715,7 +715,7 @@ async fn exhausted_runs_go_to_dead_letters_and_replay_from_the_failed_step() {
         (status.as_u16(), cancelled["status"].clone()),
         (200, json!("cancelled"))
     );
-    assert_eq!(host.app.queue_depth().unwrap(), 0);
+    assert_eq!(host.app.runs.queue_depth().unwrap(), 0);
     host.stop().await;
 }
 
@@ -853,14 +853,14 @@ async fn schedules_fire_and_retention_prunes_runs_and_dedup_entries() {
         |b| b["runs"].as_array().unwrap().len() == 1,
     )
     .await;
-    let now = switchyard::runs::record::now_ms();
-    let report = host.app.prune(now + 3600 * 1000).unwrap();
+    let now = switchyard::clock::now_ms();
+    let report = host.app.runs.prune(now + 3600 * 1000).unwrap();
     assert_eq!(
         (report.runs, report.dedup_entries),
         (0, 0),
         "nothing is old yet"
     );
-    let report = host.app.prune(now + 8 * 24 * 3600 * 1000).unwrap();
+    let report = host.app.runs.prune(now + 8 * 24 * 3600 * 1000).unwrap();
     assert!(report.runs >= 3, "{report:?}");
     assert_eq!(report.dedup_entries, report.runs, "{report:?}");
     let (_, runs) = host.get("/v1/runs").await;

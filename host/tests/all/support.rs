@@ -39,11 +39,12 @@ pub struct TestHost {
 impl TestHost {
     pub async fn start(config: ServeConfig) -> TestHost {
         let (app, _) = App::open(config).await.expect("host starts");
+        let app = Arc::new(app);
         app.start();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let router = switchyard::api::router(app.clone());
+        let router = switchyard::api::router(app.api_state());
         let server = tokio::spawn(async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(async {
@@ -66,9 +67,9 @@ impl TestHost {
         let _ = self.shutdown.take().unwrap().send(());
         self.server.take().unwrap().await.unwrap();
         self.app.shutdown().await;
-        let app = self.app;
-        wait_until("the app is released", || Arc::strong_count(&app) == 1).await;
-        drop(app);
+        let closed = self.app.storage_probe();
+        drop(self.app);
+        wait_until("the storage is released", closed).await;
     }
 
     pub async fn call(

@@ -21,12 +21,12 @@ use std::{
 use reqwest::Method;
 use serde_json::{Value, json};
 use switchyard::{
-    connections::DEFAULT_TENANT,
+    calls::{Call, Purpose},
     engine::{
-        CallEnv, CallError, CallOutcome, ConnectorError, Engine, Event, GuestContext, PollOutput,
-        WebhookInput, WebhookOutput,
+        CallError, CallOutcome, ConnectorError, Engine, Event, PollOutput, WebhookInput,
+        WebhookOutput,
     },
-    registry::PluginVersion,
+    tenants::DEFAULT_TENANT,
 };
 use switchyard_tests as artifacts;
 use tokio::sync::OnceCell;
@@ -141,18 +141,19 @@ impl<'a> Conn<'a> {
     }
 
     /// Everything a trigger call needs, as the scheduler sets it up.
-    fn setup(&self) -> (PluginVersion, CallEnv, GuestContext) {
+    fn setup(&self) -> Call {
         let app = &self.host.app;
-        let version = app
-            .registry
-            .resolve(self.key, &semver::VersionReq::STAR)
-            .unwrap();
-        let plugin = app.registry.get(self.key, &version).unwrap();
+        let plugin = app.registry.newest(self.key).unwrap();
         let record = app.connections.get(DEFAULT_TENANT, &self.id).unwrap();
-        let (env, ctx) = app
-            .call_setup(&plugin, Some(&record), BTreeMap::new(), "trace-test".into())
-            .unwrap();
-        (plugin, env, ctx)
+        app.calls
+            .prepare_for(
+                plugin,
+                Some(record),
+                BTreeMap::new(),
+                Purpose::Other,
+                "trace-test".into(),
+            )
+            .unwrap()
     }
 
     async fn poll(
@@ -161,11 +162,12 @@ impl<'a> Conn<'a> {
         params: Value,
         cursor: Option<&str>,
     ) -> CallOutcome<PollOutput> {
-        let (plugin, env, ctx) = self.setup();
+        let call = self.setup();
         let params = params.to_string();
-        let engine = &self.host.app.engine;
-        engine
-            .poll(&plugin.plugin, env, ctx, trigger, &params, cursor)
+        self.host
+            .app
+            .calls
+            .poll(call, trigger, &params, cursor)
             .await
     }
 
@@ -183,43 +185,43 @@ impl<'a> Conn<'a> {
         trigger: &str,
         (headers, body): Delivery,
     ) -> CallOutcome<WebhookOutput> {
-        let (plugin, env, ctx) = self.setup();
+        let call = self.setup();
         let request = WebhookInput {
             method: "POST".into(),
             query: String::new(),
             headers,
             body,
         };
-        let engine = &self.host.app.engine;
-        engine
-            .handle_webhook(&plugin.plugin, env, ctx, trigger, "{}", request)
+        self.host
+            .app
+            .calls
+            .handle_webhook(call, trigger, "{}", request)
             .await
     }
 
     async fn subscribe(&self, trigger: &str, target: &str) -> CallOutcome<String> {
-        let (plugin, env, ctx) = self.setup();
-        let engine = &self.host.app.engine;
-        engine
-            .subscribe(&plugin.plugin, env, ctx, trigger, "{}", target)
+        let call = self.setup();
+        self.host
+            .app
+            .calls
+            .subscribe(call, trigger, "{}", target)
             .await
     }
 
     async fn unsubscribe(&self, trigger: &str, state: &str) -> CallOutcome<()> {
-        let (plugin, env, ctx) = self.setup();
-        let engine = &self.host.app.engine;
-        engine
-            .unsubscribe(&plugin.plugin, env, ctx, trigger, "{}", state)
+        let call = self.setup();
+        self.host
+            .app
+            .calls
+            .unsubscribe(call, trigger, "{}", state)
             .await
     }
 
     /// Runs an action with a chosen idempotency key, as a retried flow step does.
     async fn perform_with_key(&self, action: &str, input: &Value, key: &str) -> Value {
-        let (plugin, env, ctx) = self.setup();
+        let call = self.setup();
         let input = input.to_string();
-        let engine = &self.host.app.engine;
-        let outcome = engine
-            .perform(&plugin.plugin, env, ctx, action, &input, key)
-            .await;
+        let outcome = self.host.app.calls.perform(call, action, &input, key).await;
         serde_json::from_str(&outcome.result.unwrap()).unwrap()
     }
 }

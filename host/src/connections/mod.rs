@@ -1,12 +1,14 @@
 //! Connections: a tenant's credentials and custom properties for one plugin.
 //! Secret properties are sealed with the master key before storage and are
 //! never returned by the API or handed to a plugin; the host's own auth state
-//! (OAuth and session tokens) is sealed the same way.
+//! (OAuth and session tokens) is sealed the same way. [`oauth`] runs the
+//! authorization code flow that fills that state.
+
+pub mod oauth;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
 };
 
 use rand::RngCore;
@@ -14,17 +16,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::{
-    app::check_against,
+    clock::now_secs,
     error::ServiceError,
     manifest::Manifest,
-    sandbox::auth::AuthState,
+    registry::{PluginVersion, Registry},
+    sandbox::auth::{AuthState, AuthStates},
+    schema::check_against,
     secrets::MasterKey,
-    store::{Op, SharedStorage, StorageExt},
+    store::{Kv, KvExt, Tree},
 };
 
-pub const CONNECTIONS: &str = "connections";
-/// The only tenant until tenants arrive with the flow engine.
-pub const DEFAULT_TENANT: &str = "default";
 const REDACTED: &str = "********";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -53,19 +54,14 @@ pub struct ConnectionRecord {
 }
 
 pub struct Connections {
-    store: SharedStorage,
+    kv: Arc<dyn Kv>,
     key: Arc<MasterKey>,
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
-}
-
-fn record_key(tenant: &str, id: &str) -> Vec<u8> {
-    format!("{tenant}\0{id}").into_bytes()
+    registry: Arc<Registry>,
+    /// The host-held tokens of each connection, in memory.
+    auth_states: Arc<AuthStates>,
+    /// Serialises read-modify-writes of a record (a pause racing a token
+    /// refresh must not be lost), so a connection is also paused once.
+    writes: std::sync::Mutex<()>,
 }
 
 /// Secret and plain properties of a connection, checked against a manifest.
@@ -75,22 +71,46 @@ struct Split {
 }
 
 impl Connections {
-    pub fn new(store: SharedStorage, key: Arc<MasterKey>) -> Self {
-        Connections { store, key }
+    pub fn new(
+        kv: Arc<dyn Kv>,
+        key: Arc<MasterKey>,
+        registry: Arc<Registry>,
+        auth_states: Arc<AuthStates>,
+    ) -> Self {
+        Connections {
+            kv,
+            key,
+            registry,
+            auth_states,
+            writes: Default::default(),
+        }
     }
 
+    pub fn auth_states(&self) -> &Arc<AuthStates> {
+        &self.auth_states
+    }
+
+    /// The newest non-deprecated version of a connection's plugin: what
+    /// checks its properties and runs its tests and OAuth flow.
+    pub fn plugin_for(&self, connection: &ConnectionRecord) -> Result<PluginVersion, ServiceError> {
+        self.registry.newest(&connection.plugin)
+    }
+
+    /// Creates a connection for the newest version of `plugin_key`.
     pub fn create(
         &self,
         tenant: &str,
-        manifest: &Manifest,
+        plugin_key: &str,
         name: &str,
         properties: Map<String, Value>,
     ) -> Result<ConnectionRecord, ServiceError> {
+        let plugin = self.registry.newest(plugin_key)?;
+        let manifest = &plugin.record.manifest;
         let mut id_bytes = [0u8; 12];
         rand::rng().fill_bytes(&mut id_bytes);
         let id = format!("conn_{}", hex::encode(id_bytes));
         let split = split(manifest, properties, &BTreeMap::new())?;
-        let now = now();
+        let now = now_secs();
         let record = ConnectionRecord {
             id: id.clone(),
             tenant: tenant.to_string(),
@@ -113,15 +133,13 @@ impl Connections {
     }
 
     pub fn get(&self, tenant: &str, id: &str) -> Result<ConnectionRecord, ServiceError> {
-        self.store
-            .get_json(CONNECTIONS, &record_key(tenant, id))?
+        self.kv
+            .get_json(Tree::Connections, &[tenant, id])?
             .ok_or_else(|| ServiceError::NotFound(format!("connection `{id}` does not exist")))
     }
 
     pub fn list(&self, tenant: &str) -> Result<Vec<ConnectionRecord>, ServiceError> {
-        Ok(self
-            .store
-            .scan_json(CONNECTIONS, format!("{tenant}\0").as_bytes())?)
+        Ok(self.kv.scan_json(Tree::Connections, &[tenant])?)
     }
 
     /// Changes the name and merges properties (`null` removes one). Changing
@@ -130,11 +148,13 @@ impl Connections {
         &self,
         tenant: &str,
         id: &str,
-        manifest: &Manifest,
         name: Option<&str>,
         changes: Map<String, Value>,
     ) -> Result<ConnectionRecord, ServiceError> {
+        let _guard = self.lock();
         let mut record = self.get(tenant, id)?;
+        let plugin = self.plugin_for(&record)?;
+        let manifest = &plugin.record.manifest;
         let mut current = self.secrets(&record)?;
         current.extend(record.properties.clone());
         let split = split(manifest, changes, &current)?;
@@ -146,18 +166,16 @@ impl Connections {
         record.sealed_secrets = self.seal_secrets(id, &split.secret);
         record.sealed_auth = None;
         record.status = ConnectionStatus::Active;
-        record.updated_at = now();
+        record.updated_at = now_secs();
         self.write(&record)?;
+        self.auth_states.forget(id);
         Ok(record)
     }
 
     pub fn delete(&self, tenant: &str, id: &str) -> Result<(), ServiceError> {
         self.get(tenant, id)?;
-        self.store.apply(vec![Op::Delete {
-            tree: CONNECTIONS,
-            key: record_key(tenant, id),
-        }])?;
-        self.store.flush()?;
+        self.kv.delete(Tree::Connections, &[tenant, id])?;
+        self.auth_states.forget(id);
         Ok(())
     }
 
@@ -166,12 +184,19 @@ impl Connections {
         &self,
         record: &ConnectionRecord,
     ) -> Result<BTreeMap<String, Value>, ServiceError> {
+        // A secret the master key cannot open is the host's problem (a
+        // changed or wrong key), not the caller's.
         let bytes = self
             .key
             .open(record.id.as_bytes(), &record.sealed_secrets)
-            .map_err(|e| ServiceError::BadRequest(format!("connection `{}`: {e}", record.id)))?;
+            .map_err(|e| {
+                ServiceError::Internal(format!(
+                    "connection `{}`: the secrets cannot be opened: {e}",
+                    record.id
+                ))
+            })?;
         serde_json::from_slice(&bytes).map_err(|e| {
-            ServiceError::BadRequest(format!(
+            ServiceError::Internal(format!(
                 "connection `{}`: sealed secrets are corrupt: {e}",
                 record.id
             ))
@@ -194,10 +219,27 @@ impl Connections {
         id: &str,
         state: &AuthState,
     ) -> Result<(), ServiceError> {
+        let _guard = self.lock();
         let mut record = self.get(tenant, id)?;
         let plain = serde_json::to_vec(state).expect("auth state serialises");
         record.sealed_auth = Some(self.key.seal(auth_context(id).as_bytes(), &plain));
         self.write(&record)
+    }
+
+    /// Pauses an active connection with the reason; `false` when it was
+    /// paused already (the first reason stays: it names the first failure).
+    pub fn pause(&self, tenant: &str, id: &str, reason: &str) -> Result<bool, ServiceError> {
+        let _guard = self.lock();
+        let mut record = self.get(tenant, id)?;
+        if matches!(record.status, ConnectionStatus::Paused { .. }) {
+            return Ok(false);
+        }
+        record.status = ConnectionStatus::Paused {
+            reason: reason.to_string(),
+        };
+        record.updated_at = now_secs();
+        self.write(&record)?;
+        Ok(true)
     }
 
     pub fn set_status(
@@ -206,9 +248,10 @@ impl Connections {
         id: &str,
         status: ConnectionStatus,
     ) -> Result<ConnectionRecord, ServiceError> {
+        let _guard = self.lock();
         let mut record = self.get(tenant, id)?;
         record.status = status;
-        record.updated_at = now();
+        record.updated_at = now_secs();
         self.write(&record)?;
         Ok(record)
     }
@@ -235,10 +278,13 @@ impl Connections {
         self.key.seal(id.as_bytes(), &plain)
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn write(&self, record: &ConnectionRecord) -> Result<(), ServiceError> {
-        self.store
-            .put_json(CONNECTIONS, &record_key(&record.tenant, &record.id), record)?;
-        self.store.flush()?;
+        self.kv
+            .put_json(Tree::Connections, &[&record.tenant, &record.id], record)?;
         Ok(())
     }
 }

@@ -1,0 +1,573 @@
+//! The one call path into plugins. Every call of a step, a poll, a webhook,
+//! a subscription, a connection test or a hand-made invocation is prepared
+//! here (the pinned plugin version, the tenant's connection, what the call
+//! may reach, its credentials, the guest's context) and finished here (call
+//! latency recorded; an auth error pauses the connection). A paused
+//! connection refuses the calls that would only fail again and lock the
+//! account: steps and polls.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use rand::RngCore;
+use semver::Version;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::{
+    connections::{ConnectionRecord, ConnectionStatus, Connections, as_text, texts},
+    engine::{
+        CallEnv, CallError, CallOutcome, ConnectorError, GuestConnection, GuestContext, Journal,
+        PollOutput, WebhookInput, WebhookOutput,
+    },
+    error::ServiceError,
+    metrics::Metrics,
+    registry::{PluginVersion, Registry, parse_plugin_ref},
+    sandbox::{
+        HttpSandbox, Outbound,
+        auth::{AuthState, Credentials, PersistState},
+        policy::HostPattern,
+    },
+    schema::check_against,
+};
+
+/// Why a call is made: decides whether a paused connection refuses it and
+/// whether an auth error pauses the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Purpose {
+    /// A step of a flow's run.
+    Step { run: String, step: String },
+    /// A poll of a flow's trigger.
+    Poll { flow: String, trigger: String },
+    /// Anything else: handling a webhook (a bad signature is not the
+    /// connection's fault), subscribing, testing a connection, invoking by
+    /// hand. Runs on a paused connection and never pauses it.
+    Other,
+}
+
+impl Purpose {
+    /// What the call was doing, for a pause reason; `None` when an auth
+    /// error must not pause the connection.
+    fn doing(&self) -> Option<String> {
+        match self {
+            Purpose::Step { run, step } => Some(format!("step `{step}` of run `{run}`")),
+            Purpose::Poll { flow, trigger } => {
+                Some(format!("polling `{trigger}` of flow `{flow}`"))
+            }
+            Purpose::Other => None,
+        }
+    }
+}
+
+/// The plugin version a call goes to, and for whom.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub tenant: &'a str,
+    /// The plugin key.
+    pub plugin: &'a str,
+    /// The exact (pinned) version.
+    pub version: &'a Version,
+    pub connection: Option<&'a str>,
+}
+
+/// Why a call was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// The plugin version cannot be found or loaded.
+    #[error("{0}")]
+    Plugin(ServiceError),
+    /// The connection cannot be found, opened or used with this plugin.
+    #[error("{0}")]
+    Connection(ServiceError),
+    /// The connection is paused (an earlier auth error) until resumed.
+    #[error("connection `{connection}` is paused ({reason})")]
+    Paused { connection: String, reason: String },
+}
+
+impl From<Refused> for ServiceError {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::Plugin(e) | Refused::Connection(e) => e,
+            paused @ Refused::Paused { .. } => ServiceError::State(paused.to_string()),
+        }
+    }
+}
+
+/// A call ready to be made.
+pub struct Call {
+    pub plugin: PluginVersion,
+    pub connection: Option<ConnectionRecord>,
+    purpose: Purpose,
+    env: CallEnv,
+    ctx: GuestContext,
+}
+
+impl Call {
+    /// The id the call's logs and the guest's context carry.
+    pub fn trace_id(&self) -> &str {
+        &self.ctx.trace_id
+    }
+}
+
+/// The outcome of running one action by hand.
+#[derive(Debug, Serialize)]
+pub struct Invocation {
+    pub plugin: String,
+    pub action: String,
+    pub output: Option<Value>,
+    pub error: Option<CallError>,
+    pub duration_ms: f64,
+    pub journal: Journal,
+}
+
+pub struct Calls {
+    registry: Arc<Registry>,
+    connections: Arc<Connections>,
+    sandbox: HttpSandbox,
+    metrics: Arc<Metrics>,
+}
+
+impl Calls {
+    pub fn new(
+        registry: Arc<Registry>,
+        connections: Arc<Connections>,
+        sandbox: HttpSandbox,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Calls {
+            registry,
+            connections,
+            sandbox,
+            metrics,
+        }
+    }
+
+    /// Prepares a call of a pinned plugin version with a tenant's connection.
+    pub fn prepare(
+        &self,
+        target: Target<'_>,
+        purpose: Purpose,
+        trace_id: String,
+    ) -> Result<Call, Refused> {
+        let plugin = self
+            .registry
+            .get(target.plugin, target.version)
+            .map_err(Refused::Plugin)?;
+        let connection = target
+            .connection
+            .map(|id| self.connections.get(target.tenant, id))
+            .transpose()
+            .map_err(Refused::Connection)?;
+        self.prepare_for(plugin, connection, BTreeMap::new(), purpose, trace_id)
+    }
+
+    /// Prepares a call of `plugin` with a connection, or with ad-hoc
+    /// non-secret properties (a hand-made invocation without one).
+    pub fn prepare_for(
+        &self,
+        plugin: PluginVersion,
+        connection: Option<ConnectionRecord>,
+        adhoc: BTreeMap<String, Value>,
+        purpose: Purpose,
+        trace_id: String,
+    ) -> Result<Call, Refused> {
+        if let (Some(c), Some(_)) = (&connection, purpose.doing())
+            && let ConnectionStatus::Paused { reason } = &c.status
+        {
+            return Err(Refused::Paused {
+                connection: c.id.clone(),
+                reason: reason.clone(),
+            });
+        }
+        let (env, ctx) = self
+            .setup(&plugin, connection.as_ref(), adhoc, trace_id)
+            .map_err(Refused::Connection)?;
+        Ok(Call {
+            plugin,
+            connection,
+            purpose,
+            env,
+            ctx,
+        })
+    }
+
+    pub async fn test_connection(&self, call: Call) -> CallOutcome<()> {
+        let Call {
+            plugin,
+            connection,
+            purpose,
+            env,
+            ctx,
+        } = call;
+        let outcome = plugin.connector.test_connection(env, ctx).await;
+        self.finish(
+            &plugin,
+            connection.as_ref(),
+            &purpose,
+            "test_connection",
+            &outcome,
+        );
+        outcome
+    }
+
+    pub async fn perform(
+        &self,
+        call: Call,
+        action: &str,
+        input: &str,
+        idempotency_key: &str,
+    ) -> CallOutcome<String> {
+        let Call {
+            plugin,
+            connection,
+            purpose,
+            env,
+            ctx,
+        } = call;
+        let outcome = plugin
+            .connector
+            .perform(env, ctx, action, input, idempotency_key)
+            .await;
+        self.finish(&plugin, connection.as_ref(), &purpose, "perform", &outcome);
+        outcome
+    }
+
+    pub async fn poll(
+        &self,
+        call: Call,
+        trigger: &str,
+        params: &str,
+        cursor: Option<&str>,
+    ) -> CallOutcome<PollOutput> {
+        let Call {
+            plugin,
+            connection,
+            purpose,
+            env,
+            ctx,
+        } = call;
+        let outcome = plugin
+            .connector
+            .poll(env, ctx, trigger, params, cursor)
+            .await;
+        self.finish(&plugin, connection.as_ref(), &purpose, "poll", &outcome);
+        outcome
+    }
+
+    pub async fn subscribe(
+        &self,
+        call: Call,
+        trigger: &str,
+        params: &str,
+        target_url: &str,
+    ) -> CallOutcome<String> {
+        let Call {
+            plugin,
+            connection,
+            purpose,
+            env,
+            ctx,
+        } = call;
+        let outcome = plugin
+            .connector
+            .subscribe(env, ctx, trigger, params, target_url)
+            .await;
+        self.finish(
+            &plugin,
+            connection.as_ref(),
+            &purpose,
+            "subscribe",
+            &outcome,
+        );
+        outcome
+    }
+
+    pub async fn unsubscribe(
+        &self,
+        call: Call,
+        trigger: &str,
+        params: &str,
+        state: &str,
+    ) -> CallOutcome<()> {
+        let Call {
+            plugin,
+            connection,
+            purpose,
+            env,
+            ctx,
+        } = call;
+        let outcome = plugin
+            .connector
+            .unsubscribe(env, ctx, trigger, params, state)
+            .await;
+        self.finish(
+            &plugin,
+            connection.as_ref(),
+            &purpose,
+            "unsubscribe",
+            &outcome,
+        );
+        outcome
+    }
+
+    pub async fn handle_webhook(
+        &self,
+        call: Call,
+        trigger: &str,
+        params: &str,
+        request: WebhookInput,
+    ) -> CallOutcome<WebhookOutput> {
+        let Call {
+            plugin,
+            connection,
+            purpose,
+            env,
+            ctx,
+        } = call;
+        let outcome = plugin
+            .connector
+            .handle_webhook(env, ctx, trigger, params, request)
+            .await;
+        self.finish(
+            &plugin,
+            connection.as_ref(),
+            &purpose,
+            "handle_webhook",
+            &outcome,
+        );
+        outcome
+    }
+
+    /// What every call does when it returns: its latency is recorded, and
+    /// an auth error of a step or poll pauses the connection (once: a
+    /// connection already paused keeps its first reason).
+    fn finish<T>(
+        &self,
+        plugin: &PluginVersion,
+        connection: Option<&ConnectionRecord>,
+        purpose: &Purpose,
+        function: &str,
+        outcome: &CallOutcome<T>,
+    ) {
+        self.metrics.call(
+            &self.metrics.plugin_call_latency,
+            &plugin.record.key,
+            function,
+            outcome.duration.as_secs_f64(),
+        );
+        let Err(
+            error @ CallError::Connector {
+                error: ConnectorError::Auth { .. },
+            },
+        ) = &outcome.result
+        else {
+            return;
+        };
+        let (Some(connection), Some(doing)) = (connection, purpose.doing()) else {
+            return;
+        };
+        let reason = format!("{doing}: {error}");
+        match self
+            .connections
+            .pause(&connection.tenant, &connection.id, &reason)
+        {
+            Ok(true) => tracing::warn!(
+                connection = %connection.id,
+                "connection paused after an auth error: {reason}"
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(connection = %connection.id, "cannot pause the connection: {e}")
+            }
+        }
+    }
+
+    /// Runs the plugin's `test-connection` through the sandbox.
+    pub async fn check_connection(&self, tenant: &str, id: &str) -> Result<Value, ServiceError> {
+        let record = self.connections.get(tenant, id)?;
+        let plugin = self.connections.plugin_for(&record)?;
+        let name = plugin.name();
+        let call = self.prepare_for(
+            plugin,
+            Some(record),
+            BTreeMap::new(),
+            Purpose::Other,
+            trace_id("test"),
+        )?;
+        let outcome = self.test_connection(call).await;
+        Ok(json!({
+            "ok": outcome.result.is_ok(),
+            "plugin": name,
+            "error": outcome.result.err(),
+            "journal": outcome.journal,
+            "duration_ms": outcome.duration.as_secs_f64() * 1e3,
+        }))
+    }
+
+    /// Runs one action of a plugin by hand (`switchyard invoke`), with a
+    /// stored connection or with ad-hoc non-secret properties. The input is
+    /// checked against the action's schema before the plugin runs.
+    pub async fn invoke(
+        &self,
+        tenant: &str,
+        plugin_ref: &str,
+        action: &str,
+        input: Value,
+        connection: Option<&str>,
+        properties: BTreeMap<String, Value>,
+    ) -> Result<Invocation, ServiceError> {
+        let (key, req) = parse_plugin_ref(plugin_ref)?;
+        let plugin = self.registry.resolved(&key, &req)?;
+        let name = plugin.name();
+        let manifest = &plugin.record.manifest;
+        let Some(spec) = manifest.actions.iter().find(|a| a.key == action) else {
+            let known: Vec<&str> = manifest.actions.iter().map(|a| a.key.as_str()).collect();
+            return Err(ServiceError::BadRequest(format!(
+                "{name} has no action `{action}` (it has: {})",
+                known.join(", ")
+            )));
+        };
+        check_against(
+            &spec.input_schema,
+            &input,
+            &format!("input of {name} action `{action}`"),
+        )?;
+        let connection = connection
+            .map(|id| self.connections.get(tenant, id))
+            .transpose()?;
+        let call = self.prepare_for(
+            plugin,
+            connection,
+            properties,
+            Purpose::Other,
+            trace_id("invoke"),
+        )?;
+        let idempotency_key = call.trace_id().to_string();
+        let outcome = self
+            .perform(call, action, &input.to_string(), &idempotency_key)
+            .await;
+        let (output, error) = match outcome.result.and_then(parse_output) {
+            Ok(value) => (Some(value), None),
+            Err(e) => (None, Some(e)),
+        };
+        Ok(Invocation {
+            plugin: name,
+            action: action.to_string(),
+            output,
+            error,
+            duration_ms: outcome.duration.as_secs_f64() * 1e3,
+            journal: outcome.journal,
+        })
+    }
+
+    /// Everything a call of `plugin` needs: what it may reach, the
+    /// connection's credentials (kept by the host) and the guest's context
+    /// (non-secret properties and environment variables only).
+    fn setup(
+        &self,
+        plugin: &PluginVersion,
+        connection: Option<&ConnectionRecord>,
+        adhoc_properties: BTreeMap<String, Value>,
+        trace_id: String,
+    ) -> Result<(CallEnv, GuestContext), ServiceError> {
+        let manifest = &plugin.record.manifest;
+        let (plain, secrets, connection_id) = match connection {
+            Some(c) => {
+                if c.plugin != manifest.key {
+                    return Err(ServiceError::BadRequest(format!(
+                        "connection `{}` belongs to plugin `{}`, not `{}`",
+                        c.id, c.plugin, manifest.key
+                    )));
+                }
+                (
+                    c.properties.clone(),
+                    self.connections.secrets(c)?,
+                    c.id.clone(),
+                )
+            }
+            None => {
+                if let Some(secret) = manifest
+                    .connection_properties
+                    .iter()
+                    .find(|p| p.secret && adhoc_properties.contains_key(&p.key))
+                {
+                    return Err(ServiceError::BadRequest(format!(
+                        "property `{}` is secret: create a connection for it instead of passing it here",
+                        secret.key
+                    )));
+                }
+                (adhoc_properties, BTreeMap::new(), String::new())
+            }
+        };
+        let allowed: Vec<HostPattern> = manifest
+            .allowed_hosts
+            .iter()
+            .filter_map(|pattern| match HostPattern::parse(pattern, &plain) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::debug!(plugin = %manifest.key, "allowed host left out: {e}");
+                    None
+                }
+            })
+            .collect();
+        let credentials = connection.map(|c| {
+            let mut values = texts(&plain);
+            values.extend(texts(&secrets));
+            let persist: PersistState = {
+                let connections = self.connections.clone();
+                let tenant = c.tenant.clone();
+                Arc::new(move |id: &str, state: &AuthState| {
+                    if let Err(e) = connections.save_auth_state(&tenant, id, state) {
+                        tracing::error!(connection = id, "cannot store new tokens: {e}");
+                    }
+                })
+            };
+            Arc::new(Credentials {
+                connection_id: c.id.clone(),
+                scheme: manifest.auth.clone(),
+                values,
+                secrets: secrets.values().map(as_text).collect(),
+                stored: self.connections.auth_state(c),
+                states: self.connections.auth_states().clone(),
+                persist: Some(persist),
+            })
+        });
+        let limiter = manifest.rate_limit.as_ref().map(|limit| {
+            self.sandbox
+                .limiter(&format!("{}:{connection_id}", manifest.key), limit)
+        });
+        let env = CallEnv {
+            outbound: Some(Outbound {
+                sandbox: self.sandbox.clone(),
+                allowed: allowed.into(),
+                credentials,
+                limiter,
+            }),
+            secrets: Arc::new(texts(&secrets)),
+        };
+        let ctx = GuestContext {
+            connection: Some(GuestConnection {
+                id: if connection_id.is_empty() {
+                    "adhoc".to_string()
+                } else {
+                    connection_id
+                },
+                properties: Value::Object(plain.into_iter().collect()).to_string(),
+            }),
+            env: plugin.record.env.clone().into_iter().collect(),
+            trace_id,
+        };
+        Ok((env, ctx))
+    }
+}
+
+/// A plugin's output text as JSON; output that is not JSON is the plugin's bug.
+pub fn parse_output(text: String) -> Result<Value, CallError> {
+    serde_json::from_str(&text).map_err(|e| CallError::Trap {
+        message: format!("the plugin returned output that is not JSON: {e}"),
+    })
+}
+
+/// A fresh id for a call that belongs to no run: `{kind}-{16 hex}`.
+pub fn trace_id(kind: &str) -> String {
+    format!("{kind}-{:016x}", rand::rng().next_u64())
+}

@@ -1,0 +1,146 @@
+//! The OAuth 2.0 authorization code flow for a connection: the host builds
+//! the authorization URL (with PKCE and an unguessable state kept for ten
+//! minutes), serves the redirect at `/oauth/callback`, exchanges the code and
+//! stores the tokens sealed. The tenant never handles a token.
+
+use std::sync::Arc;
+
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{ConnectionRecord, Connections, texts};
+use crate::{
+    clock::now_secs,
+    error::{ServiceError, UpstreamFailure},
+    manifest::{AuthScheme, OAuth2Grant},
+    sandbox::{
+        HttpSandbox,
+        auth::{authorization_url, exchange_code, fill_url, pkce_pair},
+    },
+    store::{Kv, KvExt, Tree, Write},
+};
+
+const PENDING_SECS: u64 = 600;
+
+/// An authorization code flow waiting for its callback.
+#[derive(Serialize, Deserialize)]
+struct Pending {
+    tenant: String,
+    connection_id: String,
+    verifier: String,
+    redirect_uri: String,
+    expires_at: u64,
+}
+
+pub struct OAuth {
+    kv: Arc<dyn Kv>,
+    connections: Arc<Connections>,
+    sandbox: HttpSandbox,
+}
+
+impl OAuth {
+    pub fn new(kv: Arc<dyn Kv>, connections: Arc<Connections>, sandbox: HttpSandbox) -> Self {
+        OAuth {
+            kv,
+            connections,
+            sandbox,
+        }
+    }
+
+    /// Starts the flow: returns the URL to send the user to. `base_url` is
+    /// where this host is reachable by the browser.
+    pub fn authorize(&self, tenant: &str, id: &str, base_url: &str) -> Result<Value, ServiceError> {
+        let record = self.connections.get(tenant, id)?;
+        let plugin = self.connections.plugin_for(&record)?;
+        let AuthScheme::Oauth2 {
+            grant: OAuth2Grant::AuthorizationCode,
+            authorize_url,
+            scopes,
+            ..
+        } = &plugin.record.manifest.auth
+        else {
+            return Err(ServiceError::BadRequest(format!(
+                "plugin `{}` does not use the OAuth authorization code grant",
+                record.plugin
+            )));
+        };
+        let values = texts(&record.properties);
+        let client_id = values
+            .get("client_id")
+            .cloned()
+            .ok_or_else(|| ServiceError::BadRequest("the connection has no `client_id`".into()))?;
+        let redirect_uri = format!("{}/oauth/callback", base_url.trim_end_matches('/'));
+        let (verifier, challenge) = pkce_pair();
+        let mut state_bytes = [0u8; 24];
+        rand::rng().fill_bytes(&mut state_bytes);
+        let state = hex::encode(state_bytes);
+        let url = authorization_url(
+            &fill_url(authorize_url, &values),
+            &client_id,
+            &redirect_uri,
+            scopes,
+            &state,
+            &challenge,
+        )
+        .map_err(ServiceError::BadRequest)?;
+        let pending = Pending {
+            tenant: tenant.to_string(),
+            connection_id: id.to_string(),
+            verifier,
+            redirect_uri: redirect_uri.clone(),
+            expires_at: now_secs() + PENDING_SECS,
+        };
+        self.kv.put_json(Tree::OAuthPending, &[&state], &pending)?;
+        Ok(json!({"authorize_url": url, "redirect_uri": redirect_uri, "expires_in": PENDING_SECS}))
+    }
+
+    /// Finishes the flow: exchanges the code and stores the tokens.
+    pub async fn callback(
+        &self,
+        state: &str,
+        code: &str,
+    ) -> Result<ConnectionRecord, ServiceError> {
+        let pending: Pending = self
+            .kv
+            .get_json(Tree::OAuthPending, &[state])?
+            .filter(|p: &Pending| p.expires_at > now_secs())
+            .ok_or_else(|| {
+                ServiceError::BadRequest("unknown or expired OAuth state; start again".into())
+            })?;
+        // One use only.
+        self.kv
+            .write(vec![Write::delete(Tree::OAuthPending, &[state])])?;
+        let record = self
+            .connections
+            .get(&pending.tenant, &pending.connection_id)?;
+        let plugin = self.connections.plugin_for(&record)?;
+        let AuthScheme::Oauth2 { token_url, .. } = &plugin.record.manifest.auth else {
+            return Err(ServiceError::State(
+                "the plugin no longer uses OAuth".into(),
+            ));
+        };
+        let mut values = texts(&record.properties);
+        values.extend(texts(&self.connections.secrets(&record)?));
+        let (result, _exchanges) = exchange_code(
+            &self.sandbox,
+            &fill_url(token_url, &values),
+            &values,
+            code,
+            &pending.redirect_uri,
+            &pending.verifier,
+        )
+        .await;
+        let tokens = result.map_err(|e| ServiceError::Upstream {
+            failure: UpstreamFailure::Failed,
+            message: format!("the code exchange failed: {e}"),
+        })?;
+        self.connections
+            .save_auth_state(&pending.tenant, &pending.connection_id, &tokens)?;
+        self.connections
+            .auth_states()
+            .forget(&pending.connection_id);
+        self.connections
+            .get(&pending.tenant, &pending.connection_id)
+    }
+}

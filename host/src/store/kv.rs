@@ -1,0 +1,150 @@
+//! The key-value trait for low-churn records: plugin versions, tenants,
+//! connections, flows and their versions, webhook routes, OAuth flows in
+//! progress. Values are JSON; keys are lists of parts that the backend joins
+//! (parts never contain NUL), so a prefix of parts selects a group, e.g. every
+//! connection of one tenant.
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::{Result, decode, encode};
+
+/// The trees of [`Kv`]. Each has its key layout documented here, because
+/// this is the only place that decides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tree {
+    /// `[name]` → host-wide settings (the operator token's hash).
+    Meta,
+    /// `[key, version]` → a plugin version's record.
+    Plugins,
+    /// `[key, version, flow]` → `{}`: the flows pinned to a plugin version.
+    PluginRefs,
+    /// `[tenant]` → the tenant.
+    Tenants,
+    /// `[sha256(token)]` → the tenant id the token belongs to.
+    TenantTokens,
+    /// `[tenant, connection]` → the connection.
+    Connections,
+    /// `[state]` → an OAuth authorization waiting for its callback.
+    OAuthPending,
+    /// `[tenant, flow]` → the flow's current record.
+    Flows,
+    /// `[tenant, flow, version (10 digits)]` → one published version.
+    FlowVersions,
+    /// `[token]` → the flow a webhook URL delivers to.
+    Hooks,
+}
+
+impl Tree {
+    pub const ALL: [Tree; 10] = [
+        Tree::Meta,
+        Tree::Plugins,
+        Tree::PluginRefs,
+        Tree::Tenants,
+        Tree::TenantTokens,
+        Tree::Connections,
+        Tree::OAuthPending,
+        Tree::Flows,
+        Tree::FlowVersions,
+        Tree::Hooks,
+    ];
+
+    /// The tree's stable name (kept by every backend).
+    pub fn name(self) -> &'static str {
+        match self {
+            Tree::Meta => "meta",
+            Tree::Plugins => "plugins",
+            Tree::PluginRefs => "plugin_refs",
+            Tree::Tenants => "tenants",
+            Tree::TenantTokens => "tenant_tokens",
+            Tree::Connections => "connections",
+            Tree::OAuthPending => "oauth_pending",
+            Tree::Flows => "flows",
+            Tree::FlowVersions => "flow_versions",
+            Tree::Hooks => "hooks",
+        }
+    }
+}
+
+/// One write of an atomic [`Kv::write`].
+#[derive(Debug, Clone)]
+pub enum Write {
+    Put {
+        tree: Tree,
+        key: Vec<String>,
+        value: Vec<u8>,
+    },
+    Delete {
+        tree: Tree,
+        key: Vec<String>,
+    },
+}
+
+impl Write {
+    pub fn put<T: Serialize>(tree: Tree, key: &[&str], value: &T) -> Write {
+        Write::Put {
+            tree,
+            key: parts(key),
+            value: encode(value),
+        }
+    }
+
+    pub fn delete(tree: Tree, key: &[&str]) -> Write {
+        Write::Delete {
+            tree,
+            key: parts(key),
+        }
+    }
+}
+
+fn parts(key: &[&str]) -> Vec<String> {
+    key.iter().map(|p| p.to_string()).collect()
+}
+
+/// Low-churn records and the plugin binaries.
+pub trait Kv: Send + Sync + 'static {
+    fn get(&self, tree: Tree, key: &[&str]) -> Result<Option<Vec<u8>>>;
+    /// Every entry whose key starts with the parts of `prefix`, in key
+    /// order, with its key parts.
+    fn scan(&self, tree: Tree, prefix: &[&str]) -> Result<Vec<(Vec<String>, Vec<u8>)>>;
+    /// Applies every write or none of them, durably (flushed) when it returns.
+    fn write(&self, writes: Vec<Write>) -> Result<()>;
+    /// Stores a blob under its content hash (hex SHA-256), durably.
+    fn put_blob(&self, hash: &str, bytes: &[u8]) -> Result<()>;
+    fn get_blob(&self, hash: &str) -> Result<Option<Vec<u8>>>;
+    fn delete_blob(&self, hash: &str) -> Result<()>;
+}
+
+/// Typed helpers over any [`Kv`].
+pub trait KvExt: Kv {
+    fn get_json<T: DeserializeOwned>(&self, tree: Tree, key: &[&str]) -> Result<Option<T>> {
+        self.get(tree, key)?
+            .map(|bytes| decode(tree.name(), &bytes))
+            .transpose()
+    }
+
+    fn scan_json<T: DeserializeOwned>(&self, tree: Tree, prefix: &[&str]) -> Result<Vec<T>> {
+        self.scan(tree, prefix)?
+            .into_iter()
+            .map(|(_, bytes)| decode(tree.name(), &bytes))
+            .collect()
+    }
+
+    /// The keys under `prefix`, without their values decoded.
+    fn keys(&self, tree: Tree, prefix: &[&str]) -> Result<Vec<Vec<String>>> {
+        Ok(self
+            .scan(tree, prefix)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    fn put_json<T: Serialize>(&self, tree: Tree, key: &[&str], value: &T) -> Result<()> {
+        self.write(vec![Write::put(tree, key, value)])
+    }
+
+    fn delete(&self, tree: Tree, key: &[&str]) -> Result<()> {
+        self.write(vec![Write::delete(tree, key)])
+    }
+}
+
+impl<S: Kv + ?Sized> KvExt for S {}

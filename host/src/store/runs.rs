@@ -1,0 +1,280 @@
+//! What a run is on disk, and the trait of the store that keeps runs: the
+//! record with every step's attempts, and what moves with it (the due-time
+//! queue while it waits, the dead-letter list when it failed, the parked list
+//! while its connection is paused, the finish order that retention walks) and
+//! the de-duplication marks of the events that started runs.
+//!
+//! The records are here, below the services, because the store indexes them;
+//! what runs *do* with them lives in `runs/`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{InboxKey, Result, TriggerState};
+
+/// Which dispatcher a flow's runs go to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lane {
+    /// Events that must not wait behind bulk work (orders, inventory).
+    Fast,
+    #[default]
+    Normal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Waiting for its turn (or running now).
+    Queued,
+    /// A step failed and waits for its next attempt.
+    Retrying,
+    /// Parked until a paused connection is resumed.
+    Paused,
+    Succeeded,
+    /// The conditions did not hold for the event.
+    Skipped,
+    /// Failed for good: in the dead-letter list until replayed.
+    Failed,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub const ALL: [RunStatus; 7] = [
+        RunStatus::Queued,
+        RunStatus::Retrying,
+        RunStatus::Paused,
+        RunStatus::Succeeded,
+        RunStatus::Skipped,
+        RunStatus::Failed,
+        RunStatus::Cancelled,
+    ];
+
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Skipped | RunStatus::Failed | RunStatus::Cancelled
+        )
+    }
+
+    /// Waiting in the queue (due now or later).
+    pub fn is_queued(self) -> bool {
+        matches!(self, RunStatus::Queued | RunStatus::Retrying)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Retrying => "retrying",
+            RunStatus::Paused => "paused",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Skipped => "skipped",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<RunStatus> {
+        RunStatus::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// The event a run was started for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunEvent {
+    pub id: String,
+    pub payload: Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub tenant: String,
+    pub flow_id: String,
+    /// The flow version this run executes (kept across retries and replays).
+    pub flow_version: u32,
+    /// `webhook`, `poll`, `schedule` or `api`.
+    pub source: String,
+    pub event: RunEvent,
+    pub lane: Lane,
+    pub status: RunStatus,
+    /// The step to run next; steps before it have succeeded.
+    pub next_step: usize,
+    pub steps: Vec<StepRecord>,
+    pub error: Option<RunError>,
+    /// When the queue entry is due (ms since the epoch).
+    pub due_at: u64,
+    pub created_at: u64,
+    pub updated_at: u64,
+    pub finished_at: Option<u64>,
+    /// Connection the run is parked behind while `Paused`.
+    #[serde(default)]
+    pub parked_on: Option<String>,
+    #[serde(default)]
+    pub replays: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunError {
+    pub step: Option<String>,
+    /// `transient`, `rate_limited`, `auth`, `invalid_input`, `permanent`,
+    /// `timeout`, `trap`, `condition`, `mapping`...
+    pub kind: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub key: String,
+    /// The same for every attempt and replay of this step of this run.
+    pub idempotency_key: String,
+    pub input: Option<Value>,
+    pub output: Option<Value>,
+    /// Attempts made, the first included.
+    pub attempts: u32,
+    pub first_failure_at: Option<u64>,
+    /// The latest attempts in full (at most [`KEPT_ATTEMPTS`]).
+    pub history: Vec<Attempt>,
+}
+
+pub const KEPT_ATTEMPTS: usize = 10;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Attempt {
+    pub number: u32,
+    pub started_at: u64,
+    pub duration_ms: f64,
+    /// The plugin and version that ran it.
+    pub plugin: String,
+    pub error: Option<Value>,
+    /// Log lines and HTTP exchanges of the call, secrets cut out.
+    pub journal: Value,
+    /// When the next attempt is due, if one is.
+    pub retry_at: Option<u64>,
+}
+
+/// Filters of the run history.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct RunFilter {
+    pub flow: Option<String>,
+    pub status: Option<String>,
+    /// Created at or after (ms since the epoch).
+    pub since: Option<u64>,
+    /// Created before (ms since the epoch).
+    pub until: Option<u64>,
+    pub limit: Option<usize>,
+}
+
+impl RunFilter {
+    pub fn matches(&self, run: &RunRecord) -> bool {
+        self.flow.as_ref().is_none_or(|f| *f == run.flow_id)
+            && self
+                .status
+                .as_ref()
+                .is_none_or(|s| s == run.status.as_str())
+            && self.since.is_none_or(|t| run.created_at >= t)
+            && self.until.is_none_or(|t| run.created_at < t)
+    }
+
+    /// How many runs a listing returns: 100 unless asked, at most 1,000.
+    pub fn max(&self) -> usize {
+        self.limit.unwrap_or(100).min(1000)
+    }
+}
+
+/// An event seen by a flow, remembered for the de-duplication window.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub tenant: String,
+    pub flow: String,
+    pub event: String,
+    pub at: u64,
+}
+
+/// What is written in the same atomic batch as new runs: the source of
+/// their events moves on only together with them.
+pub enum Along<'a> {
+    Nothing,
+    /// The webhook delivery the events came from is done.
+    InboxDone(&'a InboxKey),
+    /// The trigger's new state (its cursor) after the poll that found them.
+    TriggerState {
+        tenant: &'a str,
+        flow: &'a str,
+        state: &'a TriggerState,
+    },
+}
+
+/// A queued run as its queue entry names it (no record read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueEntry {
+    pub due: u64,
+    pub tenant: String,
+    pub flow: String,
+    pub run: String,
+}
+
+/// What a dispatcher made of one due queue entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visit {
+    /// Started, or not startable now (its flow or connection at a limit):
+    /// go on to the next entry.
+    Next,
+    /// Every worker is busy: stop here.
+    Full,
+    /// The entry has no run record (it cannot happen through the store's
+    /// batches): drop it.
+    Orphan,
+}
+
+/// The store of runs. Changes of one run are serialised by the caller (the
+/// run service's per-run lock), so `update` needs no read of its own.
+pub trait RunStore: Send + Sync + 'static {
+    fn run(&self, tenant: &str, id: &str) -> Result<Option<RunRecord>>;
+
+    /// A tenant's runs that match, newest first, at most [`RunFilter::max`].
+    fn runs(&self, tenant: &str, filter: &RunFilter) -> Result<Vec<RunRecord>>;
+
+    fn exists(&self, tenant: &str, id: &str) -> Result<bool>;
+
+    /// When `event` was last seen by the flow (within whatever is kept).
+    fn seen_at(&self, tenant: &str, flow: &str, event: &str) -> Result<Option<u64>>;
+
+    /// Writes new runs (in any state), the de-duplication marks of their
+    /// events and `along`, all or nothing.
+    fn create(&self, runs: &[RunRecord], seen: &[Seen], along: Along<'_>) -> Result<()>;
+
+    /// Moves a run from `before` to `after`: the record and every index
+    /// entry of both states, in one batch.
+    fn update(&self, before: &RunRecord, after: &RunRecord) -> Result<()>;
+
+    /// Offers the due entries of a lane's queue to `visit`, in due order,
+    /// until it says [`Visit::Full`] or nothing more is due. Starts at the
+    /// head; when the head holds only entries that `visit` passed over, the
+    /// next calls walk on through the queue, resuming where they stopped, so
+    /// a backlog that cannot start never hides what is behind it. `head` is
+    /// how many entries the head is. Returns how long to wait before looking
+    /// again unless woken.
+    fn visit_due(
+        &self,
+        lane: Lane,
+        now: u64,
+        head: usize,
+        visit: &mut dyn FnMut(&QueueEntry) -> Visit,
+    ) -> Result<Duration>;
+
+    /// The ids of the runs parked behind a connection.
+    fn parked(&self, tenant: &str, connection: &str) -> Result<Vec<String>>;
+
+    /// How many of a tenant's runs are in the dead-letter list.
+    fn dead_letters(&self, tenant: &str) -> Result<usize>;
+
+    /// Runs waiting in every lane's queue (walks it: for gauges).
+    fn queue_depth(&self) -> Result<usize>;
+
+    /// Deletes runs that finished before `finished_before` and
+    /// de-duplication marks older than `seen_before`; returns how many of each.
+    fn prune(&self, finished_before: u64, seen_before: u64) -> Result<(usize, usize)>;
+}

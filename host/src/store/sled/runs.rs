@@ -1,0 +1,443 @@
+//! [`RunStore`] on sled: the run record and its index entries, each state
+//! change one batch; the dispatchers' walk through the due-time queue; the
+//! de-duplication window and retention.
+
+use std::time::{Duration, Instant};
+
+use super::{Op, SledStore, keys, keys::*};
+use crate::store::{
+    Along, Lane, QueueEntry, Result, RunFilter, RunRecord, RunStatus, RunStore, Seen, Visit, decode,
+};
+
+/// When the head of a lane's queue holds only runs that cannot start now
+/// (their flow or connection at its limit), the walk goes on through the
+/// queue this many entries at a time, and at most every [`WALK_EVERY`], so
+/// one flow's backlog never holds up another flow's runs behind it.
+const WALK: usize = 4_096;
+const WALK_EVERY: Duration = Duration::from_millis(50);
+
+/// How long a dispatcher with nothing to start waits, unless woken.
+const IDLE: Duration = Duration::from_millis(1000);
+
+/// How many entries retention deletes per batch.
+const PRUNE_BATCH: usize = 500;
+
+/// A dispatcher's walk past the blocked head of its queue.
+#[derive(Default)]
+pub(super) struct Walk {
+    /// Where the next walk starts, if the last one stopped short.
+    resume: Option<Vec<u8>>,
+    last: Option<Instant>,
+}
+
+/// How a look at some queue entries ended.
+enum Pass {
+    /// At an entry not due yet: nothing after it is due either.
+    NotDue(Duration),
+    /// Every worker busy; the entry at this key was not started.
+    Full(Vec<u8>),
+    /// Every entry looked at.
+    End,
+}
+
+/// Ops removing every index entry of this state of the run.
+fn unindex(run: &RunRecord) -> Vec<Op> {
+    let mut ops = Vec::new();
+    match run.status {
+        RunStatus::Queued | RunStatus::Retrying => ops.push(Op::delete(QUEUE, keys::queue(run))),
+        RunStatus::Paused => ops.extend(keys::parked(run).map(|key| Op::delete(PARKED, key))),
+        RunStatus::Failed => ops.push(Op::delete(DEAD, keys::run(&run.tenant, &run.id))),
+        _ => {}
+    }
+    ops.extend(keys::finished(run).map(|key| Op::delete(FINISHED, key)));
+    ops
+}
+
+/// Ops writing the record and the index entries of its state.
+fn index(run: &RunRecord) -> Vec<Op> {
+    let mut ops = vec![Op::put_json(RUNS, keys::run(&run.tenant, &run.id), run)];
+    match run.status {
+        RunStatus::Queued | RunStatus::Retrying => ops.push(Op::mark(QUEUE, keys::queue(run))),
+        RunStatus::Paused => ops.extend(keys::parked(run).map(|key| Op::mark(PARKED, key))),
+        RunStatus::Failed => ops.push(Op::mark(DEAD, keys::run(&run.tenant, &run.id))),
+        _ => {}
+    }
+    ops.extend(keys::finished(run).map(|key| Op::mark(FINISHED, key)));
+    ops
+}
+
+impl SledStore {
+    fn get_run(&self, key: &[u8]) -> Result<Option<RunRecord>> {
+        self.get(RUNS, key)?
+            .map(|bytes| decode(RUNS, &bytes))
+            .transpose()
+    }
+
+    /// Offers the due runs among `entries` to `visit`.
+    fn offer(
+        &self,
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+        now: u64,
+        visit: &mut dyn FnMut(&QueueEntry) -> Visit,
+    ) -> Result<Pass> {
+        for (key, _) in entries {
+            let Some(entry) = keys::parse_queue(&key) else {
+                continue;
+            };
+            if entry.due > now {
+                return Ok(Pass::NotDue(Duration::from_millis(
+                    (entry.due - now).min(1000),
+                )));
+            }
+            match visit(&entry) {
+                Visit::Next => {}
+                Visit::Full => return Ok(Pass::Full(key)),
+                Visit::Orphan => self.apply(vec![Op::delete(QUEUE, key)])?,
+            }
+        }
+        Ok(Pass::End)
+    }
+}
+
+impl RunStore for SledStore {
+    fn run(&self, tenant: &str, id: &str) -> Result<Option<RunRecord>> {
+        self.get_run(&keys::run(tenant, id))
+    }
+
+    fn runs(&self, tenant: &str, filter: &RunFilter) -> Result<Vec<RunRecord>> {
+        let tenant_prefix = keys::prefix(&[tenant]);
+        let mut runs: Vec<RunRecord> = if filter.status.as_deref() == Some("failed") {
+            // The dead-letter list is the index of failed runs.
+            self.scan_prefix(DEAD, &tenant_prefix)?
+                .into_iter()
+                .filter_map(|(key, _)| self.get_run(&key).transpose())
+                .collect::<Result<_>>()?
+        } else {
+            self.scan_prefix(RUNS, &tenant_prefix)?
+                .into_iter()
+                .map(|(_, bytes)| decode(RUNS, &bytes))
+                .collect::<Result<_>>()?
+        };
+        runs.retain(|r| filter.matches(r));
+        runs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        runs.truncate(filter.max());
+        Ok(runs)
+    }
+
+    fn exists(&self, tenant: &str, id: &str) -> Result<bool> {
+        Ok(self.get(RUNS, &keys::run(tenant, id))?.is_some())
+    }
+
+    fn seen_at(&self, tenant: &str, flow: &str, event: &str) -> Result<Option<u64>> {
+        self.get(DEDUP, &keys::dedup(tenant, flow, event))?
+            .map(|bytes| decode(DEDUP, &bytes))
+            .transpose()
+    }
+
+    fn create(&self, runs: &[RunRecord], seen: &[Seen], along: Along<'_>) -> Result<()> {
+        let mut ops = match along {
+            Along::Nothing => Vec::new(),
+            Along::InboxDone(key) => vec![Op::delete(INBOX, key.0.clone())],
+            Along::TriggerState {
+                tenant,
+                flow,
+                state,
+            } => vec![Op::put_json(
+                TRIGGER_STATE,
+                keys::join(&[tenant, flow]),
+                state,
+            )],
+        };
+        for mark in seen {
+            let key = keys::dedup(&mark.tenant, &mark.flow, &mark.event);
+            ops.push(Op::mark(DEDUP_EXPIRY, keys::timed(mark.at, &key)));
+            ops.push(Op::put_json(DEDUP, key, &mark.at));
+        }
+        for run in runs {
+            ops.extend(index(run));
+        }
+        self.apply(ops)
+    }
+
+    fn update(&self, before: &RunRecord, after: &RunRecord) -> Result<()> {
+        let mut ops = unindex(before);
+        ops.extend(index(after));
+        self.apply(ops)
+    }
+
+    fn visit_due(
+        &self,
+        lane: Lane,
+        now: u64,
+        head: usize,
+        visit: &mut dyn FnMut(&QueueEntry) -> Visit,
+    ) -> Result<Duration> {
+        let prefix = [keys::lane_byte(lane)];
+        let mut walk = self.walks[lane as usize]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let entries = self.scan_from(QUEUE, &prefix, &[], head)?;
+        let last = match entries.last() {
+            Some((key, _)) if entries.len() == head => key.clone(),
+            _ => Vec::new(), // the head is the whole lane
+        };
+        match self.offer(entries, now, visit)? {
+            Pass::NotDue(wait) => {
+                walk.resume = None;
+                return Ok(wait);
+            }
+            Pass::Full(_) => return Ok(IDLE),
+            Pass::End if last.is_empty() => {
+                walk.resume = None;
+                return Ok(IDLE);
+            }
+            Pass::End => {}
+        }
+        // The head holds only runs that cannot start now: walk on, bounded.
+        if let Some(since) = walk.last.map(|at| at.elapsed())
+            && since < WALK_EVERY
+        {
+            return Ok(WALK_EVERY - since);
+        }
+        walk.last = Some(Instant::now());
+        let after_head = keys::after(&last);
+        let from = match walk.resume.take() {
+            Some(resume) if resume > after_head => resume,
+            _ => after_head,
+        };
+        let entries = self.scan_from(QUEUE, &prefix, &from, WALK)?;
+        let rest = match entries.last() {
+            Some((key, _)) if entries.len() == WALK => Some(keys::after(key)),
+            _ => None, // the walk reached the end of the lane
+        };
+        Ok(match self.offer(entries, now, visit)? {
+            Pass::NotDue(wait) => wait,
+            Pass::Full(at) => {
+                walk.resume = Some(at);
+                IDLE
+            }
+            Pass::End => {
+                walk.resume = rest;
+                if walk.resume.is_some() {
+                    WALK_EVERY
+                } else {
+                    IDLE
+                }
+            }
+        })
+    }
+
+    fn parked(&self, tenant: &str, connection: &str) -> Result<Vec<String>> {
+        Ok(self
+            .scan_prefix(PARKED, &keys::prefix(&[tenant, connection]))?
+            .into_iter()
+            .filter_map(|(key, _)| keys::split(&key).pop())
+            .collect())
+    }
+
+    fn dead_letters(&self, tenant: &str) -> Result<usize> {
+        Ok(self.scan_prefix(DEAD, &keys::prefix(&[tenant]))?.len())
+    }
+
+    fn queue_depth(&self) -> Result<usize> {
+        Ok(self.tree(QUEUE)?.len())
+    }
+
+    fn prune(&self, finished_before: u64, seen_before: u64) -> Result<(usize, usize)> {
+        let mut runs = 0;
+        loop {
+            let batch = self.scan_from(FINISHED, b"", b"", PRUNE_BATCH)?;
+            let mut ops = Vec::new();
+            for (key, _) in &batch {
+                let Some((at, rest)) = keys::time_of(key) else {
+                    continue;
+                };
+                if at >= finished_before {
+                    break;
+                }
+                ops.push(Op::delete(FINISHED, key.clone()));
+                if let Some(run) = self.get_run(rest)? {
+                    ops.extend(unindex(&run));
+                    ops.push(Op::delete(RUNS, rest.to_vec()));
+                }
+                runs += 1;
+            }
+            let done = ops.is_empty() || batch.len() < PRUNE_BATCH;
+            self.apply(ops)?;
+            if done {
+                break;
+            }
+        }
+        let mut marks = 0;
+        loop {
+            let batch = self.scan_from(DEDUP_EXPIRY, b"", b"", PRUNE_BATCH)?;
+            let mut ops = Vec::new();
+            for (key, _) in &batch {
+                let Some((at, dedup)) = keys::time_of(key) else {
+                    continue;
+                };
+                if at >= seen_before {
+                    break;
+                }
+                ops.push(Op::delete(DEDUP_EXPIRY, key.clone()));
+                // A later sighting renewed the entry: keep that one.
+                let seen: Option<u64> = self
+                    .get(DEDUP, dedup)?
+                    .map(|bytes| decode(DEDUP, &bytes))
+                    .transpose()?;
+                if seen.is_some_and(|seen| seen < seen_before) {
+                    ops.push(Op::delete(DEDUP, dedup.to_vec()));
+                }
+                marks += 1;
+            }
+            let done = ops.is_empty() || batch.len() < PRUNE_BATCH;
+            self.apply(ops)?;
+            if done {
+                break;
+            }
+        }
+        Ok((runs, marks))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::RunEvent;
+
+    fn run(status: RunStatus) -> RunRecord {
+        RunRecord {
+            id: "run_1".into(),
+            tenant: "t".into(),
+            flow_id: "flow_1".into(),
+            flow_version: 1,
+            source: "api".into(),
+            event: RunEvent {
+                id: "e".into(),
+                payload: json!({}),
+            },
+            lane: Lane::Fast,
+            status,
+            next_step: 0,
+            steps: vec![],
+            error: None,
+            due_at: 0x1234,
+            created_at: 1,
+            updated_at: 1,
+            finished_at: status.is_finished().then_some(99),
+            parked_on: (status == RunStatus::Paused).then(|| "conn".to_string()),
+            replays: 0,
+        }
+    }
+
+    #[test]
+    fn queue_keys_sort_by_lane_then_due_time_and_parse_back() {
+        let mut a = run(RunStatus::Queued);
+        a.due_at = 5;
+        let mut b = run(RunStatus::Queued);
+        b.due_at = 300;
+        let mut c = run(RunStatus::Queued);
+        c.lane = Lane::Normal;
+        c.due_at = 1;
+        assert!(keys::queue(&a) < keys::queue(&b));
+        assert!(keys::queue(&b) < keys::queue(&c));
+        assert_eq!(
+            keys::parse_queue(&keys::queue(&b)),
+            Some(QueueEntry {
+                due: 300,
+                tenant: "t".into(),
+                flow: "flow_1".into(),
+                run: "run_1".into()
+            })
+        );
+    }
+
+    #[test]
+    fn every_state_indexes_where_it_should_and_unindexes_the_same() {
+        let trees = |ops: &[Op]| -> Vec<&'static str> { ops.iter().map(Op::tree).collect() };
+        let table = [
+            (RunStatus::Queued, vec![RUNS, QUEUE]),
+            (RunStatus::Retrying, vec![RUNS, QUEUE]),
+            (RunStatus::Paused, vec![RUNS, PARKED]),
+            (RunStatus::Failed, vec![RUNS, DEAD, FINISHED]),
+            (RunStatus::Succeeded, vec![RUNS, FINISHED]),
+            (RunStatus::Skipped, vec![RUNS, FINISHED]),
+            (RunStatus::Cancelled, vec![RUNS, FINISHED]),
+        ];
+        for (status, expected) in table {
+            let r = run(status);
+            assert_eq!(trees(&index(&r)), expected, "{status:?}");
+            assert_eq!(trees(&unindex(&r)), expected[1..], "{status:?}");
+        }
+    }
+
+    /// The head of the queue blocked by one flow does not hide a run of
+    /// another flow behind it: the next passes walk on to it.
+    #[test]
+    fn the_walk_finds_what_a_blocked_head_hides() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let mut runs = Vec::new();
+        for i in 0..50u64 {
+            let mut r = run(RunStatus::Queued);
+            r.id = format!("run_{i:03}");
+            r.flow_id = if i == 49 {
+                "free".into()
+            } else {
+                "blocked".into()
+            };
+            r.due_at = i;
+            runs.push(r);
+        }
+        store.create(&runs, &[], Along::Nothing).unwrap();
+        let mut started = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while started.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the walk never reached the free flow"
+            );
+            let wait = store
+                .visit_due(Lane::Fast, 1_000, 8, &mut |entry| {
+                    if entry.flow == "free" {
+                        started.push(entry.run.clone());
+                    }
+                    Visit::Next
+                })
+                .unwrap();
+            std::thread::sleep(wait.min(WALK_EVERY));
+        }
+        assert_eq!(started, vec!["run_049".to_string()]);
+    }
+
+    #[test]
+    fn dedup_marks_and_finished_runs_are_pruned_by_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let mut old = run(RunStatus::Succeeded);
+        old.finished_at = Some(10);
+        let mut new = run(RunStatus::Succeeded);
+        new.id = "run_2".into();
+        new.finished_at = Some(1_000);
+        let seen = |event: &str, at| Seen {
+            tenant: "t".into(),
+            flow: "f".into(),
+            event: event.into(),
+            at,
+        };
+        store
+            .create(
+                &[old, new],
+                &[seen("e1", 10), seen("e2", 1_000)],
+                Along::Nothing,
+            )
+            .unwrap();
+        assert_eq!(store.prune(500, 500).unwrap(), (1, 1));
+        assert!(!store.exists("t", "run_1").unwrap());
+        assert!(store.exists("t", "run_2").unwrap());
+        assert_eq!(store.seen_at("t", "f", "e1").unwrap(), None);
+        assert_eq!(store.seen_at("t", "f", "e2").unwrap(), Some(1_000));
+    }
+}
