@@ -571,3 +571,212 @@ pub fn parse_output(text: String) -> Result<Value, CallError> {
 pub fn trace_id(kind: &str) -> String {
     format!("{kind}-{:016x}", rand::rng().next_u64())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::{Router, http::StatusCode, routing::get};
+    use serde_json::json;
+
+    use super::*;
+    use crate::{
+        config::ServeConfig, engine::Engine, sandbox::SandboxConfig, secrets::MasterKey,
+        store::sled::SledStore,
+    };
+
+    /// A real host's call path (engine, registry, connections, sandbox) with
+    /// the example connector, and a third party that refuses every key.
+    struct Rig {
+        calls: Calls,
+        connections: Arc<Connections>,
+        metrics: Arc<Metrics>,
+        refused: Arc<AtomicUsize>,
+        connection: String,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn rig() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ServeConfig::for_data_dir(dir.path());
+        config.max_instances = 4;
+        let kv = SledStore::open(dir.path()).unwrap().stores().kv;
+        let engine = Arc::new(Engine::new(config.engine()).unwrap());
+        let registry = Arc::new(Registry::open(kv.clone(), engine).await.unwrap());
+        let bytes = std::fs::read(switchyard_tests::EXAMPLE).unwrap();
+        registry.upload(bytes, None).await.unwrap();
+        let key = MasterKey::load_or_create(None, &dir.path().join("master.key")).unwrap();
+        let connections = Arc::new(Connections::new(
+            kv,
+            Arc::new(key),
+            registry.clone(),
+            Default::default(),
+        ));
+        let refused = Arc::new(AtomicUsize::new(0));
+        let api = {
+            let refused = refused.clone();
+            Router::new().route(
+                "/items/{id}",
+                get(move || {
+                    refused.fetch_add(1, Ordering::SeqCst);
+                    async { (StatusCode::UNAUTHORIZED, "bad key") }
+                }),
+            )
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, api).await });
+        let record = connections
+            .create(
+                "t",
+                "example",
+                "Example",
+                json!({"base_url": format!("http://{addr}"), "api_key": "wrong"})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            )
+            .unwrap();
+        let sandbox = HttpSandbox::new(SandboxConfig {
+            allow_networks: vec!["127.0.0.1/32".parse().unwrap()],
+            ..SandboxConfig::default()
+        })
+        .unwrap();
+        let metrics = Arc::new(Metrics::default());
+        Rig {
+            calls: Calls::new(registry, connections.clone(), sandbox, metrics.clone()),
+            connections,
+            metrics,
+            refused,
+            connection: record.id,
+            _dir: dir,
+        }
+    }
+
+    impl Rig {
+        fn prepare(&self, purpose: Purpose) -> Result<Call, Refused> {
+            let version = Version::new(0, 1, 0);
+            let target = Target {
+                tenant: "t",
+                plugin: "example",
+                version: &version,
+                connection: Some(&self.connection),
+            };
+            self.calls.prepare(target, purpose, "trace".into())
+        }
+
+        async fn get_item(&self, purpose: Purpose) -> CallOutcome<String> {
+            let call = self.prepare(purpose).unwrap();
+            self.calls
+                .perform(call, "get-item", r#"{"id":"item-1"}"#, "key")
+                .await
+        }
+
+        fn status(&self) -> ConnectionStatus {
+            self.connections.get("t", &self.connection).unwrap().status
+        }
+    }
+
+    fn step(run: &str) -> Purpose {
+        Purpose::Step {
+            run: run.into(),
+            step: "get".into(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_auth_error_of_a_step_pauses_the_connection_once_and_refuses_the_next_steps() {
+        let rig = rig().await;
+        let first = rig.get_item(step("run_1")).await;
+        assert!(
+            matches!(
+                first.result,
+                Err(CallError::Connector {
+                    error: ConnectorError::Auth { .. }
+                })
+            ),
+            "{:?}",
+            first.result
+        );
+        let ConnectionStatus::Paused { reason } = rig.status() else {
+            panic!("the connection is still active");
+        };
+        assert!(
+            reason.starts_with("step `get` of run `run_1`: auth"),
+            "{reason}"
+        );
+
+        // The next step and the next poll are refused before the plugin runs.
+        for purpose in [
+            step("run_2"),
+            Purpose::Poll {
+                flow: "f".into(),
+                trigger: "new-item".into(),
+            },
+        ] {
+            match rig.prepare(purpose) {
+                Err(Refused::Paused {
+                    connection,
+                    reason: why,
+                }) => {
+                    assert_eq!(connection, rig.connection);
+                    assert_eq!(why, reason);
+                }
+                other => panic!("not refused: {:?}", other.map(|_| ())),
+            }
+        }
+        assert_eq!(rig.refused.load(Ordering::SeqCst), 1);
+
+        // Other calls (a webhook, a hand-made test) still run, and their auth
+        // errors neither pause nor change the first reason.
+        let other = rig.get_item(Purpose::Other).await;
+        assert!(other.result.is_err());
+        assert_eq!(rig.refused.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            rig.status(),
+            ConnectionStatus::Paused {
+                reason: reason.clone()
+            }
+        );
+
+        // Resumed, two steps failing at once pause it once, with one reason.
+        rig.connections
+            .set_status("t", &rig.connection, ConnectionStatus::Active)
+            .unwrap();
+        let (a, b) = (rig.prepare(step("run_a")), rig.prepare(step("run_b")));
+        let input = r#"{"id":"item-1"}"#;
+        let (a, b) = tokio::join!(
+            rig.calls.perform(a.unwrap(), "get-item", input, "a"),
+            rig.calls.perform(b.unwrap(), "get-item", input, "b"),
+        );
+        assert!(a.result.is_err() && b.result.is_err());
+        let ConnectionStatus::Paused { reason } = rig.status() else {
+            panic!("not paused again");
+        };
+        assert!(
+            reason.contains("run `run_a`") != reason.contains("run `run_b`"),
+            "{reason}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_call_records_its_latency_by_plugin_and_function() {
+        let rig = rig().await;
+        let before = rig.metrics.encode();
+        assert!(
+            !before.contains(r#"plugin="example",function="perform""#),
+            "{before}"
+        );
+        rig.get_item(Purpose::Other).await;
+        rig.get_item(Purpose::Other).await;
+        let text = rig.metrics.encode();
+        let count = text
+            .lines()
+            .find(|l| {
+                l.starts_with("switchyard_plugin_call_duration_seconds_count")
+                    && l.contains(r#"plugin="example",function="perform""#)
+            })
+            .unwrap_or_else(|| panic!("no latency recorded: {text}"));
+        assert!(count.ends_with(" 2"), "{count}");
+    }
+}

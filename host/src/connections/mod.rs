@@ -28,7 +28,7 @@ use crate::{
 
 const REDACTED: &str = "********";
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum ConnectionStatus {
     Active,

@@ -13,7 +13,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use super::{
-    Running, Runs,
+    Runs,
+    limits::{Claim, Refusal},
     retry::{RetryPolicy, Verdict, classify},
 };
 use crate::{
@@ -84,13 +85,7 @@ impl Runs {
                 // A finishing run wakes the dispatcher.
                 return Visit::Full;
             }
-            if blocked.contains(&entry.flow)
-                || self
-                    .inflight
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .contains(&entry.run)
-            {
+            if blocked.contains(&entry.flow) || self.limits().is_running(&entry.run) {
                 return Visit::Next;
             }
             let run = match self.store.run(&entry.tenant, &entry.run) {
@@ -109,9 +104,13 @@ impl Runs {
                 }
             };
             let connections = step_connections(&flow);
-            if !self.claim(&run, &flow, &connections) {
-                blocked.insert(entry.flow.clone());
-                return Visit::Next;
+            match self.limits().claim(self.claim_of(&run, &flow, &connections)) {
+                Ok(()) => {}
+                Err(Refusal::AtLimit) => {
+                    blocked.insert(entry.flow.clone());
+                    return Visit::Next;
+                }
+                Err(Refusal::Running) => return Visit::Next,
             }
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 self.release(&run, &flow, &connections);
@@ -135,57 +134,28 @@ impl Runs {
         }
     }
 
-    /// Takes the flow's and connections' slots for `run`, if free.
-    fn claim(&self, run: &RunRecord, flow: &FlowRecord, connections: &[String]) -> bool {
-        let limit = self.settings.connection_concurrency;
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        let Running {
-            per_flow,
-            per_connection,
-        } = &mut *running;
-        let flow_busy = flow
-            .spec
-            .concurrency
-            .is_some_and(|max| per_flow.get(&flow.id).copied().unwrap_or(0) >= max.max(1));
-        let connection_busy = connections
-            .iter()
-            .any(|c| per_connection.get(c).copied().unwrap_or(0) >= limit.max(1));
-        if flow_busy || connection_busy {
-            return false;
+    fn limits(&self) -> std::sync::MutexGuard<'_, super::limits::Limits> {
+        self.limits.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The slots `run` needs: its flow's and its steps' connections'.
+    fn claim_of<'a>(
+        &self,
+        run: &'a RunRecord,
+        flow: &'a FlowRecord,
+        connections: &'a [String],
+    ) -> Claim<'a> {
+        Claim {
+            run: &run.id,
+            flow: &flow.id,
+            flow_limit: flow.spec.concurrency,
+            connections,
+            connection_limit: self.settings.connection_concurrency,
         }
-        if !self
-            .inflight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(run.id.clone())
-        {
-            return false;
-        }
-        *per_flow.entry(flow.id.clone()).or_default() += 1;
-        for c in connections {
-            *per_connection.entry(c.clone()).or_default() += 1;
-        }
-        true
     }
 
     fn release(&self, run: &RunRecord, flow: &FlowRecord, connections: &[String]) {
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        let decrement = |map: &mut std::collections::HashMap<String, u32>, key: &str| {
-            if let Some(n) = map.get_mut(key) {
-                *n -= 1;
-                if *n == 0 {
-                    map.remove(key);
-                }
-            }
-        };
-        decrement(&mut running.per_flow, &flow.id);
-        for c in connections {
-            decrement(&mut running.per_connection, c);
-        }
-        self.inflight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&run.id);
+        self.limits().release(self.claim_of(run, flow, connections));
     }
 
     fn fail_unrunnable(&self, run: &RunRecord, message: String) {

@@ -15,12 +15,13 @@
 //! ask of it, `executor.rs` the dispatchers and the step loop.
 
 mod executor;
+mod limits;
 pub mod record;
 pub mod retry;
 mod service;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -74,20 +75,12 @@ pub struct Runs {
     settings: RuntimeSettings,
     /// One per lane: there is new work for its dispatcher.
     wake: [Notify; 2],
-    /// Runs being executed now (by id).
-    inflight: Mutex<HashSet<String>>,
-    running: Mutex<Running>,
+    /// Runs executing now, and the flow and connection slots they hold.
+    limits: Mutex<limits::Limits>,
     waiters: Mutex<HashMap<String, Vec<oneshot::Sender<RunRecord>>>>,
     /// Serialise changes of one run (by id) and de-duplication checks of
     /// one flow, without one global lock.
     stripes: Vec<Mutex<()>>,
-}
-
-/// Runs executing now, per flow and per connection (the limits).
-#[derive(Default)]
-struct Running {
-    per_flow: HashMap<String, u32>,
-    per_connection: HashMap<String, u32>,
 }
 
 impl Runs {
@@ -107,8 +100,7 @@ impl Runs {
             tasks,
             settings,
             wake: [Notify::new(), Notify::new()],
-            inflight: Mutex::default(),
-            running: Mutex::default(),
+            limits: Mutex::default(),
             waiters: Mutex::default(),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
         }

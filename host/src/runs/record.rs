@@ -19,6 +19,19 @@ pub fn run_id_for(flow_id: &str, event_id: &str) -> String {
     format!("run_{}", hex::encode(&digest[..12]))
 }
 
+/// The id of a run for an event seen again after the de-duplication window
+/// forgot it: a new run, not the old one again.
+pub fn run_id_after_window(flow_id: &str, event_id: &str, now: u64) -> String {
+    let digest = Sha256::new()
+        .chain_update(flow_id)
+        .chain_update([0])
+        .chain_update(event_id)
+        .chain_update([0])
+        .chain_update(now.to_be_bytes())
+        .finalize();
+    format!("run_{}", hex::encode(&digest[..12]))
+}
+
 /// The same for every attempt and replay of one step of one run.
 pub fn idempotency_key(run_id: &str, step: &str) -> String {
     format!("{run_id}:{step}")

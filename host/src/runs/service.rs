@@ -66,7 +66,7 @@ impl Runs {
             let mut id = run_id_for(&flow.id, &event.id);
             if self.store.exists(&flow.tenant, &id)? {
                 // Seen before the window: a new run, not the old one again.
-                id = run_id_for(&flow.id, &format!("{}\0{now}", event.id));
+                id = record::run_id_after_window(&flow.id, &event.id, now);
             }
             let payload = serde_json::from_str(&event.payload);
             let run = self.new_run(flow, id, source, event.id, payload, now);

@@ -41,18 +41,21 @@ pub struct Scheduler {
 
 #[derive(Default)]
 struct Due {
-    order: BTreeSet<(u64, String)>,
-    at: HashMap<String, u64>,
-    polling: HashSet<String>,
+    order: BTreeSet<(u64, FlowKey)>,
+    at: HashMap<FlowKey, u64>,
+    polling: HashSet<FlowKey>,
 }
 
-fn flow_key(tenant: &str, id: &str) -> String {
-    format!("{tenant}\0{id}")
+/// A flow in the set: (tenant, flow id).
+pub type FlowKey = (String, String);
+
+fn flow_key(tenant: &str, id: &str) -> FlowKey {
+    (tenant.to_string(), id.to_string())
 }
 
 impl Scheduler {
     /// Puts (or moves) a flow in the set at `due`.
-    pub fn schedule(&self, key: String, due: u64) {
+    pub fn schedule(&self, key: FlowKey, due: u64) {
         let mut d = self.due.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(old) = d.at.insert(key.clone(), due) {
             d.order.remove(&(old, key.clone()));
@@ -62,16 +65,16 @@ impl Scheduler {
         self.wake.notify_one();
     }
 
-    pub fn unschedule(&self, key: &str) {
+    pub fn unschedule(&self, key: &FlowKey) {
         let mut d = self.due.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(old) = d.at.remove(key) {
-            d.order.remove(&(old, key.to_string()));
+            d.order.remove(&(old, key.clone()));
         }
     }
 
     /// Takes the flows due at `now` out of the set; returns them with the
     /// time to wait before the next one.
-    fn take_due(&self, now: u64, max: usize) -> (Vec<(u64, String)>, Duration) {
+    fn take_due(&self, now: u64, max: usize) -> (Vec<(u64, FlowKey)>, Duration) {
         let mut d = self.due.lock().unwrap_or_else(|e| e.into_inner());
         let mut taken = Vec::new();
         while taken.len() < max {
@@ -93,7 +96,7 @@ impl Scheduler {
         (taken, Duration::from_millis(wait))
     }
 
-    fn done(&self, key: &str) {
+    fn done(&self, key: &FlowKey) {
         self.due
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -180,8 +183,7 @@ impl Triggers {
     /// returns when it is due next, or `None` when it left the schedule
     /// (deactivated, deleted). The new trigger state is written once, in the
     /// batch that queues the events it covered.
-    async fn fire(&self, key: &str, due: u64) -> Option<u64> {
-        let (tenant, id) = key.split_once('\0')?;
+    async fn fire(&self, (tenant, id): &FlowKey, due: u64) -> Option<u64> {
         let flow = self.flows.get(tenant, id).ok().filter(|f| f.active)?;
         let mut state = self.trigger_state(tenant, id).unwrap_or_default();
         let now = now_ms();

@@ -23,4 +23,5 @@ mod runs;
 mod sandbox;
 mod support;
 mod tenants;
+mod tidy;
 mod workflows;
