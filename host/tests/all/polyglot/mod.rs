@@ -4,9 +4,9 @@
 //! built from source by `switchyard-tests`, uploaded through the API and run
 //! against fakes of their APIs on 127.0.0.2 with host-held credentials.
 //!
-//! Actions go through `POST /v1/invoke` (`App::invoke`); triggers are driven
-//! the way the scheduler and the webhook ingress drive them:
-//! `App::call_setup`, then `Engine::poll` / `Engine::handle_webhook`.
+//! Actions go through `POST /v1/invoke` (`Calls::invoke`); triggers are
+//! driven the way the scheduler and the webhook ingress drive them: a call
+//! prepared by `Calls::prepare_for`, then `Calls::poll` / `Calls::handle_webhook`.
 
 mod shipping;
 mod woocommerce;
