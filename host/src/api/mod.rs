@@ -1,10 +1,13 @@
 //! The admin API (axum): JSON in and out, bearer-token auth on everything but
-//! `/health`.
+//! `/health`, `/metrics` (a token of its own) and the public endpoints
+//! (`/hooks/...`, `/oauth/callback`, rate-limited); a body limit on every
+//! route.
 
 mod connections;
 mod error;
 mod flows;
 mod hooks;
+mod limits;
 mod plugins;
 mod runs;
 mod tenants;
@@ -12,9 +15,9 @@ mod tenants;
 use std::sync::Arc;
 
 use axum::{
-    Json, Router,
-    extract::{Request, State},
-    http::StatusCode,
+    Extension, Json, Router,
+    extract::{DefaultBodyLimit, Request, State},
+    http::{HeaderMap, StatusCode},
     middleware::{self, Next},
     response::Response,
     routing::get,
@@ -22,13 +25,22 @@ use axum::{
 use serde_json::{Value, json};
 
 pub use error::ApiError;
+pub use limits::{PublicLimits, Rate};
 
 use crate::{app::App, tenants::Principal};
 
 pub type AppState = Arc<App>;
 
-/// The whole API.
+/// The whole API. Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()`: the rate limits of
+/// the public endpoints key on the TCP peer.
 pub fn router(app: AppState) -> Router {
+    let limits = Arc::new(limits::Limits::new(
+        app.config.public_limits(),
+        app.runtime.metrics.rate_limited.clone(),
+    ));
+    let per_source = middleware::from_fn_with_state(limits.clone(), limits::per_source);
+    // The bearer token is checked before a body is read.
     let authed = Router::new()
         .route("/v1/status", get(status))
         .merge(plugins::routes(&app))
@@ -37,13 +49,24 @@ pub fn router(app: AppState) -> Router {
         .merge(flows::routes())
         .merge(runs::routes())
         .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
-    Router::new()
+    let api = Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
-        .merge(connections::public_routes())
-        .merge(hooks::public_routes())
+        .merge(hooks::metrics_routes())
+        .merge(connections::public_routes().route_layer(per_source.clone()))
         .merge(authed)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
-        .with_state(app)
+        // Plugin uploads set a larger limit on their route (the innermost
+        // limit wins).
+        .layer(DefaultBodyLimit::max(app.config.max_request_kib << 10))
+        .layer(middleware::map_response(error::json_errors));
+    // Webhook deliveries: the hook's own budget is taken once its token is
+    // known, then the body is read (up to `--max-delivery-kib`). Answers
+    // may be a plugin's own, so they are not reshaped.
+    let hooks = hooks::public_routes()
+        .route_layer(per_source)
+        .layer(DefaultBodyLimit::max(app.config.max_delivery_kib << 10))
+        .layer(Extension(limits));
+    api.merge(hooks).with_state(app)
 }
 
 async fn require_token(
@@ -51,29 +74,36 @@ async fn require_token(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let token = request
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let Some(token) = token else {
+    let principal = authenticate(&app, request.headers())?;
+    request.extensions_mut().insert(principal);
+    Ok(next.run(request).await)
+}
+
+/// Who the request's bearer token belongs to; 401 without a valid one.
+pub(crate) fn authenticate(app: &App, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let Some(token) = bearer(headers) else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "send `Authorization: Bearer <token>`",
         ));
     };
-    match app.authenticate(token.trim())? {
-        Some(principal) => {
-            request.extensions_mut().insert(principal);
-            Ok(next.run(request).await)
-        }
-        None => Err(ApiError::new(
+    app.authenticate(token)?.ok_or_else(|| {
+        ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "the token is not valid",
-        )),
-    }
+        )
+    })
+}
+
+/// The token of an `Authorization: Bearer` header.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
 }
 
 /// Where this host is reachable from outside: `--public-url`, else the
