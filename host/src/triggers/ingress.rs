@@ -14,7 +14,7 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use base64::{Engine as _, engine::general_purpose::STANDARD as B64};
-use rand::RngCore;
+use rand::{Rng, RngCore};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -36,6 +36,9 @@ pub const INBOX: &str = "inbox";
 pub const REJECTED: &str = "deliveries_rejected";
 /// How many rejected deliveries a flow keeps (the newest).
 pub const REJECTED_PER_FLOW: usize = 1_000;
+/// A flow's rejections are trimmed to [`REJECTED_PER_FLOW`] at one rejection
+/// in this many (so it holds a few dozen more at most, in all likelihood).
+const TRIM_ONE_IN: u32 = 16;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HookTarget {
@@ -138,6 +141,31 @@ impl App {
         ops.push(Op::put_json(REJECTED, key.as_bytes(), &record));
         self.store.apply(ops)?;
         self.runtime.metrics.delivery("rejected");
+        // The retention pass trims every flow every few minutes; a flood of
+        // garbage in between is trimmed here. One rejection in
+        // TRIM_ONE_IN reads the flow's list, so most pay nothing.
+        if rand::rng().random_ratio(1, TRIM_ONE_IN) {
+            self.trim_rejected(tenant, flow_id)?;
+        }
+        Ok(())
+    }
+
+    /// Forgets all but a flow's newest [`REJECTED_PER_FLOW`] rejections.
+    fn trim_rejected(&self, tenant: &str, flow_id: &str) -> Result<(), ServiceError> {
+        let prefix = format!("{tenant}\0{flow_id}\0");
+        let keys = self.store.scan_prefix(REJECTED, prefix.as_bytes())?;
+        let excess = keys.len().saturating_sub(REJECTED_PER_FLOW);
+        if excess > 0 {
+            self.store.apply(
+                keys.into_iter()
+                    .take(excess)
+                    .map(|(key, _)| Op::Delete {
+                        tree: REJECTED,
+                        key,
+                    })
+                    .collect(),
+            )?;
+        }
         Ok(())
     }
 
