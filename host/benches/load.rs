@@ -59,6 +59,9 @@ impl Server {
                 "--allow-network",
                 "127.0.0.2/32",
             ])
+            // The host's capacity is measured, not the public endpoints'
+            // rate limits (one sender, one hook, thousands a second).
+            .args(["--hook-rate", "0", "--source-rate", "0"])
             .args(["--token", TOKEN, "--data-dir"])
             .arg(dir.path().join("data"))
             .arg("--load-dir")
@@ -536,6 +539,7 @@ async fn polling() {
     let polls = fake.polls.load(Ordering::Relaxed) - polls_before;
     let metrics = client
         .get(format!("{}/metrics", server.url))
+        .bearer_auth(TOKEN)
         .send()
         .await
         .unwrap()

@@ -167,6 +167,11 @@ impl App {
             settings: Arc::new(ApiSettings {
                 public_url: self.config.public_url.clone(),
                 max_upload_bytes: self.config.max_upload_mib << 20,
+                max_request_bytes: self.config.max_request_kib << 10,
+                max_delivery_bytes: self.config.max_delivery_kib << 10,
+                limits: self.config.public_limits(),
+                metrics_token: self.config.metrics_token.clone(),
+                public_metrics: self.config.public_metrics,
             }),
         }
     }

@@ -1,7 +1,7 @@
 //! The `switchyard` command line: `serve` runs the host; the other commands
 //! talk to a running host over its API.
 
-use std::{io::Write, path::PathBuf};
+use std::{io::Write, net::SocketAddr, path::PathBuf};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
@@ -641,7 +641,9 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     println!("switchyard listening on http://{}", listener.local_addr()?);
     std::io::stdout().flush().ok();
     app.start();
-    axum::serve(listener, api::router(app.api_state()))
+    // The peer's address is what the public endpoints' rate limits key on.
+    let service = api::router(app.api_state()).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving the API")?;

@@ -5,7 +5,12 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use ipnet::IpNet;
 
-use crate::{engine::EngineConfig, runs::RuntimeSettings, sandbox::SandboxConfig};
+use crate::{
+    api::{PublicLimits, Rate},
+    engine::EngineConfig,
+    runs::RuntimeSettings,
+    sandbox::SandboxConfig,
+};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeConfig {
@@ -72,6 +77,48 @@ pub struct ServeConfig {
     #[arg(long, env = "SWITCHYARD_MAX_DELIVERY_KIB", default_value_t = 5120)]
     pub max_delivery_kib: usize,
 
+    /// Largest request body of the JSON API, in KiB (plugin uploads and
+    /// webhook deliveries have limits of their own).
+    #[arg(long, env = "SWITCHYARD_MAX_REQUEST_KIB", default_value_t = 1024)]
+    pub max_request_kib: usize,
+
+    /// Requests per second, sustained, that one source address may make to
+    /// `/hooks/...` and `/oauth/callback` (0: no limit). Over it: 429.
+    #[arg(long, env = "SWITCHYARD_SOURCE_RATE", default_value_t = 300)]
+    pub source_rate: u32,
+
+    /// Requests one source address may make at once, above its rate.
+    #[arg(long, env = "SWITCHYARD_SOURCE_BURST", default_value_t = 3_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub source_burst: u32,
+
+    /// Deliveries per second, sustained, that one webhook accepts (0: no
+    /// limit). Over it: 429, and nothing is stored.
+    #[arg(long, env = "SWITCHYARD_HOOK_RATE", default_value_t = 100)]
+    pub hook_rate: u32,
+
+    /// Deliveries one webhook accepts at once, above its rate.
+    #[arg(long, env = "SWITCHYARD_HOOK_BURST", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub hook_burst: u32,
+
+    /// Reverse proxies in front of the host that append the client's address
+    /// to `X-Forwarded-For`. 0: the TCP peer is the source address (the
+    /// header is ignored: clients can write anything into it).
+    #[arg(long, env = "SWITCHYARD_TRUSTED_PROXY_HOPS", default_value_t = 0)]
+    pub trusted_proxy_hops: usize,
+
+    /// A bearer token that may read `/metrics` (as the operator token may),
+    /// for a Prometheus scrape config. 16 characters or more.
+    #[arg(long, env = "SWITCHYARD_METRICS_TOKEN", hide_env_values = true,
+          value_parser = long_token)]
+    pub metrics_token: Option<String>,
+
+    /// Serve `/metrics` without a token (when only a trusted network can
+    /// reach the host).
+    #[arg(long, env = "SWITCHYARD_PUBLIC_METRICS")]
+    pub public_metrics: bool,
+
     /// Runs executing at once in the fast lane (flows with `lane: fast`).
     #[arg(long, env = "SWITCHYARD_FAST_WORKERS", default_value_t = 32)]
     pub fast_workers: usize,
@@ -110,6 +157,14 @@ impl ServeConfig {
             max_instances: 256,
             max_upload_mib: 64,
             max_delivery_kib: 5120,
+            max_request_kib: 1024,
+            source_rate: 300,
+            source_burst: 3_000,
+            hook_rate: 100,
+            hook_burst: 1_000,
+            trusted_proxy_hops: 0,
+            metrics_token: None,
+            public_metrics: false,
             fast_workers: 32,
             normal_workers: 32,
             connection_concurrency: 16,
@@ -138,11 +193,34 @@ impl ServeConfig {
         }
     }
 
+    pub fn public_limits(&self) -> PublicLimits {
+        PublicLimits {
+            source: Rate {
+                per_second: self.source_rate,
+                burst: self.source_burst,
+            },
+            hook: Rate {
+                per_second: self.hook_rate,
+                burst: self.hook_burst,
+            },
+            proxy_hops: self.trusted_proxy_hops,
+        }
+    }
+
     pub fn sandbox(&self) -> SandboxConfig {
         SandboxConfig {
             allow_networks: self.allow_networks.clone(),
             request_timeout: Duration::from_millis(self.http_timeout_ms),
             ..SandboxConfig::default()
         }
+    }
+}
+
+/// A token is a secret: short ones can be guessed.
+fn long_token(value: &str) -> Result<String, String> {
+    if value.len() >= 16 {
+        Ok(value.to_string())
+    } else {
+        Err("a token must be at least 16 characters".to_string())
     }
 }

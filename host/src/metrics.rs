@@ -29,6 +29,12 @@ pub struct OutcomeLabel {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    /// `source` (per address) or `hook` (per webhook).
+    pub limit: String,
+}
+
 type Latency = Family<CallLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -48,6 +54,7 @@ pub struct Metrics {
     pub polls: Family<OutcomeLabel, Counter>,
     pub ack_latency: Histogram,
     pub poll_lag: Histogram,
+    pub rate_limited: Family<LimitLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -113,6 +120,12 @@ impl Default for Metrics {
             "How late a poll started after it was due",
             poll_lag.clone(),
         );
+        let rate_limited = Family::<LimitLabel, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests to public endpoints refused with 429, by the limit they hit",
+            rate_limited.clone(),
+        );
         Metrics {
             registry,
             runs,
@@ -125,6 +138,7 @@ impl Default for Metrics {
             polls,
             ack_latency,
             poll_lag,
+            rate_limited,
         }
     }
 }

@@ -1,25 +1,28 @@
 //! `/hooks/{token}`: the public webhook ingress (no bearer token: the
 //! unguessable token is the address, and the plugin verifies the sender's
-//! signature). `GET /metrics`: Prometheus text.
+//! signature; each hook has a rate limit). `GET /metrics`: Prometheus text,
+//! for the operator's or the metrics token unless `--public-metrics`.
 
 use std::sync::Arc;
 
 use axum::{
-    Router,
+    Extension, Router,
     body::{Body, to_bytes},
     extract::{Request, State},
-    http::{HeaderName, HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{any, get},
 };
 use base64::{Engine as _, engine::general_purpose::STANDARD as B64};
+use sha2::{Digest, Sha256};
 
-use super::{ApiError, ApiState, extract::Path};
+use super::{ApiError, ApiSettings, ApiState, extract::Path, limits::Limits};
 use crate::{
     clock::now_ms,
     metrics::Metrics,
     runs::Runs,
     store::Delivery,
+    tenants::Tenants,
     triggers::{
         Triggers,
         ingress::{Answer, accepted_body},
@@ -27,14 +30,17 @@ use crate::{
 };
 
 pub(super) fn public_routes() -> Router<ApiState> {
-    Router::new()
-        .route("/hooks/{token}", any(deliver))
-        .route("/metrics", get(metrics))
+    Router::new().route("/hooks/{token}", any(deliver))
+}
+
+pub(super) fn metrics_routes() -> Router<ApiState> {
+    Router::new().route("/metrics", get(metrics))
 }
 
 async fn deliver(
     State(triggers): State<Arc<Triggers>>,
     State(metrics): State<Arc<Metrics>>,
+    Extension(limits): Extension<Arc<Limits>>,
     Path(token): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
@@ -45,6 +51,8 @@ async fn deliver(
             "no active flow receives deliveries at this URL",
         ));
     };
+    // Refused before the body is read: a flood costs no disk.
+    limits.check_hook(&token)?;
     let (parts, body) = request.into_parts();
     let mut delivery = Delivery {
         tenant: target.tenant,
@@ -63,17 +71,25 @@ async fn deliver(
         last_error: None,
     };
     let limit = triggers.settings().max_delivery_bytes;
-    let body = match to_bytes(body, limit).await {
-        Ok(body) => body,
-        Err(_) => {
-            let reason = format!("the delivery is larger than the {} KiB limit", limit >> 10);
-            triggers.reject_delivery(&delivery, &[], &reason, None)?;
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                reason,
-            ));
-        }
+    // A declared length over the limit is refused without reading the body.
+    let declared_too_large = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .is_some_and(|n| n > limit);
+    let body = if declared_too_large {
+        None
+    } else {
+        to_bytes(body, limit).await.ok()
+    };
+    let Some(body) = body else {
+        let reason = format!("the delivery is larger than the {} KiB limit", limit >> 10);
+        triggers.reject_delivery(&delivery, &[], &reason, None)?;
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            reason,
+        ));
     };
     delivery.body = B64.encode(&body);
     let key = triggers.accept_delivery(&delivery).await.map_err(|e| {
@@ -126,15 +142,37 @@ async fn deliver(
 async fn metrics(
     State(metrics): State<Arc<Metrics>>,
     State(runs): State<Arc<Runs>>,
-) -> impl IntoResponse {
+    State(tenants): State<Arc<Tenants>>,
+    State(settings): State<Arc<ApiSettings>>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    if !settings.public_metrics {
+        may_read_metrics(&tenants, &settings, &headers)?;
+    }
     if let Ok(depth) = runs.queue_depth() {
         metrics.queue_depth.set(depth as i64);
     }
-    (
+    Ok((
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         metrics.encode(),
-    )
+    ))
+}
+
+/// The metrics token or the operator's: the figures cover every tenant.
+fn may_read_metrics(
+    tenants: &Tenants,
+    settings: &ApiSettings,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    if let (Some(expected), Some(given)) = (&settings.metrics_token, super::bearer(headers)) {
+        // Comparing digests leaks nothing useful about the token itself.
+        if Sha256::digest(given.as_bytes()) == Sha256::digest(expected.as_bytes()) {
+            return Ok(());
+        }
+    }
+    let principal = super::authenticate(tenants, headers)?;
+    super::operator_only(&principal, "read the metrics")
 }

@@ -1,12 +1,15 @@
 //! The admin API (axum): JSON in and out, bearer-token auth on everything but
-//! `/health`, the webhook ingress and the OAuth callback. Each handler takes
-//! the services it needs as sub-states of [`ApiState`], never the whole host.
+//! `/health`, `/metrics` (a token of its own) and the public endpoints
+//! (`/hooks/...`, `/oauth/callback`, rate-limited); a body limit on every
+//! route. Each handler takes the services it needs as sub-states of
+//! [`ApiState`], never the whole host.
 
 mod connections;
 mod error;
 mod extract;
 mod flows;
 mod hooks;
+mod limits;
 mod plugins;
 mod runs;
 mod tenants;
@@ -14,9 +17,9 @@ mod tenants;
 use std::sync::Arc;
 
 use axum::{
-    Json, Router,
-    extract::{FromRef, Request, State},
-    http::StatusCode,
+    Extension, Json, Router,
+    extract::{DefaultBodyLimit, FromRef, Request, State},
+    http::{HeaderMap, StatusCode},
     middleware::{self, Next},
     response::Response,
     routing::get,
@@ -24,6 +27,7 @@ use axum::{
 use serde_json::{Value, json};
 
 pub use error::ApiError;
+pub use limits::{PublicLimits, Rate};
 
 use crate::{
     calls::Calls,
@@ -61,13 +65,32 @@ pub struct ApiSettings {
     pub public_url: Option<String>,
     /// Largest plugin upload accepted.
     pub max_upload_bytes: usize,
+    /// Largest body of any other API request.
+    pub max_request_bytes: usize,
+    /// Largest webhook delivery accepted.
+    pub max_delivery_bytes: usize,
+    /// The rate limits of the public endpoints.
+    pub limits: PublicLimits,
+    /// A bearer token that may read `/metrics` besides the operator's.
+    pub metrics_token: Option<String>,
+    /// `/metrics` without a token.
+    pub public_metrics: bool,
 }
 
-/// The whole API.
+/// The whole API. Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()`: the rate limits of
+/// the public endpoints key on the TCP peer.
 pub fn router(state: ApiState) -> Router {
+    let settings = state.settings.clone();
+    let limits = Arc::new(limits::Limits::new(
+        settings.limits,
+        state.metrics.rate_limited.clone(),
+    ));
+    let per_source = middleware::from_fn_with_state(limits.clone(), limits::per_source);
+    // The bearer token is checked before a body is read.
     let authed = Router::new()
         .route("/v1/status", get(status))
-        .merge(plugins::routes(&state.settings))
+        .merge(plugins::routes(&settings))
         .merge(connections::routes())
         .merge(tenants::routes())
         .merge(flows::routes())
@@ -76,13 +99,24 @@ pub fn router(state: ApiState) -> Router {
             state.tenants.clone(),
             require_token,
         ));
-    Router::new()
+    let api = Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
-        .merge(connections::public_routes())
-        .merge(hooks::public_routes())
+        .merge(hooks::metrics_routes())
+        .merge(connections::public_routes().route_layer(per_source.clone()))
         .merge(authed)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
-        .with_state(state)
+        // Plugin uploads set a larger limit on their route (the innermost
+        // limit wins).
+        .layer(DefaultBodyLimit::max(settings.max_request_bytes))
+        .layer(middleware::map_response(error::json_errors));
+    // Webhook deliveries: the hook's own budget is taken once its token is
+    // known, then the body is read (up to `--max-delivery-kib`). Answers
+    // may be a plugin's own, so they are not reshaped.
+    let hooks = hooks::public_routes()
+        .route_layer(per_source)
+        .layer(DefaultBodyLimit::max(settings.max_delivery_bytes))
+        .layer(Extension(limits));
+    api.merge(hooks).with_state(state)
 }
 
 async fn require_token(
@@ -90,29 +124,36 @@ async fn require_token(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let token = request
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let Some(token) = token else {
+    let principal = authenticate(&tenants, request.headers())?;
+    request.extensions_mut().insert(principal);
+    Ok(next.run(request).await)
+}
+
+/// Who the request's bearer token belongs to; 401 without a valid one.
+pub(crate) fn authenticate(tenants: &Tenants, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let Some(token) = bearer(headers) else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "send `Authorization: Bearer <token>`",
         ));
     };
-    match tenants.authenticate(token.trim())? {
-        Some(principal) => {
-            request.extensions_mut().insert(principal);
-            Ok(next.run(request).await)
-        }
-        None => Err(ApiError::new(
+    tenants.authenticate(token)?.ok_or_else(|| {
+        ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "the token is not valid",
-        )),
-    }
+        )
+    })
+}
+
+/// The token of an `Authorization: Bearer` header.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
 }
 
 /// Where this host is reachable from outside: `--public-url`, else the

@@ -79,6 +79,9 @@ pub trait Inbox: Send + Sync + 'static {
     /// A flow's rejected deliveries, newest first.
     fn rejected(&self, tenant: &str, flow: &str) -> Result<Vec<Rejected>>;
 
+    /// Forgets all but a flow's newest `keep` rejected deliveries.
+    fn trim_rejected(&self, tenant: &str, flow: &str, keep: usize) -> Result<usize>;
+
     /// Forgets rejected deliveries received before `before`, and all but
     /// the newest `keep` of each flow; returns how many.
     fn prune_rejected(&self, before: u64, keep: usize) -> Result<usize>;

@@ -14,6 +14,7 @@
 use std::{sync::Arc, time::Duration};
 
 use base64::{Engine as _, engine::general_purpose::STANDARD as B64};
+use rand::Rng;
 use serde_json::{Value, json};
 
 use super::Triggers;
@@ -28,6 +29,9 @@ use crate::{
 
 /// How many rejected deliveries a flow keeps (the newest).
 pub const REJECTED_PER_FLOW: usize = 1_000;
+/// A flow's rejections are trimmed to [`REJECTED_PER_FLOW`] at one rejection
+/// in this many (so it holds a few dozen more at most, in all likelihood).
+const TRIM_ONE_IN: u32 = 16;
 
 /// How the ingress answers a delivery.
 pub enum Answer {
@@ -88,6 +92,13 @@ impl Triggers {
         self.inbox
             .reject(key, &delivery.tenant, &delivery.flow_id, &record)?;
         self.metrics.delivery("rejected");
+        // The retention pass trims every flow every few minutes; a flood of
+        // garbage in between is trimmed here. One rejection in
+        // TRIM_ONE_IN reads the flow's list, so most pay nothing.
+        if rand::rng().random_ratio(1, TRIM_ONE_IN) {
+            self.inbox
+                .trim_rejected(&delivery.tenant, &delivery.flow_id, REJECTED_PER_FLOW)?;
+        }
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 // Test helpers are shared between modules of this one binary.
 #![allow(unreachable_pub)]
 
+mod abuse;
 mod auth;
 mod cli;
 mod connectors_rust;

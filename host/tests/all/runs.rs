@@ -431,7 +431,10 @@ async fn webhook_flow_runs_with_conditions_mappings_and_dedup() {
     assert_eq!(status, 404);
 
     // Metrics count what happened.
-    let text = reqwest::get(format!("{}/metrics", host.url))
+    let text = reqwest::Client::new()
+        .get(format!("{}/metrics", host.url))
+        .bearer_auth(TOKEN)
+        .send()
         .await
         .unwrap()
         .text()

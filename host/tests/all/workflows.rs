@@ -34,7 +34,7 @@ use crate::{
     fake_shopify::{self, FakeShopify},
     fake_warehouse::FakeWarehouse,
     sandbox::sandbox_config,
-    support::{TestHost, read},
+    support::{TOKEN, TestHost, read},
 };
 
 /// Where the third parties are told the host is (Shopify and the warehouse
@@ -1086,6 +1086,7 @@ async fn every_workflow_completes_exactly_once_while_the_apis_fail_for_a_while()
     let text = m
         .http
         .get(format!("{}/metrics", m.host.url))
+        .bearer_auth(TOKEN)
         .send()
         .await
         .unwrap()

@@ -73,6 +73,18 @@ impl Inbox for SledStore {
         Ok(list)
     }
 
+    fn trim_rejected(&self, tenant: &str, flow: &str, keep: usize) -> Result<usize> {
+        let keys = self.scan_prefix(REJECTED, &keys::prefix(&[tenant, flow]))?;
+        let excess = keys.len().saturating_sub(keep);
+        self.apply(
+            keys.into_iter()
+                .take(excess)
+                .map(|(key, _)| Op::delete(REJECTED, key))
+                .collect(),
+        )?;
+        Ok(excess)
+    }
+
     fn prune_rejected(&self, before: u64, keep: usize) -> Result<usize> {
         let keys: Vec<Vec<u8>> = self
             .tree(REJECTED)?
