@@ -11,6 +11,8 @@ use crate::{
     calls::Calls,
     config::ServeConfig,
     connections::{Connections, oauth::OAuth},
+    console,
+    drafts::Drafts,
     engine::Engine,
     flows::{Flows, HostCatalogue},
     metrics::Metrics,
@@ -22,6 +24,7 @@ use crate::{
     tasks::Tasks,
     tenants::Tenants,
     triggers::{TriggerSettings, Triggers},
+    users::Users,
 };
 
 /// The running host: every service, built once.
@@ -37,6 +40,8 @@ pub struct App {
     pub runs: Arc<Runs>,
     pub triggers: Arc<Triggers>,
     pub metrics: Arc<Metrics>,
+    pub users: Arc<Users>,
+    pub drafts: Arc<Drafts>,
     tasks: Arc<Tasks>,
     store: Weak<SledStore>,
 }
@@ -112,6 +117,8 @@ impl App {
                 retention: settings.retention,
             },
         ));
+        let users = Arc::new(Users::new(store.kv.clone(), config.session_secs));
+        let drafts = Arc::new(Drafts::new(store.kv.clone()));
         let app = App {
             config,
             engine,
@@ -124,6 +131,8 @@ impl App {
             runs,
             triggers,
             metrics,
+            users,
+            drafts,
             tasks,
             store: Arc::downgrade(&sled),
         };
@@ -164,6 +173,8 @@ impl App {
             triggers: self.triggers.clone(),
             metrics: self.metrics.clone(),
             engine: self.engine.clone(),
+            users: self.users.clone(),
+            drafts: self.drafts.clone(),
             settings: Arc::new(ApiSettings {
                 public_url: self.config.public_url.clone(),
                 max_upload_bytes: self.config.max_upload_mib << 20,
@@ -174,6 +185,13 @@ impl App {
                 public_metrics: self.config.public_metrics,
             }),
         }
+    }
+
+    /// Everything the host serves: the API and, beside it, the console
+    /// (which takes the same services).
+    pub fn router(&self) -> axum::Router {
+        let state = self.api_state();
+        crate::api::router(state.clone()).merge(console::router(state))
     }
 
     async fn load_dirs(&self) {

@@ -1,6 +1,6 @@
 //! The key-value trait for low-churn records: plugin versions, tenants,
-//! connections, flows and their versions, webhook routes, OAuth flows in
-//! progress. Values are JSON; keys are lists of parts that the backend joins
+//! connections, flows and their versions and drafts, webhook routes, OAuth
+//! flows in progress, users, their sessions and the audit log. Values are JSON; keys are lists of parts that the backend joins
 //! (parts never contain NUL), so a prefix of parts selects a group, e.g. every
 //! connection of one tenant.
 
@@ -32,10 +32,22 @@ pub enum Tree {
     FlowVersions,
     /// `[token]` → the flow a webhook URL delivers to.
     Hooks,
+    /// `[tenant, user]` → a person who signs in to the console.
+    Users,
+    /// `[email (lower case)]` → `{tenant, user}`: emails are unique on a host.
+    UserEmails,
+    /// `[sha256(invitation token)]` → an invitation waiting to be accepted.
+    Invitations,
+    /// `[sha256(session id)]` → a signed-in browser session.
+    Sessions,
+    /// `[tenant, at (ms, 15 digits), random]` → who changed what, oldest first.
+    Audit,
+    /// `[tenant, draft]` → a flow being edited in the console, not published.
+    FlowDrafts,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 10] = [
+    pub const ALL: [Tree; 16] = [
         Tree::Meta,
         Tree::Plugins,
         Tree::PluginRefs,
@@ -46,6 +58,12 @@ impl Tree {
         Tree::Flows,
         Tree::FlowVersions,
         Tree::Hooks,
+        Tree::Users,
+        Tree::UserEmails,
+        Tree::Invitations,
+        Tree::Sessions,
+        Tree::Audit,
+        Tree::FlowDrafts,
     ];
 
     /// The tree's stable name (kept by every backend).
@@ -61,6 +79,12 @@ impl Tree {
             Tree::Flows => "flows",
             Tree::FlowVersions => "flow_versions",
             Tree::Hooks => "hooks",
+            Tree::Users => "users",
+            Tree::UserEmails => "user_emails",
+            Tree::Invitations => "invitations",
+            Tree::Sessions => "sessions",
+            Tree::Audit => "audit",
+            Tree::FlowDrafts => "flow_drafts",
         }
     }
 }

@@ -1,0 +1,78 @@
+// Switchyard console: the few behaviours htmx does not cover. Loaded from
+// this host only; the page allows no inline script.
+(function () {
+  "use strict";
+
+  // htmx requests carry the session's CSRF token in a header.
+  document.addEventListener("htmx:configRequest", function (event) {
+    var token = document.body && document.body.dataset.csrf;
+    if (token) { event.detail.headers["X-CSRF-Token"] = token; }
+  });
+
+  // Copy buttons: <button data-copy="#id"> copies that element's text.
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("[data-copy]");
+    if (!button) { return; }
+    var source = document.querySelector(button.dataset.copy);
+    if (!source) { return; }
+    var text = source.value || source.textContent;
+    var done = function () { button.textContent = "Copied"; setTimeout(function () { button.textContent = "Copy"; }, 1500); };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(done);
+    } else {
+      var area = document.createElement("textarea");
+      area.value = text; document.body.appendChild(area); area.select();
+      try { document.execCommand("copy"); done(); } finally { area.remove(); }
+    }
+  });
+
+  // The data picker: "+ data" next to a field opens the list of the
+  // trigger's and earlier steps' fields; picking one inserts a reference
+  // at the cursor ({{ trigger.x }} in an input, the bare path in a
+  // condition's field).
+  var target = null;
+  document.addEventListener("click", function (event) {
+    var open = event.target.closest("[data-picker-for]");
+    if (open) {
+      target = document.getElementById(open.dataset.pickerFor);
+      var scope = open.closest("[data-picker-scope]");
+      var picker = scope && scope.querySelector(".picker");
+      if (picker) {
+        picker.hidden = !(picker.hidden || picker.dataset.for !== open.dataset.pickerFor);
+        picker.dataset.for = open.dataset.pickerFor;
+        var label = picker.querySelector(".picker-target");
+        if (label) { label.textContent = open.dataset.pickerFor; }
+      }
+      return;
+    }
+    var item = event.target.closest("[data-insert]");
+    if (!item || !target) { return; }
+    var path = item.dataset.insert;
+    var text = target.dataset.pickerMode === "path" ? path : "{{ " + path + " }}";
+    var start = target.selectionStart, end = target.selectionEnd;
+    if (typeof start === "number" && target.dataset.pickerMode !== "path") {
+      target.value = target.value.slice(0, start) + text + target.value.slice(end);
+      target.selectionStart = target.selectionEnd = start + text.length;
+    } else {
+      target.value = text;
+    }
+    target.dispatchEvent(new Event("input", { bubbles: true }));
+    target.focus();
+    item.closest(".picker").hidden = true;
+  });
+
+  // Confirmation for destructive buttons: <button data-confirm="...">.
+  document.addEventListener("submit", function (event) {
+    var button = event.submitter;
+    if (button && button.dataset.confirm && !window.confirm(button.dataset.confirm)) {
+      event.preventDefault();
+    }
+  });
+
+  // "Select all" for bulk actions.
+  document.addEventListener("change", function (event) {
+    var all = event.target.closest("[data-select-all]");
+    if (!all) { return; }
+    document.querySelectorAll(all.dataset.selectAll).forEach(function (box) { box.checked = all.checked; });
+  });
+})();
