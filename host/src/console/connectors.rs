@@ -65,6 +65,7 @@ fn walk(schema: &Value, prefix: &str, rows: &mut Vec<SchemaRow>, depth: usize) {
         .map(|r| r.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
     for (key, sub) in properties {
+        let sub = &super::forms::effective(sub);
         let path = format!("{prefix}{key}");
         let kind = match &sub["type"] {
             Value::String(t) if t == "array" => match sub["items"]["type"].as_str() {

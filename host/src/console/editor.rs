@@ -577,6 +577,12 @@ fn recent_outputs(state: &ApiState, tenant: &str, flow: Option<&str>) -> BTreeMa
 /// Where publishing's problems go: the form field each names.
 fn place_problem(problem: &str, steps: &[Value]) -> (String, String) {
     let (place, message) = problem.split_once(": ").unwrap_or(("", problem));
+    // A schema's problems: "steps[tag].input is invalid: /note: ...".
+    let (place, message) = match place.strip_suffix(" is invalid") {
+        Some(place) => (place, message.replacen('/', "invalid: /", 1)),
+        None => (place, message.to_string()),
+    };
+    let message = message.as_str();
     let field = if let Some(rest) = place.strip_prefix("steps[") {
         let (key, tail) = rest.split_once(']').unwrap_or((rest, ""));
         let index = steps.iter().position(|s| s["key"].as_str() == Some(key));
@@ -701,7 +707,14 @@ fn editor_context(
         })
         .unwrap_or_default();
     let errs: Vec<(String, String)> = errors.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    forms::place(&mut params, &errs);
+    // Problems of fields the form does not show go at the top.
+    let of = |prefix: &str| -> Vec<(String, String)> {
+        errs.iter()
+            .filter(|(k, _)| k == prefix || k.starts_with(&format!("{prefix}.")))
+            .cloned()
+            .collect()
+    };
+    unplaced.extend(forms::place(&mut params, &of("trigger.params")));
     // Samples: recent events, else an example of the event schema.
     let recent = samples(state, tenant, draft.flow.as_deref());
     let example = t_spec.as_ref().map(|t| forms::example(&t.event_schema, 0));
@@ -770,7 +783,11 @@ fn editor_context(
                 )
             })
             .unwrap_or_default();
-        forms::place(&mut input_fields, &errs);
+        let input_problems = of(&format!("{prefix}.input"));
+        let mut step_problems = forms::place(&mut input_fields, &input_problems);
+        if let Some(e) = errors.get(&prefix) {
+            step_problems.push(e.clone());
+        }
         let json_input = action.is_some() && input_fields.is_empty();
         let picks = ctx! {
             trigger => trigger_picks.clone(),
@@ -808,7 +825,7 @@ fn editor_context(
             input_json => if json_input { render::pretty(&step["input"]) } else { String::new() },
             picks => picks,
             extras => extras,
-            error => errors.get(&prefix).cloned().or_else(|| errors.get(&format!("{prefix}.input")).cloned()),
+            error => (!step_problems.is_empty()).then(|| step_problems.join("; ")),
             tested => draft.tests.get(&format!("step:{key}")).is_some(),
         });
         // What later steps may pick from this one.
@@ -1009,7 +1026,7 @@ async fn save(
         .into_response());
     }
     let saved = format!(
-        "Draft saved {}",
+        "All changes saved ({})",
         render::format_time(Some(draft.updated_at as i64))
     );
     let text = if problems.is_empty() {
@@ -1376,7 +1393,11 @@ mod tests {
             ),
             (
                 "steps[tag].input is invalid: /note: 5 is not of type \"string\"",
-                "step.0.input",
+                "step.0.input.note",
+            ),
+            (
+                "trigger.params is invalid: /location: 5 is not of type \"string\"",
+                "trigger.params.location",
             ),
             (
                 "steps[tag].connection: connection `x` does not exist",

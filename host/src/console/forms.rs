@@ -47,8 +47,30 @@ pub(super) fn humanise(key: &str) -> String {
 
 pub(super) fn html_id(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect()
+}
+
+/// A schema with the members of its `allOf` merged in (their keys where
+/// the schema has none), which is how manifests share definitions
+/// (`{"description": "...", "allOf": [tag_list]}`).
+pub(super) fn effective(schema: &Value) -> Value {
+    let mut out = schema.clone();
+    if let (Some(map), Some(members)) = (out.as_object_mut(), schema["allOf"].as_array()) {
+        for member in members.iter().filter_map(Value::as_object) {
+            for (k, v) in member {
+                map.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        map.remove("allOf");
+    }
+    out
 }
 
 fn type_of(schema: &Value) -> &str {
@@ -125,6 +147,7 @@ pub(super) fn field(
     value: &Value,
     picker: bool,
 ) -> Field {
+    let schema = &effective(schema);
     let options: Vec<String> = schema["enum"]
         .as_array()
         .map(|e| e.iter().map(as_text).collect())
@@ -184,6 +207,7 @@ pub(super) fn is_template(value: &Value) -> bool {
 /// field is empty. Text with a template stays text (it is rendered when
 /// the flow runs); a number that is not one is an error at the field.
 pub(super) fn parse_value(schema: &Value, text: &str) -> Result<Option<Value>, String> {
+    let schema = &effective(schema);
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return Ok(None);
@@ -251,6 +275,7 @@ pub(super) fn collect(
         return (Value::Object(out), problems);
     };
     for (key, sub) in properties {
+        let sub = &effective(sub);
         let name = format!("{prefix}.{key}");
         let nested = type_of(sub) == "object"
             && sub["properties"].is_object()
@@ -362,7 +387,8 @@ mod tests {
                 "notify": {"type": "boolean"},
                 "status": {"type": "string", "enum": ["open", "closed"]},
                 "address": {"type": "object", "properties": {"city": {"type": "string"}}},
-                "extra": {}
+                "extra": {},
+                "shared": {"description": "Tags", "allOf": [{"type": "array", "items": {"type": "string"}}]}
             }
         })
     }
@@ -382,12 +408,14 @@ mod tests {
                 ("count", "number", false),
                 ("extra", "json", false),
                 ("notify", "boolean", false),
+                ("shared", "list", false),
                 ("status", "select", false),
                 ("tags", "list", false),
             ]
         );
         assert_eq!(fields[2].placeholder, "1");
-        assert_eq!(fields[6].value, "a\nb");
+        assert_eq!(fields[7].value, "a\nb");
+        assert_eq!(fields[5].description, "Tags");
         assert_eq!(fields[1].children[0].name, "in.address.city");
         assert_eq!(fields[0].description, "The order");
     }

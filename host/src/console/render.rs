@@ -64,7 +64,10 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
             tracing::error!("console template {name}: {e}");
         }
     }
-    env.add_function("asset", |name: String| assets::url(&name));
+    // Our own URLs: printed as they are (the escaper would write `/` as `&#x2f;`).
+    env.add_function("asset", |name: String| {
+        Ctx::from_safe_string(assets::url(&name))
+    });
     env.add_filter("ms", |ms: Option<u64>| format_time(ms.map(|m| m as i64)));
     env.add_filter("secs", |s: Option<u64>| {
         format_time(s.map(|s| s as i64 * 1000))

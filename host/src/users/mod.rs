@@ -69,6 +69,8 @@ pub struct Users {
     throttle: Mutex<sessions::Throttle>,
     /// How long a session lasts from sign-in.
     session_secs: u64,
+    /// Sign-ins since start (every hundredth prunes expired sessions).
+    sign_ins: std::sync::atomic::AtomicU32,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -130,6 +132,7 @@ impl Users {
             kv,
             throttle: Mutex::default(),
             session_secs: session_secs.max(1),
+            sign_ins: Default::default(),
         }
     }
 

@@ -163,6 +163,15 @@ impl Users {
             ));
         };
         self.throttle().succeed(&key);
+        // Every hundredth sign-in clears the sessions that ran out.
+        if self
+            .sign_ins
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % 100
+            == 99
+        {
+            self.prune_sessions()?;
+        }
         let id = format!("sys_{}", random_hex(32));
         let created_at = now_secs();
         let session = Session {
@@ -183,8 +192,8 @@ impl Users {
         let Some(session) = self.kv.get_json::<Session>(Tree::Sessions, &[&key])? else {
             return Ok(Lookup::Unknown);
         };
+        // Kept until pruned, so every request of that browser hears why.
         if session.expires_at <= now_secs() {
-            self.kv.delete(Tree::Sessions, &[&key])?;
             return Ok(Lookup::Expired);
         }
         let principal = match &session.holder {

@@ -91,11 +91,18 @@ pub async fn sign_in_token(base: &str, token: &str) -> Page {
     page.unwrap()
 }
 
-/// The text between two markers.
+/// The text between two markers, HTML entities of `/`, `'`, `"` and `&`
+/// decoded.
 pub fn between(text: &str, start: &str, end: &str) -> Option<String> {
     let at = text.find(start)? + start.len();
     let rest = &text[at..];
-    Some(rest[..rest.find(end)?].to_string())
+    Some(
+        rest[..rest.find(end)?]
+            .replace("&#x2f;", "/")
+            .replace("&#x27;", "'")
+            .replace("&quot;", "\"")
+            .replace("&amp;", "&"),
+    )
 }
 
 impl Page {
@@ -225,8 +232,10 @@ pub async fn invite(owner: &Page, email: &str, role: &str, password: &str) {
 async fn host() -> (TestHost, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let host = TestHost::start(config(dir.path())).await;
-    let (status, body) = host.upload_file(artifacts::EXAMPLE).await;
-    assert_eq!(status, 201, "{body}");
+    for path in [artifacts::EXAMPLE, artifacts::SHOPIFY] {
+        let (status, body) = host.upload_file(path).await;
+        assert_eq!(status, 201, "{body}");
+    }
     (host, dir)
 }
 
@@ -640,7 +649,7 @@ async fn another_tenants_ids_lead_nowhere_page_by_page() {
         .to_string();
     let flow = json!({
         "name": "A's flow", "trigger": {"schedule": "0 0 1 1 *"},
-        "steps": [{"key": "s", "plugin": "example@^0.1", "action": "echo", "input": {"x": 1}}],
+        "steps": [{"key": "s", "plugin": "example@^0.1", "action": "echo", "connection": conn, "input": {"x": 1}}],
     });
     let (status, created) = a.api(Method::POST, "/v1/flows", Some(flow), true).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
@@ -726,9 +735,9 @@ async fn a_secret_typed_into_a_form_is_on_no_page_afterwards() {
         .post(
             "/connections/new",
             &[
-                ("plugin", "example"),
+                ("plugin", "shopify"),
                 ("name", "Shop"),
-                ("props.base_url", "not a url"),
+                ("props.shop", "Not A Shop!"),
                 ("props.api_key", SECRET),
             ],
         )
@@ -736,17 +745,17 @@ async fn a_secret_typed_into_a_form_is_on_no_page_afterwards() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{html}");
     assert!(!html.contains(SECRET), "the refused form echoes the secret");
     assert!(
-        html.contains("value=\"not a url\""),
-        "the plain value stays"
+        html.contains("value=\"Not A Shop!\""),
+        "the plain value stays: {html}"
     );
     // Stored.
     let (status, location, html) = page
         .post(
             "/connections/new",
             &[
-                ("plugin", "example"),
+                ("plugin", "shopify"),
                 ("name", "Shop"),
-                ("props.base_url", "https://api.acme.test"),
+                ("props.shop", "acme"),
                 ("props.api_key", SECRET),
             ],
         )
@@ -765,7 +774,7 @@ async fn a_secret_typed_into_a_form_is_on_no_page_afterwards() {
             &format!("/connections/{id}"),
             &[
                 ("name", "Main shop"),
-                ("props.base_url", "https://api.acme.test"),
+                ("props.shop", "acme"),
                 ("props.api_key", ""),
             ],
         )
@@ -780,7 +789,7 @@ async fn a_secret_typed_into_a_form_is_on_no_page_afterwards() {
         format!("/connections/{id}"),
         "/audit".into(),
         "/connectors".into(),
-        "/connectors/example/0.1.0".into(),
+        "/connectors/shopify/0.1.0".into(),
         "/flows".into(),
         "/runs".into(),
     ] {
@@ -801,16 +810,15 @@ async fn a_bad_value_is_shown_at_its_field_and_nothing_is_stored() {
         .post(
             "/connections/new",
             &[
-                ("plugin", "example"),
-                ("props.base_url", "not a url"),
+                ("plugin", "shopify"),
+                ("props.shop", "Not A Shop!"),
                 ("props.api_key", ""),
             ],
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let base_url =
-        between(&html, "id=\"field-props-base_url\"", "</div>\n</div>").unwrap_or_default();
-    assert!(base_url.contains("class=\"error\""), "{html}");
+    let shop = between(&html, "id=\"error-props-shop\">", "</p>").unwrap_or_default();
+    assert!(shop.contains("does not match"), "{html}");
     assert!(
         html.contains("id=\"error-props-api_key\""),
         "the missing secret is marked: {html}"
@@ -862,7 +870,11 @@ async fn a_bad_value_is_shown_at_its_field_and_nothing_is_stored() {
             .contains("larger than this host accepts")
     );
     let (_, plugins) = host.get("/v1/plugins").await;
-    assert_eq!(plugins["plugins"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        plugins["plugins"].as_array().unwrap().len(),
+        2,
+        "nothing new"
+    );
     host.stop().await;
 }
 
@@ -870,12 +882,18 @@ async fn a_bad_value_is_shown_at_its_field_and_nothing_is_stored() {
 async fn the_flow_editor_publishes_and_places_each_problem() {
     let (host, _dir) = host().await;
     let page = sign_in_token(&host.url, TOKEN).await;
+    let conn = host
+        .connect(
+            "example",
+            json!({"base_url": "https://api.acme.test", "api_key": "k-1"}),
+        )
+        .await;
     let (_, location, _) = page
         .post("/flows/drafts", &[("name", "Echo on schedule")])
         .await;
     let draft = location.unwrap();
     // The YAML view round-trips keys the form does not edit.
-    let yaml = "name: Echo on schedule\ntrigger:\n  schedule: 0 0 1 1 *\nsteps:\n- key: s\n  if: trigger.x == 1\n  plugin: example@^0.1\n  action: echo\n  input:\n    n: 5\n  retry:\n    max_attempts: 3\n";
+    let yaml = "name: Echo on schedule\nlane: fast\ntrigger:\n  schedule: 0 0 1 1 *\nsteps:\n- key: s\n  plugin: example@^0.1\n  action: echo\n  input:\n    n: 5\n  retry:\n    max_attempts: 3\n";
     let (status, _, html) = page.post(&format!("{draft}/yaml"), &[("yaml", yaml)]).await;
     assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
     let (status, html) = page.get(&draft).await;
@@ -897,7 +915,7 @@ async fn the_flow_editor_publishes_and_places_each_problem() {
     assert_eq!(status, 200);
     let (_, html) = page.get(&format!("{draft}/yaml")).await;
     assert!(
-        html.contains("if: trigger.x == 1") && html.contains("max_attempts: 3"),
+        html.contains("lane: fast") && html.contains("max_attempts: 3"),
         "{html}"
     );
     // A step that refers to a later step is refused at its field.
@@ -909,6 +927,7 @@ async fn the_flow_editor_publishes_and_places_each_problem() {
                 ("step.0.key", "s"),
                 ("step.0.plugin", "example"),
                 ("step.0.action", "echo"),
+                ("step.0.connection", &conn),
                 ("step.0.input_json", "{\"n\": \"{{ steps.later.x }}\"}"),
             ],
         )
@@ -926,6 +945,7 @@ async fn the_flow_editor_publishes_and_places_each_problem() {
                 ("step.0.key", "s"),
                 ("step.0.plugin", "example"),
                 ("step.0.action", "echo"),
+                ("step.0.connection", &conn),
                 ("step.0.input_json", "{\"n\": 5}"),
             ],
         )
@@ -943,8 +963,9 @@ async fn the_flow_editor_publishes_and_places_each_problem() {
         )
         .await;
     assert_eq!(
-        record["spec"]["steps"][0]["if"], "trigger.x == 1",
+        record["spec"]["steps"][0]["retry"]["max_attempts"], 3,
         "{record}"
     );
+    assert_eq!(record["spec"]["lane"], "fast", "{record}");
     host.stop().await;
 }

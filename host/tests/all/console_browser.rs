@@ -494,7 +494,7 @@ async fn a_merchant_builds_runs_and_replays_a_flow_in_the_browser() {
         "Packed as {{ trigger.order_id }}"
     );
     // The draft saves itself and survives a reload.
-    browser.wait_for_text("Draft saved", false).await;
+    browser.wait_for_text("All changes saved", false).await;
     let deadline = Instant::now() + DEADLINE;
     loop {
         browser.client.refresh().await.unwrap();

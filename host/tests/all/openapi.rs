@@ -23,8 +23,12 @@ fn routes_in_sources() -> BTreeSet<(String, String)> {
             None => &text[..],
         };
         let mut rest = code;
-        while let Some(at) = rest.find(".route(\"") {
-            rest = &rest[at + ".route(\"".len()..];
+        while let Some(at) = rest.find(".route(") {
+            rest = rest[at + ".route(".len()..].trim_start();
+            let Some(quoted) = rest.strip_prefix('"') else {
+                continue;
+            };
+            rest = quoted;
             let end = rest.find('"').unwrap();
             let route = rest[..end].to_string();
             // The method routers: up to the parenthesis that closes `.route(`.

@@ -38,6 +38,9 @@
       var scope = open.closest("[data-picker-scope]");
       var picker = scope && scope.querySelector(".picker");
       if (picker) {
+        // Shown right under the field it fills.
+        var field = open.closest(".cond-row, .field") || open.parentNode;
+        if (field.nextSibling !== picker) { field.after(picker); }
         picker.hidden = !(picker.hidden || picker.dataset.for !== open.dataset.pickerFor);
         picker.dataset.for = open.dataset.pickerFor;
         var label = picker.querySelector(".picker-target");
