@@ -318,6 +318,12 @@ async fn create(
         let mut fs = property_fields(manifest, &shown, &[]);
         let mut errors = forms::place(&mut fs, &problems);
         errors.extend(top);
+        if manifest.connection_properties.iter().any(|p| p.secret) {
+            errors.push(
+                "Nothing was saved. Secret fields are never sent back to the browser: type them again."
+                    .into(),
+            );
+        }
         form_page(
             &member,
             manifest,
@@ -404,6 +410,12 @@ async fn update(
         let mut fs = property_fields(manifest, &shown, &secrets);
         let mut errors = forms::place(&mut fs, &problems);
         errors.extend(top);
+        if manifest.connection_properties.iter().any(|p| p.secret) {
+            errors.push(
+                "Nothing was saved. Secret fields are never sent back to the browser: type them again."
+                    .into(),
+            );
+        }
         form_page(
             &member,
             manifest,

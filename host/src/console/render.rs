@@ -75,6 +75,10 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
     env.add_filter("pretty", |value: Ctx| {
         pretty(&serde_json::to_value(&value).unwrap_or(Value::Null))
     });
+    env.add_filter("rows", |value: Ctx| {
+        let value = serde_json::to_value(&value).unwrap_or(Value::Null);
+        Ctx::from(minijinja::value::Serde(rows(&value)))
+    });
     env.add_filter("short", |text: String, n: Option<usize>| {
         let n = n.unwrap_or(60);
         if text.chars().count() > n {
@@ -91,6 +95,48 @@ pub(super) fn format_time(ms: Option<i64>) -> String {
     ms.and_then(chrono::DateTime::from_timestamp_millis)
         .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
         .unwrap_or_else(|| "—".to_string())
+}
+
+/// A JSON object as (path, value) rows for a table: nested objects by
+/// their dotted path, arrays of scalars joined; empty when the value is not
+/// an object or has too many fields for a table (the page shows JSON then).
+pub(super) fn rows(value: &Value) -> Vec<(String, String)> {
+    fn walk(v: &Value, path: &str, out: &mut Vec<(String, String)>) {
+        match v {
+            Value::Object(map) if !map.is_empty() => {
+                for (k, v) in map {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    walk(v, &p, out);
+                }
+            }
+            Value::String(s) => out.push((path.to_string(), s.chars().take(300).collect())),
+            Value::Array(items) if items.iter().all(|i| !i.is_object() && !i.is_array()) => out
+                .push((
+                    path.to_string(),
+                    items
+                        .iter()
+                        .map(|i| i.as_str().map(str::to_string).unwrap_or(i.to_string()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                )),
+            other => out.push((
+                path.to_string(),
+                other.to_string().chars().take(300).collect(),
+            )),
+        }
+    }
+    let mut out = Vec::new();
+    if value.as_object().is_some_and(|m| !m.is_empty()) {
+        walk(value, "", &mut out);
+    }
+    if out.len() > 80 {
+        out.clear();
+    }
+    out
 }
 
 /// Indented JSON, cut at [`MAX_JSON`] bytes so a large payload cannot make

@@ -267,6 +267,17 @@ impl Browser {
         self.client.source().await.unwrap()
     }
 
+    /// Opens a page and waits for its heading; it must not be an error page.
+    async fn open(&self, path: &str) {
+        self.goto(path).await;
+        self.find("main h1").await;
+        let html = self.html().await;
+        assert!(
+            !html.contains("Something went wrong") && !html.contains("That did not work"),
+            "{path} is an error page: {html}"
+        );
+    }
+
     /// Waits until the page's HTML contains `text` (reloading with
     /// `reload` between looks, for pages that do not update themselves).
     async fn wait_for_text(&self, text: &str, reload: bool) {
@@ -308,7 +319,20 @@ impl Browser {
         }
     }
 
+    /// The whole page: the window is made as tall as the document first.
     async fn screenshot(&self, name: &str) {
+        let height = self
+            .client
+            .execute("return document.documentElement.scrollHeight", vec![])
+            .await
+            .unwrap()
+            .as_u64()
+            .unwrap_or(1000)
+            .clamp(800, 6000);
+        self.client
+            .set_window_size(1280, height as u32 + 90)
+            .await
+            .unwrap();
         let png = self.client.screenshot().await.unwrap();
         std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
     }
@@ -592,14 +616,16 @@ async fn a_merchant_builds_runs_and_replays_a_flow_in_the_browser() {
         ("/flows", "21-flows"),
         ("/audit", "22-audit"),
         (flow_page.as_str(), "23-flow"),
+        ("/connectors", "24-connectors"),
+        ("/connectors/shopify/0.1.0", "25-connector"),
     ] {
-        browser.goto(path).await;
-        browser.find("main h1").await;
+        browser.open(path).await;
         browser.screenshot(name).await;
     }
-    browser.goto("/connectors/shopify/0.1.0").await;
-    browser.find("main h1").await;
-    browser.screenshot("24-connector").await;
+    assert!(
+        browser.html().await.contains("Tag order"),
+        "the connector lists its actions"
+    );
 
     // Another tenant sees none of it.
     let (_, other) = serve
@@ -662,8 +688,7 @@ async fn the_operator_and_a_viewer_in_the_browser() {
     browser.click("#password-form button").await;
     browser.find(".tiles").await;
     for path in ["/flows", "/connections", "/runs"] {
-        browser.goto(path).await;
-        browser.find("main h1").await;
+        browser.open(path).await;
         let html = browser.html().await;
         assert!(
             !html.contains("id=\"new-flow\"") && !html.contains("id=\"new-connection\""),
