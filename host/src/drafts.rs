@@ -82,7 +82,7 @@ impl Drafts {
     /// The tenant's drafts, most recently changed first.
     pub fn list(&self, tenant: &str) -> Result<Vec<Draft>, ServiceError> {
         let mut drafts: Vec<Draft> = self.kv.scan_json(Tree::FlowDrafts, &[tenant])?;
-        drafts.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+        drafts.sort_by_key(|d| std::cmp::Reverse(d.updated_at));
         Ok(drafts)
     }
 

@@ -181,6 +181,7 @@ fn users_page(
             notice => notice,
             users => list,
             roles => Role::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+            invited => state.users.invitations(member.principal.tenant())?.iter().map(|i| ctx! { email => i.email, role => i.role.as_str(), expires_at => i.expires_at }).collect::<Vec<_>>(),
             link => link.map(|(email, path)| ctx! { email => email, path => path }),
             error => error,
         },
@@ -207,6 +208,7 @@ async fn users(
 async fn invite(
     State(state): State<ApiState>,
     Extension(member): Extension<Member>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> PageResult {
     owner(&member)?;
@@ -240,7 +242,10 @@ async fn invite(
                 &state,
                 &member,
                 Some("Invitation created."),
-                Some((invitation.email, format!("/invite/{token}"))),
+                Some((
+                    invitation.email,
+                    format!("{}/invite/{token}", super::base_url(&state, &headers)?),
+                )),
                 None,
                 StatusCode::CREATED,
             )

@@ -826,7 +826,7 @@ fn editor_context(
             picks => picks,
             extras => extras,
             error => (!step_problems.is_empty()).then(|| step_problems.join("; ")),
-            tested => draft.tests.get(&format!("step:{key}")).is_some(),
+            tested => draft.tests.contains_key(&format!("step:{key}")),
         });
         // What later steps may pick from this one.
         let mut p = Vec::new();

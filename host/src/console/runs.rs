@@ -261,7 +261,13 @@ fn run_context(state: &ApiState, run: &RunRecord) -> minijinja::Value {
                     started_at => a.started_at,
                     duration_ms => a.duration_ms.round(),
                     plugin => a.plugin,
-                    error => a.error,
+                    error => a.error.as_ref().map(|e| {
+                        let inner = if e["error"].is_object() { &e["error"] } else { e };
+                        ctx! {
+                            kind => inner["kind"].as_str().or(e["kind"].as_str()).unwrap_or("error"),
+                            message => inner["message"].as_str().map(str::to_string).unwrap_or_else(|| render::pretty(e)),
+                        }
+                    }),
                     retry_at => a.retry_at,
                     exchanges => a.journal["exchanges"].clone(),
                     logs => a.journal["logs"].clone(),

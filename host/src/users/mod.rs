@@ -179,6 +179,19 @@ impl Users {
         Ok((invitation, token))
     }
 
+    /// A tenant's invitations that are still waiting, soonest to expire first.
+    pub fn invitations(&self, tenant: &str) -> Result<Vec<Invitation>, ServiceError> {
+        let now = now_secs();
+        let mut list: Vec<Invitation> = self
+            .kv
+            .scan_json::<Invitation>(Tree::Invitations, &[])?
+            .into_iter()
+            .filter(|i| i.tenant == tenant && i.expires_at > now)
+            .collect();
+        list.sort_by_key(|i| i.expires_at);
+        Ok(list)
+    }
+
     /// The invitation a link carries, if it is still good.
     pub fn invitation(&self, token: &str) -> Result<Invitation, ServiceError> {
         self.kv

@@ -199,19 +199,19 @@ pub async fn invite(owner: &Page, email: &str, role: &str, password: &str) {
         .post("/users", &[("email", email), ("role", role)])
         .await;
     assert_eq!(status, StatusCode::CREATED, "{html}");
-    let path = between(&html, "<code id=\"invite-link\">", "</code>").expect("the invitation link");
+    let link = between(&html, "<code id=\"invite-link\">", "</code>").expect("the invitation link");
     let http = client();
-    let form = http
-        .get(format!("{}{path}", owner.base))
-        .send()
-        .await
-        .unwrap();
+    assert!(
+        link.starts_with(&format!("{}/invite/inv_", owner.base)),
+        "{link}"
+    );
+    let form = http.get(&link).send().await.unwrap();
     assert_eq!(form.status(), 200);
     let guard = set_cookie(&form, "sy_signin").unwrap();
     let guard = guard.split(';').next().unwrap().to_string();
     let csrf = hidden_csrf(&form.text().await.unwrap());
     let r = http
-        .post(format!("{}{path}", owner.base))
+        .post(&link)
         .header(header::COOKIE, guard)
         .form(&[
             ("_csrf", csrf.as_str()),

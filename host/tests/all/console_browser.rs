@@ -677,7 +677,7 @@ async fn the_operator_and_a_viewer_in_the_browser() {
     let link = browser.find("#invite-link").await.text().await.unwrap();
     browser.screenshot("32-users").await;
     browser.sign_out().await;
-    browser.goto(&link).await;
+    browser.client.goto(&link).await.unwrap();
     browser.fill("#password", "viewer password 1").await;
     browser.fill("#confirm", "viewer password 1").await;
     browser.screenshot("33-invitation").await;
