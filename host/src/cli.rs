@@ -162,17 +162,22 @@ async fn run_command(client: &Client, command: RunCommand) -> anyhow::Result<()>
             }
             let result = client.send(Method::GET, &path, Body::None).await?;
             println!(
-                "{:<30} {:<26} {:<10} {:<6} ERROR",
+                "{:<30} {:<26} {:<10} {:<14} DETAIL",
                 "ID", "FLOW", "STATUS", "STEP"
             );
             for r in result["runs"].as_array().into_iter().flatten() {
+                let detail = match (r["waiting_until"].as_u64(), r["stopped"].as_str()) {
+                    (Some(until), _) => format!("waiting until {}", iso_ms(until)),
+                    (_, Some(reason)) => format!("stopped: {reason}"),
+                    _ => r["error"]["message"].as_str().unwrap_or("").to_string(),
+                };
                 println!(
-                    "{:<30} {:<26} {:<10} {:<6} {}",
+                    "{:<30} {:<26} {:<10} {:<14} {}",
                     str_of(&r["id"]),
                     str_of(&r["flow_id"]),
                     str_of(&r["status"]),
-                    format!("{}/{}", r["next_step"], r["steps"]),
-                    r["error"]["message"].as_str().unwrap_or("")
+                    r["current_step"].as_str().unwrap_or("-"),
+                    detail
                 );
             }
             return Ok(());
@@ -879,4 +884,11 @@ impl Client {
         }
         Ok(value)
     }
+}
+
+/// Milliseconds since the epoch as an RFC 3339 time.
+fn iso_ms(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use axum::{
     Extension, Router,
     extract::State,
-    http::{HeaderMap, StatusCode},
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
 use serde::Deserialize;
@@ -18,6 +19,7 @@ use super::{
 use crate::{
     flows::{FlowRecord, FlowSpec, Flows},
     runs::Runs,
+    store::RunResponse,
     tenants::Principal,
     triggers::Triggers,
 };
@@ -232,15 +234,16 @@ struct RunQuery {
 }
 
 /// Starts a run with the body as the trigger event. The caller waits for
-/// the result (a synchronous flow) up to `wait_ms`: 200 with the run when it
-/// finished, 202 with the run as it stands when the wait ran out.
+/// the result (a synchronous flow) up to `wait_ms`: what a `respond` step
+/// answered as soon as it ran, else 200 with the run when it finished, or
+/// 202 with the run as it stands when the wait ran out.
 async fn run(
     State(runs): State<Arc<Runs>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     Query(query): Query<RunQuery>,
     body: String,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
     let payload: Value = if body.trim().is_empty() {
         json!({})
     } else {
@@ -256,6 +259,10 @@ async fn run(
             (wait > 0).then(|| std::time::Duration::from_millis(wait)),
         )
         .await?;
+    // A `respond` step shapes the answer itself.
+    if let Some(answer) = &run.response {
+        return Ok(respond(answer));
+    }
     let status = if run.status.is_finished() {
         StatusCode::OK
     } else {
@@ -263,7 +270,30 @@ async fn run(
     };
     let mut body = super::runs::summary(&run);
     body["output"] = json!(run.output());
-    Ok((status, Json(body)))
+    Ok((status, axum::Json(body)).into_response())
+}
+
+/// The answer a `respond` step gave: its status, headers and body (JSON,
+/// unless a content type says otherwise and the body is text).
+fn respond(answer: &RunResponse) -> Response {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
+    let typed = answer
+        .headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"));
+    let mut response = match (&answer.body, typed) {
+        (Value::String(text), true) => (status, text.clone()).into_response(),
+        (body, _) => (status, axum::Json(body.clone())).into_response(),
+    };
+    for (name, value) in &answer.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
 }
 
 async fn versions(

@@ -12,7 +12,7 @@ use rand::RngCore;
 use semver::{Version, VersionReq};
 use serde::{Deserialize, Serialize};
 
-use super::definition::{Catalogue, FlowSpec, Pinned};
+use super::definition::{Catalogue, FlowSpec, Pinned, StepKind, actions, walk};
 use crate::{
     clock::now_secs,
     connections::Connections,
@@ -55,9 +55,8 @@ impl FlowRecord {
             .iter()
             .map(|v| (key_of(&self.spec.trigger.plugin), v.clone()))
             .chain(
-                self.spec
-                    .steps
-                    .iter()
+                actions(&self.spec.steps)
+                    .into_iter()
                     .zip(&self.pinned.steps)
                     .map(|(s, v)| (key_of(&s.plugin), v.clone())),
             )
@@ -140,9 +139,7 @@ impl Flows {
             (Some(p), false) => p.plugins().into_iter().collect(),
             _ => HashMap::new(),
         };
-        let pinned = spec
-            .validate(&*self.catalogue, tenant, &keep)
-            .map_err(ServiceError::InvalidFlow)?;
+        let pinned = self.check(tenant, id, &spec, &keep)?;
         let now = now_secs();
         let record = match previous {
             Some(p) => FlowRecord {
@@ -179,6 +176,56 @@ impl Flows {
         ));
         self.kv.write(writes)?;
         Ok(record)
+    }
+
+    /// Every publish-time check of a flow (`id` when it is a new version of
+    /// an existing flow); returns the versions to pin.
+    pub fn check(
+        &self,
+        tenant: &str,
+        id: Option<&str>,
+        spec: &FlowSpec,
+        keep: &HashMap<String, Version>,
+    ) -> Result<Pinned, ServiceError> {
+        let validated = spec.validate(&*self.catalogue, tenant, keep);
+        let mut problems = validated.as_ref().err().cloned().unwrap_or_default();
+        for step in walk(&spec.steps) {
+            let Some(call) = step
+                .call_flow
+                .as_ref()
+                .filter(|_| step.kind() == StepKind::CallFlow)
+            else {
+                continue;
+            };
+            let at = format!("steps[{}].call_flow.flow", step.key);
+            match self.find(tenant, &call.flow) {
+                Ok(target) if Some(target.id.as_str()) == id || target.spec.name == spec.name => {
+                    problems.push(format!("{at}: a flow cannot call itself"))
+                }
+                Ok(_) => {}
+                Err(e) => problems.push(format!("{at}: {e}")),
+            }
+        }
+        match validated {
+            Ok(pinned) if problems.is_empty() => Ok(pinned),
+            _ => Err(ServiceError::InvalidFlow(problems)),
+        }
+    }
+
+    /// A tenant's flow by id, or else by name.
+    pub fn find(&self, tenant: &str, id_or_name: &str) -> Result<FlowRecord, ServiceError> {
+        match self.get(tenant, id_or_name) {
+            Err(ServiceError::NotFound(_)) => self
+                .list(tenant)?
+                .into_iter()
+                .find(|f| f.spec.name == id_or_name)
+                .ok_or_else(|| {
+                    ServiceError::NotFound(format!(
+                        "flow `{id_or_name}` does not exist (by id or name)"
+                    ))
+                }),
+            other => other,
+        }
     }
 
     /// Publishes by name: a new version of the tenant's flow with the same

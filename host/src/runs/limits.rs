@@ -162,7 +162,6 @@ mod tests {
             },
             lane: Lane::Normal,
             status: RunStatus::Queued,
-            next_step: 0,
             steps: vec![],
             error: None,
             due_at: due,
@@ -171,6 +170,10 @@ mod tests {
             finished_at: None,
             parked_on: None,
             replays: 0,
+            waiting_until: None,
+            stopped: None,
+            response: None,
+            parent: None,
         }
     }
 

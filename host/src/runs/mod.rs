@@ -15,6 +15,7 @@
 //! ask of it, `executor.rs` the dispatchers and the step loop.
 
 mod executor;
+mod interpret;
 mod limits;
 pub mod record;
 pub mod retry;
@@ -166,11 +167,34 @@ impl Runs {
             .remove(run_id);
     }
 
+    /// A run finished: counted, its waiters answered, and the run that
+    /// called it and waits for it woken. Never called under a run's lock.
     fn finished(&self, run: &RunRecord) {
         self.metrics.run(run.status.as_str());
         if run.status == RunStatus::Failed {
             self.metrics.dead_letters.inc();
         }
+        self.answer(run);
+        if let Some(parent) = &run.parent {
+            let woken = self.change_run(&run.tenant, &parent.run, |waiting| {
+                if waiting.status != RunStatus::Waiting {
+                    return Err(crate::error::ServiceError::State("not waiting".into()));
+                }
+                let mut next = waiting.clone();
+                next.status = RunStatus::Queued;
+                next.due_at = crate::clock::now_ms();
+                Ok(next)
+            });
+            if let Err(e) = woken {
+                tracing::debug!(run = %parent.run, "the calling run was not woken: {e}");
+            }
+        }
+    }
+
+    /// Hands a run to whoever waits for its answer: its end, or what a
+    /// `respond` step answered (a synchronous caller need not wait for
+    /// the rest).
+    fn answer(&self, run: &RunRecord) {
         let waiting = self
             .waiters
             .lock()

@@ -17,7 +17,9 @@ use crate::{
     engine::Event,
     error::ServiceError,
     flows::{FlowRecord, template},
-    store::{Along, RunError, RunEvent, RunFilter, RunRecord, RunStatus, Seen, StepRecord},
+    store::{
+        Along, ParentRun, RunError, RunEvent, RunFilter, RunRecord, RunStatus, Seen, StepStatus,
+    },
 };
 
 /// What became of a batch of events.
@@ -41,6 +43,53 @@ impl Runs {
         source: &str,
         along: Along<'_>,
     ) -> Result<EnqueueOutcome, ServiceError> {
+        let (outcome, runs) = self.create_runs(flow, events, source, along, None)?;
+        // After the flow's lock is let go: a finished run may wake its caller.
+        for run in runs.iter().filter(|r| r.status.is_finished()) {
+            self.finished(run);
+        }
+        if !outcome.runs.is_empty() {
+            self.wake(flow.spec.lane);
+        }
+        Ok(outcome)
+    }
+
+    /// Starts a run of `flow` for a `call_flow` step: `event_id` is the
+    /// calling step's, so a retried or resumed step finds the run it started
+    /// instead of starting another. Returns the run's id.
+    pub(super) fn start_child(
+        &self,
+        flow: &FlowRecord,
+        event_id: String,
+        payload: Value,
+        parent: Option<ParentRun>,
+    ) -> Result<String, ServiceError> {
+        let event = Event {
+            id: event_id,
+            payload: payload.to_string(),
+        };
+        let id = run_id_for(&flow.id, &event.id);
+        if self.store.exists(&flow.tenant, &id)? {
+            return Ok(id);
+        }
+        let (_, runs) = self.create_runs(flow, vec![event], "flow", Along::Nothing, parent)?;
+        for run in runs.iter().filter(|r| r.status.is_finished()) {
+            self.finished(run);
+        }
+        self.wake(flow.spec.lane);
+        Ok(runs.first().map_or(id, |r| r.id.clone()))
+    }
+
+    /// The runs of new events (de-duplicated), written with `along` in one
+    /// batch under the flow's lock.
+    fn create_runs(
+        &self,
+        flow: &FlowRecord,
+        events: Vec<Event>,
+        source: &str,
+        along: Along<'_>,
+        parent: Option<ParentRun>,
+    ) -> Result<(EnqueueOutcome, Vec<RunRecord>), ServiceError> {
         let now = now_ms();
         let window = self.settings.dedup_window.as_millis() as u64;
         let _guard = self.stripe(&flow.id);
@@ -69,18 +118,13 @@ impl Runs {
                 id = record::run_id_after_window(&flow.id, &event.id, now);
             }
             let payload = serde_json::from_str(&event.payload);
-            let run = self.new_run(flow, id, source, event.id, payload, now);
+            let mut run = self.new_run(flow, id, source, event.id, payload, now);
+            run.parent = parent.clone();
             outcome.runs.push(run.id.clone());
             runs.push(run);
         }
         self.store.create(&runs, &marks, along)?;
-        for run in runs.iter().filter(|r| r.status.is_finished()) {
-            self.finished(run);
-        }
-        if !outcome.runs.is_empty() {
-            self.wake(flow.spec.lane);
-        }
-        Ok(outcome)
+        Ok((outcome, runs))
     }
 
     /// A run in its first state: queued, or already decided by the
@@ -106,21 +150,7 @@ impl Runs {
             },
             lane: flow.spec.lane,
             status: RunStatus::Queued,
-            next_step: 0,
-            steps: flow
-                .spec
-                .steps
-                .iter()
-                .map(|s| StepRecord {
-                    key: s.key.clone(),
-                    idempotency_key: String::new(),
-                    input: None,
-                    output: None,
-                    attempts: 0,
-                    first_failure_at: None,
-                    history: Vec::new(),
-                })
-                .collect(),
+            steps: Vec::new(),
             error: None,
             due_at: now,
             created_at: now,
@@ -128,10 +158,11 @@ impl Runs {
             finished_at: None,
             parked_on: None,
             replays: 0,
+            waiting_until: None,
+            stopped: None,
+            response: None,
+            parent: None,
         };
-        for step in &mut run.steps {
-            step.idempotency_key = record::idempotency_key(&run.id, &step.key);
-        }
         let fail = |run: &mut RunRecord, kind: &str, message: String| {
             run.status = RunStatus::Failed;
             run.finished_at = Some(now);
@@ -152,7 +183,11 @@ impl Runs {
                 return run;
             }
         }
-        let context = run.context();
+        let context = serde_json::json!({
+            "trigger": run.event.payload,
+            "steps": {},
+            "env": flow.spec.env,
+        });
         for (i, condition) in flow.spec.conditions.iter().enumerate() {
             match template::condition(condition, &context) {
                 Ok(true) => {}
@@ -233,10 +268,11 @@ impl Runs {
         id: &str,
         change: impl FnOnce(&RunRecord) -> Result<RunRecord, ServiceError>,
     ) -> Result<RunRecord, ServiceError> {
-        let _guard = self.stripe(id);
+        let guard = self.stripe(id);
         let before = self.run(tenant, id)?;
         let after = change(&before)?;
         self.store.update(&before, &after)?;
+        drop(guard);
         if after.status.is_finished() && !before.status.is_finished() {
             self.finished(&after);
         }
@@ -244,6 +280,25 @@ impl Runs {
             self.wake(after.lane);
         }
         Ok(after)
+    }
+
+    /// Writes an executing run's progress, unless it stopped being queued
+    /// (cancelled) meanwhile.
+    pub(super) fn write_progress(
+        &self,
+        tenant: &str,
+        id: &str,
+        next: impl FnOnce(&RunRecord) -> RunRecord,
+    ) -> Result<RunRecord, ServiceError> {
+        self.change_run(tenant, id, |current| {
+            if !current.status.is_queued() {
+                return Err(ServiceError::State(format!(
+                    "the run became {} while a step ran",
+                    current.status.as_str()
+                )));
+            }
+            Ok(next(current))
+        })
     }
 
     /// Runs a failed (or cancelled) run again from the step that failed,
@@ -264,9 +319,17 @@ impl Runs {
             run.finished_at = None;
             run.error = None;
             run.replays += 1;
-            if let Some(step) = run.steps.get_mut(run.next_step) {
+            // The step (or loop item) that failed starts afresh; what
+            // succeeded is passed over.
+            for step in run
+                .steps
+                .iter_mut()
+                .filter(|s| !s.status.is_done() && s.status != StepStatus::Waiting)
+            {
+                step.status = StepStatus::Running;
                 step.attempts = 0;
                 step.first_failure_at = None;
+                step.error = None;
             }
             Ok(run)
         })

@@ -25,8 +25,8 @@ use std::sync::Arc;
 pub use inbox::{Delivery, Inbox, InboxKey, Rejected};
 pub use kv::{Kv, KvExt, Tree, Write};
 pub use runs::{
-    Along, Attempt, KEPT_ATTEMPTS, Lane, QueueEntry, RunError, RunEvent, RunFilter, RunRecord,
-    RunStatus, RunStore, Seen, StepRecord, Visit,
+    Along, Attempt, KEPT_ATTEMPTS, Lane, ParentRun, QueueEntry, RunError, RunEvent, RunFilter,
+    RunRecord, RunResponse, RunStatus, RunStore, Seen, StepRecord, StepStatus, Visit,
 };
 pub use triggers::{TriggerState, TriggerStore};
 

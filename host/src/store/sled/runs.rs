@@ -44,7 +44,9 @@ enum Pass {
 fn unindex(run: &RunRecord) -> Vec<Op> {
     let mut ops = Vec::new();
     match run.status {
-        RunStatus::Queued | RunStatus::Retrying => ops.push(Op::delete(QUEUE, keys::queue(run))),
+        RunStatus::Queued | RunStatus::Retrying | RunStatus::Waiting => {
+            ops.push(Op::delete(QUEUE, keys::queue(run)))
+        }
         RunStatus::Paused => ops.extend(keys::parked(run).map(|key| Op::delete(PARKED, key))),
         RunStatus::Failed => ops.push(Op::delete(DEAD, keys::run(&run.tenant, &run.id))),
         _ => {}
@@ -57,7 +59,9 @@ fn unindex(run: &RunRecord) -> Vec<Op> {
 fn index(run: &RunRecord) -> Vec<Op> {
     let mut ops = vec![Op::put_json(RUNS, keys::run(&run.tenant, &run.id), run)];
     match run.status {
-        RunStatus::Queued | RunStatus::Retrying => ops.push(Op::mark(QUEUE, keys::queue(run))),
+        RunStatus::Queued | RunStatus::Retrying | RunStatus::Waiting => {
+            ops.push(Op::mark(QUEUE, keys::queue(run)))
+        }
         RunStatus::Paused => ops.extend(keys::parked(run).map(|key| Op::mark(PARKED, key))),
         RunStatus::Failed => ops.push(Op::mark(DEAD, keys::run(&run.tenant, &run.id))),
         _ => {}
@@ -320,7 +324,6 @@ mod tests {
             },
             lane: Lane::Fast,
             status,
-            next_step: 0,
             steps: vec![],
             error: None,
             due_at: 0x1234,
@@ -329,6 +332,10 @@ mod tests {
             finished_at: status.is_finished().then_some(99),
             parked_on: (status == RunStatus::Paused).then(|| "conn".to_string()),
             replays: 0,
+            waiting_until: None,
+            stopped: None,
+            response: None,
+            parent: None,
         }
     }
 
@@ -360,6 +367,7 @@ mod tests {
         let table = [
             (RunStatus::Queued, vec![RUNS, QUEUE]),
             (RunStatus::Retrying, vec![RUNS, QUEUE]),
+            (RunStatus::Waiting, vec![RUNS, QUEUE]),
             (RunStatus::Paused, vec![RUNS, PARKED]),
             (RunStatus::Failed, vec![RUNS, DEAD, FINISHED]),
             (RunStatus::Succeeded, vec![RUNS, FINISHED]),
