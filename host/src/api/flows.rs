@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     flows::{FlowRecord, FlowSpec, Flows},
-    runs::Runs,
+    runs::{Runs, StepTest},
     store::RunResponse,
     tenants::Principal,
     triggers::Triggers,
@@ -55,6 +55,9 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/v1/flows/{id}/trigger", get(trigger))
         .route("/v1/flows/{id}/deliveries", get(deliveries))
         .route("/v1/flows/{id}/run", post(run))
+        .route("/v1/flows/{id}/samples", get(samples))
+        .route("/v1/flows/{id}/polls", get(polls))
+        .route("/v1/flows/test-step", post(test_step))
 }
 
 fn summary(f: &FlowRecord) -> Value {
@@ -296,6 +299,47 @@ fn respond(answer: &RunResponse) -> Response {
     response
 }
 
+#[derive(Deserialize)]
+struct SamplesQuery {
+    /// Ask a polling trigger for events now.
+    #[serde(default)]
+    fetch: bool,
+}
+
+/// The last events the flow's trigger produced (at most five, newest first),
+/// for an editor's data picker.
+async fn samples(
+    State(triggers): State<Arc<Triggers>>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    Query(query): Query<SamplesQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let samples = triggers
+        .samples(principal.tenant(), &id, query.fetch)
+        .await?;
+    Ok(Json(json!({ "samples": samples })))
+}
+
+/// The flow's last polls: when, how long, events, cursors, errors, and
+/// their HTTP exchanges and logs.
+async fn polls(
+    State(triggers): State<Arc<Triggers>>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let polls = triggers.polls(principal.tenant(), &id)?;
+    Ok(Json(json!({ "polls": polls })))
+}
+
+/// Runs one step of a draft flow against sample data; no run is created.
+async fn test_step(
+    State(runs): State<Arc<Runs>>,
+    Extension(principal): Extension<Principal>,
+    Json(test): Json<StepTest>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(runs.test_step(principal.tenant(), test).await?))
+}
+
 async fn versions(
     State(flows): State<Arc<Flows>>,
     Extension(principal): Extension<Principal>,
@@ -316,5 +360,6 @@ async fn delete(
 ) -> Result<StatusCode, ApiError> {
     p.triggers.deactivate_flow(principal.tenant(), &id).await?;
     p.flows.delete(principal.tenant(), &id)?;
+    p.triggers.forget(principal.tenant(), &id)?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -20,6 +20,7 @@ mod limits;
 pub mod record;
 pub mod retry;
 mod service;
+mod test_step;
 
 use std::{
     collections::HashMap,
@@ -32,6 +33,7 @@ use tokio::sync::{Notify, oneshot};
 pub use crate::store::{RunEvent, RunFilter, RunRecord, RunStatus};
 pub use retry::{RetryPolicy, Verdict};
 pub use service::{EnqueueOutcome, PruneReport};
+pub use test_step::StepTest;
 
 use crate::{
     calls::Calls, flows::Flows, metrics::Metrics, store::Lane, store::RunStore, tasks::Tasks,

@@ -28,7 +28,7 @@ pub use runs::{
     Along, Attempt, KEPT_ATTEMPTS, Lane, ParentRun, QueueEntry, RunError, RunEvent, RunFilter,
     RunRecord, RunResponse, RunStatus, RunStore, Seen, StepRecord, StepStatus, Visit,
 };
-pub use triggers::{TriggerState, TriggerStore};
+pub use triggers::{PollRecord, Sample, TriggerState, TriggerStore};
 
 /// Errors at the storage boundary.
 #[derive(Debug, thiserror::Error)]

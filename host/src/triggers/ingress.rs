@@ -162,6 +162,7 @@ impl Triggers {
             .await;
         match outcome.result {
             Ok(output) => {
+                self.record_samples(&flow, &output.events, "webhook");
                 let result = self.runs.enqueue_events(
                     &flow,
                     output.events,

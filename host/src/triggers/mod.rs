@@ -7,7 +7,7 @@ pub mod ingress;
 pub mod scheduler;
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
 };
 
@@ -17,12 +17,16 @@ use serde_json::{Value, json};
 
 use crate::{
     calls::{Call, Calls, Purpose, Refused, Target},
+    clock::now_ms,
+    engine::Event,
     error::ServiceError,
     flows::{FlowRecord, Flows},
     manifest::TriggerKind,
     metrics::Metrics,
     runs::Runs,
-    store::{Inbox, InboxKey, Kv, KvExt, Tree, TriggerState, TriggerStore, Write},
+    store::{
+        Inbox, InboxKey, Kv, KvExt, PollRecord, Sample, Tree, TriggerState, TriggerStore, Write,
+    },
     tasks::Tasks,
 };
 
@@ -61,7 +65,15 @@ pub struct Triggers {
     scheduler: Scheduler,
     /// Inbox entries being processed now (by their request or the worker).
     processing: Mutex<HashSet<InboxKey>>,
+    /// When each flow's samples were last written.
+    sampled: Mutex<HashMap<(String, String), u64>>,
 }
+
+/// Samples kept per flow.
+pub const SAMPLES_KEPT: usize = 5;
+/// A flow's samples are written at most this often: under load its events
+/// arrive far faster than anyone looks at them.
+const SAMPLE_EVERY_MS: u64 = 2_000;
 
 impl Triggers {
     #[allow(clippy::too_many_arguments)]
@@ -88,6 +100,7 @@ impl Triggers {
             settings,
             scheduler: Scheduler::default(),
             processing: Mutex::default(),
+            sampled: Mutex::default(),
         }
     }
 
@@ -300,6 +313,107 @@ impl Triggers {
 
     pub fn trigger_state(&self, tenant: &str, id: &str) -> Result<TriggerState, ServiceError> {
         Ok(self.states.state(tenant, id)?.unwrap_or_default())
+    }
+
+    /// Keeps the newest of a flow's trigger events as samples, at most
+    /// once every [`SAMPLE_EVERY_MS`] per flow.
+    fn record_samples(&self, flow: &FlowRecord, events: &[Event], source: &str) {
+        if events.is_empty() {
+            return;
+        }
+        let now = now_ms();
+        {
+            let mut sampled = self.sampled.lock().unwrap_or_else(|e| e.into_inner());
+            let key = (flow.tenant.clone(), flow.id.clone());
+            if sampled
+                .get(&key)
+                .is_some_and(|at| now.saturating_sub(*at) < SAMPLE_EVERY_MS)
+            {
+                return;
+            }
+            sampled.insert(key, now);
+        }
+        self.keep_samples(flow, events, source, now);
+    }
+
+    fn keep_samples(&self, flow: &FlowRecord, events: &[Event], source: &str, now: u64) {
+        let samples: Vec<Sample> = events
+            .iter()
+            .rev()
+            .take(SAMPLES_KEPT)
+            .map(|e| Sample {
+                at: now,
+                source: source.to_string(),
+                event_id: e.id.clone(),
+                payload: serde_json::from_str(&e.payload)
+                    .unwrap_or_else(|_| Value::String(e.payload.clone())),
+            })
+            .collect();
+        if let Err(e) = self
+            .states
+            .add_samples(&flow.tenant, &flow.id, &samples, SAMPLES_KEPT)
+        {
+            tracing::warn!(flow = %flow.id, "cannot keep the trigger's samples: {e}");
+        }
+    }
+
+    /// The last events a flow's trigger produced, newest first. With
+    /// `fetch`, a polling trigger is asked for events now (from the start,
+    /// as a first poll would be, nothing committed), and a schedule gives
+    /// its tick's event.
+    pub async fn samples(
+        &self,
+        tenant: &str,
+        id: &str,
+        fetch: bool,
+    ) -> Result<Vec<Sample>, ServiceError> {
+        let flow = self.flows.get(tenant, id)?;
+        if fetch {
+            let now = now_ms();
+            match self.flows.trigger_kind(&flow)? {
+                Some(TriggerKind::Webhook) => {
+                    return Err(ServiceError::State(
+                        "a webhook trigger's samples come from its deliveries: send one to its URL"
+                            .into(),
+                    ));
+                }
+                Some(TriggerKind::Polling) => {
+                    let call =
+                        self.trigger_call(&flow, Purpose::Other, format!("sample-{id}-{now}"))?;
+                    let plugin = call.plugin.name();
+                    let outcome = self
+                        .calls
+                        .poll(
+                            call,
+                            &flow.spec.trigger.trigger,
+                            &flow.spec.trigger.params.to_string(),
+                            None,
+                        )
+                        .await;
+                    let output = outcome.result.map_err(|e| {
+                        ServiceError::upstream(&format!("polling `{plugin}` for samples"), &e)
+                    })?;
+                    self.keep_samples(&flow, &output.events, "poll", now);
+                }
+                None => {
+                    let events = [scheduler::schedule_event(now, now)];
+                    self.keep_samples(&flow, &events, "schedule", now);
+                }
+            }
+        }
+        Ok(self.states.samples(tenant, id)?)
+    }
+
+    /// A flow's last polls, newest first.
+    pub fn polls(&self, tenant: &str, id: &str) -> Result<Vec<PollRecord>, ServiceError> {
+        self.flows.get(tenant, id)?;
+        Ok(self.states.polls(tenant, id)?)
+    }
+
+    /// Forgets what the triggers kept of a deleted flow.
+    pub fn forget(&self, tenant: &str, id: &str) -> Result<(), ServiceError> {
+        self.unschedule_flow(tenant, id);
+        Ok(self.states.forget(tenant, id)?)
     }
 
     /// The flow a webhook token leads to (only while the flow is active).

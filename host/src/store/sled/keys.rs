@@ -27,6 +27,10 @@ pub(super) const INBOX: &str = "inbox";
 pub(super) const REJECTED: &str = "deliveries_rejected";
 /// `{tenant}\0{flow}` → the trigger's state.
 pub(super) const TRIGGER_STATE: &str = "trigger_state";
+/// `{tenant}\0{flow}` → the trigger's last events (a list, newest first).
+pub(super) const SAMPLES: &str = "trigger_samples";
+/// `{tenant}\0{flow}\0{at:016x}` → one poll.
+pub(super) const POLLS: &str = "poll_history";
 
 /// Joins key parts with NUL (parts never contain one).
 pub(super) fn join(parts: &[&str]) -> Vec<u8> {
