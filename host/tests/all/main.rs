@@ -16,6 +16,7 @@ mod fake_shipping;
 mod fake_shopify;
 mod fake_warehouse;
 mod fake_woocommerce;
+mod flow_model;
 mod flows;
 mod limits;
 mod plugins;
