@@ -56,7 +56,7 @@ async fn deliver(
     let (parts, body) = request.into_parts();
     let mut delivery = Delivery {
         tenant: target.tenant,
-        flow_id: target.flow_id,
+        subscription: target.subscription,
         received_at,
         method: parts.method.to_string(),
         query: parts.uri.query().unwrap_or("").to_string(),

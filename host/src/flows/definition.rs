@@ -43,6 +43,99 @@ pub struct FlowSpec {
     /// Values every template of the flow can use as `env.<name>`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, Value>,
+    /// Which entity an event is about: runs then see `changes` and
+    /// `previous`, unchanged and out-of-order events are dropped, and runs
+    /// of one entity execute one at a time in arrival order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity: Option<EntitySpec>,
+    /// Fetches the full entity for each (thin) event before anything else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hydrate: Option<HydrateSpec>,
+}
+
+/// The entity an event is about, and what of it matters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntitySpec {
+    /// What kind of thing it is (`order`, `stock`): state is kept per type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A template giving the entity's key, e.g. `"{{ trigger.sku }}"`.
+    pub key: String,
+    /// A template giving the event's version (a number, or a time such as
+    /// `updated_at`): an event older than the state's is out of order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The fields that matter (dotted paths); an event that changes none of
+    /// them is a no-op. Empty: the whole event.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<String>,
+    /// Where the entity as this flow wrote it is in a finished run (a
+    /// template over `steps`, e.g. `"{{ steps.tag.order }}"`): the state
+    /// takes it, so the third party's echo of the flow's own write is a no-op.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub echo: Option<String>,
+    /// Keep only the newest event per entity within a window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coalesce: Option<CoalesceSpec>,
+    /// A flow started for one entity more often than this is paused: it is
+    /// probably triggering itself.
+    #[serde(default)]
+    pub max_runs: RunLimit,
+}
+
+/// Burst coalescing: a new event for an entity replaces the one still
+/// waiting, the run starts `window_ms` after the newest, and never later
+/// than `max_delay_ms` after the first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoalesceSpec {
+    pub window_ms: u64,
+    #[serde(default = "default_max_delay")]
+    pub max_delay_ms: u64,
+}
+
+fn default_max_delay() -> u64 {
+    60_000
+}
+
+/// At most `count` runs for one entity within `minutes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunLimit {
+    pub count: u32,
+    pub minutes: u64,
+}
+
+impl Default for RunLimit {
+    fn default() -> Self {
+        RunLimit {
+            count: 8,
+            minutes: 10,
+        }
+    }
+}
+
+/// The action that fetches an event's full entity (thin webhooks).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HydrateSpec {
+    /// `key@requirement`; the trigger's plugin when left out.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub plugin: String,
+    pub action: String,
+    /// The trigger's connection when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
+    /// Templates over the thin event (`trigger`).
+    #[serde(default = "empty_object")]
+    pub input: Value,
+    /// Where the entity is in the action's output (a dotted path); the
+    /// whole output when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub select: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetrySpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,6 +160,23 @@ pub struct TriggerSpec {
     /// first poll only records where to start).
     #[serde(default)]
     pub include_existing: bool,
+    /// Behind a webhook trigger: a polling trigger of the same plugin run
+    /// every so often, whose events go through the same entity state, so
+    /// only what the webhooks missed starts runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile: Option<ReconcileSpec>,
+}
+
+/// Reconciliation behind webhooks: "webhook primary, API secondary".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileSpec {
+    /// The polling trigger of the same plugin.
+    pub trigger: String,
+    /// Seconds between reconciliations.
+    pub every_secs: u64,
+    #[serde(default = "empty_object")]
+    pub params: Value,
 }
 
 /// Default polling interval.
@@ -344,6 +454,9 @@ pub struct Pinned {
     /// `None` for a pure schedule trigger.
     pub trigger: Option<Version>,
     pub steps: Vec<Version>,
+    /// The plugin version of `hydrate`'s action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hydrate: Option<Version>,
 }
 
 impl FlowSpec {

@@ -10,8 +10,9 @@ pub mod template;
 mod validate;
 
 pub use definition::{
-    Branch, CallFlowSpec, Catalogue, DelaySpec, FlowSpec, ForEachSpec, Lane, OnError, PathsMode,
-    PathsSpec, Pinned, RespondSpec, RetrySpec, StepKind, StepSpec, TriggerSpec, actions, walk,
+    Branch, CallFlowSpec, Catalogue, CoalesceSpec, DelaySpec, EntitySpec, FlowSpec, ForEachSpec,
+    HydrateSpec, Lane, OnError, PathsMode, PathsSpec, Pinned, ReconcileSpec, RespondSpec,
+    RetrySpec, RunLimit, StepKind, StepSpec, TriggerSpec, actions, walk,
 };
 pub use service::{FlowRecord, Flows, HostCatalogue};
 pub use validate::{MAX_CONCURRENCY, MAX_DELAY_SECS, MAX_DEPTH, MAX_ITEMS_LIMIT};

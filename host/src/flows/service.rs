@@ -37,6 +37,10 @@ pub struct FlowRecord {
     /// What the plugin's `subscribe` returned, for `unsubscribe`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscription: Option<String>,
+    /// Why the flow was paused (it kept firing for one entity: a loop);
+    /// its trigger's events start no runs until it is resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<String>,
     pub created_at: u64,
     pub updated_at: u64,
 }
@@ -60,6 +64,16 @@ impl FlowRecord {
                     .zip(&self.pinned.steps)
                     .map(|(s, v)| (key_of(&s.plugin), v.clone())),
             )
+            .chain(self.pinned.hydrate.iter().map(|v| {
+                let plugin = self
+                    .spec
+                    .hydrate
+                    .as_ref()
+                    .map(|h| h.plugin.as_str())
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or(&self.spec.trigger.plugin);
+                (key_of(plugin), v.clone())
+            }))
             .collect()
     }
 
@@ -112,6 +126,8 @@ pub struct Flows {
     catalogue: Arc<dyn Catalogue>,
     /// Published versions as runs execute them (versions never change).
     versions: Mutex<HashMap<(String, String, u32), Arc<FlowRecord>>>,
+    /// Serialises pausing and resuming.
+    pausing: Mutex<()>,
 }
 
 impl Flows {
@@ -120,6 +136,7 @@ impl Flows {
             kv,
             catalogue,
             versions: Mutex::default(),
+            pausing: Mutex::default(),
         }
     }
 
@@ -161,6 +178,7 @@ impl Flows {
                     active: false,
                     webhook_token: None,
                     subscription: None,
+                    paused: None,
                     created_at: now,
                     updated_at: now,
                 }
@@ -300,6 +318,26 @@ impl Flows {
         ));
         self.kv.write(writes)?;
         Ok(())
+    }
+
+    /// Pauses a flow with the reason (once: the first reason stays), or
+    /// resumes it with `None`; returns whether it changed.
+    pub fn set_paused(
+        &self,
+        tenant: &str,
+        id: &str,
+        reason: Option<String>,
+    ) -> Result<bool, ServiceError> {
+        let _guard = self.pausing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut record = self.get(tenant, id)?;
+        if reason.is_some() && record.paused.is_some()
+            || reason.is_none() && record.paused.is_none()
+        {
+            return Ok(false);
+        }
+        record.paused = reason;
+        self.write(&record, Vec::new())?;
+        Ok(true)
     }
 
     /// Every published version of a flow, oldest first.

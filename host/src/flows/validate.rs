@@ -69,10 +69,14 @@ impl FlowSpec {
                 .push("steps: a flow needs at least one step".to_string());
         }
         check.block(&self.steps, &mut top.clone());
+        check.entity(self);
+        let hydrate = check.hydrate(self);
+        check.reconcile(self);
         match trigger {
             Some(trigger) if check.problems.is_empty() && check.pins_complete => Ok(Pinned {
                 trigger,
                 steps: check.pins,
+                hydrate,
             }),
             _ => Err(check.problems),
         }
@@ -157,6 +161,162 @@ impl Checker<'_> {
         self.event_schema = Some(trigger.event_schema.clone());
         self.connection(&manifest, spec.connection.as_deref(), "trigger.connection");
         Some(Some(manifest.version.clone()))
+    }
+
+    fn entity(&mut self, flow: &FlowSpec) {
+        let Some(entity) = &flow.entity else {
+            return;
+        };
+        let event = Scope::default();
+        if entity.kind.trim().is_empty() {
+            self.problems
+                .push("entity.type: name the kind of entity (`order`, `stock`)".into());
+        }
+        if !template::is_template(&entity.key) {
+            self.problems.push(format!(
+                "entity.key: `{}` is the same for every event; use a template such as \"{{{{ trigger.id }}}}\"",
+                entity.key
+            ));
+        }
+        self.templates("entity.key", &Value::String(entity.key.clone()), &event);
+        if let Some(version) = &entity.version {
+            self.templates("entity.version", &Value::String(version.clone()), &event);
+        }
+        for (i, field) in entity.fields.iter().enumerate() {
+            if field.is_empty() || field.split('.').any(str::is_empty) {
+                self.problems.push(format!(
+                    "entity.fields[{i}]: `{field}` is not a dotted field path"
+                ));
+            }
+        }
+        if let Some(echo) = &entity.echo {
+            // Read when the run has finished: every top-level step is there.
+            let done = Scope {
+                available: flow.steps.iter().map(|s| s.key.clone()).collect(),
+                ..Scope::default()
+            };
+            self.templates("entity.echo", &Value::String(echo.clone()), &done);
+        }
+        if let Some(coalesce) = entity.coalesce {
+            if !(1..=3_600_000).contains(&coalesce.window_ms) {
+                self.problems
+                    .push("entity.coalesce.window_ms: from 1 to 3,600,000 (an hour)".into());
+            }
+            if coalesce.max_delay_ms < coalesce.window_ms {
+                self.problems.push(
+                    "entity.coalesce.max_delay_ms: at least window_ms (the longest a run waits)"
+                        .into(),
+                );
+            }
+        }
+        if entity.max_runs.count == 0 || entity.max_runs.minutes == 0 {
+            self.problems
+                .push("entity.max_runs: `count` and `minutes` are at least 1".into());
+        }
+    }
+
+    /// The version `hydrate` pins, if the flow hydrates its events.
+    fn hydrate(&mut self, flow: &FlowSpec) -> Option<Version> {
+        let hydrate = flow.hydrate.as_ref()?;
+        if flow.entity.is_none() {
+            self.problems.push(
+                "hydrate: needs `entity` (which entity a thin event is about: fetches of one entity are merged)".into(),
+            );
+        }
+        let plugin = if hydrate.plugin.is_empty() {
+            flow.trigger.plugin.clone()
+        } else {
+            hydrate.plugin.clone()
+        };
+        if plugin.is_empty() {
+            self.problems
+                .push("hydrate.plugin: a schedule has no plugin to hydrate with; name one".into());
+            return None;
+        }
+        let manifest = self.resolve(&plugin, "hydrate.plugin")?;
+        if !manifest.actions.iter().any(|a| a.key == hydrate.action) {
+            let known: Vec<&str> = manifest.actions.iter().map(|a| a.key.as_str()).collect();
+            self.problems.push(format!(
+                "hydrate.action: {}@{} has no action `{}` (it has: {})",
+                manifest.key,
+                manifest.version,
+                hydrate.action,
+                known.join(", ")
+            ));
+            return None;
+        }
+        let connection = hydrate
+            .connection
+            .as_deref()
+            .or(flow.trigger.connection.as_deref());
+        self.connection(&manifest, connection, "hydrate.connection");
+        self.templates("hydrate.input", &hydrate.input, &Scope::default());
+        Some(manifest.version.clone())
+    }
+
+    fn reconcile(&mut self, flow: &FlowSpec) {
+        let Some(reconcile) = &flow.trigger.reconcile else {
+            return;
+        };
+        if flow.entity.is_none() {
+            self.problems.push(
+                "trigger.reconcile: needs `entity`, so that only what the webhooks missed starts runs".into(),
+            );
+        }
+        if reconcile.every_secs == 0 {
+            self.problems
+                .push("trigger.reconcile.every_secs: at least 1".into());
+        }
+        if flow.trigger.plugin.is_empty() {
+            return;
+        }
+        let Some(manifest) = self.resolve(&flow.trigger.plugin, "trigger.reconcile") else {
+            return;
+        };
+        if manifest
+            .triggers
+            .iter()
+            .any(|t| t.key == flow.trigger.trigger && t.kind != TriggerKind::Webhook)
+        {
+            self.problems.push(
+                "trigger.reconcile: reconciliation backs a webhook trigger; this one polls already"
+                    .into(),
+            );
+        }
+        match manifest
+            .triggers
+            .iter()
+            .find(|t| t.key == reconcile.trigger)
+        {
+            Some(t) if t.kind == TriggerKind::Polling => {
+                if let Err(e) = check_against(
+                    &t.params_schema,
+                    &reconcile.params,
+                    "trigger.reconcile.params",
+                ) {
+                    self.problems.push(e.to_string());
+                }
+            }
+            Some(_) => self.problems.push(format!(
+                "trigger.reconcile.trigger: `{}` is not a polling trigger",
+                reconcile.trigger
+            )),
+            None => {
+                let known: Vec<&str> = manifest
+                    .triggers
+                    .iter()
+                    .filter(|t| t.kind == TriggerKind::Polling)
+                    .map(|t| t.key.as_str())
+                    .collect();
+                self.problems.push(format!(
+                    "trigger.reconcile.trigger: {}@{} has no polling trigger `{}` (it has: {})",
+                    manifest.key,
+                    manifest.version,
+                    reconcile.trigger,
+                    known.join(", ")
+                ));
+            }
+        }
     }
 
     fn block(&mut self, steps: &[StepSpec], scope: &mut Scope) {
@@ -485,7 +645,7 @@ impl Checker<'_> {
         for name in names {
             let mut parts = name.split('.');
             match (parts.next(), parts.next()) {
-                (Some("trigger" | "env"), _) => {}
+                (Some("trigger" | "env" | "changes" | "previous"), _) => {}
                 (Some("item" | "index"), _) if scope.in_loop => {}
                 (Some("item" | "index"), _) => self.problems.push(format!(
                     "{at}: `{name}` exists only inside a `for_each`"

@@ -89,6 +89,22 @@ impl Runs {
                     return Visit::Next;
                 }
             };
+            // Runs of one entity go one at a time, in arrival order.
+            if let Some(entity) = &run.entity {
+                match self.entity_store.entity_head(
+                    &run.tenant,
+                    &run.flow_id,
+                    &entity.kind,
+                    &entity.key,
+                ) {
+                    Ok(Some(head)) if head != run.id => return Visit::Next,
+                    Ok(_) => {}
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                        return Visit::Next;
+                    }
+                }
+            }
             let flow = match self.flows.version(&entry.tenant, &run.flow_id, run.flow_version) {
                 Ok(flow) => flow,
                 Err(e) => {
@@ -175,6 +191,10 @@ impl Runs {
     async fn execute(&self, queued: &RunRecord, flow: &FlowRecord, _permit: OwnedSemaphorePermit) {
         let interpreter = Interpreter::new(self, flow, queued.clone());
         let outcome = interpreter.run().await;
+        let echo = match outcome {
+            Outcome::Continue | Outcome::Stop(_) => interpreter.echo(),
+            _ => None,
+        };
         let mut run = interpreter.into_record();
         match outcome {
             Outcome::Continue => finish(&mut run, RunStatus::Succeeded, None),
@@ -183,6 +203,10 @@ impl Runs {
                 finish(&mut run, RunStatus::Succeeded, None);
             }
             Outcome::Fail(error) => finish(&mut run, RunStatus::Failed, Some(error)),
+            Outcome::Skip(error) => {
+                finish(&mut run, RunStatus::Skipped, None);
+                run.error = Some(error);
+            }
             Outcome::Suspend(Suspend::At {
                 status,
                 due,
@@ -216,6 +240,12 @@ impl Runs {
         // Written under the run's lock, unless someone cancelled it meanwhile.
         if let Err(e) = self.write_progress(&run.tenant.clone(), &run.id.clone(), |_| run.clone()) {
             tracing::info!(run = %run.id, "stopped: {e}");
+            return;
+        }
+        if let Some(echo) = echo
+            && let Err(e) = self.entity_store.put_entity(&echo)
+        {
+            tracing::warn!(run = %run.id, "cannot record what the flow wrote: {e}");
         }
     }
 }

@@ -38,8 +38,8 @@ use crate::{
     registry::parse_plugin_ref,
     schema::check_against,
     store::{
-        Attempt, KEPT_ATTEMPTS, ParentRun, RunError, RunRecord, RunResponse, RunStatus, StepRecord,
-        StepStatus,
+        Attempt, EntityState, EntityWrite, KEPT_ATTEMPTS, ParentRun, RunEntity, RunError,
+        RunRecord, RunResponse, RunStatus, StepRecord, StepStatus,
     },
 };
 
@@ -56,6 +56,9 @@ pub(super) enum Outcome {
     Stop(String),
     /// The run fails.
     Fail(RunError),
+    /// The run has nothing to do after all (its full entity did not change,
+    /// a newer event of it replaced this one, a condition is false).
+    Skip(RunError),
     /// The run waits: for a retry or a delay (`at`), behind a paused
     /// connection, or it was cancelled while a step ran.
     Suspend(Suspend),
@@ -86,7 +89,7 @@ impl Outcome {
             match o {
                 Suspend(self::Suspend::Cancelled) => 5,
                 Fail(_) => 4,
-                Stop(_) => 3,
+                Stop(_) | Skip(_) => 3,
                 Suspend(self::Suspend::Park { .. }) => 2,
                 Suspend(self::Suspend::At { .. }) => 1,
                 Continue => 0,
@@ -191,7 +194,254 @@ impl<'a> Interpreter<'a> {
     }
 
     pub(super) async fn run(&self) -> Outcome {
-        self.block(&self.flow.spec.steps, Scope::default()).await
+        match self.prelude().await {
+            Outcome::Continue => self.block(&self.flow.spec.steps, Scope::default()).await,
+            other => other,
+        }
+    }
+
+    /// What comes before the steps for a flow with an entity: a run that a
+    /// newer event of its entity replaced steps aside; a thin event is
+    /// hydrated, then decided like any other (changes, no-op, out of order,
+    /// a loop) and its conditions checked.
+    async fn prelude(&self) -> Outcome {
+        let Some(spec) = &self.flow.spec.entity else {
+            return Outcome::Continue;
+        };
+        let run = self.lock().clone();
+        let Some(entity) = &run.entity else {
+            return Outcome::Continue;
+        };
+        let hydrate = self.flow.spec.hydrate.as_ref();
+        let merges = spec.coalesce.is_some() || hydrate.is_some();
+        if merges && run.steps.is_empty() {
+            let newer = match self.runs.entity_store.entity_runs(
+                &run.tenant,
+                &run.flow_id,
+                &entity.kind,
+                &entity.key,
+            ) {
+                Ok(ids) => ids.last().is_some_and(|last| *last != run.id),
+                Err(e) => {
+                    tracing::warn!(run = %run.id, "reading the entity's runs: {e}");
+                    false
+                }
+            };
+            if newer {
+                self.runs.metrics.entity_event("coalesced");
+                self.runs
+                    .count(&run.tenant, &run.flow_id, |c| c.coalesced += 1);
+                return Outcome::Skip(self.error(
+                    "entity",
+                    "coalesced",
+                    format!(
+                        "a newer event of {} `{}` replaced this one; its run has the latest state",
+                        entity.kind, entity.key
+                    ),
+                ));
+            }
+        }
+        let Some(hydrate) = hydrate else {
+            return Outcome::Continue;
+        };
+        if self.record("hydrate").is_some_and(|r| r.status.is_done()) {
+            return Outcome::Continue; // hydrated and decided in an earlier attempt
+        }
+        let step = StepSpec {
+            key: "hydrate".into(),
+            plugin: if hydrate.plugin.is_empty() {
+                self.flow.spec.trigger.plugin.clone()
+            } else {
+                hydrate.plugin.clone()
+            },
+            action: hydrate.action.clone(),
+            connection: hydrate
+                .connection
+                .clone()
+                .or_else(|| self.flow.spec.trigger.connection.clone()),
+            input: hydrate.input.clone(),
+            retry: hydrate.retry.clone(),
+            ..StepSpec::default()
+        };
+        let scope = Scope::default();
+        let record = self.record("hydrate").unwrap_or_else(|| StepRecord {
+            key: "hydrate".into(),
+            kind: "hydrate".into(),
+            status: StepStatus::Running,
+            note: None,
+            wake_at: None,
+            error: None,
+            child: None,
+            idempotency_key: scope.idempotency_key(&run.id, "hydrate"),
+            input: None,
+            output: None,
+            attempts: 0,
+            first_failure_at: None,
+            history: Vec::new(),
+        });
+        match self.action(&step, &scope, record).await {
+            Outcome::Continue => {}
+            other => return other,
+        }
+        let output = self
+            .record("hydrate")
+            .and_then(|r| r.output)
+            .unwrap_or(Value::Null);
+        let full = match &hydrate.select {
+            Some(path) => path
+                .split('.')
+                .try_fold(&output, |v, part| v.get(part))
+                .cloned()
+                .unwrap_or(Value::Null),
+            None => output,
+        };
+        if full.is_null() {
+            return Outcome::Skip(self.error(
+                "hydrate",
+                "not_found",
+                format!(
+                    "the entity {} `{}` was not found when its event was hydrated",
+                    entity.kind, entity.key
+                ),
+            ));
+        }
+        self.lock().event.payload = full;
+        self.decide_entity(spec, entity)
+    }
+
+    /// The entity decision of a hydrated event, and the flow's conditions.
+    fn decide_entity(&self, spec: &crate::flows::EntitySpec, entity: &RunEntity) -> Outcome {
+        let now = now_ms();
+        let (tenant, flow_id, payload) = {
+            let run = self.lock();
+            (
+                run.tenant.clone(),
+                run.flow_id.clone(),
+                run.event.payload.clone(),
+            )
+        };
+        let context = json!({"trigger": payload, "env": self.flow.spec.env});
+        let version = match &spec.version {
+            Some(template) => match template::render(&Value::String(template.clone()), &context) {
+                Ok(version) => Some(version),
+                Err(e) => {
+                    return Outcome::Fail(self.error(
+                        "entity",
+                        "entity",
+                        format!("entity.version: {e}"),
+                    ));
+                }
+            },
+            None => None,
+        };
+        let store = &self.runs.entity_store;
+        let state = match store.entity(&tenant, &flow_id, &entity.kind, &entity.key) {
+            Ok(state) => state,
+            Err(e) => return Outcome::Fail(self.error("entity", "entity", e.to_string())),
+        };
+        let projection = super::entity::project(&payload, &spec.fields);
+        let changes = match super::entity::decide(state.as_ref(), &projection, version.as_ref()) {
+            super::entity::Decision::Run { changes } => changes,
+            super::entity::Decision::NoOp => {
+                self.runs.metrics.entity_event("no_op");
+                self.runs.count(&tenant, &flow_id, |c| c.no_op += 1);
+                return Outcome::Skip(self.error(
+                    "entity",
+                    "no_op",
+                    "nothing that matters changed in the full entity".into(),
+                ));
+            }
+            super::entity::Decision::OutOfOrder => {
+                self.runs.metrics.entity_event("out_of_order");
+                self.runs.count(&tenant, &flow_id, |c| c.out_of_order += 1);
+                return Outcome::Skip(self.error(
+                    "entity",
+                    "out_of_order",
+                    "the full entity is older than what was known".into(),
+                ));
+            }
+        };
+        self.runs
+            .metrics
+            .entity_event(if state.is_some() { "changed" } else { "new" });
+        let (next, looping) =
+            super::entity::next_state(state.as_ref(), projection, version, now, spec.max_runs);
+        let write = EntityWrite {
+            tenant: tenant.clone(),
+            flow: flow_id,
+            kind: entity.kind.clone(),
+            key: entity.key.clone(),
+            state: next,
+        };
+        if let Err(e) = store.put_entity(&write) {
+            return Outcome::Fail(self.error("entity", "entity", e.to_string()));
+        }
+        {
+            let mut run = self.lock();
+            run.previous = Some(state.map(|s| s.data).unwrap_or(Value::Null));
+            run.changes = Some(changes);
+        }
+        self.dirty.store(true, Ordering::SeqCst);
+        if looping {
+            let message = super::entity::pause_for_loop(self.runs, self.flow, &entity.key);
+            return Outcome::Fail(self.error("entity", "loop", message));
+        }
+        // The flow's conditions, now that the event is whole.
+        let context = super::entity::condition_context(self.flow, &self.lock().clone());
+        for (i, condition) in self.flow.spec.conditions.iter().enumerate() {
+            match template::condition(condition, &context) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Outcome::Skip(self.error(
+                        "conditions",
+                        "condition",
+                        format!("conditions[{i}] `{condition}` is false for this event"),
+                    ));
+                }
+                Err(e) => {
+                    return Outcome::Fail(self.error(
+                        "conditions",
+                        "condition",
+                        format!("conditions[{i}] `{condition}` cannot be evaluated: {e}"),
+                    ));
+                }
+            }
+        }
+        Outcome::Continue
+    }
+
+    /// What the entity looks like as this flow wrote it (`entity.echo`),
+    /// once the run is done: the state takes it, so the third party's echo
+    /// of the write is a no-op.
+    pub(super) fn echo(&self) -> Option<EntityWrite> {
+        let spec = self.flow.spec.entity.as_ref()?;
+        let template = spec.echo.as_ref()?;
+        let run = self.lock().clone();
+        let entity = run.entity.as_ref()?;
+        let written = match template::render(
+            &Value::String(template.clone()),
+            &self.context(&Scope::default()),
+        ) {
+            Ok(Value::Null) | Err(_) => return None,
+            Ok(written) => written,
+        };
+        let state = self
+            .runs
+            .entity_store
+            .entity(&run.tenant, &run.flow_id, &entity.kind, &entity.key)
+            .ok()
+            .flatten()?;
+        Some(EntityWrite {
+            tenant: run.tenant.clone(),
+            flow: run.flow_id.clone(),
+            kind: entity.kind.clone(),
+            key: entity.key.clone(),
+            state: EntityState {
+                data: super::entity::project(&written, &spec.fields),
+                updated_at: now_ms(),
+                ..state
+            },
+        })
     }
 
     pub(super) fn into_record(self) -> RunRecord {
@@ -255,6 +505,8 @@ impl<'a> Interpreter<'a> {
             "trigger": run.event.payload,
             "steps": steps,
             "env": self.flow.spec.env,
+            "changes": run.changes.clone().unwrap_or(Value::Null),
+            "previous": run.previous.clone().unwrap_or(Value::Null),
         });
         if let Some(item) = &scope.item {
             context["item"] = item.clone();
@@ -363,6 +615,7 @@ impl<'a> Interpreter<'a> {
     }
 
     fn error(&self, address: &str, kind: &str, message: String) -> RunError {
+        // `address` names the step; for the prelude it names the phase.
         RunError {
             step: Some(address.to_string()),
             kind: kind.to_string(),

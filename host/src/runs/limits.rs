@@ -174,6 +174,9 @@ mod tests {
             stopped: None,
             response: None,
             parent: None,
+            entity: None,
+            changes: None,
+            previous: None,
         }
     }
 
@@ -189,7 +192,7 @@ mod tests {
             .collect();
         runs.push(queued("b0", "b", 20));
         runs.push(queued("later", "b", 5_000));
-        store.create(&runs, &[], Along::Nothing).unwrap();
+        store.create(&runs, &[], &[], Along::Nothing).unwrap();
         let mut limits = Limits::default();
         let mut started = Vec::new();
         let limit = |flow: &str| (flow == "a").then_some(2);

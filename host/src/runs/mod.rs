@@ -14,6 +14,7 @@
 //! [`Runs`] is the service; `service.rs` holds what the API and the triggers
 //! ask of it, `executor.rs` the dispatchers and the step loop.
 
+mod entity;
 mod executor;
 mod interpret;
 mod limits;
@@ -24,7 +25,7 @@ mod test_step;
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, atomic::AtomicU64},
     time::Duration,
 };
 
@@ -36,7 +37,11 @@ pub use service::{EnqueueOutcome, PruneReport};
 pub use test_step::StepTest;
 
 use crate::{
-    calls::Calls, flows::Flows, metrics::Metrics, store::Lane, store::RunStore, tasks::Tasks,
+    calls::Calls,
+    flows::Flows,
+    metrics::Metrics,
+    store::{EntityStore, IngestCounts, Lane, RunStore},
+    tasks::Tasks,
 };
 
 /// Limits and windows of the runtime, from the operator's settings.
@@ -71,6 +76,7 @@ const STRIPES: usize = 64;
 /// The run service: queues runs, executes them, and answers for them.
 pub struct Runs {
     store: Arc<dyn RunStore>,
+    entity_store: Arc<dyn EntityStore>,
     flows: Arc<Flows>,
     calls: Arc<Calls>,
     metrics: Arc<Metrics>,
@@ -84,11 +90,15 @@ pub struct Runs {
     /// Serialise changes of one run (by id) and de-duplication checks of
     /// one flow, without one global lock.
     stripes: Vec<Mutex<()>>,
+    /// Arrival order of runs of one entity: microseconds at start, then up.
+    seq: AtomicU64,
 }
 
 impl Runs {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<dyn RunStore>,
+        entity_store: Arc<dyn EntityStore>,
         flows: Arc<Flows>,
         calls: Arc<Calls>,
         metrics: Arc<Metrics>,
@@ -97,6 +107,7 @@ impl Runs {
     ) -> Self {
         Runs {
             store,
+            entity_store,
             flows,
             calls,
             metrics,
@@ -106,7 +117,23 @@ impl Runs {
             limits: Mutex::default(),
             waiters: Mutex::default(),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            seq: AtomicU64::new(crate::clock::now_ms().saturating_mul(1000)),
         }
+    }
+
+    /// Adds to a flow's ingest counts (failures are logged: counts are for
+    /// people, not for correctness).
+    fn count(&self, tenant: &str, flow: &str, change: impl FnOnce(&mut IngestCounts)) {
+        let mut delta = IngestCounts::default();
+        change(&mut delta);
+        if let Err(e) = self.entity_store.add_counts(tenant, flow, &delta) {
+            tracing::warn!(flow, "cannot count the flow's events: {e}");
+        }
+    }
+
+    /// The next number in the arrival order of entities' runs.
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Starts the lane dispatchers and retention; they stop with the tasks.

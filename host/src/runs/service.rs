@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::{
     Runs,
+    entity::{Entities, condition_context},
     record::{self, run_id_for},
 };
 use crate::{
@@ -80,8 +81,9 @@ impl Runs {
         Ok(runs.first().map_or(id, |r| r.id.clone()))
     }
 
-    /// The runs of new events (de-duplicated), written with `along` in one
-    /// batch under the flow's lock.
+    /// The runs of new events (de-duplicated, and for a flow with an
+    /// entity: unchanged and late events dropped), written with `along` and
+    /// the entities' new states in one batch under the flow's lock.
     fn create_runs(
         &self,
         flow: &FlowRecord,
@@ -97,6 +99,7 @@ impl Runs {
         let mut runs = Vec::new();
         let mut marks = Vec::new();
         let mut seen = HashSet::new();
+        let mut entities = Entities::new(self, flow, now);
         for event in events {
             let recent = self
                 .store
@@ -112,6 +115,12 @@ impl Runs {
                 event: event.id.clone(),
                 at: now,
             });
+            entities
+                .counts
+                .by_source
+                .entry(source.to_string())
+                .and_modify(|n| *n += 1)
+                .or_insert(1);
             let mut id = run_id_for(&flow.id, &event.id);
             if self.store.exists(&flow.tenant, &id)? {
                 // Seen before the window: a new run, not the old one again.
@@ -120,15 +129,28 @@ impl Runs {
             let payload = serde_json::from_str(&event.payload);
             let mut run = self.new_run(flow, id, source, event.id, payload, now);
             run.parent = parent.clone();
+            if !run.status.is_finished() && !entities.admit(&mut run)? {
+                continue;
+            }
+            if run.status == RunStatus::Queued {
+                self.conditions(flow, &mut run, now);
+            }
             outcome.runs.push(run.id.clone());
             runs.push(run);
         }
-        self.store.create(&runs, &marks, along)?;
+        let (writes, counts) = entities.finish();
+        self.store.create(&runs, &marks, &writes, along)?;
+        if !counts.is_empty() {
+            self.entity_store
+                .add_counts(&flow.tenant, &flow.id, &counts)?;
+        }
+        if source == "reconcile" {
+            self.metrics.reconciled.inc_by(runs.len() as u64);
+        }
         Ok((outcome, runs))
     }
 
-    /// A run in its first state: queued, or already decided by the
-    /// conditions (skipped, or failed when a condition cannot be evaluated).
+    /// A run in its first state: queued, or failed when its event is not JSON.
     fn new_run(
         &self,
         flow: &FlowRecord,
@@ -162,6 +184,9 @@ impl Runs {
             stopped: None,
             response: None,
             parent: None,
+            entity: None,
+            changes: None,
+            previous: None,
         };
         let fail = |run: &mut RunRecord, kind: &str, message: String| {
             run.status = RunStatus::Failed;
@@ -183,35 +208,40 @@ impl Runs {
                 return run;
             }
         }
-        let context = serde_json::json!({
-            "trigger": run.event.payload,
-            "steps": {},
-            "env": flow.spec.env,
-        });
-        for (i, condition) in flow.spec.conditions.iter().enumerate() {
-            match template::condition(condition, &context) {
-                Ok(true) => {}
-                Ok(false) => {
-                    run.status = RunStatus::Skipped;
-                    run.finished_at = Some(now);
-                    run.error = Some(RunError {
-                        step: None,
-                        kind: "condition".into(),
-                        message: format!("conditions[{i}] `{condition}` is false for this event"),
-                    });
-                    break;
-                }
-                Err(e) => {
-                    fail(
-                        &mut run,
-                        "condition",
-                        format!("conditions[{i}] `{condition}` cannot be evaluated: {e}"),
-                    );
-                    break;
-                }
-            }
-        }
         run
+    }
+
+    /// Decides a new run by the flow's conditions: it goes ahead, is
+    /// skipped, or fails when a condition cannot be evaluated. (A flow that
+    /// hydrates its events decides when the full entity is there.)
+    pub(super) fn conditions(&self, flow: &FlowRecord, run: &mut RunRecord, now: u64) {
+        if flow.spec.hydrate.is_some() {
+            return;
+        }
+        let context = condition_context(flow, run);
+        for (i, condition) in flow.spec.conditions.iter().enumerate() {
+            let (status, kind, message) = match template::condition(condition, &context) {
+                Ok(true) => continue,
+                Ok(false) => (
+                    RunStatus::Skipped,
+                    "condition",
+                    format!("conditions[{i}] `{condition}` is false for this event"),
+                ),
+                Err(e) => (
+                    RunStatus::Failed,
+                    "condition",
+                    format!("conditions[{i}] `{condition}` cannot be evaluated: {e}"),
+                ),
+            };
+            run.status = status;
+            run.finished_at = Some(now);
+            run.error = Some(RunError {
+                step: None,
+                kind: kind.into(),
+                message,
+            });
+            return;
+        }
     }
 
     /// Starts a run of a flow by hand with `payload` as the trigger event

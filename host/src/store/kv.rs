@@ -30,12 +30,18 @@ pub enum Tree {
     Flows,
     /// `[tenant, flow, version (10 digits)]` → one published version.
     FlowVersions,
-    /// `[token]` → the flow a webhook URL delivers to.
+    /// `[token]` → the subscription a webhook URL delivers to.
     Hooks,
+    /// `[tenant, subscription]` → a webhook registered with a third party
+    /// and the flows it serves.
+    Subscriptions,
+    /// `[tenant, fingerprint]` → the subscription of one plugin version,
+    /// trigger, connection and params.
+    SubscriptionIndex,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 10] = [
+    pub const ALL: [Tree; 12] = [
         Tree::Meta,
         Tree::Plugins,
         Tree::PluginRefs,
@@ -46,6 +52,8 @@ impl Tree {
         Tree::Flows,
         Tree::FlowVersions,
         Tree::Hooks,
+        Tree::Subscriptions,
+        Tree::SubscriptionIndex,
     ];
 
     /// The tree's stable name (kept by every backend).
@@ -61,6 +69,8 @@ impl Tree {
             Tree::Flows => "flows",
             Tree::FlowVersions => "flow_versions",
             Tree::Hooks => "hooks",
+            Tree::Subscriptions => "subscriptions",
+            Tree::SubscriptionIndex => "subscription_index",
         }
     }
 }

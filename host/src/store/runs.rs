@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{InboxKey, Result, TriggerState};
+use super::{EntityWrite, InboxKey, Result, RunEntity, TriggerState};
 
 /// Which dispatcher a flow's runs go to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -133,6 +133,15 @@ pub struct RunRecord {
     /// The run (and its step) that started this one with `call_flow`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<ParentRun>,
+    /// The entity the event is about (a flow with `entity:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity: Option<RunEntity>,
+    /// What changed in the entity: each field with `old` and `new`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Value>,
+    /// The entity's state before this event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Value>,
 }
 
 /// A synchronous run's answer, from its `respond` step.
@@ -329,8 +338,14 @@ pub trait RunStore: Send + Sync + 'static {
     fn seen_at(&self, tenant: &str, flow: &str, event: &str) -> Result<Option<u64>>;
 
     /// Writes new runs (in any state), the de-duplication marks of their
-    /// events and `along`, all or nothing.
-    fn create(&self, runs: &[RunRecord], seen: &[Seen], along: Along<'_>) -> Result<()>;
+    /// events, the new states of their entities and `along`, all or nothing.
+    fn create(
+        &self,
+        runs: &[RunRecord],
+        seen: &[Seen],
+        entities: &[EntityWrite],
+        along: Along<'_>,
+    ) -> Result<()>;
 
     /// Moves a run from `before` to `after`: the record and every index
     /// entry of both states, in one batch.

@@ -5,13 +5,13 @@
 
 pub mod ingress;
 pub mod scheduler;
+mod subscriptions;
 
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
 };
 
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -24,19 +24,19 @@ use crate::{
     manifest::TriggerKind,
     metrics::Metrics,
     runs::Runs,
-    store::{
-        Inbox, InboxKey, Kv, KvExt, PollRecord, Sample, Tree, TriggerState, TriggerStore, Write,
-    },
+    store::{Inbox, InboxKey, Kv, KvExt, PollRecord, Sample, Tree, TriggerState, TriggerStore},
     tasks::Tasks,
 };
 
 pub use scheduler::Scheduler;
 
+pub use subscriptions::Subscription;
+
 /// Where a webhook URL delivers to (kept in [`Tree::Hooks`] by its token).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HookTarget {
     pub tenant: String,
-    pub flow_id: String,
+    pub subscription: String,
 }
 
 /// What the trigger service is given.
@@ -67,6 +67,8 @@ pub struct Triggers {
     processing: Mutex<HashSet<InboxKey>>,
     /// When each flow's samples were last written.
     sampled: Mutex<HashMap<(String, String), u64>>,
+    /// Serialises activations: flows joining and leaving subscriptions.
+    activations: tokio::sync::Mutex<()>,
 }
 
 /// Samples kept per flow.
@@ -101,6 +103,7 @@ impl Triggers {
             scheduler: Scheduler::default(),
             processing: Mutex::default(),
             sampled: Mutex::default(),
+            activations: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -156,93 +159,15 @@ impl Triggers {
         if flow.active {
             return Ok(flow);
         }
-        let extra = self.subscribe(&mut flow, base_url).await?;
-        flow.active = true;
-        self.flows.write(&flow, extra)?;
+        self.switch_on(&mut flow, base_url).await?;
         self.schedule_flow(&flow)?;
         Ok(flow)
     }
 
-    /// Registers a webhook trigger with the third party; returns the ops
-    /// that route its URL to the flow. Nothing for other triggers.
-    async fn subscribe(
-        &self,
-        flow: &mut FlowRecord,
-        base_url: &str,
-    ) -> Result<Vec<Write>, ServiceError> {
-        if self.flows.trigger_kind(flow)? != Some(TriggerKind::Webhook) {
-            return Ok(Vec::new());
-        }
-        let mut bytes = [0u8; 24];
-        rand::rng().fill_bytes(&mut bytes);
-        let token = hex::encode(bytes);
-        let url = webhook_url(base_url, &token);
-        let call = self.trigger_call(flow, Purpose::Other, format!("subscribe-{}", flow.id))?;
-        let plugin = call.plugin.record.key.clone();
-        let outcome = self
-            .calls
-            .subscribe(
-                call,
-                &flow.spec.trigger.trigger,
-                &flow.spec.trigger.params.to_string(),
-                &url,
-            )
-            .await;
-        let state = outcome.result.map_err(|e| {
-            ServiceError::upstream(
-                &format!("the flow is not active: registering the webhook with `{plugin}` failed"),
-                &e,
-            )
-        })?;
-        let route = Write::put(
-            Tree::Hooks,
-            &[&token],
-            &HookTarget {
-                tenant: flow.tenant.clone(),
-                flow_id: flow.id.clone(),
-            },
-        );
-        flow.webhook_token = Some(token);
-        flow.subscription = Some(state);
-        Ok(vec![route])
-    }
-
-    /// Removes a webhook registration (as `flow` describes it); returns the
-    /// ops that stop its URL, and a warning if the third party refused.
-    async fn unsubscribe(&self, flow: &mut FlowRecord) -> (Vec<Write>, Option<String>) {
-        let Some(token) = flow.webhook_token.take() else {
-            return (Vec::new(), None);
-        };
-        let writes = vec![Write::delete(Tree::Hooks, &[&token])];
-        let state = flow.subscription.take().unwrap_or_default();
-        let call = self.trigger_call(flow, Purpose::Other, format!("unsubscribe-{}", flow.id));
-        let warning = match call {
-            Ok(call) => {
-                let plugin = call.plugin.record.key.clone();
-                let outcome = self
-                    .calls
-                    .unsubscribe(
-                        call,
-                        &flow.spec.trigger.trigger,
-                        &flow.spec.trigger.params.to_string(),
-                        &state,
-                    )
-                    .await;
-                outcome.result.err().map(|e| {
-                    format!(
-                        "the webhook may still be registered with `{plugin}`: unsubscribe failed: {e}"
-                    )
-                })
-            }
-            Err(e) => Some(format!("unsubscribe was not called: {e}")),
-        };
-        (writes, warning)
-    }
-
-    /// Deactivates a flow: its webhook URL stops answering and the plugin's
-    /// `unsubscribe` removes the registration; polls stop. Runs already
-    /// queued still run. Returns the flow and, if `unsubscribe` failed, what
-    /// went wrong (the flow is inactive regardless).
+    /// Deactivates a flow: it leaves its webhook subscription (the last
+    /// flow in it unregisters the webhook with the third party); polls stop.
+    /// Runs already queued still run. Returns the flow and, if `unsubscribe`
+    /// failed, what went wrong (the flow is inactive regardless).
     pub async fn deactivate_flow(
         &self,
         tenant: &str,
@@ -252,18 +177,16 @@ impl Triggers {
         if !flow.active {
             return Ok((flow, None));
         }
-        let (writes, warning) = self.unsubscribe(&mut flow).await;
-        flow.active = false;
-        self.flows.write(&flow, writes)?;
+        let warning = self.switch_off(&mut flow).await?;
         self.unschedule_flow(tenant, id);
         Ok((flow, warning))
     }
 
     /// After a new version of an active flow is published (`before` is the
-    /// record before it): a changed webhook trigger is unregistered and
-    /// registered again; a polling flow picks up the new version at its
-    /// next poll by itself. If the new registration fails the flow is left
-    /// inactive and the error says so.
+    /// record before it): a changed webhook trigger leaves its subscription
+    /// and joins (or makes) the one of its new trigger; a polling flow picks
+    /// up the new version at its next poll by itself. If the new
+    /// registration fails the flow is left inactive and the error says so.
     pub async fn refresh_activation(
         &self,
         before: &FlowRecord,
@@ -275,24 +198,11 @@ impl Triggers {
         if !before.active || same {
             return Ok(None);
         }
-        let mut old = before.clone();
-        let (mut writes, warning) = self.unsubscribe(&mut old).await;
-        after.webhook_token = None;
-        after.subscription = None;
         self.unschedule_flow(&after.tenant, &after.id);
-        match self.subscribe(&mut after, base_url).await {
-            Ok(route) => {
-                writes.extend(route);
-                self.flows.write(&after, writes)?;
-                self.schedule_flow(&after)?;
-                Ok(warning)
-            }
-            Err(e) => {
-                after.active = false;
-                self.flows.write(&after, writes)?;
-                Err(e)
-            }
-        }
+        let warning = self.switch_off(&mut after).await?;
+        self.switch_on(&mut after, base_url).await?;
+        self.schedule_flow(&after)?;
+        Ok(warning)
     }
 
     /// What the API shows about a flow's trigger: its URL or its schedule

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use super::{Op, SledStore, keys, keys::*};
 use crate::store::{
-    Along, Lane, QueueEntry, Result, RunFilter, RunRecord, RunStatus, RunStore, Seen, Visit, decode,
+    Along, EntityWrite, Lane, QueueEntry, Result, RunFilter, RunRecord, RunStatus, RunStore, Seen,
+    Visit, decode,
 };
 
 /// When the head of a lane's queue holds only runs that cannot start now
@@ -52,6 +53,9 @@ fn unindex(run: &RunRecord) -> Vec<Op> {
         _ => {}
     }
     ops.extend(keys::finished(run).map(|key| Op::delete(FINISHED, key)));
+    if !run.status.is_finished() {
+        ops.extend(keys::entity_run(run).map(|key| Op::delete(ENTITY_RUNS, key)));
+    }
     ops
 }
 
@@ -67,6 +71,11 @@ fn index(run: &RunRecord) -> Vec<Op> {
         _ => {}
     }
     ops.extend(keys::finished(run).map(|key| Op::mark(FINISHED, key)));
+    if !run.status.is_finished()
+        && let Some(key) = keys::entity_run(run)
+    {
+        ops.push(Op::put(ENTITY_RUNS, key, run.id.clone().into_bytes()));
+    }
     ops
 }
 
@@ -138,7 +147,13 @@ impl RunStore for SledStore {
             .transpose()
     }
 
-    fn create(&self, runs: &[RunRecord], seen: &[Seen], along: Along<'_>) -> Result<()> {
+    fn create(
+        &self,
+        runs: &[RunRecord],
+        seen: &[Seen],
+        entities: &[EntityWrite],
+        along: Along<'_>,
+    ) -> Result<()> {
         let mut ops = match along {
             Along::Nothing => Vec::new(),
             Along::InboxDone(key) => vec![Op::delete(INBOX, key.0.clone())],
@@ -159,6 +174,13 @@ impl RunStore for SledStore {
         }
         for run in runs {
             ops.extend(index(run));
+        }
+        for write in entities {
+            ops.push(Op::put_json(
+                ENTITIES,
+                keys::join(&[&write.tenant, &write.flow, &write.kind, &write.key]),
+                &write.state,
+            ));
         }
         self.apply(ops)
     }
@@ -336,6 +358,9 @@ mod tests {
             stopped: None,
             response: None,
             parent: None,
+            entity: None,
+            changes: None,
+            previous: None,
         }
     }
 
@@ -399,7 +424,7 @@ mod tests {
             r.due_at = i;
             runs.push(r);
         }
-        store.create(&runs, &[], Along::Nothing).unwrap();
+        store.create(&runs, &[], &[], Along::Nothing).unwrap();
         let mut started = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(5);
         while started.is_empty() {
@@ -439,6 +464,7 @@ mod tests {
             .create(
                 &[old, new],
                 &[seen("e1", 10), seen("e2", 1_000)],
+                &[],
                 Along::Nothing,
             )
             .unwrap();
