@@ -15,6 +15,7 @@ pub mod connections;
 pub mod engine;
 pub mod error;
 pub mod flows;
+pub mod fuzzing;
 pub mod manifest;
 pub mod metrics;
 pub mod registry;

@@ -10,7 +10,6 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{any, get},
 };
-use base64::{Engine as _, engine::general_purpose::STANDARD as B64};
 
 use super::{ApiError, AppState};
 use crate::{
@@ -37,22 +36,7 @@ async fn deliver(
         ));
     };
     let (parts, body) = request.into_parts();
-    let mut delivery = Delivery {
-        tenant: target.tenant,
-        flow_id: target.flow_id,
-        received_at,
-        method: parts.method.to_string(),
-        query: parts.uri.query().unwrap_or("").to_string(),
-        headers: parts
-            .headers
-            .iter()
-            .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
-            .collect(),
-        body: String::new(),
-        attempts: 0,
-        next_attempt_at: 0,
-        last_error: None,
-    };
+    let delivery = Delivery::received(target, received_at, &parts);
     let limit = app.config.max_delivery_kib << 10;
     let body = match to_bytes(body, limit).await {
         Ok(body) => body,
@@ -69,7 +53,7 @@ async fn deliver(
             ));
         }
     };
-    delivery.body = B64.encode(&body);
+    let delivery = delivery.with_body(&body);
     let key = app
         .accept_delivery(&delivery)
         .await

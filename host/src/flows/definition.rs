@@ -363,7 +363,12 @@ fn check_connection(
 }
 
 /// Names a template may use: `trigger...`, `steps.<earlier step>...`.
-fn check_names(at: &str, names: &[String], earlier: &[&str], problems: &mut Vec<String>) {
+pub(crate) fn check_names(
+    at: &str,
+    names: &[String],
+    earlier: &[&str],
+    problems: &mut Vec<String>,
+) {
     for name in names {
         let mut parts = name.split('.');
         match (parts.next(), parts.next()) {

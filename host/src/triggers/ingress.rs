@@ -62,6 +62,46 @@ pub struct Delivery {
     pub last_error: Option<String>,
 }
 
+impl Delivery {
+    /// What the ingress keeps of a request to `target`'s URL: method, query
+    /// and the headers whose values are text (a header value that is not
+    /// visible ASCII cannot matter to a signature scheme), without the body
+    /// yet ([`Delivery::with_body`]).
+    pub fn received(target: HookTarget, received_at: u64, parts: &http::request::Parts) -> Self {
+        Delivery {
+            tenant: target.tenant,
+            flow_id: target.flow_id,
+            received_at,
+            method: parts.method.to_string(),
+            query: parts.uri.query().unwrap_or("").to_string(),
+            headers: parts
+                .headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
+                .collect(),
+            body: String::new(),
+            attempts: 0,
+            next_attempt_at: 0,
+            last_error: None,
+        }
+    }
+
+    pub fn with_body(mut self, body: &[u8]) -> Self {
+        self.body = B64.encode(body);
+        self
+    }
+
+    /// What the trigger's `handle-webhook` is given for this delivery.
+    pub fn webhook_input(&self) -> WebhookInput {
+        WebhookInput {
+            method: self.method.clone(),
+            query: self.query.clone(),
+            headers: self.headers.clone(),
+            body: B64.decode(&self.body).unwrap_or_default(),
+        }
+    }
+}
+
 /// A delivery that will not become runs, and why.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Rejected {
@@ -192,7 +232,8 @@ impl App {
             tree: INBOX,
             key: key.to_vec(),
         };
-        let body = B64.decode(&delivery.body).unwrap_or_default();
+        let request = delivery.webhook_input();
+        let body = request.body.clone();
         let flow = match self.flow(&delivery.tenant, &delivery.flow_id) {
             Ok(flow) => flow,
             Err(ServiceError::NotFound(_)) => {
@@ -204,12 +245,6 @@ impl App {
         };
         let (plugin, env, ctx) =
             self.trigger_call(&flow, format!("delivery-{}", hex::encode(&key[16..])))?;
-        let request = WebhookInput {
-            method: delivery.method.clone(),
-            query: delivery.query.clone(),
-            headers: delivery.headers.clone(),
-            body: body.clone(),
-        };
         let outcome = self
             .engine
             .handle_webhook(

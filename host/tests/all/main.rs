@@ -16,6 +16,7 @@ mod fake_shopify;
 mod fake_warehouse;
 mod fake_woocommerce;
 mod flows;
+mod fuzz_corpus;
 mod limits;
 mod plugins;
 mod polyglot;
