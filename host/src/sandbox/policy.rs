@@ -87,6 +87,12 @@ impl HostPattern {
             let (addr, after) = bracketed
                 .split_once(']')
                 .ok_or_else(|| format!("unclosed `[` in `{rest}`"))?;
+            // Only an address can stand in brackets (anything else would be a
+            // pattern that matches no URL and is shown as another one), kept
+            // in the form URLs carry it in (`fd00::1`, not `FD00:0::1`).
+            let addr = addr
+                .parse::<Ipv6Addr>()
+                .map_err(|_| format!("`[{addr}]` is not an IPv6 address"))?;
             let port = match after.strip_prefix(':') {
                 Some(port) => port
                     .parse::<u16>()
@@ -422,6 +428,16 @@ mod tests {
         ] {
             assert!(HostPattern::parse(pattern, &p).is_err(), "{pattern}");
         }
+        for literal in [
+            "http://[fd  }1]:8080",
+            "https://[]",
+            "https://[example.com]",
+        ] {
+            assert!(HostPattern::parse(literal, &p).is_err(), "{literal}");
+        }
+        let url = Url::parse("https://[fd00::1]:8443/x").unwrap();
+        let written = HostPattern::parse("https://[FD00:0::1]:8443", &p).unwrap();
+        assert_eq!(check_url(&url, &[written]), Ok(()));
         assert_eq!(
             placeholders("https://{shop}.x.com:{port}"),
             vec!["shop", "port"]
