@@ -327,8 +327,10 @@ pub fn signature(data: &[u8]) {
         signatures::verify(&scheme, secret, &headers, &other, now).is_err(),
         "a signature verified two different bodies"
     );
-    if matches!(scheme, Scheme::StandardWebhooks | Scheme::Stripe) {
-        let later = now + signatures::TOLERANCE * 2 + Duration::from_secs(1);
+    let later = now.checked_add(signatures::TOLERANCE * 2 + Duration::from_secs(1));
+    if let Some(later) = later
+        && matches!(scheme, Scheme::StandardWebhooks | Scheme::Stripe)
+    {
         assert!(
             signatures::verify(&scheme, secret, &headers, body, later).is_err(),
             "a timestamped signature verified far outside the tolerance"
@@ -644,9 +646,12 @@ pub fn shopify_component_path(fuzz_dir: &str) -> PathBuf {
         })
 }
 
+/// The body of a fuzz target.
+pub type Target = fn(&[u8]);
+
 /// The fuzz targets by name, for the corpus replay (the webhook target
 /// needs a [`WebhookHarness`] and is replayed on its own).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("manifest", manifest),
     ("flow", flow),
     ("template", template),
