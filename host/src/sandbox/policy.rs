@@ -89,10 +89,12 @@ impl HostPattern {
                 .ok_or_else(|| format!("unclosed `[` in `{rest}`"))?;
             // Only an address can stand in brackets (anything else would be a
             // pattern that matches no URL and is shown as another one), kept
-            // in the form URLs carry it in (`fd00::1`, not `FD00:0::1`).
+            // in the form URLs carry it in (`[fd00::1]` for `[FD00:0::1]`,
+            // `[::ffff:a9fe:a9fe]` for `[::ffff:169.254.169.254]`).
             let addr = addr
                 .parse::<Ipv6Addr>()
                 .map_err(|_| format!("`[{addr}]` is not an IPv6 address"))?;
+            let addr = url::Host::<String>::Ipv6(addr).to_string();
             let port = match after.strip_prefix(':') {
                 Some(port) => port
                     .parse::<u16>()
@@ -100,7 +102,7 @@ impl HostPattern {
                 None if after.is_empty() => default_port,
                 None => return Err(format!("unexpected `{after}` after `]`")),
             };
-            (format!("[{addr}]"), port)
+            (addr, port)
         } else {
             match rest.rsplit_once(':') {
                 Some((host, port)) => {
@@ -435,9 +437,20 @@ mod tests {
         ] {
             assert!(HostPattern::parse(literal, &p).is_err(), "{literal}");
         }
-        let url = Url::parse("https://[fd00::1]:8443/x").unwrap();
-        let written = HostPattern::parse("https://[FD00:0::1]:8443", &p).unwrap();
-        assert_eq!(check_url(&url, &[written]), Ok(()));
+        for (pattern, url) in [
+            ("https://[FD00:0::1]:8443", "https://[fd00::1]:8443/x"),
+            (
+                "http://[::ffff:169.254.169.254]",
+                "http://[::ffff:a9fe:a9fe]/x",
+            ),
+        ] {
+            let written = HostPattern::parse(pattern, &p).unwrap();
+            assert_eq!(
+                check_url(&Url::parse(url).unwrap(), &[written]),
+                Ok(()),
+                "{pattern}"
+            );
+        }
         assert_eq!(
             placeholders("https://{shop}.x.com:{port}"),
             vec!["shop", "port"]
