@@ -20,6 +20,7 @@ pub mod connector;
 pub mod engine;
 pub mod error;
 pub mod flows;
+pub mod fuzzing;
 pub mod manifest;
 pub mod metrics;
 pub mod registry;

@@ -17,7 +17,7 @@ use base64::{Engine as _, engine::general_purpose::STANDARD as B64};
 use rand::Rng;
 use serde_json::{Value, json};
 
-use super::{Subscription, Triggers};
+use super::{HookTarget, Subscription, Triggers};
 use crate::{
     calls::{Purpose, Target},
     clock::now_ms,
@@ -27,6 +27,46 @@ use crate::{
     runs::retry::Backoff,
     store::{Along, Delivery, InboxKey, Rejected},
 };
+
+impl Delivery {
+    /// What the ingress keeps of a request to a hook's URL: method, query
+    /// and the headers whose values are text (a header value that is not
+    /// visible ASCII cannot matter to a signature scheme), without the body
+    /// yet ([`Delivery::with_body`]).
+    pub fn received(target: HookTarget, received_at: u64, parts: &http::request::Parts) -> Self {
+        Delivery {
+            tenant: target.tenant,
+            subscription: target.subscription,
+            received_at,
+            method: parts.method.to_string(),
+            query: parts.uri.query().unwrap_or("").to_string(),
+            headers: parts
+                .headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
+                .collect(),
+            body: String::new(),
+            attempts: 0,
+            next_attempt_at: 0,
+            last_error: None,
+        }
+    }
+
+    pub fn with_body(mut self, body: &[u8]) -> Self {
+        self.body = B64.encode(body);
+        self
+    }
+
+    /// What the trigger's `handle-webhook` is given for this delivery.
+    pub fn webhook_input(&self) -> WebhookInput {
+        WebhookInput {
+            method: self.method.clone(),
+            query: self.query.clone(),
+            headers: self.headers.clone(),
+            body: B64.decode(&self.body).unwrap_or_default(),
+        }
+    }
+}
 
 /// How many rejected deliveries a flow keeps (the newest).
 pub const REJECTED_PER_FLOW: usize = 1_000;
@@ -167,12 +207,7 @@ impl Triggers {
         let call =
             self.calls
                 .prepare(target, Purpose::Other, format!("delivery-{}", key.trace()))?;
-        let request = WebhookInput {
-            method: delivery.method.clone(),
-            query: delivery.query.clone(),
-            headers: delivery.headers.clone(),
-            body: body.clone(),
-        };
+        let request = delivery.webhook_input();
         let outcome = self
             .calls
             .handle_webhook(

@@ -18,6 +18,7 @@ mod fake_warehouse;
 mod fake_woocommerce;
 mod flow_model;
 mod flows;
+mod fuzz_corpus;
 mod limits;
 mod plugins;
 mod polyglot;
