@@ -472,6 +472,101 @@ async fn end_to_end() {
     }
 }
 
+/// A flow whose run calls the action once per item of a ten-item loop:
+/// the cost of the interpreter, per-item records and checkpoints.
+async fn loop_of_ten() {
+    println!("## End to end with a loop: delivery -> for_each over 10 items -> one action each");
+    let server = Server::start(&["--connection-concurrency", "64"]);
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap();
+    let fake = Fake::default();
+    let addr = start_fake(fake.clone()).await;
+    let conn = connection(&server, &client, addr).await;
+    let flow = server
+        .api(
+            &client,
+            reqwest::Method::POST,
+            "/v1/flows",
+            json!({
+                "name": "bench loop",
+                "lane": "fast",
+                "trigger": {"plugin": "bench", "trigger": "event", "connection": conn},
+                "steps": [{"key": "lines", "for_each": {
+                    "items": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+                    "steps": [{"key": "create", "plugin": "bench", "action": "send", "connection": conn,
+                               "input": {"event": "{{ trigger.id }}-{{ item }}", "sku": "{{ trigger.sku }}"}}],
+                }}],
+            }),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = server
+        .api(
+            &client,
+            reqwest::Method::POST,
+            &format!("/v1/flows/{flow}/activate"),
+            json!({}),
+        )
+        .await["webhook_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let total: usize = std::env::var("SWITCHYARD_BENCH_LOOP_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    let started = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let (client, url, next) = (client.clone(), url.clone(), next.clone());
+            tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= total {
+                        break;
+                    }
+                    assert!(send(&client, &url, n, "packed").await, "delivery refused");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while fake.arrivals.lock().unwrap().len() < total * 10 {
+        let done = fake.arrivals.lock().unwrap().len();
+        assert!(
+            Instant::now() < deadline,
+            "loop runs did not complete: {done} of {} actions",
+            total * 10
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = fake
+        .arrivals
+        .lock()
+        .unwrap()
+        .values()
+        .max()
+        .unwrap()
+        .duration_since(started);
+    println!(
+        "{total} runs of 10 items: all done in {:.2} s: {:.0} runs/s, {:.0} item actions/s; server CPU {:.1} s ({:.2} ms per run)",
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64(),
+        (total * 10) as f64 / elapsed.as_secs_f64(),
+        server.cpu_seconds(),
+        server.cpu_seconds() * 1e3 / total as f64,
+    );
+}
+
 async fn polling() {
     let flows: usize = std::env::var("SWITCHYARD_BENCH_POLL_FLOWS")
         .ok()
@@ -609,6 +704,9 @@ fn main() {
         }
         if wants("e2e") {
             end_to_end().await;
+        }
+        if wants("loop") {
+            loop_of_ten().await;
         }
         if wants("polling") {
             polling().await;

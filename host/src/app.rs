@@ -96,6 +96,7 @@ impl App {
         let settings = config.runtime();
         let runs = Arc::new(Runs::new(
             store.runs.clone(),
+            store.entities.clone(),
             flows.clone(),
             calls.clone(),
             metrics.clone(),

@@ -160,6 +160,24 @@ impl Calls {
         self.prepare_for(plugin, connection, BTreeMap::new(), purpose, trace_id)
     }
 
+    /// Prepares a call of the newest version of `plugin` that satisfies
+    /// `req` (a draft's step, not yet pinned).
+    pub fn prepare_ref(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        req: &semver::VersionReq,
+        connection: Option<&str>,
+        purpose: Purpose,
+        trace_id: String,
+    ) -> Result<Call, ServiceError> {
+        let plugin = self.registry.resolved(plugin, req)?;
+        let connection = connection
+            .map(|id| self.connections.get(tenant, id))
+            .transpose()?;
+        Ok(self.prepare_for(plugin, connection, BTreeMap::new(), purpose, trace_id)?)
+    }
+
     /// Prepares a call of `plugin` with a connection, or with ad-hoc
     /// non-secret properties (a hand-made invocation without one).
     pub fn prepare_for(

@@ -118,6 +118,32 @@ enum FlowCommand {
         #[arg(long, default_value_t = 30_000)]
         wait_ms: u64,
     },
+    /// Show the flow's last polls: when, how long, how many events, the
+    /// cursor before and after, errors, HTTP exchanges and plugin logs.
+    Polls { id: String },
+    /// Show the last events the flow's trigger produced (samples for
+    /// mappings); with --fetch a polling trigger is asked for some now.
+    Samples {
+        id: String,
+        #[arg(long)]
+        fetch: bool,
+    },
+    /// Run one action step of a flow file against a sample event, without
+    /// publishing or creating a run; prints the input, output and HTTP
+    /// exchanges.
+    ///
+    /// Example: switchyard flow test-step flow.yaml --step create --trigger '{"id": 7}'
+    TestStep {
+        file: PathBuf,
+        #[arg(long)]
+        step: String,
+        /// The trigger event (JSON).
+        #[arg(long, default_value = "{}")]
+        trigger: String,
+        /// Earlier steps' outputs, as a JSON object by step key.
+        #[arg(long, default_value = "{}")]
+        steps: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -164,17 +190,22 @@ async fn run_command(client: &Client, command: RunCommand) -> anyhow::Result<()>
             }
             let result = client.send(Method::GET, &path, Body::None).await?;
             println!(
-                "{:<30} {:<26} {:<10} {:<6} ERROR",
+                "{:<30} {:<26} {:<10} {:<14} DETAIL",
                 "ID", "FLOW", "STATUS", "STEP"
             );
             for r in result["runs"].as_array().into_iter().flatten() {
+                let detail = match (r["waiting_until"].as_u64(), r["stopped"].as_str()) {
+                    (Some(until), _) => format!("waiting until {}", iso_ms(until)),
+                    (_, Some(reason)) => format!("stopped: {reason}"),
+                    _ => r["error"]["message"].as_str().unwrap_or("").to_string(),
+                };
                 println!(
-                    "{:<30} {:<26} {:<10} {:<6} {}",
+                    "{:<30} {:<26} {:<10} {:<14} {}",
                     str_of(&r["id"]),
                     str_of(&r["flow_id"]),
                     str_of(&r["status"]),
-                    format!("{}/{}", r["next_step"], r["steps"]),
-                    r["error"]["message"].as_str().unwrap_or("")
+                    r["current_step"].as_str().unwrap_or("-"),
+                    detail
                 );
             }
             return Ok(());
@@ -293,6 +324,47 @@ async fn flow(client: &Client, command: FlowCommand) -> anyhow::Result<()> {
                     Method::POST,
                     &format!("/v1/flows/{id}/run?wait_ms={wait_ms}"),
                     Body::Json(event),
+                )
+                .await?
+        }
+        FlowCommand::Polls { id } => {
+            client
+                .send(Method::GET, &format!("/v1/flows/{id}/polls"), Body::None)
+                .await?
+        }
+        FlowCommand::Samples { id, fetch } => {
+            client
+                .send(
+                    Method::GET,
+                    &format!("/v1/flows/{id}/samples?fetch={fetch}"),
+                    Body::None,
+                )
+                .await?
+        }
+        FlowCommand::TestStep {
+            file,
+            step,
+            trigger,
+            steps,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let flow = crate::flows::FlowSpec::parse(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let trigger: Value =
+                serde_json::from_str(&trigger).context("--trigger must be JSON")?;
+            let steps: Value =
+                serde_json::from_str(&steps).context("--steps must be a JSON object")?;
+            client
+                .send(
+                    Method::POST,
+                    "/v1/flows/test-step",
+                    Body::Json(serde_json::json!({
+                        "flow": flow,
+                        "step": step,
+                        "trigger": trigger,
+                        "steps": steps,
+                    })),
                 )
                 .await?
         }
@@ -883,4 +955,11 @@ impl Client {
         }
         Ok(value)
     }
+}
+
+/// Milliseconds since the epoch as an RFC 3339 time.
+fn iso_ms(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }

@@ -23,6 +23,7 @@ pub mod drafts;
 pub mod engine;
 pub mod error;
 pub mod flows;
+pub mod fuzzing;
 pub mod manifest;
 pub mod metrics;
 pub mod registry;

@@ -55,6 +55,8 @@ pub struct Metrics {
     pub ack_latency: Histogram,
     pub poll_lag: Histogram,
     pub rate_limited: Family<LimitLabel, Counter>,
+    pub entity_events: Family<OutcomeLabel, Counter>,
+    pub reconciled: Counter,
 }
 
 impl Default for Metrics {
@@ -126,8 +128,22 @@ impl Default for Metrics {
             "Requests to public endpoints refused with 429, by the limit they hit",
             rate_limited.clone(),
         );
+        let entity_events = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "entity_events",
+            "Events of flows with an entity, by what they came to (new, changed, no_op, out_of_order, coalesced)",
+            entity_events.clone(),
+        );
+        let reconciled = Counter::default();
+        registry.register(
+            "reconciled_runs",
+            "Runs started by reconciliation: changes the webhooks missed",
+            reconciled.clone(),
+        );
         Metrics {
             registry,
+            entity_events,
+            reconciled,
             runs,
             retries,
             dead_letters,
@@ -154,6 +170,14 @@ impl Metrics {
 
     pub fn delivery(&self, outcome: &str) {
         self.deliveries
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn entity_event(&self, outcome: &str) {
+        self.entity_events
             .get_or_create(&OutcomeLabel {
                 outcome: outcome.to_string(),
             })

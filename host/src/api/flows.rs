@@ -5,7 +5,8 @@ use std::sync::Arc;
 use axum::{
     Extension, Router,
     extract::State,
-    http::{HeaderMap, StatusCode},
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
 use serde::Deserialize;
@@ -18,7 +19,8 @@ use super::{
 };
 use crate::{
     flows::{FlowRecord, FlowSpec, Flows},
-    runs::Runs,
+    runs::{Runs, StepTest},
+    store::RunResponse,
     tenants::Principal,
     triggers::Triggers,
     users::Users,
@@ -57,6 +59,9 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/v1/flows/{id}/trigger", get(trigger))
         .route("/v1/flows/{id}/deliveries", get(deliveries))
         .route("/v1/flows/{id}/run", post(run))
+        .route("/v1/flows/{id}/samples", get(samples))
+        .route("/v1/flows/{id}/polls", get(polls))
+        .route("/v1/flows/test-step", post(test_step))
 }
 
 fn summary(f: &FlowRecord) -> Value {
@@ -280,15 +285,16 @@ struct RunQuery {
 }
 
 /// Starts a run with the body as the trigger event. The caller waits for
-/// the result (a synchronous flow) up to `wait_ms`: 200 with the run when it
-/// finished, 202 with the run as it stands when the wait ran out.
+/// the result (a synchronous flow) up to `wait_ms`: what a `respond` step
+/// answered as soon as it ran, else 200 with the run when it finished, or
+/// 202 with the run as it stands when the wait ran out.
 async fn run(
     State(runs): State<Arc<Runs>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     Query(query): Query<RunQuery>,
     body: String,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
     writer(&principal)?;
     let payload: Value = if body.trim().is_empty() {
         json!({})
@@ -305,6 +311,10 @@ async fn run(
             (wait > 0).then(|| std::time::Duration::from_millis(wait)),
         )
         .await?;
+    // A `respond` step shapes the answer itself.
+    if let Some(answer) = &run.response {
+        return Ok(respond(answer));
+    }
     let status = if run.status.is_finished() {
         StatusCode::OK
     } else {
@@ -312,7 +322,73 @@ async fn run(
     };
     let mut body = super::runs::summary(&run);
     body["output"] = json!(run.output());
-    Ok((status, Json(body)))
+    Ok((status, axum::Json(body)).into_response())
+}
+
+/// The answer a `respond` step gave: its status, headers and body (JSON,
+/// unless a content type says otherwise and the body is text).
+fn respond(answer: &RunResponse) -> Response {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
+    let typed = answer
+        .headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"));
+    let mut response = match (&answer.body, typed) {
+        (Value::String(text), true) => (status, text.clone()).into_response(),
+        (body, _) => (status, axum::Json(body.clone())).into_response(),
+    };
+    for (name, value) in &answer.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
+#[derive(Deserialize)]
+struct SamplesQuery {
+    /// Ask a polling trigger for events now.
+    #[serde(default)]
+    fetch: bool,
+}
+
+/// The last events the flow's trigger produced (at most five, newest first),
+/// for an editor's data picker.
+async fn samples(
+    State(triggers): State<Arc<Triggers>>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    Query(query): Query<SamplesQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let samples = triggers
+        .samples(principal.tenant(), &id, query.fetch)
+        .await?;
+    Ok(Json(json!({ "samples": samples })))
+}
+
+/// The flow's last polls: when, how long, events, cursors, errors, and
+/// their HTTP exchanges and logs.
+async fn polls(
+    State(triggers): State<Arc<Triggers>>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let polls = triggers.polls(principal.tenant(), &id)?;
+    Ok(Json(json!({ "polls": polls })))
+}
+
+/// Runs one step of a draft flow against sample data; no run is created.
+async fn test_step(
+    State(runs): State<Arc<Runs>>,
+    Extension(principal): Extension<Principal>,
+    Json(test): Json<StepTest>,
+) -> Result<Json<Value>, ApiError> {
+    // It calls the third party: an editor's.
+    writer(&principal)?;
+    Ok(Json(runs.test_step(principal.tenant(), test).await?))
 }
 
 async fn versions(
@@ -336,6 +412,7 @@ async fn delete(
     writer(&principal)?;
     p.triggers.deactivate_flow(principal.tenant(), &id).await?;
     p.flows.delete(principal.tenant(), &id)?;
+    p.triggers.forget(principal.tenant(), &id)?;
     audit(&p.users, &principal, "flow.delete", &id, "");
     Ok(StatusCode::NO_CONTENT)
 }

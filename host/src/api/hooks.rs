@@ -13,7 +13,6 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{any, get},
 };
-use base64::{Engine as _, engine::general_purpose::STANDARD as B64};
 use sha2::{Digest, Sha256};
 
 use super::{ApiError, ApiSettings, ApiState, extract::Path, limits::Limits};
@@ -54,22 +53,7 @@ async fn deliver(
     // Refused before the body is read: a flood costs no disk.
     limits.check_hook(&token)?;
     let (parts, body) = request.into_parts();
-    let mut delivery = Delivery {
-        tenant: target.tenant,
-        flow_id: target.flow_id,
-        received_at,
-        method: parts.method.to_string(),
-        query: parts.uri.query().unwrap_or("").to_string(),
-        headers: parts
-            .headers
-            .iter()
-            .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
-            .collect(),
-        body: String::new(),
-        attempts: 0,
-        next_attempt_at: 0,
-        last_error: None,
-    };
+    let delivery = Delivery::received(target, received_at, &parts);
     let limit = triggers.settings().max_delivery_bytes;
     // A declared length over the limit is refused without reading the body.
     let declared_too_large = parts
@@ -91,7 +75,7 @@ async fn deliver(
             reason,
         ));
     };
-    delivery.body = B64.encode(&body);
+    let delivery = delivery.with_body(&body);
     let key = triggers.accept_delivery(&delivery).await.map_err(|e| {
         tracing::error!("a delivery could not be stored: {e}");
         ApiError::new(

@@ -408,6 +408,28 @@ pub(super) const OPERATIONS: &[Operation] = &[
         "flows",
         "Rejected webhook deliveries with their reasons",
     ),
+    op(
+        "GET",
+        "/v1/flows/{id}/samples",
+        "flows",
+        "The trigger's recent events, newest first (`fetch=true` polls now, nothing committed)",
+    ),
+    op(
+        "GET",
+        "/v1/flows/{id}/polls",
+        "flows",
+        "The trigger's last polls with their HTTP exchanges",
+    ),
+    with(
+        op(
+            "POST",
+            "/v1/flows/test-step",
+            "flows",
+            "Run one action step of a draft flow against sample data; no run is created (editor)",
+        ),
+        Body::AnyJson,
+        200,
+    ),
     with(
         op(
             "POST",

@@ -34,10 +34,10 @@ use crate::{
     api::ApiState,
     drafts::Draft,
     error::ServiceError,
-    flows::{FlowSpec, template},
+    flows::FlowSpec,
     manifest::Manifest,
     registry::parse_plugin_ref,
-    runs::RunFilter,
+    runs::{RunFilter, StepTest},
 };
 
 pub(super) fn routes() -> Router<ApiState> {
@@ -529,10 +529,21 @@ fn schema_picks(schema: &Value, prefix: &str, out: &mut Vec<Pick>, depth: usize)
     }
 }
 
-/// Recent sample events of a flow's trigger: the events of its latest runs,
-/// newest first.
+/// Recent sample events of a flow's trigger, newest first: what the
+/// trigger kept (webhook deliveries, polls), else the events of its latest
+/// runs.
 fn samples(state: &ApiState, tenant: &str, flow: Option<&str>) -> Vec<Value> {
     let Some(flow) = flow else { return Vec::new() };
+    let kept: Vec<Value> = state
+        .triggers
+        .kept_samples(tenant, flow)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| s.payload)
+        .collect();
+    if !kept.is_empty() {
+        return kept;
+    }
     state
         .runs
         .runs(
@@ -1228,9 +1239,9 @@ async fn yaml_save(
 }
 
 /// Runs one step of the draft with its current inputs against the sample
-/// event (and the outputs earlier steps had when they were tested): the
-/// input is rendered, checked and sent through the one call path like a
-/// run's step, but no run is created.
+/// event (and the outputs earlier steps had when they were tested), through
+/// the runs service's step test: the input is rendered, checked and sent
+/// through the one call path like a run's step, but no run is created.
 async fn test_step(
     State(state): State<ApiState>,
     Extension(member): Extension<Member>,
@@ -1243,8 +1254,11 @@ async fn test_step(
     let (draft, problems) = merge_and_save(&state, &member, &id, &form, &SaveQuery::default())?;
     let result_id = format!("test-{index}");
     let fail = |problem: String| {
-        render::fragment("test_result.html", ctx! { result_id => result_id, step => index.to_string(), problem => problem, input => Value::Null, output => Value::Null, error => Value::Null, duration_ms => 0 })
-            .map(IntoResponse::into_response)
+        render::fragment(
+            "test_result.html",
+            ctx! { result_id => result_id, step => index.to_string(), problem => problem, input => Value::Null, output => Value::Null, error => Value::Null, duration_ms => 0 },
+        )
+        .map(IntoResponse::into_response)
     };
     if let Some((_, p)) = problems.first() {
         return fail(p.clone());
@@ -1253,8 +1267,9 @@ async fn test_step(
         return fail(format!("the flow has no step {}", index + 1));
     };
     let key = step["key"].as_str().unwrap_or("").to_string();
-    let (Some(plugin), Some(action)) = (step["plugin"].as_str(), step["action"].as_str()) else {
-        return fail("choose the step's connector and action first".into());
+    let flow: FlowSpec = match serde_json::from_value(draft.document.clone()) {
+        Ok(flow) => flow,
+        Err(e) => return fail(format!("the flow is not complete enough to test: {e}")),
     };
     let trigger = draft
         .tests
@@ -1278,45 +1293,42 @@ async fn test_step(
             earlier.insert(k.to_string(), o.clone());
         }
     }
-    let context = json!({"trigger": trigger, "steps": earlier, "env": draft.document.get("env").cloned().unwrap_or(json!({}))});
-    let input = match template::render(&step["input"], &context) {
-        Ok(input) => input,
-        Err(e) => {
-            return fail(format!(
-                "steps[{key}].input: {e} (test the earlier steps first, or change the sample event)"
-            ));
-        }
+    let test = StepTest {
+        flow,
+        step: key.clone(),
+        trigger,
+        steps: earlier,
+        item: None,
+        index: None,
     };
-    let invocation = state
-        .calls
-        .invoke(
-            tenant,
-            plugin,
-            action,
-            input.clone(),
-            step["connection"].as_str(),
-            BTreeMap::new(),
-        )
-        .await;
-    let invocation = match invocation {
-        Ok(i) => i,
+    let result = match state.runs.test_step(tenant, test).await {
+        Ok(result) => result,
         Err(e) => return fail(PageError::from(e).message),
     };
-    if let Some(output) = &invocation.output {
+    if result["error"].is_null()
+        && let Some(output) = result.get("output").filter(|o| !o.is_null())
+    {
         state
             .drafts
             .set_test(tenant, &id, &format!("step:{key}"), output.clone())?;
     }
+    let error = result["error"].as_object().map(|e| {
+        format!(
+            "{}: {}",
+            e.get("kind").and_then(Value::as_str).unwrap_or("error"),
+            e.get("message").and_then(Value::as_str).unwrap_or("")
+        )
+    });
     Ok(render::fragment(
         "test_result.html",
         ctx! {
             result_id => result_id,
             step => key,
-            input => input,
-            output => invocation.output,
-            error => invocation.error.map(|e| e.to_string()),
-            journal => serde_json::to_value(&invocation.journal).unwrap_or(Value::Null),
-            duration_ms => invocation.duration_ms.round(),
+            input => result["input"],
+            output => result["output"],
+            error => error,
+            journal => result["journal"],
+            duration_ms => result["duration_ms"].as_f64().unwrap_or(0.0).round(),
         },
     )?
     .into_response())

@@ -218,32 +218,21 @@ fn run_context(state: &ApiState, run: &RunRecord) -> minijinja::Value {
     let steps: Vec<_> = run
         .steps
         .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            // A status from the record when it has one, else from where
-            // the run stands.
-            let recorded = serde_json::to_value(s)
+        .map(|s| {
+            // The record's own status (`failed_continued` reads better
+            // as two words).
+            let status = serde_json::to_value(s.status)
                 .ok()
-                .and_then(|v| v["status"].as_str().map(str::to_string));
-            let status = recorded.unwrap_or_else(|| {
-                if i < run.next_step {
-                    "succeeded".into()
-                } else if i == run.next_step && run.status == RunStatus::Failed {
-                    "failed".into()
-                } else if i == run.next_step && run.status == RunStatus::Retrying {
-                    "retrying".into()
-                } else if i == run.next_step && run.status == RunStatus::Queued && s.attempts > 0 {
-                    "running".into()
-                } else {
-                    "pending".into()
-                }
-            });
+                .and_then(|v| v.as_str().map(|t| t.replace('_', " ")))
+                .unwrap_or_else(|| "running".into());
+            // In a loop a key has the item's index: `create[2]`.
+            let base_key = s.key.split('[').next().unwrap_or(&s.key);
             let what = flow
                 .as_ref()
-                .and_then(|f| f.spec.steps.iter().find(|x| x.key == s.key))
+                .and_then(|f| crate::flows::walk(&f.spec.steps).into_iter().find(|x| x.key == base_key))
                 .map(|x| {
                     if x.plugin.is_empty() {
-                        String::new()
+                        s.kind.replace('_', " ")
                     } else {
                         format!("{} · {}", x.plugin, x.action)
                     }
@@ -253,6 +242,10 @@ fn run_context(state: &ApiState, run: &RunRecord) -> minijinja::Value {
                 key => s.key,
                 what => what,
                 status => status,
+                note => s.note,
+                wake_at => s.wake_at,
+                step_error => s.error.as_ref().map(|e| format!("{}: {}", e.kind, e.message)),
+                child => s.child,
                 input => s.input,
                 output => s.output,
                 attempts => s.attempts,

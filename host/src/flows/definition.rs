@@ -1,20 +1,14 @@
 //! A flow as its author writes it (JSON or YAML), the checks it must pass to
 //! be published, and the exact plugin versions publishing pins.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::BTreeMap;
 
 use semver::{Version, VersionReq};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::template;
 pub use crate::store::Lane;
-use crate::{
-    error::ServiceError,
-    manifest::{Manifest, TriggerKind},
-    registry::parse_plugin_ref,
-    schema::check_against,
-};
+use crate::{error::ServiceError, manifest::Manifest};
 
 /// What publishing a flow needs to know about the plugins and a tenant's
 /// connections, and nothing else.
@@ -46,6 +40,102 @@ pub struct FlowSpec {
     /// besides the lane's and the connections').
     #[serde(default)]
     pub concurrency: Option<u32>,
+    /// Values every template of the flow can use as `env.<name>`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, Value>,
+    /// Which entity an event is about: runs then see `changes` and
+    /// `previous`, unchanged and out-of-order events are dropped, and runs
+    /// of one entity execute one at a time in arrival order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity: Option<EntitySpec>,
+    /// Fetches the full entity for each (thin) event before anything else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hydrate: Option<HydrateSpec>,
+}
+
+/// The entity an event is about, and what of it matters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntitySpec {
+    /// What kind of thing it is (`order`, `stock`): state is kept per type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A template giving the entity's key, e.g. `"{{ trigger.sku }}"`.
+    pub key: String,
+    /// A template giving the event's version (a number, or a time such as
+    /// `updated_at`): an event older than the state's is out of order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The fields that matter (dotted paths); an event that changes none of
+    /// them is a no-op. Empty: the whole event.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<String>,
+    /// Where the entity as this flow wrote it is in a finished run (a
+    /// template over `steps`, e.g. `"{{ steps.tag.order }}"`): the state
+    /// takes it, so the third party's echo of the flow's own write is a no-op.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub echo: Option<String>,
+    /// Keep only the newest event per entity within a window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coalesce: Option<CoalesceSpec>,
+    /// A flow started for one entity more often than this is paused: it is
+    /// probably triggering itself.
+    #[serde(default)]
+    pub max_runs: RunLimit,
+}
+
+/// Burst coalescing: a new event for an entity replaces the one still
+/// waiting, the run starts `window_ms` after the newest, and never later
+/// than `max_delay_ms` after the first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoalesceSpec {
+    pub window_ms: u64,
+    #[serde(default = "default_max_delay")]
+    pub max_delay_ms: u64,
+}
+
+fn default_max_delay() -> u64 {
+    60_000
+}
+
+/// At most `count` runs for one entity within `minutes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunLimit {
+    pub count: u32,
+    pub minutes: u64,
+}
+
+impl Default for RunLimit {
+    fn default() -> Self {
+        RunLimit {
+            count: 8,
+            minutes: 10,
+        }
+    }
+}
+
+/// The action that fetches an event's full entity (thin webhooks).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HydrateSpec {
+    /// `key@requirement`; the trigger's plugin when left out.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub plugin: String,
+    pub action: String,
+    /// The trigger's connection when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
+    /// Templates over the thin event (`trigger`).
+    #[serde(default = "empty_object")]
+    pub input: Value,
+    /// Where the entity is in the action's output (a dotted path); the
+    /// whole output when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub select: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetrySpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,24 +160,279 @@ pub struct TriggerSpec {
     /// first poll only records where to start).
     #[serde(default)]
     pub include_existing: bool,
+    /// Behind a webhook trigger: a polling trigger of the same plugin run
+    /// every so often, whose events go through the same entity state, so
+    /// only what the webhooks missed starts runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile: Option<ReconcileSpec>,
+}
+
+/// Reconciliation behind webhooks: "webhook primary, API secondary".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileSpec {
+    /// The polling trigger of the same plugin.
+    pub trigger: String,
+    /// Seconds between reconciliations.
+    pub every_secs: u64,
+    #[serde(default = "empty_object")]
+    pub params: Value,
 }
 
 /// Default polling interval.
 pub const DEFAULT_INTERVAL_SECS: u64 = 60;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One step of a flow. Which kind it is follows from the fields it has:
+/// `plugin` and `action` (an action), `paths`, `for_each`, `delay`, `stop`,
+/// `fail`, `respond` or `call_flow`. Any step may have `if:`; actions and
+/// flow calls may have `on_error`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct StepSpec {
-    /// How later steps refer to this one's output: `steps.<key>`.
+    /// How later steps refer to this one's output: `steps.<key>`. Unique in
+    /// the whole flow, nested steps included.
     pub key: String,
+    /// Runs the step only when this expression (over `trigger`, earlier
+    /// `steps`, `env`, and in a loop `item` and `index`) is true; otherwise
+    /// the step is recorded as skipped and later steps do not see it.
+    #[serde(rename = "if", default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// What a failure of this step does: `fail` the run (the default) or
+    /// `continue`, with the error recorded as `steps.<key>.error`.
+    #[serde(default, skip_serializing_if = "OnError::is_fail")]
+    pub on_error: OnError,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub plugin: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection: Option<String>,
-    /// Templates over `trigger` and earlier `steps`.
-    #[serde(default = "empty_object")]
+    /// Templates over `trigger`, earlier `steps`, `env` (and `item`, `index`).
+    #[serde(default = "empty_object", skip_serializing_if = "is_empty_object")]
     pub input: Value,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetrySpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paths: Option<PathsSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_each: Option<ForEachSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<DelaySpec>,
+    /// Ends the run successfully; the text (a template) says why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<String>,
+    /// Fails the run into the dead-letter list with this message (a template).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub respond: Option<RespondSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_flow: Option<CallFlowSpec>,
+}
+
+/// The kinds of step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    Action,
+    Paths,
+    ForEach,
+    Delay,
+    Stop,
+    Fail,
+    Respond,
+    CallFlow,
+}
+
+impl StepKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Action => "action",
+            StepKind::Paths => "paths",
+            StepKind::ForEach => "for_each",
+            StepKind::Delay => "delay",
+            StepKind::Stop => "stop",
+            StepKind::Fail => "fail",
+            StepKind::Respond => "respond",
+            StepKind::CallFlow => "call_flow",
+        }
+    }
+}
+
+impl StepSpec {
+    /// The kinds this step has fields of (exactly one for a valid step).
+    pub fn kinds(&self) -> Vec<StepKind> {
+        let mut kinds = Vec::new();
+        if !self.plugin.is_empty() || !self.action.is_empty() {
+            kinds.push(StepKind::Action);
+        }
+        for (present, kind) in [
+            (self.paths.is_some(), StepKind::Paths),
+            (self.for_each.is_some(), StepKind::ForEach),
+            (self.delay.is_some(), StepKind::Delay),
+            (self.stop.is_some(), StepKind::Stop),
+            (self.fail.is_some(), StepKind::Fail),
+            (self.respond.is_some(), StepKind::Respond),
+            (self.call_flow.is_some(), StepKind::CallFlow),
+        ] {
+            if present {
+                kinds.push(kind);
+            }
+        }
+        kinds
+    }
+
+    /// The step's kind; an action when it is ambiguous (publishing refuses
+    /// those).
+    pub fn kind(&self) -> StepKind {
+        self.kinds().first().copied().unwrap_or(StepKind::Action)
+    }
+
+    /// The steps nested in this one (a loop's, every branch's).
+    pub fn children(&self) -> Vec<&StepSpec> {
+        let mut out = Vec::new();
+        if let Some(paths) = &self.paths {
+            out.extend(paths.branches.iter().flat_map(|b| b.steps.iter()));
+        }
+        if let Some(each) = &self.for_each {
+            out.extend(each.steps.iter());
+        }
+        out
+    }
+}
+
+/// Every step of a block and of the blocks nested in it, depth first in
+/// the order they are written: the order in which actions are pinned.
+pub fn walk<'a>(steps: impl IntoIterator<Item = &'a StepSpec>) -> Vec<&'a StepSpec> {
+    let mut out = Vec::new();
+    for step in steps {
+        out.push(step);
+        out.extend(walk(step.children()));
+    }
+    out
+}
+
+/// The action steps of a flow, depth first: `Pinned::steps` is parallel to it.
+pub fn actions(steps: &[StepSpec]) -> Vec<&StepSpec> {
+    walk(steps)
+        .into_iter()
+        .filter(|s| s.kind() == StepKind::Action)
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    #[default]
+    Fail,
+    Continue,
+}
+
+impl OnError {
+    fn is_fail(&self) -> bool {
+        *self == OnError::Fail
+    }
+}
+
+/// Named branches, each with a condition and its own steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathsSpec {
+    /// `first`: the first branch whose condition holds (the default);
+    /// `all`: every branch whose condition holds, in order.
+    #[serde(default)]
+    pub mode: PathsMode,
+    pub branches: Vec<Branch>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathsMode {
+    #[default]
+    First,
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Branch {
+    pub name: String,
+    /// The branch's condition; the last branch may have none (otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    pub steps: Vec<StepSpec>,
+}
+
+/// Runs nested steps once per item of an array.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForEachSpec {
+    /// The array: a template such as `"{{ trigger.line_items }}"`, or a literal array.
+    pub items: Value,
+    /// Items in progress at once (default 1: in order).
+    #[serde(default = "one")]
+    pub concurrency: u32,
+    /// More items than this fail the run with a clear error (default 1,000).
+    #[serde(default = "default_max_items")]
+    pub max_items: usize,
+    pub steps: Vec<StepSpec>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Loops run at most this many items unless a flow says otherwise.
+pub const DEFAULT_MAX_ITEMS: usize = 1_000;
+
+fn default_max_items() -> usize {
+    DEFAULT_MAX_ITEMS
+}
+
+/// A durable wait: for a time, or until a moment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DelaySpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<u64>,
+    /// An RFC 3339 time or milliseconds since the epoch (a template).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+}
+
+/// What a synchronous run answers its caller.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RespondSpec {
+    #[serde(default = "ok_status")]
+    pub status: u16,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// A template; JSON unless a `content-type` header says otherwise.
+    #[serde(default)]
+    pub body: Value,
+}
+
+fn ok_status() -> u16 {
+    200
+}
+
+/// Starts a run of another flow of the same tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallFlowSpec {
+    /// The flow's id or name.
+    pub flow: String,
+    /// Its trigger event (templates).
+    #[serde(default = "empty_object")]
+    pub event: Value,
+    /// Wait for its run to finish; its output becomes this step's.
+    #[serde(default)]
+    pub wait: bool,
+}
+
+fn is_empty_object(value: &Value) -> bool {
+    value.as_object().is_some_and(|o| o.is_empty())
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,6 +454,9 @@ pub struct Pinned {
     /// `None` for a pure schedule trigger.
     pub trigger: Option<Version>,
     pub steps: Vec<Version>,
+    /// The plugin version of `hydrate`'s action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hydrate: Option<Version>,
 }
 
 impl FlowSpec {
@@ -119,269 +467,6 @@ impl FlowSpec {
             serde_json::from_str(text).map_err(|e| format!("invalid flow JSON: {e}"))
         } else {
             serde_yaml_ng::from_str(text).map_err(|e| format!("invalid flow YAML: {e}"))
-        }
-    }
-
-    /// Checks everything against the registry and the tenant's connections
-    /// and returns the versions to pin, or every problem with its place.
-    /// `keep` holds the versions an earlier flow version pinned, by plugin
-    /// key: they stay pinned while the requirement still allows them, so a
-    /// new plugin version is only taken by an explicit upgrade.
-    pub fn validate(
-        &self,
-        catalogue: &dyn Catalogue,
-        tenant: &str,
-        keep: &HashMap<String, Version>,
-    ) -> Result<Pinned, Vec<String>> {
-        let resolver = Resolver { catalogue, keep };
-        let mut problems = Vec::new();
-        if self.name.trim().is_empty() {
-            problems.push("name: must not be empty".to_string());
-        }
-        let trigger_version = self.check_trigger(&resolver, tenant, &mut problems);
-        for (i, condition) in self.conditions.iter().enumerate() {
-            match template::check_condition(condition) {
-                Ok(names) => check_names(&format!("conditions[{i}]"), &names, &[], &mut problems),
-                Err(e) => problems.push(format!("conditions[{i}]: {e}")),
-            }
-        }
-        if self.steps.is_empty() {
-            problems.push("steps: a flow needs at least one step".to_string());
-        }
-        let mut earlier: Vec<&str> = Vec::new();
-        let mut seen = HashSet::new();
-        let mut step_versions = Vec::new();
-        for step in &self.steps {
-            let at = format!("steps[{}]", step.key);
-            if !seen.insert(step.key.as_str()) {
-                problems.push(format!("{at}: duplicate step key"));
-            }
-            if step.key.is_empty()
-                || !step
-                    .key
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            {
-                problems.push(format!(
-                    "{at}: step keys are letters, digits and `_` (they are used as `steps.{}`)",
-                    step.key
-                ));
-            }
-            step_versions.push(self.check_step(
-                &resolver,
-                tenant,
-                step,
-                &at,
-                &earlier,
-                &mut problems,
-            ));
-            earlier.push(&step.key);
-        }
-        match (
-            trigger_version,
-            step_versions.into_iter().collect::<Option<Vec<_>>>(),
-        ) {
-            (Some(trigger), Some(steps)) if problems.is_empty() => Ok(Pinned { trigger, steps }),
-            _ => Err(problems),
-        }
-    }
-
-    /// `Some(None)` for a valid pure schedule, `None` when invalid.
-    fn check_trigger(
-        &self,
-        resolver: &Resolver<'_>,
-        tenant: &str,
-        problems: &mut Vec<String>,
-    ) -> Option<Option<Version>> {
-        let spec = &self.trigger;
-        let catalogue = resolver.catalogue;
-        if let Some(schedule) = &spec.schedule
-            && let Err(e) = parse_schedule(schedule)
-        {
-            problems.push(format!("trigger.schedule: {e}"));
-        }
-        if spec.interval_secs == Some(0) {
-            problems.push("trigger.interval_secs: must be at least 1".to_string());
-        }
-        if spec.plugin.is_empty() {
-            if spec.schedule.is_none() {
-                problems.push(
-                    "trigger: needs `plugin` and `trigger`, or a `schedule` (cron) on its own"
-                        .to_string(),
-                );
-                return None;
-            }
-            if !spec.trigger.is_empty() || spec.connection.is_some() {
-                problems.push("trigger.plugin: a trigger or connection needs a plugin".to_string());
-            }
-            return Some(None);
-        }
-        let manifest = resolver.resolve(&spec.plugin, "trigger.plugin", problems)?;
-        let Some(trigger) = manifest.triggers.iter().find(|t| t.key == spec.trigger) else {
-            let known: Vec<&str> = manifest.triggers.iter().map(|t| t.key.as_str()).collect();
-            problems.push(format!(
-                "trigger.trigger: {}@{} has no trigger `{}` (it has: {})",
-                manifest.key,
-                manifest.version,
-                spec.trigger,
-                known.join(", ")
-            ));
-            return None;
-        };
-        if let Err(e) = check_against(&trigger.params_schema, &spec.params, "trigger.params") {
-            problems.push(e.to_string());
-        }
-        if trigger.kind == TriggerKind::Webhook
-            && (spec.schedule.is_some() || spec.interval_secs.is_some())
-        {
-            problems.push(format!(
-                "trigger: `{}` is a webhook trigger; `schedule` and `interval_secs` are for polling",
-                spec.trigger
-            ));
-        }
-        check_connection(
-            catalogue,
-            tenant,
-            &manifest,
-            spec.connection.as_deref(),
-            "trigger.connection",
-            problems,
-        );
-        Some(Some(manifest.version.clone()))
-    }
-
-    fn check_step(
-        &self,
-        resolver: &Resolver<'_>,
-        tenant: &str,
-        step: &StepSpec,
-        at: &str,
-        earlier: &[&str],
-        problems: &mut Vec<String>,
-    ) -> Option<Version> {
-        let catalogue = resolver.catalogue;
-        let manifest = resolver.resolve(&step.plugin, &format!("{at}.plugin"), problems)?;
-        let Some(action) = manifest.actions.iter().find(|a| a.key == step.action) else {
-            let known: Vec<&str> = manifest.actions.iter().map(|a| a.key.as_str()).collect();
-            problems.push(format!(
-                "{at}.action: {}@{} has no action `{}` (it has: {})",
-                manifest.key,
-                manifest.version,
-                step.action,
-                known.join(", ")
-            ));
-            return None;
-        };
-        check_connection(
-            catalogue,
-            tenant,
-            &manifest,
-            step.connection.as_deref(),
-            &format!("{at}.connection"),
-            problems,
-        );
-        let mut names = Vec::new();
-        match template::check(&step.input, &format!("{at}.input"), &mut names) {
-            Err(e) => problems.push(e),
-            Ok(()) => {
-                for (name, place) in names {
-                    check_names(&place, &[name], earlier, problems);
-                }
-            }
-        }
-        check_input_shape(
-            &action.input_schema,
-            &step.input,
-            &format!("{at}.input"),
-            problems,
-        );
-        Some(manifest.version.clone())
-    }
-}
-
-struct Resolver<'a> {
-    catalogue: &'a dyn Catalogue,
-    keep: &'a HashMap<String, Version>,
-}
-
-impl Resolver<'_> {
-    /// The kept version if it still satisfies the requirement (deprecated
-    /// or not: a pinned flow keeps working), else the newest matching one.
-    fn resolve(&self, plugin_ref: &str, at: &str, problems: &mut Vec<String>) -> Option<Manifest> {
-        let found = parse_plugin_ref(plugin_ref).and_then(|(key, req)| {
-            if let Some(kept) = self.keep.get(&key).filter(|v| req.matches(v))
-                && let Ok(manifest) = self.catalogue.manifest(&key, kept)
-            {
-                return Ok(manifest);
-            }
-            let version = self.catalogue.resolve(&key, &req)?;
-            self.catalogue.manifest(&key, &version)
-        });
-        match found {
-            Ok(manifest) => Some(manifest),
-            Err(e) => {
-                problems.push(format!("{at}: {e}"));
-                None
-            }
-        }
-    }
-}
-
-fn check_connection(
-    catalogue: &dyn Catalogue,
-    tenant: &str,
-    manifest: &Manifest,
-    connection: Option<&str>,
-    at: &str,
-    problems: &mut Vec<String>,
-) {
-    let needs_one = !manifest.connection_properties.is_empty();
-    match connection {
-        None if needs_one => problems.push(format!("{at}: {} needs a connection", manifest.key)),
-        None => {}
-        Some(id) => match catalogue.connection_plugin(tenant, id) {
-            Ok(plugin) if plugin != manifest.key => problems.push(format!(
-                "{at}: connection `{id}` belongs to `{plugin}`, not `{}`",
-                manifest.key
-            )),
-            Ok(_) => {}
-            Err(e) => problems.push(format!("{at}: {e}")),
-        },
-    }
-}
-
-/// Names a template may use: `trigger...`, `steps.<earlier step>...`.
-fn check_names(at: &str, names: &[String], earlier: &[&str], problems: &mut Vec<String>) {
-    for name in names {
-        let mut parts = name.split('.');
-        match (parts.next(), parts.next()) {
-            (Some("trigger"), _) => {}
-            (Some("steps"), Some(step)) if earlier.contains(&step) => {}
-            (Some("steps"), Some(step)) => problems.push(format!(
-                "{at}: `{name}` refers to step `{step}`, which does not run before this point"
-            )),
-            _ => problems.push(format!(
-                "{at}: `{name}` is not available; templates can use `trigger` and `steps.<earlier step>`"
-            )),
-        }
-    }
-}
-
-/// What can be known before a run: a template-free input must satisfy the
-/// action's schema; otherwise its required top-level fields must be there.
-fn check_input_shape(schema: &Value, input: &Value, at: &str, problems: &mut Vec<String>) {
-    let has_template = input.to_string().contains("{{") || input.to_string().contains("{%");
-    if !has_template {
-        if let Err(e) = check_against(schema, input, at) {
-            problems.push(e.to_string());
-        }
-        return;
-    }
-    if let (Some(required), Some(object)) = (schema["required"].as_array(), input.as_object()) {
-        for field in required.iter().filter_map(Value::as_str) {
-            if !object.contains_key(field) {
-                problems.push(format!("{at}: the action requires `{field}`"));
-            }
         }
     }
 }

@@ -12,7 +12,7 @@ use rand::RngCore;
 use semver::{Version, VersionReq};
 use serde::{Deserialize, Serialize};
 
-use super::definition::{Catalogue, FlowSpec, Pinned};
+use super::definition::{Catalogue, FlowSpec, Pinned, StepKind, actions, walk};
 use crate::{
     clock::now_secs,
     connections::Connections,
@@ -37,6 +37,10 @@ pub struct FlowRecord {
     /// What the plugin's `subscribe` returned, for `unsubscribe`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscription: Option<String>,
+    /// Why the flow was paused (it kept firing for one entity: a loop);
+    /// its trigger's events start no runs until it is resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<String>,
     pub created_at: u64,
     pub updated_at: u64,
 }
@@ -55,12 +59,21 @@ impl FlowRecord {
             .iter()
             .map(|v| (key_of(&self.spec.trigger.plugin), v.clone()))
             .chain(
-                self.spec
-                    .steps
-                    .iter()
+                actions(&self.spec.steps)
+                    .into_iter()
                     .zip(&self.pinned.steps)
                     .map(|(s, v)| (key_of(&s.plugin), v.clone())),
             )
+            .chain(self.pinned.hydrate.iter().map(|v| {
+                let plugin = self
+                    .spec
+                    .hydrate
+                    .as_ref()
+                    .map(|h| h.plugin.as_str())
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or(&self.spec.trigger.plugin);
+                (key_of(plugin), v.clone())
+            }))
             .collect()
     }
 
@@ -113,6 +126,8 @@ pub struct Flows {
     catalogue: Arc<dyn Catalogue>,
     /// Published versions as runs execute them (versions never change).
     versions: Mutex<HashMap<(String, String, u32), Arc<FlowRecord>>>,
+    /// Serialises pausing and resuming.
+    pausing: Mutex<()>,
 }
 
 impl Flows {
@@ -121,6 +136,7 @@ impl Flows {
             kv,
             catalogue,
             versions: Mutex::default(),
+            pausing: Mutex::default(),
         }
     }
 
@@ -140,9 +156,7 @@ impl Flows {
             (Some(p), false) => p.plugins().into_iter().collect(),
             _ => HashMap::new(),
         };
-        let pinned = spec
-            .validate(&*self.catalogue, tenant, &keep)
-            .map_err(ServiceError::InvalidFlow)?;
+        let pinned = self.check(tenant, id, &spec, &keep)?;
         let now = now_secs();
         let record = match previous {
             Some(p) => FlowRecord {
@@ -164,6 +178,7 @@ impl Flows {
                     active: false,
                     webhook_token: None,
                     subscription: None,
+                    paused: None,
                     created_at: now,
                     updated_at: now,
                 }
@@ -179,6 +194,56 @@ impl Flows {
         ));
         self.kv.write(writes)?;
         Ok(record)
+    }
+
+    /// Every publish-time check of a flow (`id` when it is a new version of
+    /// an existing flow); returns the versions to pin.
+    pub fn check(
+        &self,
+        tenant: &str,
+        id: Option<&str>,
+        spec: &FlowSpec,
+        keep: &HashMap<String, Version>,
+    ) -> Result<Pinned, ServiceError> {
+        let validated = spec.validate(&*self.catalogue, tenant, keep);
+        let mut problems = validated.as_ref().err().cloned().unwrap_or_default();
+        for step in walk(&spec.steps) {
+            let Some(call) = step
+                .call_flow
+                .as_ref()
+                .filter(|_| step.kind() == StepKind::CallFlow)
+            else {
+                continue;
+            };
+            let at = format!("steps[{}].call_flow.flow", step.key);
+            match self.find(tenant, &call.flow) {
+                Ok(target) if Some(target.id.as_str()) == id || target.spec.name == spec.name => {
+                    problems.push(format!("{at}: a flow cannot call itself"))
+                }
+                Ok(_) => {}
+                Err(e) => problems.push(format!("{at}: {e}")),
+            }
+        }
+        match validated {
+            Ok(pinned) if problems.is_empty() => Ok(pinned),
+            _ => Err(ServiceError::InvalidFlow(problems)),
+        }
+    }
+
+    /// A tenant's flow by id, or else by name.
+    pub fn find(&self, tenant: &str, id_or_name: &str) -> Result<FlowRecord, ServiceError> {
+        match self.get(tenant, id_or_name) {
+            Err(ServiceError::NotFound(_)) => self
+                .list(tenant)?
+                .into_iter()
+                .find(|f| f.spec.name == id_or_name)
+                .ok_or_else(|| {
+                    ServiceError::NotFound(format!(
+                        "flow `{id_or_name}` does not exist (by id or name)"
+                    ))
+                }),
+            other => other,
+        }
     }
 
     /// Publishes by name: a new version of the tenant's flow with the same
@@ -253,6 +318,26 @@ impl Flows {
         ));
         self.kv.write(writes)?;
         Ok(())
+    }
+
+    /// Pauses a flow with the reason (once: the first reason stays), or
+    /// resumes it with `None`; returns whether it changed.
+    pub fn set_paused(
+        &self,
+        tenant: &str,
+        id: &str,
+        reason: Option<String>,
+    ) -> Result<bool, ServiceError> {
+        let _guard = self.pausing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut record = self.get(tenant, id)?;
+        if reason.is_some() && record.paused.is_some()
+            || reason.is_none() && record.paused.is_none()
+        {
+            return Ok(false);
+        }
+        record.paused = reason;
+        self.write(&record, Vec::new())?;
+        Ok(true)
     }
 
     /// Every published version of a flow, oldest first.

@@ -11,20 +11,59 @@ use std::sync::LazyLock;
 use minijinja::{Environment, UndefinedBehavior};
 use serde_json::Value;
 
+/// What one rendering or condition may spend, in minijinja's fuel units
+/// (an instruction, or about 64 bytes allocated or written): roughly a
+/// million instructions or 64 MB. Templates are written by tenants and run
+/// in the host, so without a budget one loop or one `[0] * 100000000` holds
+/// a worker for seconds and its memory for as long.
+const FUEL: u64 = 1_000_000;
+
 static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut env = Environment::new();
     // A reference to a missing field is an error, not an empty string.
     env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(FUEL));
     env
 });
 
-fn single_expression(text: &str) -> Option<&str> {
+pub(crate) fn single_expression(text: &str) -> Option<&str> {
     let inner = text.trim().strip_prefix("{{")?.strip_suffix("}}")?;
     (!inner.contains("{{") && !inner.contains("}}")).then_some(inner.trim())
 }
 
-fn is_template(text: &str) -> bool {
+pub(crate) fn is_template(text: &str) -> bool {
     text.contains("{{") || text.contains("{%")
+}
+
+/// The largest value one expression may produce, as JSON text.
+const MAX_VALUE_BYTES: usize = 16 << 20;
+
+/// The JSON of an expression's value, refused past [`MAX_VALUE_BYTES`].
+/// minijinja repeats sequences lazily (`[0] * 100000000` costs nothing until
+/// read, and its fuel does not count the reading), so the size is measured
+/// first by writing into a counter that stops at the bound.
+fn to_json(value: &minijinja::Value) -> Result<Value, String> {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            if self.0 > MAX_VALUE_BYTES {
+                return Err(std::io::Error::other("over the bound"));
+            }
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    match serde_json::to_writer(Counter(0), value) {
+        Err(e) if e.is_io() => Err(format!(
+            "the value is larger than {} MiB",
+            MAX_VALUE_BYTES >> 20
+        )),
+        Err(e) => Err(e.to_string()),
+        Ok(()) => serde_json::to_value(value).map_err(|e| e.to_string()),
+    }
 }
 
 /// Renders every template inside `value` against `context`.
@@ -52,7 +91,7 @@ fn render_at(value: &Value, context: &Value, at: &str) -> Result<Value, String> 
                 if out.is_undefined() {
                     return Err(format!("{}: `{expr}` is undefined", place(at)));
                 }
-                serde_json::to_value(&out).map_err(|e| format!("{}: {e}", place(at)))
+                to_json(&out).map_err(|e| format!("{}: {e}", place(at)))
             } else {
                 let out = ENV
                     .render_str(
@@ -189,6 +228,36 @@ mod tests {
         for (expr, expected) in table {
             assert_eq!(condition(expr, &ctx).map_err(|_| ()), expected, "{expr}");
         }
+    }
+
+    #[test]
+    fn work_is_bounded() {
+        let ctx = json!({"trigger": {"items": [1, 2, 3]}});
+        for (template, why) in [
+            ("{{ [4] * 20000000 }}", "larger than 16 MiB"),
+            ("{{ [[4] * 20000000] }}", "larger than 16 MiB"),
+            ("{{ 'x' * 100000000 }}", "out of fuel"),
+            (
+                "{% for i in range(10000) %}{% for j in range(10000) %}x{% endfor %}{% endfor %}",
+                "out of fuel",
+            ),
+            ("{% set a = 'x' * 50000000 %}{{ a ~ a ~ a }}", "out of fuel"),
+        ] {
+            match render(&json!(template), &ctx) {
+                Err(e) => assert!(e.contains(why), "{template}: {e}"),
+                Ok(v) => panic!("{template}: rendered {} bytes", v.to_string().len()),
+            }
+        }
+        // Ordinary mappings are far below the budget.
+        let items = json!({"trigger": {"items": (0..1000).collect::<Vec<_>>()}});
+        assert_eq!(
+            render(&json!("{{ trigger.items | length }}"), &items),
+            Ok(json!(1000))
+        );
+        assert_eq!(
+            render(&json!("{{ trigger.items }}"), &items),
+            Ok(items["trigger"]["items"].clone())
+        );
     }
 
     #[test]

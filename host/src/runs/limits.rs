@@ -162,7 +162,6 @@ mod tests {
             },
             lane: Lane::Normal,
             status: RunStatus::Queued,
-            next_step: 0,
             steps: vec![],
             error: None,
             due_at: due,
@@ -171,6 +170,13 @@ mod tests {
             finished_at: None,
             parked_on: None,
             replays: 0,
+            waiting_until: None,
+            stopped: None,
+            response: None,
+            parent: None,
+            entity: None,
+            changes: None,
+            previous: None,
         }
     }
 
@@ -186,7 +192,7 @@ mod tests {
             .collect();
         runs.push(queued("b0", "b", 20));
         runs.push(queued("later", "b", 5_000));
-        store.create(&runs, &[], Along::Nothing).unwrap();
+        store.create(&runs, &[], &[], Along::Nothing).unwrap();
         let mut limits = Limits::default();
         let mut started = Vec::new();
         let limit = |flow: &str| (flow == "a").then_some(2);

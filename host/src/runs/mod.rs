@@ -14,15 +14,18 @@
 //! [`Runs`] is the service; `service.rs` holds what the API and the triggers
 //! ask of it, `executor.rs` the dispatchers and the step loop.
 
+mod entity;
 mod executor;
+mod interpret;
 mod limits;
 pub mod record;
 pub mod retry;
 mod service;
+mod test_step;
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, atomic::AtomicU64},
     time::Duration,
 };
 
@@ -31,9 +34,14 @@ use tokio::sync::{Notify, oneshot};
 pub use crate::store::{RunEvent, RunFilter, RunRecord, RunStatus};
 pub use retry::{RetryPolicy, Verdict};
 pub use service::{EnqueueOutcome, PruneReport};
+pub use test_step::StepTest;
 
 use crate::{
-    calls::Calls, flows::Flows, metrics::Metrics, store::Lane, store::RunStore, tasks::Tasks,
+    calls::Calls,
+    flows::Flows,
+    metrics::Metrics,
+    store::{EntityStore, IngestCounts, Lane, RunStore},
+    tasks::Tasks,
 };
 
 /// Limits and windows of the runtime, from the operator's settings.
@@ -68,6 +76,7 @@ const STRIPES: usize = 64;
 /// The run service: queues runs, executes them, and answers for them.
 pub struct Runs {
     store: Arc<dyn RunStore>,
+    entity_store: Arc<dyn EntityStore>,
     flows: Arc<Flows>,
     calls: Arc<Calls>,
     metrics: Arc<Metrics>,
@@ -81,11 +90,15 @@ pub struct Runs {
     /// Serialise changes of one run (by id) and de-duplication checks of
     /// one flow, without one global lock.
     stripes: Vec<Mutex<()>>,
+    /// Arrival order of runs of one entity: microseconds at start, then up.
+    seq: AtomicU64,
 }
 
 impl Runs {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<dyn RunStore>,
+        entity_store: Arc<dyn EntityStore>,
         flows: Arc<Flows>,
         calls: Arc<Calls>,
         metrics: Arc<Metrics>,
@@ -94,6 +107,7 @@ impl Runs {
     ) -> Self {
         Runs {
             store,
+            entity_store,
             flows,
             calls,
             metrics,
@@ -103,7 +117,23 @@ impl Runs {
             limits: Mutex::default(),
             waiters: Mutex::default(),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            seq: AtomicU64::new(crate::clock::now_ms().saturating_mul(1000)),
         }
+    }
+
+    /// Adds to a flow's ingest counts (failures are logged: counts are for
+    /// people, not for correctness).
+    fn count(&self, tenant: &str, flow: &str, change: impl FnOnce(&mut IngestCounts)) {
+        let mut delta = IngestCounts::default();
+        change(&mut delta);
+        if let Err(e) = self.entity_store.add_counts(tenant, flow, &delta) {
+            tracing::warn!(flow, "cannot count the flow's events: {e}");
+        }
+    }
+
+    /// The next number in the arrival order of entities' runs.
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Starts the lane dispatchers and retention; they stop with the tasks.
@@ -166,11 +196,34 @@ impl Runs {
             .remove(run_id);
     }
 
+    /// A run finished: counted, its waiters answered, and the run that
+    /// called it and waits for it woken. Never called under a run's lock.
     fn finished(&self, run: &RunRecord) {
         self.metrics.run(run.status.as_str());
         if run.status == RunStatus::Failed {
             self.metrics.dead_letters.inc();
         }
+        self.answer(run);
+        if let Some(parent) = &run.parent {
+            let woken = self.change_run(&run.tenant, &parent.run, |waiting| {
+                if waiting.status != RunStatus::Waiting {
+                    return Err(crate::error::ServiceError::State("not waiting".into()));
+                }
+                let mut next = waiting.clone();
+                next.status = RunStatus::Queued;
+                next.due_at = crate::clock::now_ms();
+                Ok(next)
+            });
+            if let Err(e) = woken {
+                tracing::debug!(run = %parent.run, "the calling run was not woken: {e}");
+            }
+        }
+    }
+
+    /// Hands a run to whoever waits for its answer: its end, or what a
+    /// `respond` step answered (a synchronous caller need not wait for
+    /// the rest).
+    fn answer(&self, run: &RunRecord) {
         let waiting = self
             .waiters
             .lock()

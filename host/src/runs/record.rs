@@ -5,7 +5,7 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::store::{RunRecord, RunStatus};
+use crate::store::{RunRecord, RunStatus, StepStatus};
 
 /// A run started by an event has an id derived from the flow and the event,
 /// so the same delivery processed twice (after a crash, say) is the same run
@@ -38,23 +38,17 @@ pub fn idempotency_key(run_id: &str, step: &str) -> String {
 }
 
 impl RunRecord {
-    /// The outputs of the steps done so far, as templates see them.
-    pub fn context(&self) -> Value {
-        let steps: serde_json::Map<String, Value> = self
-            .steps
-            .iter()
-            .take(self.next_step)
-            .map(|s| (s.key.clone(), s.output.clone().unwrap_or(Value::Null)))
-            .collect();
-        serde_json::json!({ "trigger": self.event.payload, "steps": steps })
-    }
-
-    /// The output of the last step, once the run succeeded.
+    /// What the run produced, once it succeeded: the output of the last
+    /// step that had one.
     pub fn output(&self) -> Option<&Value> {
-        match self.status {
-            RunStatus::Succeeded => self.steps.last().and_then(|s| s.output.as_ref()),
-            _ => None,
+        if self.status != RunStatus::Succeeded {
+            return None;
         }
+        self.steps
+            .iter()
+            .rev()
+            .filter(|s| s.status == StepStatus::Succeeded && s.kind != "paths")
+            .find_map(|s| s.output.as_ref())
     }
 }
 

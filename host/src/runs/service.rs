@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::{
     Runs,
+    entity::{Entities, condition_context},
     record::{self, run_id_for},
 };
 use crate::{
@@ -17,7 +18,9 @@ use crate::{
     engine::Event,
     error::ServiceError,
     flows::{FlowRecord, template},
-    store::{Along, RunError, RunEvent, RunFilter, RunRecord, RunStatus, Seen, StepRecord},
+    store::{
+        Along, ParentRun, RunError, RunEvent, RunFilter, RunRecord, RunStatus, Seen, StepStatus,
+    },
 };
 
 /// What became of a batch of events.
@@ -41,6 +44,54 @@ impl Runs {
         source: &str,
         along: Along<'_>,
     ) -> Result<EnqueueOutcome, ServiceError> {
+        let (outcome, runs) = self.create_runs(flow, events, source, along, None)?;
+        // After the flow's lock is let go: a finished run may wake its caller.
+        for run in runs.iter().filter(|r| r.status.is_finished()) {
+            self.finished(run);
+        }
+        if !outcome.runs.is_empty() {
+            self.wake(flow.spec.lane);
+        }
+        Ok(outcome)
+    }
+
+    /// Starts a run of `flow` for a `call_flow` step: `event_id` is the
+    /// calling step's, so a retried or resumed step finds the run it started
+    /// instead of starting another. Returns the run's id.
+    pub(super) fn start_child(
+        &self,
+        flow: &FlowRecord,
+        event_id: String,
+        payload: Value,
+        parent: Option<ParentRun>,
+    ) -> Result<String, ServiceError> {
+        let event = Event {
+            id: event_id,
+            payload: payload.to_string(),
+        };
+        let id = run_id_for(&flow.id, &event.id);
+        if self.store.exists(&flow.tenant, &id)? {
+            return Ok(id);
+        }
+        let (_, runs) = self.create_runs(flow, vec![event], "flow", Along::Nothing, parent)?;
+        for run in runs.iter().filter(|r| r.status.is_finished()) {
+            self.finished(run);
+        }
+        self.wake(flow.spec.lane);
+        Ok(runs.first().map_or(id, |r| r.id.clone()))
+    }
+
+    /// The runs of new events (de-duplicated, and for a flow with an
+    /// entity: unchanged and late events dropped), written with `along` and
+    /// the entities' new states in one batch under the flow's lock.
+    fn create_runs(
+        &self,
+        flow: &FlowRecord,
+        events: Vec<Event>,
+        source: &str,
+        along: Along<'_>,
+        parent: Option<ParentRun>,
+    ) -> Result<(EnqueueOutcome, Vec<RunRecord>), ServiceError> {
         let now = now_ms();
         let window = self.settings.dedup_window.as_millis() as u64;
         let _guard = self.stripe(&flow.id);
@@ -48,6 +99,7 @@ impl Runs {
         let mut runs = Vec::new();
         let mut marks = Vec::new();
         let mut seen = HashSet::new();
+        let mut entities = Entities::new(self, flow, now);
         for event in events {
             let recent = self
                 .store
@@ -63,28 +115,42 @@ impl Runs {
                 event: event.id.clone(),
                 at: now,
             });
+            entities
+                .counts
+                .by_source
+                .entry(source.to_string())
+                .and_modify(|n| *n += 1)
+                .or_insert(1);
             let mut id = run_id_for(&flow.id, &event.id);
             if self.store.exists(&flow.tenant, &id)? {
                 // Seen before the window: a new run, not the old one again.
                 id = record::run_id_after_window(&flow.id, &event.id, now);
             }
             let payload = serde_json::from_str(&event.payload);
-            let run = self.new_run(flow, id, source, event.id, payload, now);
+            let mut run = self.new_run(flow, id, source, event.id, payload, now);
+            run.parent = parent.clone();
+            if !run.status.is_finished() && !entities.admit(&mut run)? {
+                continue;
+            }
+            if run.status == RunStatus::Queued {
+                self.conditions(flow, &mut run, now);
+            }
             outcome.runs.push(run.id.clone());
             runs.push(run);
         }
-        self.store.create(&runs, &marks, along)?;
-        for run in runs.iter().filter(|r| r.status.is_finished()) {
-            self.finished(run);
+        let (writes, counts) = entities.finish();
+        self.store.create(&runs, &marks, &writes, along)?;
+        if !counts.is_empty() {
+            self.entity_store
+                .add_counts(&flow.tenant, &flow.id, &counts)?;
         }
-        if !outcome.runs.is_empty() {
-            self.wake(flow.spec.lane);
+        if source == "reconcile" {
+            self.metrics.reconciled.inc_by(runs.len() as u64);
         }
-        Ok(outcome)
+        Ok((outcome, runs))
     }
 
-    /// A run in its first state: queued, or already decided by the
-    /// conditions (skipped, or failed when a condition cannot be evaluated).
+    /// A run in its first state: queued, or failed when its event is not JSON.
     fn new_run(
         &self,
         flow: &FlowRecord,
@@ -106,21 +172,7 @@ impl Runs {
             },
             lane: flow.spec.lane,
             status: RunStatus::Queued,
-            next_step: 0,
-            steps: flow
-                .spec
-                .steps
-                .iter()
-                .map(|s| StepRecord {
-                    key: s.key.clone(),
-                    idempotency_key: String::new(),
-                    input: None,
-                    output: None,
-                    attempts: 0,
-                    first_failure_at: None,
-                    history: Vec::new(),
-                })
-                .collect(),
+            steps: Vec::new(),
             error: None,
             due_at: now,
             created_at: now,
@@ -128,10 +180,14 @@ impl Runs {
             finished_at: None,
             parked_on: None,
             replays: 0,
+            waiting_until: None,
+            stopped: None,
+            response: None,
+            parent: None,
+            entity: None,
+            changes: None,
+            previous: None,
         };
-        for step in &mut run.steps {
-            step.idempotency_key = record::idempotency_key(&run.id, &step.key);
-        }
         let fail = |run: &mut RunRecord, kind: &str, message: String| {
             run.status = RunStatus::Failed;
             run.finished_at = Some(now);
@@ -152,31 +208,40 @@ impl Runs {
                 return run;
             }
         }
-        let context = run.context();
-        for (i, condition) in flow.spec.conditions.iter().enumerate() {
-            match template::condition(condition, &context) {
-                Ok(true) => {}
-                Ok(false) => {
-                    run.status = RunStatus::Skipped;
-                    run.finished_at = Some(now);
-                    run.error = Some(RunError {
-                        step: None,
-                        kind: "condition".into(),
-                        message: format!("conditions[{i}] `{condition}` is false for this event"),
-                    });
-                    break;
-                }
-                Err(e) => {
-                    fail(
-                        &mut run,
-                        "condition",
-                        format!("conditions[{i}] `{condition}` cannot be evaluated: {e}"),
-                    );
-                    break;
-                }
-            }
-        }
         run
+    }
+
+    /// Decides a new run by the flow's conditions: it goes ahead, is
+    /// skipped, or fails when a condition cannot be evaluated. (A flow that
+    /// hydrates its events decides when the full entity is there.)
+    pub(super) fn conditions(&self, flow: &FlowRecord, run: &mut RunRecord, now: u64) {
+        if flow.spec.hydrate.is_some() {
+            return;
+        }
+        let context = condition_context(flow, run);
+        for (i, condition) in flow.spec.conditions.iter().enumerate() {
+            let (status, kind, message) = match template::condition(condition, &context) {
+                Ok(true) => continue,
+                Ok(false) => (
+                    RunStatus::Skipped,
+                    "condition",
+                    format!("conditions[{i}] `{condition}` is false for this event"),
+                ),
+                Err(e) => (
+                    RunStatus::Failed,
+                    "condition",
+                    format!("conditions[{i}] `{condition}` cannot be evaluated: {e}"),
+                ),
+            };
+            run.status = status;
+            run.finished_at = Some(now);
+            run.error = Some(RunError {
+                step: None,
+                kind: kind.into(),
+                message,
+            });
+            return;
+        }
     }
 
     /// Starts a run of a flow by hand with `payload` as the trigger event
@@ -233,10 +298,11 @@ impl Runs {
         id: &str,
         change: impl FnOnce(&RunRecord) -> Result<RunRecord, ServiceError>,
     ) -> Result<RunRecord, ServiceError> {
-        let _guard = self.stripe(id);
+        let guard = self.stripe(id);
         let before = self.run(tenant, id)?;
         let after = change(&before)?;
         self.store.update(&before, &after)?;
+        drop(guard);
         if after.status.is_finished() && !before.status.is_finished() {
             self.finished(&after);
         }
@@ -244,6 +310,25 @@ impl Runs {
             self.wake(after.lane);
         }
         Ok(after)
+    }
+
+    /// Writes an executing run's progress, unless it stopped being queued
+    /// (cancelled) meanwhile.
+    pub(super) fn write_progress(
+        &self,
+        tenant: &str,
+        id: &str,
+        next: impl FnOnce(&RunRecord) -> RunRecord,
+    ) -> Result<RunRecord, ServiceError> {
+        self.change_run(tenant, id, |current| {
+            if !current.status.is_queued() {
+                return Err(ServiceError::State(format!(
+                    "the run became {} while a step ran",
+                    current.status.as_str()
+                )));
+            }
+            Ok(next(current))
+        })
     }
 
     /// Runs a failed (or cancelled) run again from the step that failed,
@@ -264,9 +349,17 @@ impl Runs {
             run.finished_at = None;
             run.error = None;
             run.replays += 1;
-            if let Some(step) = run.steps.get_mut(run.next_step) {
+            // The step (or loop item) that failed starts afresh; what
+            // succeeded is passed over.
+            for step in run
+                .steps
+                .iter_mut()
+                .filter(|s| !s.status.is_done() && s.status != StepStatus::Waiting)
+            {
+                step.status = StepStatus::Running;
                 step.attempts = 0;
                 step.first_failure_at = None;
+                step.error = None;
             }
             Ok(run)
         })

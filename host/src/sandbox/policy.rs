@@ -87,6 +87,14 @@ impl HostPattern {
             let (addr, after) = bracketed
                 .split_once(']')
                 .ok_or_else(|| format!("unclosed `[` in `{rest}`"))?;
+            // Only an address can stand in brackets (anything else would be a
+            // pattern that matches no URL and is shown as another one), kept
+            // in the form URLs carry it in (`[fd00::1]` for `[FD00:0::1]`,
+            // `[::ffff:a9fe:a9fe]` for `[::ffff:169.254.169.254]`).
+            let addr = addr
+                .parse::<Ipv6Addr>()
+                .map_err(|_| format!("`[{addr}]` is not an IPv6 address"))?;
+            let addr = url::Host::<String>::Ipv6(addr).to_string();
             let port = match after.strip_prefix(':') {
                 Some(port) => port
                     .parse::<u16>()
@@ -94,7 +102,7 @@ impl HostPattern {
                 None if after.is_empty() => default_port,
                 None => return Err(format!("unexpected `{after}` after `]`")),
             };
-            (format!("[{addr}]"), port)
+            (addr, port)
         } else {
             match rest.rsplit_once(':') {
                 Some((host, port)) => {
@@ -421,6 +429,27 @@ mod tests {
             "{evil}",
         ] {
             assert!(HostPattern::parse(pattern, &p).is_err(), "{pattern}");
+        }
+        for literal in [
+            "http://[fd  }1]:8080",
+            "https://[]",
+            "https://[example.com]",
+        ] {
+            assert!(HostPattern::parse(literal, &p).is_err(), "{literal}");
+        }
+        for (pattern, url) in [
+            ("https://[FD00:0::1]:8443", "https://[fd00::1]:8443/x"),
+            (
+                "http://[::ffff:169.254.169.254]",
+                "http://[::ffff:a9fe:a9fe]/x",
+            ),
+        ] {
+            let written = HostPattern::parse(pattern, &p).unwrap();
+            assert_eq!(
+                check_url(&Url::parse(url).unwrap(), &[written]),
+                Ok(()),
+                "{pattern}"
+            );
         }
         assert_eq!(
             placeholders("https://{shop}.x.com:{port}"),

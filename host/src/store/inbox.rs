@@ -9,7 +9,8 @@ use super::{BoxFuture, Result};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Delivery {
     pub tenant: String,
-    pub flow_id: String,
+    /// The webhook subscription it came to (one URL, every flow in it).
+    pub subscription: String,
     pub received_at: u64,
     pub method: String,
     pub query: String,

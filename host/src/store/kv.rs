@@ -30,8 +30,14 @@ pub enum Tree {
     Flows,
     /// `[tenant, flow, version (10 digits)]` → one published version.
     FlowVersions,
-    /// `[token]` → the flow a webhook URL delivers to.
+    /// `[token]` → the subscription a webhook URL delivers to.
     Hooks,
+    /// `[tenant, subscription]` → a webhook registered with a third party
+    /// and the flows it serves.
+    Subscriptions,
+    /// `[tenant, fingerprint]` → the subscription of one plugin version,
+    /// trigger, connection and params.
+    SubscriptionIndex,
     /// `[tenant, user]` → a person who signs in to the console.
     Users,
     /// `[email (lower case)]` → `{tenant, user}`: emails are unique on a host.
@@ -47,7 +53,7 @@ pub enum Tree {
 }
 
 impl Tree {
-    pub const ALL: [Tree; 16] = [
+    pub const ALL: [Tree; 18] = [
         Tree::Meta,
         Tree::Plugins,
         Tree::PluginRefs,
@@ -58,6 +64,8 @@ impl Tree {
         Tree::Flows,
         Tree::FlowVersions,
         Tree::Hooks,
+        Tree::Subscriptions,
+        Tree::SubscriptionIndex,
         Tree::Users,
         Tree::UserEmails,
         Tree::Invitations,
@@ -79,6 +87,8 @@ impl Tree {
             Tree::Flows => "flows",
             Tree::FlowVersions => "flow_versions",
             Tree::Hooks => "hooks",
+            Tree::Subscriptions => "subscriptions",
+            Tree::SubscriptionIndex => "subscription_index",
             Tree::Users => "users",
             Tree::UserEmails => "user_emails",
             Tree::Invitations => "invitations",

@@ -8,12 +8,14 @@
 //!   queue, dead letters, parked runs, retention order, de-duplication);
 //! - [`Inbox`]: webhook deliveries accepted and not yet processed, and the
 //!   ones that were rejected;
-//! - [`TriggerStore`]: where each polling or scheduled trigger stands.
+//! - [`TriggerStore`]: where each polling or scheduled trigger stands;
+//! - [`EntityStore`]: what each flow last saw of each entity.
 //!
 //! Services build neither byte keys nor backend batches: they name a tree and
 //! the parts of a key, or call a typed operation. [`sled`] is the embedded
 //! backend; `app.rs` is the only place that names it.
 
+mod entities;
 mod inbox;
 mod kv;
 mod runs;
@@ -22,13 +24,14 @@ mod triggers;
 
 use std::sync::Arc;
 
+pub use entities::{EntityState, EntityStore, EntityWrite, IngestCounts, RunEntity};
 pub use inbox::{Delivery, Inbox, InboxKey, Rejected};
 pub use kv::{Kv, KvExt, Tree, Write};
 pub use runs::{
-    Along, Attempt, KEPT_ATTEMPTS, Lane, QueueEntry, RunError, RunEvent, RunFilter, RunRecord,
-    RunStatus, RunStore, Seen, StepRecord, Visit,
+    Along, Attempt, KEPT_ATTEMPTS, Lane, ParentRun, QueueEntry, RunError, RunEvent, RunFilter,
+    RunRecord, RunResponse, RunStatus, RunStore, Seen, StepRecord, StepStatus, Visit,
 };
-pub use triggers::{TriggerState, TriggerStore};
+pub use triggers::{PollRecord, Sample, TriggerState, TriggerStore};
 
 /// Errors at the storage boundary.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +61,7 @@ pub struct Stores {
     pub runs: Arc<dyn RunStore>,
     pub inbox: Arc<dyn Inbox>,
     pub triggers: Arc<dyn TriggerStore>,
+    pub entities: Arc<dyn EntityStore>,
 }
 
 /// A boxed future, for the async operations of object-safe store traits.

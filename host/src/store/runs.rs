@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{InboxKey, Result, TriggerState};
+use super::{EntityWrite, InboxKey, Result, RunEntity, TriggerState};
 
 /// Which dispatcher a flow's runs go to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -31,6 +31,8 @@ pub enum RunStatus {
     Queued,
     /// A step failed and waits for its next attempt.
     Retrying,
+    /// Waiting for a durable delay to pass, or for a flow it called.
+    Waiting,
     /// Parked until a paused connection is resumed.
     Paused,
     Succeeded,
@@ -42,9 +44,10 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
-    pub const ALL: [RunStatus; 7] = [
+    pub const ALL: [RunStatus; 8] = [
         RunStatus::Queued,
         RunStatus::Retrying,
+        RunStatus::Waiting,
         RunStatus::Paused,
         RunStatus::Succeeded,
         RunStatus::Skipped,
@@ -61,13 +64,17 @@ impl RunStatus {
 
     /// Waiting in the queue (due now or later).
     pub fn is_queued(self) -> bool {
-        matches!(self, RunStatus::Queued | RunStatus::Retrying)
+        matches!(
+            self,
+            RunStatus::Queued | RunStatus::Retrying | RunStatus::Waiting
+        )
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Queued => "queued",
             RunStatus::Retrying => "retrying",
+            RunStatus::Waiting => "waiting",
             RunStatus::Paused => "paused",
             RunStatus::Succeeded => "succeeded",
             RunStatus::Skipped => "skipped",
@@ -100,8 +107,8 @@ pub struct RunRecord {
     pub event: RunEvent,
     pub lane: Lane,
     pub status: RunStatus,
-    /// The step to run next; steps before it have succeeded.
-    pub next_step: usize,
+    /// Every step that started, in the order it did: a step in a loop once
+    /// per item (`create[2]`), skipped steps with why, branches taken.
     pub steps: Vec<StepRecord>,
     pub error: Option<RunError>,
     /// When the queue entry is due (ms since the epoch).
@@ -114,6 +121,42 @@ pub struct RunRecord {
     pub parked_on: Option<String>,
     #[serde(default)]
     pub replays: u32,
+    /// While `Waiting` for a delay: when it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_until: Option<u64>,
+    /// Why a `stop` step ended the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
+    /// What a `respond` step answered the run's caller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<RunResponse>,
+    /// The run (and its step) that started this one with `call_flow`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentRun>,
+    /// The entity the event is about (a flow with `entity:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity: Option<RunEntity>,
+    /// What changed in the entity: each field with `old` and `new`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Value>,
+    /// The entity's state before this event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Value>,
+}
+
+/// A synchronous run's answer, from its `respond` step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Value,
+}
+
+/// The run that called this one and waits for it (or not).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentRun {
+    pub run: String,
+    pub step: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,9 +168,57 @@ pub struct RunError {
     pub message: String,
 }
 
+/// Where a step of a run stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Started, not finished (an action about to be called).
+    #[default]
+    Running,
+    Succeeded,
+    /// Its `if:` was false.
+    Skipped,
+    /// Waits for its next attempt.
+    Retrying,
+    /// A delay, or a called flow it waits for.
+    Waiting,
+    /// Failed, and the run failed with it (until a replay).
+    Failed,
+    /// Failed with `on_error: continue`: the run went on.
+    FailedContinued,
+}
+
+impl StepStatus {
+    /// Done for good: a resumed run passes over it.
+    pub fn is_done(self) -> bool {
+        matches!(
+            self,
+            StepStatus::Succeeded | StepStatus::Skipped | StepStatus::FailedContinued
+        )
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepRecord {
+    /// The step's key; in a loop, with the item's index (`create[2]`).
     pub key: String,
+    /// `action`, `paths`, `for_each`, `delay`, `stop`, `fail`, `respond`, `call_flow`.
+    #[serde(default = "action_kind")]
+    pub kind: String,
+    #[serde(default)]
+    pub status: StepStatus,
+    /// Why it was skipped, which branches were taken, until when it waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// When a waiting step (a delay) is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_at: Option<u64>,
+    /// The error of a failed step, as later steps see it (`steps.<key>.error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RunError>,
+    /// A run this step started (`call_flow`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child: Option<String>,
     /// The same for every attempt and replay of this step of this run.
     pub idempotency_key: String,
     pub input: Option<Value>,
@@ -140,6 +231,10 @@ pub struct StepRecord {
 }
 
 pub const KEPT_ATTEMPTS: usize = 10;
+
+fn action_kind() -> String {
+    "action".to_string()
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Attempt {
@@ -243,8 +338,14 @@ pub trait RunStore: Send + Sync + 'static {
     fn seen_at(&self, tenant: &str, flow: &str, event: &str) -> Result<Option<u64>>;
 
     /// Writes new runs (in any state), the de-duplication marks of their
-    /// events and `along`, all or nothing.
-    fn create(&self, runs: &[RunRecord], seen: &[Seen], along: Along<'_>) -> Result<()>;
+    /// events, the new states of their entities and `along`, all or nothing.
+    fn create(
+        &self,
+        runs: &[RunRecord],
+        seen: &[Seen],
+        entities: &[EntityWrite],
+        along: Along<'_>,
+    ) -> Result<()>;
 
     /// Moves a run from `before` to `after`: the record and every index
     /// entry of both states, in one batch.

@@ -17,15 +17,56 @@ use base64::{Engine as _, engine::general_purpose::STANDARD as B64};
 use rand::Rng;
 use serde_json::{Value, json};
 
-use super::Triggers;
+use super::{HookTarget, Subscription, Triggers};
 use crate::{
-    calls::Purpose,
+    calls::{Purpose, Target},
     clock::now_ms,
-    engine::{CallError, ConnectorError, WebhookInput, WebhookReply},
+    engine::{CallError, ConnectorError, Event, WebhookInput, WebhookReply},
     error::ServiceError,
+    flows::FlowRecord,
     runs::retry::Backoff,
     store::{Along, Delivery, InboxKey, Rejected},
 };
+
+impl Delivery {
+    /// What the ingress keeps of a request to a hook's URL: method, query
+    /// and the headers whose values are text (a header value that is not
+    /// visible ASCII cannot matter to a signature scheme), without the body
+    /// yet ([`Delivery::with_body`]).
+    pub fn received(target: HookTarget, received_at: u64, parts: &http::request::Parts) -> Self {
+        Delivery {
+            tenant: target.tenant,
+            subscription: target.subscription,
+            received_at,
+            method: parts.method.to_string(),
+            query: parts.uri.query().unwrap_or("").to_string(),
+            headers: parts
+                .headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
+                .collect(),
+            body: String::new(),
+            attempts: 0,
+            next_attempt_at: 0,
+            last_error: None,
+        }
+    }
+
+    pub fn with_body(mut self, body: &[u8]) -> Self {
+        self.body = B64.encode(body);
+        self
+    }
+
+    /// What the trigger's `handle-webhook` is given for this delivery.
+    pub fn webhook_input(&self) -> WebhookInput {
+        WebhookInput {
+            method: self.method.clone(),
+            query: self.query.clone(),
+            headers: self.headers.clone(),
+            body: B64.decode(&self.body).unwrap_or_default(),
+        }
+    }
+}
 
 /// How many rejected deliveries a flow keeps (the newest).
 pub const REJECTED_PER_FLOW: usize = 1_000;
@@ -89,16 +130,30 @@ impl Triggers {
             bytes: body.len(),
             excerpt,
         };
-        self.inbox
-            .reject(key, &delivery.tenant, &delivery.flow_id, &record)?;
-        self.metrics.delivery("rejected");
-        // The retention pass trims every flow every few minutes; a flood of
-        // garbage in between is trimmed here. One rejection in
-        // TRIM_ONE_IN reads the flow's list, so most pay nothing.
-        if rand::rng().random_ratio(1, TRIM_ONE_IN) {
-            self.inbox
-                .trim_rejected(&delivery.tenant, &delivery.flow_id, REJECTED_PER_FLOW)?;
+        // Every flow the subscription serves sees the rejection; the inbox
+        // entry goes with the first record.
+        let flows = self
+            .subscription(&delivery.tenant, &delivery.subscription)?
+            .map(|s| s.flows)
+            .unwrap_or_default();
+        if flows.is_empty()
+            && let Some(key) = key
+        {
+            self.inbox.discard(key)?;
         }
+        let trim = rand::rng().random_ratio(1, TRIM_ONE_IN);
+        for (i, flow) in flows.iter().enumerate() {
+            let key = if i == 0 { key } else { None };
+            self.inbox.reject(key, &delivery.tenant, flow, &record)?;
+            // The retention pass trims every flow every few minutes; a flood
+            // of garbage in between is trimmed here. One rejection in
+            // TRIM_ONE_IN reads the flow's list, so most pay nothing.
+            if trim {
+                self.inbox
+                    .trim_rejected(&delivery.tenant, flow, REJECTED_PER_FLOW)?;
+            }
+        }
+        self.metrics.delivery("rejected");
         Ok(())
     }
 
@@ -135,44 +190,41 @@ impl Triggers {
         delivery: &Delivery,
     ) -> Result<Answer, ServiceError> {
         let body = B64.decode(&delivery.body).unwrap_or_default();
-        let flow = match self.flows.get(&delivery.tenant, &delivery.flow_id) {
-            Ok(flow) => flow,
-            Err(ServiceError::NotFound(_)) => {
-                // The flow was deleted after the delivery was accepted.
-                self.inbox.discard(key)?;
-                return Ok(Answer::Rejected("the flow no longer exists".into()));
-            }
-            Err(e) => return Err(e),
+        let Some(subscription) = self.subscription(&delivery.tenant, &delivery.subscription)?
+        else {
+            // Every flow left the subscription after the delivery was accepted.
+            self.inbox.discard(key)?;
+            return Ok(Answer::Rejected(
+                "no flow receives deliveries at this URL any more".into(),
+            ));
         };
-        let call = self.trigger_call(&flow, Purpose::Other, format!("delivery-{}", key.trace()))?;
-        let request = WebhookInput {
-            method: delivery.method.clone(),
-            query: delivery.query.clone(),
-            headers: delivery.headers.clone(),
-            body: body.clone(),
+        let target = Target {
+            tenant: &subscription.tenant,
+            plugin: &subscription.plugin,
+            version: &subscription.version,
+            connection: subscription.connection.as_deref(),
         };
+        let call =
+            self.calls
+                .prepare(target, Purpose::Other, format!("delivery-{}", key.trace()))?;
+        let request = delivery.webhook_input();
         let outcome = self
             .calls
             .handle_webhook(
                 call,
-                &flow.spec.trigger.trigger,
-                &flow.spec.trigger.params.to_string(),
+                &subscription.trigger,
+                &subscription.params.to_string(),
                 request,
             )
             .await;
         match outcome.result {
             Ok(output) => {
-                let result = self.runs.enqueue_events(
-                    &flow,
-                    output.events,
-                    "webhook",
-                    Along::InboxDone(key),
-                )?;
+                let (runs, duplicates) = self.route(&subscription, output.events, key)?;
                 self.metrics.delivery("processed");
                 Ok(Answer::Done {
                     reply: output.response,
-                    runs: result.runs.len(),
-                    duplicates: result.duplicates,
+                    runs,
+                    duplicates,
                 })
             }
             Err(CallError::Connector {
@@ -183,9 +235,9 @@ impl Triggers {
             }) => {
                 let reason = format!(
                     "the `{}` trigger rejected the delivery: {error}",
-                    flow.spec.trigger.trigger
+                    subscription.trigger
                 );
-                tracing::info!(flow = %flow.id, "{reason}");
+                tracing::info!(subscription = %subscription.id, "{reason}");
                 self.reject_delivery(delivery, &body, &reason, Some(key))?;
                 Ok(Answer::Rejected(reason))
             }
@@ -210,6 +262,65 @@ impl Triggers {
                 Ok(Answer::Deferred(reason))
             }
         }
+    }
+
+    /// Routes a delivery's events to every active flow of its subscription,
+    /// each through its own de-duplication, entity state and conditions.
+    /// The inbox entry goes in the batch of the last flow's runs: after a
+    /// crash in between, the delivery is routed again and the flows that
+    /// had it already drop the events as duplicates.
+    fn route(
+        &self,
+        subscription: &Subscription,
+        events: Vec<Event>,
+        key: &InboxKey,
+    ) -> Result<(usize, usize), ServiceError> {
+        let flows: Vec<FlowRecord> = subscription
+            .flows
+            .iter()
+            .filter_map(|id| self.flows.get(&subscription.tenant, id).ok())
+            .filter(|f| f.active)
+            .collect();
+        let (mut runs, mut duplicates) = (0, 0);
+        let last = flows.len().saturating_sub(1);
+        for (i, flow) in flows.iter().enumerate() {
+            let along = if i == last {
+                Along::InboxDone(key)
+            } else {
+                Along::Nothing
+            };
+            if let Some(reason) = &flow.paused {
+                // Nothing starts while a looping flow is paused; the events
+                // stay visible with the reason.
+                let rejected = Rejected {
+                    received_at: now_ms(),
+                    reason: format!("the flow is paused: {reason}"),
+                    method: "POST".into(),
+                    bytes: 0,
+                    excerpt: events
+                        .iter()
+                        .map(|e| e.payload.as_str())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                        .chars()
+                        .take(2048)
+                        .collect(),
+                };
+                let key = if i == last { Some(key) } else { None };
+                self.inbox.reject(key, &flow.tenant, &flow.id, &rejected)?;
+                continue;
+            }
+            self.record_samples(flow, &events, "webhook");
+            let outcome = self
+                .runs
+                .enqueue_events(flow, events.clone(), "webhook", along)?;
+            runs += outcome.runs.len();
+            duplicates += outcome.duplicates;
+        }
+        if flows.is_empty() {
+            self.inbox.discard(key)?;
+        }
+        Ok((runs, duplicates))
     }
 
     /// Processes inbox entries that are due: at start (deliveries accepted

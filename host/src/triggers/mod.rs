@@ -5,34 +5,38 @@
 
 pub mod ingress;
 pub mod scheduler;
+mod subscriptions;
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
 };
 
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::{
     calls::{Call, Calls, Purpose, Refused, Target},
+    clock::now_ms,
+    engine::Event,
     error::ServiceError,
     flows::{FlowRecord, Flows},
     manifest::TriggerKind,
     metrics::Metrics,
     runs::Runs,
-    store::{Inbox, InboxKey, Kv, KvExt, Tree, TriggerState, TriggerStore, Write},
+    store::{Inbox, InboxKey, Kv, KvExt, PollRecord, Sample, Tree, TriggerState, TriggerStore},
     tasks::Tasks,
 };
 
 pub use scheduler::Scheduler;
 
+pub use subscriptions::Subscription;
+
 /// Where a webhook URL delivers to (kept in [`Tree::Hooks`] by its token).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HookTarget {
     pub tenant: String,
-    pub flow_id: String,
+    pub subscription: String,
 }
 
 /// What the trigger service is given.
@@ -61,7 +65,17 @@ pub struct Triggers {
     scheduler: Scheduler,
     /// Inbox entries being processed now (by their request or the worker).
     processing: Mutex<HashSet<InboxKey>>,
+    /// When each flow's samples were last written.
+    sampled: Mutex<HashMap<(String, String), u64>>,
+    /// Serialises activations: flows joining and leaving subscriptions.
+    activations: tokio::sync::Mutex<()>,
 }
+
+/// Samples kept per flow.
+pub const SAMPLES_KEPT: usize = 5;
+/// A flow's samples are written at most this often: under load its events
+/// arrive far faster than anyone looks at them.
+const SAMPLE_EVERY_MS: u64 = 2_000;
 
 impl Triggers {
     #[allow(clippy::too_many_arguments)]
@@ -88,6 +102,8 @@ impl Triggers {
             settings,
             scheduler: Scheduler::default(),
             processing: Mutex::default(),
+            sampled: Mutex::default(),
+            activations: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -143,93 +159,15 @@ impl Triggers {
         if flow.active {
             return Ok(flow);
         }
-        let extra = self.subscribe(&mut flow, base_url).await?;
-        flow.active = true;
-        self.flows.write(&flow, extra)?;
+        self.switch_on(&mut flow, base_url).await?;
         self.schedule_flow(&flow)?;
         Ok(flow)
     }
 
-    /// Registers a webhook trigger with the third party; returns the ops
-    /// that route its URL to the flow. Nothing for other triggers.
-    async fn subscribe(
-        &self,
-        flow: &mut FlowRecord,
-        base_url: &str,
-    ) -> Result<Vec<Write>, ServiceError> {
-        if self.flows.trigger_kind(flow)? != Some(TriggerKind::Webhook) {
-            return Ok(Vec::new());
-        }
-        let mut bytes = [0u8; 24];
-        rand::rng().fill_bytes(&mut bytes);
-        let token = hex::encode(bytes);
-        let url = webhook_url(base_url, &token);
-        let call = self.trigger_call(flow, Purpose::Other, format!("subscribe-{}", flow.id))?;
-        let plugin = call.plugin.record.key.clone();
-        let outcome = self
-            .calls
-            .subscribe(
-                call,
-                &flow.spec.trigger.trigger,
-                &flow.spec.trigger.params.to_string(),
-                &url,
-            )
-            .await;
-        let state = outcome.result.map_err(|e| {
-            ServiceError::upstream(
-                &format!("the flow is not active: registering the webhook with `{plugin}` failed"),
-                &e,
-            )
-        })?;
-        let route = Write::put(
-            Tree::Hooks,
-            &[&token],
-            &HookTarget {
-                tenant: flow.tenant.clone(),
-                flow_id: flow.id.clone(),
-            },
-        );
-        flow.webhook_token = Some(token);
-        flow.subscription = Some(state);
-        Ok(vec![route])
-    }
-
-    /// Removes a webhook registration (as `flow` describes it); returns the
-    /// ops that stop its URL, and a warning if the third party refused.
-    async fn unsubscribe(&self, flow: &mut FlowRecord) -> (Vec<Write>, Option<String>) {
-        let Some(token) = flow.webhook_token.take() else {
-            return (Vec::new(), None);
-        };
-        let writes = vec![Write::delete(Tree::Hooks, &[&token])];
-        let state = flow.subscription.take().unwrap_or_default();
-        let call = self.trigger_call(flow, Purpose::Other, format!("unsubscribe-{}", flow.id));
-        let warning = match call {
-            Ok(call) => {
-                let plugin = call.plugin.record.key.clone();
-                let outcome = self
-                    .calls
-                    .unsubscribe(
-                        call,
-                        &flow.spec.trigger.trigger,
-                        &flow.spec.trigger.params.to_string(),
-                        &state,
-                    )
-                    .await;
-                outcome.result.err().map(|e| {
-                    format!(
-                        "the webhook may still be registered with `{plugin}`: unsubscribe failed: {e}"
-                    )
-                })
-            }
-            Err(e) => Some(format!("unsubscribe was not called: {e}")),
-        };
-        (writes, warning)
-    }
-
-    /// Deactivates a flow: its webhook URL stops answering and the plugin's
-    /// `unsubscribe` removes the registration; polls stop. Runs already
-    /// queued still run. Returns the flow and, if `unsubscribe` failed, what
-    /// went wrong (the flow is inactive regardless).
+    /// Deactivates a flow: it leaves its webhook subscription (the last
+    /// flow in it unregisters the webhook with the third party); polls stop.
+    /// Runs already queued still run. Returns the flow and, if `unsubscribe`
+    /// failed, what went wrong (the flow is inactive regardless).
     pub async fn deactivate_flow(
         &self,
         tenant: &str,
@@ -239,18 +177,16 @@ impl Triggers {
         if !flow.active {
             return Ok((flow, None));
         }
-        let (writes, warning) = self.unsubscribe(&mut flow).await;
-        flow.active = false;
-        self.flows.write(&flow, writes)?;
+        let warning = self.switch_off(&mut flow).await?;
         self.unschedule_flow(tenant, id);
         Ok((flow, warning))
     }
 
     /// After a new version of an active flow is published (`before` is the
-    /// record before it): a changed webhook trigger is unregistered and
-    /// registered again; a polling flow picks up the new version at its
-    /// next poll by itself. If the new registration fails the flow is left
-    /// inactive and the error says so.
+    /// record before it): a changed webhook trigger leaves its subscription
+    /// and joins (or makes) the one of its new trigger; a polling flow picks
+    /// up the new version at its next poll by itself. If the new
+    /// registration fails the flow is left inactive and the error says so.
     pub async fn refresh_activation(
         &self,
         before: &FlowRecord,
@@ -262,24 +198,11 @@ impl Triggers {
         if !before.active || same {
             return Ok(None);
         }
-        let mut old = before.clone();
-        let (mut writes, warning) = self.unsubscribe(&mut old).await;
-        after.webhook_token = None;
-        after.subscription = None;
         self.unschedule_flow(&after.tenant, &after.id);
-        match self.subscribe(&mut after, base_url).await {
-            Ok(route) => {
-                writes.extend(route);
-                self.flows.write(&after, writes)?;
-                self.schedule_flow(&after)?;
-                Ok(warning)
-            }
-            Err(e) => {
-                after.active = false;
-                self.flows.write(&after, writes)?;
-                Err(e)
-            }
-        }
+        let warning = self.switch_off(&mut after).await?;
+        self.switch_on(&mut after, base_url).await?;
+        self.schedule_flow(&after)?;
+        Ok(warning)
     }
 
     /// What the API shows about a flow's trigger: its URL or its schedule
@@ -300,6 +223,114 @@ impl Triggers {
 
     pub fn trigger_state(&self, tenant: &str, id: &str) -> Result<TriggerState, ServiceError> {
         Ok(self.states.state(tenant, id)?.unwrap_or_default())
+    }
+
+    /// Keeps the newest of a flow's trigger events as samples, at most
+    /// once every [`SAMPLE_EVERY_MS`] per flow.
+    fn record_samples(&self, flow: &FlowRecord, events: &[Event], source: &str) {
+        if events.is_empty() {
+            return;
+        }
+        let now = now_ms();
+        {
+            let mut sampled = self.sampled.lock().unwrap_or_else(|e| e.into_inner());
+            let key = (flow.tenant.clone(), flow.id.clone());
+            if sampled
+                .get(&key)
+                .is_some_and(|at| now.saturating_sub(*at) < SAMPLE_EVERY_MS)
+            {
+                return;
+            }
+            sampled.insert(key, now);
+        }
+        self.keep_samples(flow, events, source, now);
+    }
+
+    fn keep_samples(&self, flow: &FlowRecord, events: &[Event], source: &str, now: u64) {
+        let samples: Vec<Sample> = events
+            .iter()
+            .rev()
+            .take(SAMPLES_KEPT)
+            .map(|e| Sample {
+                at: now,
+                source: source.to_string(),
+                event_id: e.id.clone(),
+                payload: serde_json::from_str(&e.payload)
+                    .unwrap_or_else(|_| Value::String(e.payload.clone())),
+            })
+            .collect();
+        if let Err(e) = self
+            .states
+            .add_samples(&flow.tenant, &flow.id, &samples, SAMPLES_KEPT)
+        {
+            tracing::warn!(flow = %flow.id, "cannot keep the trigger's samples: {e}");
+        }
+    }
+
+    /// The last events a flow's trigger produced, newest first. With
+    /// `fetch`, a polling trigger is asked for events now (from the start,
+    /// as a first poll would be, nothing committed), and a schedule gives
+    /// its tick's event.
+    pub async fn samples(
+        &self,
+        tenant: &str,
+        id: &str,
+        fetch: bool,
+    ) -> Result<Vec<Sample>, ServiceError> {
+        let flow = self.flows.get(tenant, id)?;
+        if fetch {
+            let now = now_ms();
+            match self.flows.trigger_kind(&flow)? {
+                Some(TriggerKind::Webhook) => {
+                    return Err(ServiceError::State(
+                        "a webhook trigger's samples come from its deliveries: send one to its URL"
+                            .into(),
+                    ));
+                }
+                Some(TriggerKind::Polling) => {
+                    let call =
+                        self.trigger_call(&flow, Purpose::Other, format!("sample-{id}-{now}"))?;
+                    let plugin = call.plugin.name();
+                    let outcome = self
+                        .calls
+                        .poll(
+                            call,
+                            &flow.spec.trigger.trigger,
+                            &flow.spec.trigger.params.to_string(),
+                            None,
+                        )
+                        .await;
+                    let output = outcome.result.map_err(|e| {
+                        ServiceError::upstream(&format!("polling `{plugin}` for samples"), &e)
+                    })?;
+                    self.keep_samples(&flow, &output.events, "poll", now);
+                }
+                None => {
+                    let events = [scheduler::schedule_event(now, now)];
+                    self.keep_samples(&flow, &events, "schedule", now);
+                }
+            }
+        }
+        Ok(self.states.samples(tenant, id)?)
+    }
+
+    /// The samples kept of a flow's trigger, newest first, without asking
+    /// the third party (the console's data picker).
+    pub fn kept_samples(&self, tenant: &str, id: &str) -> Result<Vec<Sample>, ServiceError> {
+        self.flows.get(tenant, id)?;
+        Ok(self.states.samples(tenant, id)?)
+    }
+
+    /// A flow's last polls, newest first.
+    pub fn polls(&self, tenant: &str, id: &str) -> Result<Vec<PollRecord>, ServiceError> {
+        self.flows.get(tenant, id)?;
+        Ok(self.states.polls(tenant, id)?)
+    }
+
+    /// Forgets what the triggers kept of a deleted flow.
+    pub fn forget(&self, tenant: &str, id: &str) -> Result<(), ServiceError> {
+        self.unschedule_flow(tenant, id);
+        Ok(self.states.forget(tenant, id)?)
     }
 
     /// The flow a webhook token leads to (only while the flow is active).

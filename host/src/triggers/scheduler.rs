@@ -21,7 +21,7 @@ use super::Triggers;
 use crate::{
     calls::{Purpose, Refused},
     clock::now_ms,
-    engine::{CallError, ConnectorError, Event},
+    engine::{CallError, ConnectorError, Event, Journal},
     error::ServiceError,
     flows::{
         FlowRecord,
@@ -29,7 +29,7 @@ use crate::{
     },
     manifest::TriggerKind,
     runs::retry::Backoff,
-    store::{Along, TriggerState},
+    store::{Along, PollRecord, TriggerState},
 };
 
 /// The due-time set of polling and scheduled flows.
@@ -190,7 +190,9 @@ impl Triggers {
         // Where the last committed poll left off, restored if this one fails.
         let committed = (state.cursor.clone(), state.seeded);
         let fetched = if flow.pinned.trigger.is_none() {
-            Ok(vec![schedule_event(due, now)])
+            let events = vec![schedule_event(due, now)];
+            self.record_samples(&flow, &events, "schedule");
+            Ok(events)
         } else {
             self.poll(&flow, &mut state, now).await
         };
@@ -249,6 +251,7 @@ impl Triggers {
             flow: flow.id.clone(),
             trigger: flow.spec.trigger.trigger.clone(),
         };
+        let cursor_before = state.cursor.clone();
         let call = self
             .trigger_call(flow, purpose, format!("poll-{}-{now}", flow.id))
             .map_err(|refused: Refused| PollFailure {
@@ -266,8 +269,27 @@ impl Triggers {
                 state.cursor.as_deref(),
             )
             .await;
-        let output = match outcome.result {
-            Ok(output) => output,
+        let mut record = PollRecord {
+            at: now,
+            duration_ms: outcome.duration.as_secs_f64() * 1e3,
+            events: 0,
+            cursor_before,
+            cursor_after: None,
+            error: None,
+            journal: bounded_journal(&outcome.journal),
+        };
+        let result = match outcome.result {
+            Ok(output) => {
+                record.events = output.events.len();
+                self.record_samples(flow, &output.events, "poll");
+                let seeding =
+                    !state.seeded && state.cursor.is_none() && !flow.spec.trigger.include_existing;
+                state.seeded = true;
+                if output.cursor.is_some() {
+                    state.cursor = output.cursor;
+                }
+                Ok(if seeding { Vec::new() } else { output.events })
+            }
             Err(error) => {
                 let retry_at = match &error {
                     CallError::Connector {
@@ -275,24 +297,40 @@ impl Triggers {
                     } => Some(now_ms() + retry_after_ms),
                     _ => None,
                 };
-                return Err(PollFailure {
+                record.error = Some(error.to_string());
+                Err(PollFailure {
                     message: error.to_string(),
                     retry_at,
-                });
+                })
             }
         };
-        let seeding =
-            !state.seeded && state.cursor.is_none() && !flow.spec.trigger.include_existing;
-        state.seeded = true;
-        if output.cursor.is_some() {
-            state.cursor = output.cursor;
+        record.cursor_after = state.cursor.clone();
+        if let Err(e) = self
+            .states
+            .record_poll(&flow.tenant, &flow.id, &record, POLLS_KEPT)
+        {
+            tracing::warn!(flow = %flow.id, "cannot record the poll: {e}");
         }
-        Ok(if seeding { Vec::new() } else { output.events })
+        result
     }
 }
 
+/// Polls kept per flow.
+pub const POLLS_KEPT: usize = 20;
+
+/// A poll's journal as its history keeps it: at most 50 exchanges and 100
+/// log lines (a poll that pages a lot would otherwise fill the store).
+pub(super) fn bounded_journal(journal: &Journal) -> serde_json::Value {
+    json!({
+        "exchanges": journal.exchanges.iter().take(50).collect::<Vec<_>>(),
+        "exchanges_dropped": journal.exchanges.len().saturating_sub(50),
+        "logs": journal.logs.iter().take(100).collect::<Vec<_>>(),
+        "logs_dropped": journal.logs.len().saturating_sub(100) + journal.dropped_logs,
+    })
+}
+
 /// The event of a pure schedule that was due at `due` and fired at `now`.
-fn schedule_event(due: u64, now: u64) -> Event {
+pub(super) fn schedule_event(due: u64, now: u64) -> Event {
     Event {
         id: format!("schedule:{due}"),
         payload: json!({

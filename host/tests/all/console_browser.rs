@@ -677,6 +677,9 @@ async fn the_operator_and_a_viewer_in_the_browser() {
     let link = browser.find("#invite-link").await.text().await.unwrap();
     browser.screenshot("32-users").await;
     browser.sign_out().await;
+    // The link names the public address; this host is on loopback.
+    let link = link.replace(PUBLIC_URL, &serve.url);
+    assert!(link.contains("/invite/inv_"), "{link}");
     browser.client.goto(&link).await.unwrap();
     browser.fill("#password", "viewer password 1").await;
     browser.fill("#confirm", "viewer password 1").await;

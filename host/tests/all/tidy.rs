@@ -23,7 +23,7 @@ const LAYERS: &[&[&str]] = &[
     &["flows", "drafts"],
     &["runs"],
     &["triggers"],
-    &["api", "console"],
+    &["api", "console", "fuzzing"],
     &["config"],
     &["app"],
     &["cli"],

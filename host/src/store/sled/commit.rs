@@ -73,7 +73,7 @@ mod tests {
                     tokio::spawn(async move {
                         let delivery = Delivery {
                             tenant: "t".into(),
-                            flow_id: "f".into(),
+                            subscription: "s".into(),
                             received_at: i,
                             method: "POST".into(),
                             query: String::new(),

@@ -27,6 +27,17 @@ pub(super) const INBOX: &str = "inbox";
 pub(super) const REJECTED: &str = "deliveries_rejected";
 /// `{tenant}\0{flow}` → the trigger's state.
 pub(super) const TRIGGER_STATE: &str = "trigger_state";
+/// `{tenant}\0{flow}\0{type}\0{key}` → what the flow last saw of an entity.
+pub(super) const ENTITIES: &str = "entity_state";
+/// `{tenant}\0{flow}\0{type}\0{key}\0{seq:016x}` → run id: a flow's
+/// unfinished runs of one entity in arrival order.
+pub(super) const ENTITY_RUNS: &str = "entity_runs";
+/// `{tenant}\0{flow}` → what the flow's trigger events came to.
+pub(super) const INGEST_COUNTS: &str = "ingest_counts";
+/// `{tenant}\0{flow}` → the trigger's last events (a list, newest first).
+pub(super) const SAMPLES: &str = "trigger_samples";
+/// `{tenant}\0{flow}\0{at:016x}` → one poll.
+pub(super) const POLLS: &str = "poll_history";
 
 /// Joins key parts with NUL (parts never contain one).
 pub(super) fn join(parts: &[&str]) -> Vec<u8> {
@@ -119,4 +130,12 @@ pub(super) fn after(key: &[u8]) -> Vec<u8> {
     let mut next = key.to_vec();
     next.push(0);
     next
+}
+
+/// A run's entry in its entity's arrival order, while it is unfinished.
+pub(super) fn entity_run(run: &RunRecord) -> Option<Vec<u8>> {
+    let entity = run.entity.as_ref()?;
+    let mut key = prefix(&[&run.tenant, &run.flow_id, &entity.kind, &entity.key]);
+    key.extend_from_slice(format!("{:016x}", entity.seq).as_bytes());
+    Some(key)
 }

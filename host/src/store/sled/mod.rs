@@ -4,6 +4,7 @@
 //! their trigger's cursor).
 
 mod commit;
+mod entities;
 mod inbox;
 mod keys;
 mod kv;
@@ -67,6 +68,7 @@ impl SledStore {
             runs: self.clone(),
             inbox: self.clone(),
             triggers: self.clone(),
+            entities: self.clone(),
         }
     }
 

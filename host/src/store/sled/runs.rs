@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use super::{Op, SledStore, keys, keys::*};
 use crate::store::{
-    Along, Lane, QueueEntry, Result, RunFilter, RunRecord, RunStatus, RunStore, Seen, Visit, decode,
+    Along, EntityWrite, Lane, QueueEntry, Result, RunFilter, RunRecord, RunStatus, RunStore, Seen,
+    Visit, decode,
 };
 
 /// When the head of a lane's queue holds only runs that cannot start now
@@ -44,12 +45,17 @@ enum Pass {
 fn unindex(run: &RunRecord) -> Vec<Op> {
     let mut ops = Vec::new();
     match run.status {
-        RunStatus::Queued | RunStatus::Retrying => ops.push(Op::delete(QUEUE, keys::queue(run))),
+        RunStatus::Queued | RunStatus::Retrying | RunStatus::Waiting => {
+            ops.push(Op::delete(QUEUE, keys::queue(run)))
+        }
         RunStatus::Paused => ops.extend(keys::parked(run).map(|key| Op::delete(PARKED, key))),
         RunStatus::Failed => ops.push(Op::delete(DEAD, keys::run(&run.tenant, &run.id))),
         _ => {}
     }
     ops.extend(keys::finished(run).map(|key| Op::delete(FINISHED, key)));
+    if !run.status.is_finished() {
+        ops.extend(keys::entity_run(run).map(|key| Op::delete(ENTITY_RUNS, key)));
+    }
     ops
 }
 
@@ -57,12 +63,19 @@ fn unindex(run: &RunRecord) -> Vec<Op> {
 fn index(run: &RunRecord) -> Vec<Op> {
     let mut ops = vec![Op::put_json(RUNS, keys::run(&run.tenant, &run.id), run)];
     match run.status {
-        RunStatus::Queued | RunStatus::Retrying => ops.push(Op::mark(QUEUE, keys::queue(run))),
+        RunStatus::Queued | RunStatus::Retrying | RunStatus::Waiting => {
+            ops.push(Op::mark(QUEUE, keys::queue(run)))
+        }
         RunStatus::Paused => ops.extend(keys::parked(run).map(|key| Op::mark(PARKED, key))),
         RunStatus::Failed => ops.push(Op::mark(DEAD, keys::run(&run.tenant, &run.id))),
         _ => {}
     }
     ops.extend(keys::finished(run).map(|key| Op::mark(FINISHED, key)));
+    if !run.status.is_finished()
+        && let Some(key) = keys::entity_run(run)
+    {
+        ops.push(Op::put(ENTITY_RUNS, key, run.id.clone().into_bytes()));
+    }
     ops
 }
 
@@ -134,7 +147,13 @@ impl RunStore for SledStore {
             .transpose()
     }
 
-    fn create(&self, runs: &[RunRecord], seen: &[Seen], along: Along<'_>) -> Result<()> {
+    fn create(
+        &self,
+        runs: &[RunRecord],
+        seen: &[Seen],
+        entities: &[EntityWrite],
+        along: Along<'_>,
+    ) -> Result<()> {
         let mut ops = match along {
             Along::Nothing => Vec::new(),
             Along::InboxDone(key) => vec![Op::delete(INBOX, key.0.clone())],
@@ -155,6 +174,13 @@ impl RunStore for SledStore {
         }
         for run in runs {
             ops.extend(index(run));
+        }
+        for write in entities {
+            ops.push(Op::put_json(
+                ENTITIES,
+                keys::join(&[&write.tenant, &write.flow, &write.kind, &write.key]),
+                &write.state,
+            ));
         }
         self.apply(ops)
     }
@@ -320,7 +346,6 @@ mod tests {
             },
             lane: Lane::Fast,
             status,
-            next_step: 0,
             steps: vec![],
             error: None,
             due_at: 0x1234,
@@ -329,6 +354,13 @@ mod tests {
             finished_at: status.is_finished().then_some(99),
             parked_on: (status == RunStatus::Paused).then(|| "conn".to_string()),
             replays: 0,
+            waiting_until: None,
+            stopped: None,
+            response: None,
+            parent: None,
+            entity: None,
+            changes: None,
+            previous: None,
         }
     }
 
@@ -360,6 +392,7 @@ mod tests {
         let table = [
             (RunStatus::Queued, vec![RUNS, QUEUE]),
             (RunStatus::Retrying, vec![RUNS, QUEUE]),
+            (RunStatus::Waiting, vec![RUNS, QUEUE]),
             (RunStatus::Paused, vec![RUNS, PARKED]),
             (RunStatus::Failed, vec![RUNS, DEAD, FINISHED]),
             (RunStatus::Succeeded, vec![RUNS, FINISHED]),
@@ -391,7 +424,7 @@ mod tests {
             r.due_at = i;
             runs.push(r);
         }
-        store.create(&runs, &[], Along::Nothing).unwrap();
+        store.create(&runs, &[], &[], Along::Nothing).unwrap();
         let mut started = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(5);
         while started.is_empty() {
@@ -431,6 +464,7 @@ mod tests {
             .create(
                 &[old, new],
                 &[seen("e1", 10), seen("e2", 1_000)],
+                &[],
                 Along::Nothing,
             )
             .unwrap();
