@@ -423,7 +423,8 @@ mod tests {
     #[test]
     fn text_becomes_typed_values_or_placed_problems() {
         let s = schema();
-        let table: &[(&str, &str, Result<Option<Value>, ()>)] = &[
+        type Row<'a> = (&'a str, &'a str, Result<Option<Value>, ()>);
+        let table: &[Row] = &[
             ("count", "7", Ok(Some(json!(7)))),
             ("count", "seven", Err(())),
             (
