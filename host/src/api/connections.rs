@@ -214,12 +214,28 @@ async fn callback(
     };
     let (record, return_to) = oauth.callback(&state, &code).await?;
     // Started from the console: back to the connection's page.
+    // Started from the console: back to the connection's page. A page that
+    // moves on itself, not a redirect: the browser arrives from the
+    // provider's site, and only a navigation from this site's own page
+    // carries the console's `SameSite=Strict` session cookie.
     if let Some(path) = return_to {
-        return Ok(axum::response::Redirect::to(&path).into_response());
+        let path = html_attribute(&path);
+        let page = format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0;url={path}\"><title>Connected</title></head><body><p>The connection is authorized. <a href=\"{path}\">Back to the console</a>.</p></body></html>"
+        );
+        return Ok(axum::response::Html(page).into_response());
     }
     Ok(Json(json!({
         "message": "The connection is authorized. You can close this window.",
         "connection": connections.view(&record),
     }))
     .into_response())
+}
+
+/// Text safe inside a double-quoted HTML attribute.
+fn html_attribute(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }

@@ -36,8 +36,8 @@ use crate::{
 };
 
 /// A fake API on 127.0.0.2, stopped when dropped (also when a test fails).
-struct Fake {
-    origin: String,
+pub struct Fake {
+    pub origin: String,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -104,7 +104,7 @@ fn basic(headers: &HeaderMap, form_decoded: bool) -> Option<(String, String)> {
     Some((decode(user), decode(pass)))
 }
 
-async fn host_with(plugins: &[&str]) -> (tempfile::TempDir, TestHost) {
+pub async fn host_with(plugins: &[&str]) -> (tempfile::TempDir, TestHost) {
     let dir = tempfile::tempdir().unwrap();
     let host = TestHost::start(sandbox_config(dir.path())).await;
     upload(&host, plugins).await;
@@ -384,9 +384,9 @@ async fn an_api_key_in_the_query_is_sent_but_never_recorded() {
 
 // --- OAuth 2.0 -------------------------------------------------------------
 
-const CLIENT_ID: &str = "client-42";
+pub const CLIENT_ID: &str = "client-42";
 /// Characters that RFC 6749 §2.3.1 says to form-encode before Basic.
-const CLIENT_SECRET: &str = "cs:with/special+chars";
+pub const CLIENT_SECRET: &str = "cs:with/special+chars";
 
 /// One authorization waiting for its code to be exchanged.
 struct IssuedCode {
@@ -398,7 +398,7 @@ struct IssuedCode {
 /// `/oauth/token` (client credentials, authorization code with PKCE S256,
 /// refresh with rotation) and `/data`, which wants a current bearer token.
 #[derive(Default)]
-struct Provider {
+pub struct Provider {
     /// `expires_in` of the tokens it issues.
     expires_in: u64,
     /// Every `/oauth/authorize` query.
@@ -416,7 +416,7 @@ struct Provider {
     serial: u32,
 }
 
-type SharedProvider = Arc<Mutex<Provider>>;
+pub type SharedProvider = Arc<Mutex<Provider>>;
 
 impl Provider {
     fn next(&mut self, prefix: &str) -> String {
@@ -607,7 +607,7 @@ impl Provider {
     }
 }
 
-async fn provider(expires_in: u64) -> (Fake, SharedProvider) {
+pub async fn provider(expires_in: u64) -> (Fake, SharedProvider) {
     let state: SharedProvider = Arc::new(Mutex::new(Provider {
         expires_in,
         ..Provider::default()
@@ -780,7 +780,7 @@ async fn oauth_client_credentials_tokens_are_cached_refreshed_and_survive_a_rest
 
 /// The user's part: follows the authorize URL to the provider, which
 /// redirects to the host's callback; returns that callback URL.
-async fn consent(browser: &reqwest::Client, authorize_url: &str) -> String {
+pub async fn consent(browser: &reqwest::Client, authorize_url: &str) -> String {
     let response = browser.get(authorize_url).send().await.unwrap();
     assert_eq!(response.status(), 302, "{:?}", response.text().await);
     response.headers()["location"].to_str().unwrap().to_string()

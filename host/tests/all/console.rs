@@ -969,3 +969,52 @@ async fn the_flow_editor_publishes_and_places_each_problem() {
     assert_eq!(record["spec"]["lane"], "fast", "{record}");
     host.stop().await;
 }
+
+#[tokio::test]
+async fn connect_goes_through_the_providers_consent_and_back_to_the_page() {
+    use crate::auth::{CLIENT_ID, CLIENT_SECRET, consent, host_with, provider};
+    let (fake, _provider) = provider(3600).await;
+    let (_dir, host) = host_with(&[artifacts::FIXTURE_AUTH_OAUTH_CODE]).await;
+    let page = sign_in_token(&host.url, TOKEN).await;
+    let (status, location, body) = page
+        .post(
+            "/connections/new",
+            &[
+                ("plugin", "auth-oauth-code"),
+                ("name", "Shop with OAuth"),
+                ("props.base_url", &fake.origin),
+                ("props.client_id", CLIENT_ID),
+                ("props.client_secret", CLIENT_SECRET),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    let path = location.unwrap();
+    let path = path.split('?').next().unwrap().to_string();
+    let (_, html) = page.get(&path).await;
+    assert!(html.contains("id=\"oauth-connect\""), "{html}");
+    // Connect: to the provider, its consent, back to the host's callback...
+    let (status, authorize, _) = page.post(&format!("{path}/connect"), &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let authorize = authorize.unwrap();
+    assert!(
+        authorize.starts_with(&format!("{}/oauth/authorize?", fake.origin)),
+        "{authorize}"
+    );
+    let callback = consent(&client(), &authorize).await;
+    let r = client().get(&callback).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    // ...which sends the browser on to the connection's page.
+    let back = format!("{path}?notice=connected");
+    assert!(
+        html.contains(&format!("content=\"0;url={back}\"")),
+        "{html}"
+    );
+    let (_, html) = page.get(&back).await;
+    assert!(html.contains("The connection is authorized."), "{html}");
+    let id = path.trim_start_matches("/connections/");
+    let (_, view) = host.get(&format!("/v1/connections/{id}")).await;
+    assert_eq!(view["authorized"], json!(true), "{view}");
+    host.stop().await;
+}
