@@ -44,7 +44,10 @@
         picker.hidden = !(picker.hidden || picker.dataset.for !== open.dataset.pickerFor);
         picker.dataset.for = open.dataset.pickerFor;
         var label = picker.querySelector(".picker-target");
-        if (label) { label.textContent = open.dataset.pickerFor; }
+        var named = document.querySelector("label[for='" + open.dataset.pickerFor + "']");
+        if (label) {
+          label.textContent = named ? named.firstChild.textContent.trim() : (target.getAttribute("aria-label") || open.dataset.pickerFor);
+        }
       }
       return;
     }
