@@ -50,6 +50,7 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/flows/drafts/{id}/discard", post(discard))
         .route("/flows/drafts/{id}/yaml", get(yaml_page).post(yaml_save))
         .route("/flows/drafts/{id}/steps/{step}/test", post(test_step))
+        .route("/flows/drafts/{id}/fetch-samples", post(fetch_samples))
 }
 
 /// Condition operators the form offers, as written in an expression.
@@ -875,6 +876,7 @@ fn editor_context(
             schedule => trigger["schedule"].as_str(),
             triggers => t_manifest.as_ref().map(|m| m.triggers.iter().map(|t| ctx! { key => t.key, name => t.name, kind => format!("{:?}", t.kind).to_lowercase() }).collect::<Vec<_>>()).unwrap_or_default(),
             description => t_spec.as_ref().map(|t| t.description.clone()),
+            kind => t_spec.as_ref().map(|t| format!("{:?}", t.kind).to_lowercase()),
             connections => connections_of(&t_key),
             needs_connection => t_manifest.as_ref().is_some_and(|m| !m.connection_properties.is_empty()),
             params => params,
@@ -1236,6 +1238,53 @@ async fn yaml_save(
             StatusCode::BAD_REQUEST,
         ),
     }
+}
+
+/// Asks the published flow's polling trigger for events now (nothing is
+/// committed) and takes the newest as the draft's sample event.
+async fn fetch_samples(
+    State(state): State<ApiState>,
+    Extension(member): Extension<Member>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> PageResult {
+    writer(&member)?;
+    let tenant = member.principal.tenant();
+    let form = fields(&body);
+    let (draft, mut problems) = merge_and_save(&state, &member, &id, &form, &SaveQuery::default())?;
+    let draft = match &draft.flow {
+        Some(flow) => match state.triggers.samples(tenant, flow, true).await {
+            Ok(samples) => match samples.into_iter().next() {
+                Some(sample) => state
+                    .drafts
+                    .set_test(tenant, &id, "trigger", sample.payload)?,
+                None => {
+                    problems.push((
+                        "test.trigger".into(),
+                        "the trigger has no events to show right now".into(),
+                    ));
+                    draft
+                }
+            },
+            Err(e) => {
+                problems.push(("test.trigger".into(), PageError::from(e).message));
+                draft
+            }
+        },
+        None => {
+            problems.push((
+                "test.trigger".into(),
+                "publish the flow once to fetch events from its trigger".into(),
+            ));
+            draft
+        }
+    };
+    let ctx = editor_context(&state, &member, &draft, &problems, &[]);
+    Ok(render::fragment(
+        "editor_form.html",
+        context! { e => ctx, ..render::layout(&member, "flows") },
+    )?
+    .into_response())
 }
 
 /// Runs one step of the draft with its current inputs against the sample

@@ -893,7 +893,7 @@ async fn the_flow_editor_publishes_and_places_each_problem() {
         .await;
     let draft = location.unwrap();
     // The YAML view round-trips keys the form does not edit.
-    let yaml = "name: Echo on schedule\nlane: fast\ntrigger:\n  schedule: 0 0 1 1 *\nsteps:\n- key: s\n  plugin: example@^0.1\n  action: echo\n  input:\n    n: 5\n  retry:\n    max_attempts: 3\n";
+    let yaml = "name: Echo on schedule\nlane: fast\ntrigger:\n  schedule: 0 0 1 1 *\nsteps:\n- key: s\n  if: trigger.x == 1\n  plugin: example@^0.1\n  action: echo\n  input:\n    n: 5\n  retry:\n    max_attempts: 3\n";
     let (status, _, html) = page.post(&format!("{draft}/yaml"), &[("yaml", yaml)]).await;
     assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
     let (status, html) = page.get(&draft).await;
@@ -915,7 +915,9 @@ async fn the_flow_editor_publishes_and_places_each_problem() {
     assert_eq!(status, 200);
     let (_, html) = page.get(&format!("{draft}/yaml")).await;
     assert!(
-        html.contains("lane: fast") && html.contains("max_attempts: 3"),
+        html.contains("lane: fast")
+            && html.contains("max_attempts: 3")
+            && html.contains("if: trigger.x == 1"),
         "{html}"
     );
     // A step that refers to a later step is refused at its field.
@@ -967,6 +969,10 @@ async fn the_flow_editor_publishes_and_places_each_problem() {
         "{record}"
     );
     assert_eq!(record["spec"]["lane"], "fast", "{record}");
+    assert_eq!(
+        record["spec"]["steps"][0]["if"], "trigger.x == 1",
+        "{record}"
+    );
     host.stop().await;
 }
 
@@ -1016,5 +1022,155 @@ async fn connect_goes_through_the_providers_consent_and_back_to_the_page() {
     let id = path.trim_start_matches("/connections/");
     let (_, view) = host.get(&format!("/v1/connections/{id}")).await;
     assert_eq!(view["authorized"], json!(true), "{view}");
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn runs_are_found_by_their_event_and_replayed_or_cancelled_in_bulk() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = TestHost::start(crate::sandbox::sandbox_config(dir.path())).await;
+    host.upload_file(artifacts::EXAMPLE).await;
+    let page = sign_in_token(&host.url, TOKEN).await;
+    // A connection to an allowed address where nothing listens: every
+    // call fails, and may be tried again.
+    let conn = host
+        .connect(
+            "example",
+            json!({"base_url": "http://127.0.0.2:9", "api_key": "k-1"}),
+        )
+        .await;
+    let flow = |attempts: u32, delay_ms: u64| {
+        json!({
+            "name": format!("Items, {attempts} attempts"),
+            "trigger": {"schedule": "0 0 1 1 *"},
+            "steps": [{"key": "create", "plugin": "example@^0.1", "action": "create-item",
+                       "connection": conn, "input": {"name": "{{ trigger.order }}"},
+                       "retry": {"max_attempts": attempts, "initial_delay_ms": delay_ms}}],
+        })
+    };
+    let (_, once) = host
+        .call(Method::POST, "/v1/flows", Some(flow(1, 10)))
+        .await;
+    let (_, later) = host
+        .call(Method::POST, "/v1/flows", Some(flow(5, 3_600_000)))
+        .await;
+    let run = async |flow: &Value, order: &str| {
+        let id = flow["id"].as_str().unwrap();
+        let (_, body) = host
+            .call(
+                Method::POST,
+                &format!("/v1/flows/{id}/run?wait_ms=0"),
+                Some(json!({"order": order})),
+            )
+            .await;
+        body["id"].as_str().unwrap().to_string()
+    };
+    let failed = run(&once, "ORD-1001").await;
+    let other = run(&once, "ORD-2002").await;
+    let waiting = run(&later, "ORD-3003").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, a) = host.get(&format!("/v1/runs/{failed}")).await;
+        let (_, b) = host.get(&format!("/v1/runs/{other}")).await;
+        let (_, c) = host.get(&format!("/v1/runs/{waiting}")).await;
+        if a["status"] == "failed" && b["status"] == "failed" && c["status"] == "retrying" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{a} {b} {c}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Text in the event finds one run.
+    let (status, html) = page.get("/runs?q=ORD-1001").await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains(&failed[..20]) && !html.contains(&other[..20]),
+        "{html}"
+    );
+    let (_, html) = page.get("/runs?status=failed").await;
+    assert!(
+        html.contains(&failed[..20])
+            && html.contains(&other[..20])
+            && !html.contains(&waiting[..20])
+    );
+    // Bulk replay of the failed runs, bulk cancel of the waiting one.
+    let (status, location, _) = page
+        .post(
+            "/runs/bulk",
+            &[("action", "replay"), ("run", &failed), ("run", &other)],
+        )
+        .await;
+    assert_eq!(
+        (status, location.as_deref()),
+        (StatusCode::SEE_OTHER, Some("/runs?notice=replayed"))
+    );
+    for id in [&failed, &other] {
+        let (_, r) = host.get(&format!("/v1/runs/{id}")).await;
+        assert_eq!(r["replays"], 1, "{r}");
+    }
+    let (status, _, _) = page
+        .post("/runs/bulk", &[("action", "cancel"), ("run", &waiting)])
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, r) = host.get(&format!("/v1/runs/{waiting}")).await;
+    assert_eq!(r["status"], "cancelled", "{r}");
+    let (status, _, html) = page.post("/runs/bulk", &[("action", "replay")]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(html.contains("Nothing selected"));
+    // The run page of a waiting run refreshes itself; a finished one does not.
+    let (_, html) = page.get(&format!("/runs/{waiting}")).await;
+    assert!(
+        !html.contains("hx-trigger=\"every 2s\""),
+        "a cancelled run is finished"
+    );
+    let (_, audit) = host.get("/v1/audit").await;
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(
+        &actions[..3],
+        ["run.cancel", "run.replay", "run.replay"],
+        "{audit}"
+    );
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn a_paused_connection_is_shown_with_its_reason_and_resumed() {
+    let (host, _dir) = host().await;
+    let page = sign_in_token(&host.url, TOKEN).await;
+    let conn = host
+        .connect(
+            "example",
+            json!({"base_url": "https://api.acme.test", "api_key": "k-1"}),
+        )
+        .await;
+    assert!(
+        host.app
+            .connections
+            .pause("default", &conn, "the API key was refused (401)")
+            .unwrap()
+    );
+    let (_, html) = page.get("/").await;
+    assert!(
+        html.contains("the API key was refused (401)"),
+        "the overview lists it"
+    );
+    let (_, html) = page.get(&format!("/connections/{conn}")).await;
+    assert!(
+        html.contains("Paused: the API key was refused (401)") && html.contains("id=\"resume\""),
+        "{html}"
+    );
+    let (status, location, _) = page.post(&format!("/connections/{conn}/resume"), &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, html) = page.get(&location.unwrap()).await;
+    assert!(
+        html.contains("The connection is active again") && !html.contains("id=\"resume\""),
+        "{html}"
+    );
+    let (_, view) = host.get(&format!("/v1/connections/{conn}")).await;
+    assert_eq!(view["status"]["state"], "active", "{view}");
     host.stop().await;
 }
