@@ -320,7 +320,7 @@ async fn guard(State(state): State<ApiState>, request: Request, next: Next) -> R
     let request = if request.method().is_safe() {
         request
     } else {
-        match checked(request, &member.csrf, state.settings.max_upload_bytes).await {
+        match checked(request, &member.csrf, state.settings.max_request_bytes).await {
             Ok(request) => request,
             Err(response) => return response,
         }

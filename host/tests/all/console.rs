@@ -1174,3 +1174,100 @@ async fn a_paused_connection_is_shown_with_its_reason_and_resumed() {
     assert_eq!(view["status"]["state"], "active", "{view}");
     host.stop().await;
 }
+
+/// A `.wasm` file as a browser's file input sends it.
+fn multipart(bytes: &[u8]) -> Vec<u8> {
+    let mut body = b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"plugin.wasm\"\r\nContent-Type: application/wasm\r\n\r\n".to_vec();
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(b"\r\n--XyZ--\r\n");
+    body
+}
+
+#[tokio::test]
+async fn the_operator_manages_connectors_in_the_console() {
+    let (host, _dir) = host().await;
+    let operator = sign_in_token(&host.url, TOKEN).await;
+    let upload = async |page: &Page| {
+        page.http
+            .post(format!(
+                "{}/connectors/upload?_csrf={}",
+                page.base, page.csrf
+            ))
+            .header(header::COOKIE, &page.cookie)
+            .header(header::CONTENT_TYPE, "multipart/form-data; boundary=XyZ")
+            .body(multipart(&std::fs::read(artifacts::WAREHOUSE).unwrap()))
+            .send()
+            .await
+            .unwrap()
+    };
+    // A tenant may look, not upload.
+    let (_, token) = tenant(&host, "Acme").await;
+    let merchant = sign_in_token(&host.url, &token).await;
+    assert_eq!(upload(&merchant).await.status(), StatusCode::FORBIDDEN);
+    let (_, html) = merchant.get("/connectors").await;
+    assert!(!html.contains("upload-form"));
+    // The operator uploads; the version's page lists its triggers and actions.
+    let r = upload(&operator).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let location = r.headers()[header::LOCATION].to_str().unwrap().to_string();
+    assert!(location.starts_with("/connectors/warehouse/"), "{location}");
+    let (_, html) = operator.get(&location).await;
+    assert!(
+        html.contains("shipment-status") && html.contains("create-order"),
+        "{html}"
+    );
+    // Deleting a version a flow uses is refused, with the reason.
+    let conn = host
+        .connect(
+            "example",
+            json!({"base_url": "https://api.acme.test", "api_key": "k-1"}),
+        )
+        .await;
+    let (status, flow) = host
+        .call(
+            Method::POST,
+            "/v1/flows",
+            Some(json!({"name": "Uses example", "trigger": {"schedule": "0 0 1 1 *"},
+                        "steps": [{"key": "s", "plugin": "example@^0.1", "action": "echo", "connection": conn, "input": {}}]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{flow}");
+    let (status, _, html) = operator.post("/connectors/example/0.1.0/delete", &[]).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        html.contains("Not deleted") && html.contains(flow["id"].as_str().unwrap()),
+        "{html}"
+    );
+    // Deprecation and environment variables.
+    let (status, _, _) = operator
+        .post(
+            "/connectors/example/0.1.0/deprecate",
+            &[("deprecated", "true")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (status, _, _) = operator
+        .post(
+            "/connectors/example/0.1.0/env",
+            &[("name", "REGION"), ("value", "eu")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, record) = host.get("/v1/plugins/example/0.1.0").await;
+    assert_eq!(
+        (&record["deprecated"], &record["env"]["REGION"]),
+        (&json!(true), &json!("eu")),
+        "{record}"
+    );
+    let (_, html) = operator.get("/connectors/example/0.1.0").await;
+    assert!(
+        html.contains("Undo deprecation") && html.contains("REGION"),
+        "{html}"
+    );
+    let (_, html) = merchant.get("/connectors/example/0.1.0").await;
+    assert!(
+        !html.contains("REGION"),
+        "environment variables are the operator's"
+    );
+    host.stop().await;
+}
