@@ -71,7 +71,9 @@ fn ordered(value: &Value) -> serde_yaml_ng::Value {
                 )
             });
             let mut out = serde_yaml_ng::Mapping::new();
-            for k in keys {
+            // An absent key and a null mean the same in a flow; the YAML
+            // shows only what is set.
+            for k in keys.into_iter().filter(|k| !map[*k].is_null()) {
                 out.insert(serde_yaml_ng::Value::String(k.clone()), ordered(&map[k]));
             }
             serde_yaml_ng::Value::Mapping(out)
@@ -114,12 +116,12 @@ pub(super) fn diff(old: &str, new: &str) -> Vec<(char, String)> {
             out.push((' ', a[i].to_string()));
             i += 1;
             j += 1;
-        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            out.push(('+', b[j].to_string()));
-            j += 1;
-        } else {
+        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
             out.push(('-', a[i].to_string()));
             i += 1;
+        } else {
+            out.push(('+', b[j].to_string()));
+            j += 1;
         }
     }
     out
@@ -399,6 +401,8 @@ mod tests {
         assert!(name < trigger && trigger < steps, "{text}");
         let back: Value = serde_yaml_ng::from_str(&text).unwrap();
         assert_eq!(back, doc);
+        let with_null = json!({"name": "N", "trigger": {"connection": null}});
+        assert!(!to_yaml(&with_null).contains("null"));
     }
 
     #[test]

@@ -973,6 +973,38 @@ async fn the_flow_editor_publishes_and_places_each_problem() {
         record["spec"]["steps"][0]["if"], "trigger.x == 1",
         "{record}"
     );
+    // Edit the published flow: a draft of it, a second version, its diff.
+    let id = record["id"].as_str().unwrap().to_string();
+    let (status, location, _) = page.post("/flows/drafts", &[("flow", &id)]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let draft = location.unwrap();
+    let (_, html) = page.get(&format!("/flows/{id}")).await;
+    assert!(
+        html.contains("Continue editing"),
+        "the flow page leads to its draft"
+    );
+    let (_, yaml) = page.get(&format!("{draft}/yaml")).await;
+    let yaml = between(&yaml, "spellcheck=\"false\">", "</textarea>").unwrap();
+    let (status, _, _) = page
+        .post(
+            &format!("{draft}/yaml"),
+            &[("yaml", &yaml.replace("n: 5", "n: 6"))],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (status, location, html) = page.post(&format!("{draft}/publish"), &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
+    assert!(location.unwrap().starts_with(&format!("/flows/{id}")));
+    let (_, html) = page.get(&format!("/flows/{id}?diff=2")).await;
+    assert!(
+        html.contains("class=\"del\">-     n: 5</span><span class=\"add\">+     n: 6</span>"),
+        "{html}"
+    );
+    let (status, location, _) = page.post(&format!("/flows/{id}/upgrade"), &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location.unwrap(), format!("/flows/{id}?notice=upgraded"));
+    let (_, versions) = host.get(&format!("/v1/flows/{id}/versions")).await;
+    assert_eq!(versions["versions"].as_array().unwrap().len(), 3);
     host.stop().await;
 }
 

@@ -564,10 +564,26 @@ async fn a_merchant_builds_runs_and_replays_a_flow_in_the_browser() {
     let endpoints: Vec<Value> = warehouse.lock().endpoints.values().cloned().collect();
     assert_eq!(endpoints.len(), 1, "activation registered the webhook");
 
-    // The warehouse packs the order: a signed delivery, a run.
+    // The warehouse packs the order. A copy of its delivery with a forged
+    // signature is turned away and listed with the reason...
     warehouse.advance(&wo, "packed");
     let deliveries = warehouse.take_deliveries();
     assert_eq!(deliveries.len(), 1);
+    let forged = deliveries[0]
+        .clone()
+        .with_header("webhook-signature", Some("v1,Zm9yZ2Vk"));
+    let path = forged.address.strip_prefix(PUBLIC_URL).unwrap();
+    let mut r = serve
+        .http
+        .post(format!("{}{path}", serve.url))
+        .body(forged.body.clone());
+    for (name, value) in &forged.headers {
+        r = r.header(name, value);
+    }
+    assert_eq!(r.send().await.unwrap().status(), 400);
+    browser.goto("/webhooks").await;
+    browser.wait_for_text("signature", true).await;
+    // ...and the signed one starts a run.
     assert_eq!(serve.deliver(&deliveries[0]).await["runs"], json!(1));
     browser
         .goto(&format!("/runs?flow={flow_id}&status=succeeded"))
