@@ -369,6 +369,8 @@ async fn fill_connection(browser: &Browser, properties: &Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merchant_builds_runs_and_replays_a_flow_in_the_browser() {
+    // Chromium loads the machine: not beside a test that measures latency.
+    let _busy = crate::support::machine().read().await;
     let shop = FakeShopify::start().await;
     let warehouse = FakeWarehouse::start().await;
     let serve = Serve::start().await;
@@ -670,6 +672,8 @@ async fn a_merchant_builds_runs_and_replays_a_flow_in_the_browser() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_and_a_viewer_in_the_browser() {
+    // Chromium loads the machine: not beside a test that measures latency.
+    let _busy = crate::support::machine().read().await;
     let serve = Serve::start().await;
     let browser = Browser::start(&serve.url).await;
     browser.sign_in_token(TOKEN).await;

@@ -1,8 +1,9 @@
 //! `GET /v1/openapi.json`: served without a token, valid OpenAPI 3.1 (checked
 //! against the OpenAPI Initiative's meta-schema for 3.1, vendored beside this
-//! file as `openapi-3.1.schema.json`), and complete: every route the API's
-//! routers register (read from their sources, so a new route without an
-//! entry fails here) is in it with its method.
+//! file as `openapi-3.1.schema.json`: its `2022-10-07` edition, Apache-2.0,
+//! as PyPI's `openapi-spec-validator` 0.9.0 ships it), and complete: every
+//! route the API's routers register (read from their sources, so a new route
+//! without an entry fails here) is in it with its method.
 
 use std::{collections::BTreeSet, fs, path::Path};
 

@@ -243,3 +243,12 @@ async fn get_item(
         Err(StatusCode::NOT_FOUND)
     }
 }
+
+/// Tests that measure latency take this exclusively, and tests that load
+/// the machine heavily (a browser) take it shared: the two never run at
+/// the same time, whatever order the test threads pick.
+pub fn machine() -> &'static tokio::sync::RwLock<()> {
+    static MACHINE: std::sync::LazyLock<tokio::sync::RwLock<()>> =
+        std::sync::LazyLock::new(Default::default);
+    &MACHINE
+}
