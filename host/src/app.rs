@@ -19,10 +19,7 @@ use crate::{
     runs::Runtime,
     sandbox::{
         HttpSandbox, Outbound,
-        auth::{
-            AuthState, AuthStates, Credentials, PersistState, authorization_url, exchange_code,
-            fill_url, pkce_pair,
-        },
+        auth::{AuthState, AuthStates, Credentials, PersistState, VersionEnv, pkce_pair},
         policy::HostPattern,
     },
     secrets::MasterKey,
@@ -72,14 +69,14 @@ impl App {
         );
         let (token_hash, new_token) = operator_token(&*store, config.token.as_deref())?;
         let engine = Arc::new(Engine::new(config.engine())?);
-        let registry = Registry::open(store.clone(), engine.clone())
-            .await
-            .context("loading the plugin registry")?;
-        let master_key = MasterKey::load_or_create(
+        let master_key = Arc::new(MasterKey::load_or_create(
             config.master_key.as_deref(),
             &config.data_dir.join("master.key"),
-        )?;
-        let connections = Arc::new(Connections::new(store.clone(), Arc::new(master_key)));
+        )?);
+        let registry = Registry::open(store.clone(), engine.clone(), master_key.clone())
+            .await
+            .context("loading the plugin registry")?;
+        let connections = Arc::new(Connections::new(store.clone(), master_key));
         let sandbox = HttpSandbox::new(config.sandbox())?;
         let tenants = Tenants::new(store.clone());
         let runtime = Runtime::new(config.runtime());
@@ -229,6 +226,11 @@ impl App {
                 }
             })
             .collect();
+        // The version's secret variables serve the host's auth only.
+        let secret_env = match connection {
+            Some(_) => self.registry.secret_env(&plugin.record)?,
+            None => BTreeMap::new(),
+        };
         let credentials = connection.map(|c| {
             let mut values = texts(&plain);
             values.extend(texts(&secrets));
@@ -245,10 +247,17 @@ impl App {
                 connection_id: c.id.clone(),
                 scheme: manifest.auth.clone(),
                 values,
-                secrets: secrets.values().map(as_text).collect(),
+                secrets: (secrets.values().map(as_text))
+                    .chain(secret_env.values().cloned())
+                    .collect(),
+                env: VersionEnv {
+                    plain: plugin.record.env.clone(),
+                    secret: secret_env.clone(),
+                },
                 stored: self.connections.auth_state(c),
                 states: self.auth_states.clone(),
                 persist: Some(persist),
+                tokens: Default::default(),
             })
         });
         let limiter = manifest.rate_limit.as_ref().map(|limit| {
@@ -351,37 +360,27 @@ impl App {
     ) -> Result<Value, ServiceError> {
         let record = self.connections.get(tenant, id)?;
         let plugin = self.plugin_for(&record)?;
-        let AuthScheme::Oauth2 {
-            grant: OAuth2Grant::AuthorizationCode,
-            authorize_url,
-            scopes,
-            ..
-        } = &plugin.record.manifest.auth
-        else {
+        if !matches!(
+            plugin.record.manifest.auth,
+            AuthScheme::Oauth2 {
+                grant: OAuth2Grant::AuthorizationCode,
+                ..
+            }
+        ) {
             return Err(ServiceError::BadRequest(format!(
                 "plugin `{}` does not use the OAuth authorization code grant",
                 record.plugin
             )));
-        };
-        let values = texts(&record.properties);
-        let client_id = values
-            .get("client_id")
-            .cloned()
-            .ok_or_else(|| ServiceError::BadRequest("the connection has no `client_id`".into()))?;
+        }
         let redirect_uri = format!("{}/oauth/callback", base_url.trim_end_matches('/'));
         let (verifier, challenge) = pkce_pair();
         let mut state_bytes = [0u8; 24];
         rand::rng().fill_bytes(&mut state_bytes);
         let state = hex::encode(state_bytes);
-        let url = authorization_url(
-            &fill_url(authorize_url, &values),
-            &client_id,
-            &redirect_uri,
-            scopes,
-            &state,
-            &challenge,
-        )
-        .map_err(ServiceError::BadRequest)?;
+        let (outbound, credentials) = self.oauth_credentials(&plugin, &record)?;
+        let url = credentials
+            .authorization_url(&outbound.allowed, &redirect_uri, &state, &challenge)
+            .map_err(ServiceError::BadRequest)?;
         let pending = PendingOAuth {
             tenant: tenant.to_string(),
             connection_id: id.to_string(),
@@ -419,22 +418,21 @@ impl App {
             .connections
             .get(&pending.tenant, &pending.connection_id)?;
         let plugin = self.plugin_for(&record)?;
-        let AuthScheme::Oauth2 { token_url, .. } = &plugin.record.manifest.auth else {
+        if !matches!(plugin.record.manifest.auth, AuthScheme::Oauth2 { .. }) {
             return Err(ServiceError::BadRequest(
                 "the plugin no longer uses OAuth".into(),
             ));
-        };
-        let mut values = texts(&record.properties);
-        values.extend(texts(&self.connections.secrets(&record)?));
-        let (result, _exchanges) = exchange_code(
-            &self.sandbox,
-            &fill_url(token_url, &values),
-            &values,
-            code,
-            &pending.redirect_uri,
-            &pending.verifier,
-        )
-        .await;
+        }
+        let (outbound, credentials) = self.oauth_credentials(&plugin, &record)?;
+        let (result, _exchanges) = credentials
+            .exchange_code(
+                &self.sandbox,
+                &outbound.allowed,
+                code,
+                &pending.redirect_uri,
+                &pending.verifier,
+            )
+            .await;
         let tokens = result
             .map_err(|e| ServiceError::BadRequest(format!("the code exchange failed: {e}")))?;
         self.connections
@@ -442,6 +440,22 @@ impl App {
         self.auth_states.forget(&pending.connection_id);
         self.connections
             .get(&pending.tenant, &pending.connection_id)
+    }
+
+    /// What the OAuth flow signs in with: the connection's credentials as a
+    /// call would hold them (the version's client if the connection has
+    /// none), and the hosts the plugin may reach.
+    fn oauth_credentials(
+        &self,
+        plugin: &PluginVersion,
+        record: &ConnectionRecord,
+    ) -> Result<(Outbound, Arc<Credentials>), ServiceError> {
+        let (env, _) = self.call_setup(plugin, Some(record), BTreeMap::new(), trace_id("oauth"))?;
+        let outbound = env
+            .outbound
+            .expect("a call with a connection may reach its hosts");
+        let credentials = (outbound.credentials.clone()).expect("a connection has credentials");
+        Ok((outbound, credentials))
     }
 
     /// Runs one action of a plugin by hand (`switchyard invoke`), with a

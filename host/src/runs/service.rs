@@ -345,6 +345,8 @@ impl App {
     pub fn resume_connection(&self, tenant: &str, id: &str) -> Result<Vec<String>, ServiceError> {
         self.connections
             .set_status(tenant, id, ConnectionStatus::Active)?;
+        // A refused sign-in is held until now: the next call may try again.
+        self.auth_states.forget(id);
         let parked = self
             .store
             .scan_prefix(PARKED, format!("{tenant}\0{id}\0").as_bytes())?;

@@ -21,6 +21,7 @@ mod plugins;
 mod polyglot;
 mod runs;
 mod sandbox;
+mod secrets;
 mod support;
 mod tenants;
 mod workflows;
