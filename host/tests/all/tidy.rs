@@ -20,13 +20,13 @@ const LAYERS: &[&[&str]] = &[
     &["registry", "tenants"],
     &["connections"],
     &["calls"],
-    &["flows"],
+    &["oauth", "flows"],
     &["runs"],
     &["triggers"],
     &["api"],
     &["config"],
     &["app"],
-    &["cli"],
+    &["cli", "fuzzing"],
     &["lib", "main"],
 ];
 
