@@ -19,8 +19,8 @@ use serde_json::{Value, json};
 use switchyard_tests as artifacts;
 
 use crate::{
-    runs::{API_KEY, FakeApi, WEBHOOK_SECRET, sign},
-    support::{TOKEN, read},
+    fake_items::{FakeItems, sign},
+    support::{TOKEN, client, read},
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
@@ -68,7 +68,7 @@ fn serve(data_dir: &Path, load_dir: &Path) -> Server {
 }
 
 async fn api(url: &str, method: reqwest::Method, path: &str, body: Value) -> Value {
-    let response = reqwest::Client::new()
+    let response = client()
         .request(method, format!("{url}{path}"))
         .bearer_auth(TOKEN)
         .json(&body)
@@ -86,14 +86,15 @@ async fn acknowledged_deliveries_complete_exactly_once_across_sigkill() {
     let (data, load) = (dir.path().join("data"), dir.path().join("connectors"));
     std::fs::create_dir(&load).unwrap();
     std::fs::copy(artifacts::EXAMPLE, load.join("example.wasm")).unwrap();
-    let fake = FakeApi::default();
-    let (addr, _fake_server) = fake.start().await;
+    let fake = FakeItems::start().await;
 
     let mut server = serve(&data, &load);
-    let conn = api(&server.url, reqwest::Method::POST, "/v1/connections", json!({
-        "plugin": "example",
-        "properties": {"base_url": format!("http://{addr}"), "api_key": API_KEY, "webhook_secret": WEBHOOK_SECRET},
-    }))
+    let conn = api(
+        &server.url,
+        reqwest::Method::POST,
+        "/v1/connections",
+        json!({"plugin": "example", "properties": fake.properties()}),
+    )
     .await["id"]
         .as_str()
         .unwrap()
@@ -177,7 +178,7 @@ async fn acknowledged_deliveries_complete_exactly_once_across_sigkill() {
     eprintln!(
         "killed with {} deliveries acknowledged and {} applied",
         acked.len(),
-        fake.applied().len()
+        fake.created().len()
     );
 
     // Started again on the same data: everything acknowledged completes.
@@ -185,7 +186,7 @@ async fn acknowledged_deliveries_complete_exactly_once_across_sigkill() {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let applied: HashSet<String> = fake
-            .applied()
+            .created()
             .iter()
             .map(|(_, body)| body["event"].as_str().unwrap().to_string())
             .collect();
@@ -225,7 +226,7 @@ async fn acknowledged_deliveries_complete_exactly_once_across_sigkill() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut keys_per_event: HashMap<String, HashSet<String>> = HashMap::new();
-    for (key, body) in fake.applied() {
+    for (key, body) in fake.created() {
         keys_per_event
             .entry(body["event"].as_str().unwrap().to_string())
             .or_default()
@@ -238,7 +239,7 @@ async fn acknowledged_deliveries_complete_exactly_once_across_sigkill() {
             "{event} was applied under several keys: {keys:?}"
         );
     }
-    let applied_total = fake.applied().len();
+    let applied_total = fake.created().len();
     assert_eq!(
         applied_total,
         keys_per_event.len(),
