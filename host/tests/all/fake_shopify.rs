@@ -186,9 +186,12 @@ impl FakeShopify {
             .copied()
     }
 
-    /// Changes the bucket's size (Shopify Plus stores have 400).
-    pub fn set_bucket_size(&self, size: u32) {
-        self.lock().bucket.size = f64::from(size);
+    /// Changes the bucket's size (Shopify Plus stores have 400) and how
+    /// fast it leaks for this app.
+    pub fn set_bucket(&self, size: u32, leak_per_sec: f64) {
+        let mut state = self.lock();
+        state.bucket.size = f64::from(size);
+        state.bucket.leak_per_sec = leak_per_sec;
     }
 
     /// A delivery of `payload` for `topic` as Shopify signs it, not sent anywhere.
