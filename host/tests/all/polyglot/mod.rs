@@ -37,16 +37,24 @@ use crate::support::{
     sandbox_config,
 };
 
-/// Compiled artifacts of both components, made once per test process and
-/// kept in cargo's test scratch directory across runs: compiling an 18 MB
-/// Python component takes seconds, and every test starts its own host.
+/// Compiled artifacts of both components, made once and kept in cargo's
+/// test scratch directory across runs and test processes: compiling an
+/// 18 MB Python component takes seconds, and every test starts its own host.
 static COMPILED: OnceCell<std::path::PathBuf> = OnceCell::const_new();
 
 pub async fn compiled_artifacts() -> &'static Path {
     COMPILED
         .get_or_init(|| async {
-            let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join("polyglot-artifacts");
+            let scratch = Path::new(env!("CARGO_TARGET_TMPDIR"));
+            let kept = scratch.join("polyglot-artifacts");
             std::fs::create_dir_all(&kept).unwrap();
+            // Tests may run in processes of their own (cargo nextest), at
+            // once: the first compiles, the others wait and find the cache.
+            let lock = std::fs::File::create(scratch.join("polyglot-artifacts.lock")).unwrap();
+            let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
+                .await
+                .unwrap()
+                .expect("the artifact cache's lock");
             let current: Vec<String> = [artifacts::SHIPPING_PY, artifacts::WOOCOMMERCE_JS]
                 .iter()
                 .map(|p| Engine::content_hash(&std::fs::read(p).unwrap()))
@@ -78,6 +86,7 @@ pub async fn compiled_artifacts() -> &'static Path {
                 );
             }
             host.stop().await;
+            drop(lock);
             kept
         })
         .await
