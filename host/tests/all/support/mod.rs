@@ -2,11 +2,13 @@
 //! `127.0.0.1:0` with its API client, the configurations tests start hosts
 //! with, and waiting by polling with a deadline. `fake` is the framework of
 //! the third-party fakes, `clock` their time text, `metrics` the scrape of
-//! `/metrics` (shared with the load benchmark).
+//! `/metrics` (shared with the load benchmark), `serve` the real binary in a
+//! child process.
 
 pub mod clock;
 pub mod fake;
 pub mod metrics;
+pub mod serve;
 
 use std::{
     path::Path,
