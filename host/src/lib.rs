@@ -26,6 +26,7 @@ pub mod flows;
 pub mod fuzzing;
 pub mod manifest;
 pub mod metrics;
+pub mod oauth;
 pub mod registry;
 pub mod runs;
 pub mod sandbox;

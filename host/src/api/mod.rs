@@ -35,12 +35,13 @@ pub use openapi::openapi;
 
 use crate::{
     calls::Calls,
-    connections::{Connections, oauth::OAuth},
+    connections::Connections,
     drafts::Drafts,
     engine::Engine,
     error::ServiceError,
     flows::Flows,
     metrics::Metrics,
+    oauth::OAuth,
     registry::Registry,
     runs::Runs,
     tenants::{Principal, Tenants},

@@ -1,5 +1,6 @@
 //! `/v1/plugins`: upload, list, show, resolve, deprecate, delete, environment
-//! variables, and `/v1/invoke` to run one action by hand.
+//! variables (secret ones write-only), and `/v1/invoke` to run one action by
+//! hand.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -25,6 +26,7 @@ use super::{
 use crate::{
     calls::Calls,
     registry::{PluginRecord, Registry},
+    sandbox::scrub::MASK,
     tenants::Principal,
 };
 
@@ -161,8 +163,29 @@ async fn resolve(
 async fn show(
     State(registry): State<Arc<Registry>>,
     Path((key, v)): Path<(String, String)>,
-) -> Result<Json<PluginRecord>, ApiError> {
-    Ok(Json(registry.record(&key, &version(&v)?)?))
+) -> Result<Json<Value>, ApiError> {
+    let record = registry.record(&key, &version(&v)?)?;
+    let mut shown = json!(record);
+    // Not even sealed: the names only.
+    shown["secret_env"] = json!(masked(&record));
+    Ok(Json(shown))
+}
+
+/// Secret variable names with their value masked.
+fn masked(record: &PluginRecord) -> serde_json::Map<String, Value> {
+    (record.secret_env.keys())
+        .map(|name| (name.clone(), json!(MASK)))
+        .collect()
+}
+
+/// A version's variables as the API shows them: plain values, and secret
+/// ones as `********`, with the secret names listed apart.
+fn env_view(record: &PluginRecord) -> Value {
+    let mut env: serde_json::Map<String, Value> = (record.env.iter())
+        .map(|(name, value)| (name.clone(), json!(value)))
+        .collect();
+    env.extend(masked(record));
+    json!({"env": env, "secret": record.secret_env.keys().collect::<Vec<_>>()})
 }
 
 async fn delete(
@@ -206,12 +229,15 @@ async fn env_list(
 ) -> Result<Json<Value>, ApiError> {
     operator_only(&principal, "read environment variables")?;
     let record = registry.record(&key, &version(&v)?)?;
-    Ok(Json(json!({"env": record.env})))
+    Ok(Json(env_view(&record)))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub(super) struct EnvValue {
     value: String,
+    /// Sealed, write-only, and for the host's auth only (never the guest).
+    #[serde(default)]
+    secret: bool,
 }
 
 async fn env_set(
@@ -221,10 +247,15 @@ async fn env_set(
     Json(body): Json<EnvValue>,
 ) -> Result<Json<Value>, ApiError> {
     operator_only(&principal, "set environment variables")?;
-    let record = registry
-        .set_env(&key, &version(&v)?, &name, &body.value)
-        .await?;
-    Ok(Json(json!({"env": record.env})))
+    let version = version(&v)?;
+    let record = if body.secret {
+        registry
+            .set_secret_env(&key, &version, &name, &body.value)
+            .await?
+    } else {
+        registry.set_env(&key, &version, &name, &body.value).await?
+    };
+    Ok(Json(env_view(&record)))
 }
 
 async fn env_unset(
@@ -234,7 +265,7 @@ async fn env_unset(
 ) -> Result<Json<Value>, ApiError> {
     operator_only(&principal, "unset environment variables")?;
     let record = registry.unset_env(&key, &version(&v)?, &name).await?;
-    Ok(Json(json!({"env": record.env})))
+    Ok(Json(env_view(&record)))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

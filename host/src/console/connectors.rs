@@ -269,6 +269,8 @@ fn detail(
                 }).collect::<Vec<_>>(),
             },
             env => if member.principal.is_operator() { Some(record.env.clone()) } else { None },
+            // Secret ones by name only: their values never reach a page.
+            secret_env => if member.principal.is_operator() { record.secret_env.keys().cloned().collect::<Vec<_>>() } else { Vec::new() },
             used_by => used_by,
         },
     )?;
@@ -411,11 +413,18 @@ async fn env_set(
     let form = fields(&body);
     let name = field(&form, "name").unwrap_or("").trim().to_string();
     let value = field(&form, "value").unwrap_or("").to_string();
-    match state
-        .registry
-        .set_env(&key, &version(&v)?, &name, &value)
-        .await
-    {
+    let set = if field(&form, "secret").is_some() {
+        state
+            .registry
+            .set_secret_env(&key, &version(&v)?, &name, &value)
+            .await
+    } else {
+        state
+            .registry
+            .set_env(&key, &version(&v)?, &name, &value)
+            .await
+    };
+    match set {
         Ok(_) => {
             audit(
                 &state,

@@ -1,6 +1,7 @@
 //! The per-call store state and the imports the host gives a connector:
 //! `http.send` (through the sandbox), `log`, and webhook signature checks.
 //! WASI is linked with an empty context: no files, environment or sockets.
+//! A failed sign-in of the host's is kept here to become the call's outcome.
 
 use std::time::Instant;
 
@@ -9,7 +10,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView, p2::pipe::MemoryOutputPipe};
 
 use super::bindings::v0_1::switchyard::connector::{http, log, manifest, types, webhooks};
 use super::call::{CallEnv, Journal, LogLevel};
-use crate::sandbox::{OutboundRequest, SendError, signatures};
+use crate::sandbox::{LoginFailure, OutboundRequest, SendError, signatures};
 
 /// Bytes of stdout or stderr kept per call; writes past it fail in the guest.
 const OUTPUT_CAP: usize = 256 << 10;
@@ -21,6 +22,9 @@ pub(crate) struct HostState {
     pub(super) deadline: Instant,
     pub(super) env: CallEnv,
     pub(super) journal: Journal,
+    /// The host's sign-in for the connection failed during this call: that
+    /// decides the call's outcome, whatever the guest makes of its error.
+    pub(super) login_failure: Option<LoginFailure>,
     stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
 }
@@ -40,6 +44,7 @@ impl HostState {
             deadline,
             env,
             journal: Journal::default(),
+            login_failure: None,
             stdout,
             stderr,
         }
@@ -126,6 +131,11 @@ impl http::Host for HostState {
                 "this call has no network access (no connection or allowed hosts)".to_string(),
             ));
         };
+        // One failed sign-in per call: a guest that retries must not make
+        // the host log in again (a refused one is also held for other calls).
+        if let Some(failure) = &self.login_failure {
+            return Err(http::HttpError::Connection(failure.message.clone()));
+        }
         let budget = self.deadline.saturating_duration_since(Instant::now());
         let request = OutboundRequest {
             method: request.method,
@@ -158,6 +168,13 @@ impl http::Host for HostState {
                 SendError::TooLarge(m) => http::HttpError::TooLarge(m),
                 SendError::Connection(m) => http::HttpError::Connection(m),
                 SendError::InvalidRequest(m) => http::HttpError::InvalidRequest(m),
+                // Not `denied`: the sandbox allowed the request; the server
+                // refused the host's sign-in (or was unavailable for it).
+                SendError::Login(failure) => {
+                    let message = failure.message.clone();
+                    self.login_failure = Some(failure);
+                    http::HttpError::Connection(message)
+                }
             })
     }
 }

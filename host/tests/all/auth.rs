@@ -31,37 +31,17 @@ use tokio::io::AsyncReadExt as _;
 
 use crate::{
     digest::{self, Apache},
-    sandbox::{sandbox_config, serve_on_127_0_0_2},
-    support::{TestHost, read},
+    support::{TestHost, fake::Server, read, sandbox_config},
 };
 
-/// A fake API on 127.0.0.2, stopped when dropped (also when a test fails).
-pub struct Fake {
-    pub origin: String,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Fake {
-    async fn start(router: Router) -> Fake {
-        let (origin, server) = serve_on_127_0_0_2(router).await;
-        Fake { origin, server }
-    }
-}
-
-impl Drop for Fake {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
-}
-
-fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+pub fn header(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
 }
 
-fn reply(status: StatusCode, headers: &[(&str, &str)], body: Value) -> Response {
+pub fn reply(status: StatusCode, headers: &[(&str, &str)], body: Value) -> Response {
     let mut builder = Response::builder()
         .status(status)
         .header("content-type", "application/json");
@@ -72,26 +52,26 @@ fn reply(status: StatusCode, headers: &[(&str, &str)], body: Value) -> Response 
 }
 
 /// Decoded `application/x-www-form-urlencoded` pairs, in order.
-type Pairs = Vec<(String, String)>;
+pub type Pairs = Vec<(String, String)>;
 
 /// The pairs of a query or a form body.
-fn pairs(text: &str) -> Pairs {
+pub fn pairs(text: &str) -> Pairs {
     url::form_urlencoded::parse(text.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }
 
-fn form(text: &str) -> HashMap<String, String> {
+pub fn form(text: &str) -> HashMap<String, String> {
     pairs(text).into_iter().collect()
 }
 
-fn form_encode(text: &str) -> String {
+pub fn form_encode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
 /// `Authorization: Basic` as (user, password), decoded the way RFC 6749
 /// §2.3.1 encodes OAuth client credentials when `form_decoded`.
-fn basic(headers: &HeaderMap, form_decoded: bool) -> Option<(String, String)> {
+pub fn basic(headers: &HeaderMap, form_decoded: bool) -> Option<(String, String)> {
     let encoded = header(headers, "authorization")?
         .strip_prefix("Basic ")?
         .to_string();
@@ -111,26 +91,14 @@ pub async fn host_with(plugins: &[&str]) -> (tempfile::TempDir, TestHost) {
     (dir, host)
 }
 
-async fn upload(host: &TestHost, plugins: &[&str]) {
+pub async fn upload(host: &TestHost, plugins: &[&str]) {
     for plugin in plugins {
         let (status, body) = host.upload_file(plugin).await;
         assert!(status.is_success(), "{plugin}: {body}");
     }
 }
 
-async fn connect(host: &TestHost, plugin: &str, properties: Value) -> String {
-    let (status, body) = host
-        .call(
-            reqwest::Method::POST,
-            "/v1/connections",
-            Some(json!({"plugin": plugin, "properties": properties})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    body["id"].as_str().unwrap().to_string()
-}
-
-async fn invoke(
+pub async fn invoke(
     host: &TestHost,
     plugin: &str,
     action: &str,
@@ -149,19 +117,19 @@ async fn invoke(
 }
 
 /// The probe's `get` action: GET `{base_url}{path}`.
-async fn probe(host: &TestHost, plugin: &str, connection: &str, path: &str) -> Value {
+pub async fn probe(host: &TestHost, plugin: &str, connection: &str, path: &str) -> Value {
     invoke(host, plugin, "get", connection, json!({"path": path})).await
 }
 
 /// The output of a call that must have succeeded with a 200.
-fn succeeded(body: &Value) -> &Value {
+pub fn succeeded(body: &Value) -> &Value {
     assert!(body["error"].is_null(), "the call failed: {body}");
     assert_eq!(body["output"]["status"], json!(200), "{body}");
     &body["output"]
 }
 
 /// The connector error of a call that must have failed with one.
-fn failed(body: &Value) -> &Value {
+pub fn failed(body: &Value) -> &Value {
     assert!(body["output"].is_null(), "the call succeeded: {body}");
     assert_eq!(body["error"]["kind"], json!("connector"), "{body}");
     &body["error"]["error"]
@@ -169,7 +137,7 @@ fn failed(body: &Value) -> &Value {
 
 /// The call's exchanges as `purpose status`, e.g. `["plugin 401", "token 200",
 /// "retry 200"]`.
-fn trail(body: &Value) -> Vec<String> {
+pub fn trail(body: &Value) -> Vec<String> {
     body["journal"]["exchanges"]
         .as_array()
         .expect("exchanges in the journal")
@@ -190,7 +158,7 @@ async fn basic_credentials_are_sent_and_a_wrong_password_is_an_auth_error() {
     const USER: &str = "ops@acme.test";
     const PASSWORD: &str = "correct horse: battery";
     let seen: Arc<Mutex<Vec<Option<String>>>> = Default::default();
-    let fake = Fake::start(Router::new().route(
+    let fake = Server::start(Router::new().route(
         "/whoami",
         get({
             let seen = seen.clone();
@@ -212,12 +180,12 @@ async fn basic_credentials_are_sent_and_a_wrong_password_is_an_auth_error() {
     .await;
     let (_dir, host) = host_with(&[artifacts::FIXTURE_AUTH_BASIC]).await;
 
-    let good = connect(
-        &host,
-        "auth-basic",
-        json!({"base_url": fake.origin, "username": USER, "password": PASSWORD}),
-    )
-    .await;
+    let good = host
+        .connect(
+            "auth-basic",
+            json!({"base_url": fake.origin, "username": USER, "password": PASSWORD}),
+        )
+        .await;
     let body = probe(&host, "auth-basic", &good, "/whoami").await;
     let output = succeeded(&body);
     assert!(output["body"].as_str().unwrap().contains(USER), "{body}");
@@ -226,12 +194,12 @@ async fn basic_credentials_are_sent_and_a_wrong_password_is_an_auth_error() {
     assert_eq!(seen.lock().unwrap().as_slice(), [Some(expected)]);
     assert!(!body.to_string().contains(PASSWORD), "{body}");
 
-    let bad = connect(
-        &host,
-        "auth-basic",
-        json!({"base_url": fake.origin, "username": USER, "password": "wrong password"}),
-    )
-    .await;
+    let bad = host
+        .connect(
+            "auth-basic",
+            json!({"base_url": fake.origin, "username": USER, "password": "wrong password"}),
+        )
+        .await;
     let body = probe(&host, "auth-basic", &bad, "/whoami").await;
     let error = failed(&body);
     assert_eq!(error["kind"], json!("auth"), "{body}");
@@ -255,12 +223,10 @@ const QUERY_KEY: &str = "qk_7f3a/9+z&Q=";
 
 /// Accepts connections, records each request head and hangs up without an
 /// answer (a server that crashes mid-request).
-async fn hang_up_server() -> (Fake, Arc<Mutex<Vec<String>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
-    let origin = format!("http://{}", listener.local_addr().unwrap());
+async fn hang_up_server() -> (Server, Arc<Mutex<Vec<String>>>) {
     let heads: Arc<Mutex<Vec<String>>> = Default::default();
     let recorded = heads.clone();
-    let server = tokio::spawn(async move {
+    let server = Server::raw(|listener| async move {
         loop {
             let Ok((mut stream, _)) = listener.accept().await else {
                 return;
@@ -278,15 +244,16 @@ async fn hang_up_server() -> (Fake, Arc<Mutex<Vec<String>>>) {
                 .unwrap()
                 .push(String::from_utf8_lossy(&head).into_owned());
         }
-    });
-    (Fake { origin, server }, heads)
+    })
+    .await;
+    (server, heads)
 }
 
 #[tokio::test]
 async fn an_api_key_in_the_query_is_sent_but_never_recorded() {
     let encoded_key = form_encode(QUERY_KEY);
     let queries: Arc<Mutex<Vec<Pairs>>> = Default::default();
-    let fake = Fake::start(Router::new().route(
+    let fake = Server::start(Router::new().route(
         "/items",
         get({
             let queries = queries.clone();
@@ -313,12 +280,12 @@ async fn an_api_key_in_the_query_is_sent_but_never_recorded() {
     .await;
     let (_dir, host) = host_with(&[artifacts::FIXTURE_AUTH_APIKEY_QUERY]).await;
     let plugin = "auth-apikey-query";
-    let id = connect(
-        &host,
-        plugin,
-        json!({"base_url": fake.origin, "api_key": QUERY_KEY}),
-    )
-    .await;
+    let id = host
+        .connect(
+            plugin,
+            json!({"base_url": fake.origin, "api_key": QUERY_KEY}),
+        )
+        .await;
 
     // The plugin's own `key` is replaced, its other parameters kept.
     let body = probe(&host, plugin, &id, "/items?page=2&key=chosen-by-the-plugin").await;
@@ -340,12 +307,12 @@ async fn an_api_key_in_the_query_is_sent_but_never_recorded() {
         "the key leaked: {text}"
     );
 
-    let wrong = connect(
-        &host,
-        plugin,
-        json!({"base_url": fake.origin, "api_key": "not-the-key"}),
-    )
-    .await;
+    let wrong = host
+        .connect(
+            plugin,
+            json!({"base_url": fake.origin, "api_key": "not-the-key"}),
+        )
+        .await;
     let body = probe(&host, plugin, &wrong, "/items").await;
     assert_eq!(failed(&body)["kind"], json!("auth"), "{body}");
     assert_eq!(
@@ -356,12 +323,12 @@ async fn an_api_key_in_the_query_is_sent_but_never_recorded() {
     // A failed request's error names the URL it was sending to: that URL
     // holds the key, which must reach neither the plugin nor the journal.
     let (broken, heads) = hang_up_server().await;
-    let id = connect(
-        &host,
-        plugin,
-        json!({"base_url": broken.origin, "api_key": QUERY_KEY}),
-    )
-    .await;
+    let id = host
+        .connect(
+            plugin,
+            json!({"base_url": broken.origin, "api_key": QUERY_KEY}),
+        )
+        .await;
     let body = probe(&host, plugin, &id, "/items").await;
     assert_eq!(failed(&body)["kind"], json!("transient"), "{body}");
     assert_eq!(trail(&body), ["plugin error"]);
@@ -400,19 +367,19 @@ struct IssuedCode {
 #[derive(Default)]
 pub struct Provider {
     /// `expires_in` of the tokens it issues.
-    expires_in: u64,
+    pub expires_in: u64,
     /// Every `/oauth/authorize` query.
-    authorize_requests: Vec<HashMap<String, String>>,
+    pub authorize_requests: Vec<HashMap<String, String>>,
     codes: HashMap<String, IssuedCode>,
-    access: HashSet<String>,
-    refresh: HashSet<String>,
+    pub access: HashSet<String>,
+    pub refresh: HashSet<String>,
     /// Every token request's grant type, and `refused: why` for refusals.
-    token_requests: Vec<String>,
-    issued: Vec<String>,
+    pub token_requests: Vec<String>,
+    pub issued: Vec<String>,
     /// Bearer tokens `/data` was called with.
-    bearers: Vec<String>,
+    pub bearers: Vec<String>,
     /// `/data` refuses every token (a revoked grant).
-    refuse_all: bool,
+    pub refuse_all: bool,
     serial: u32,
 }
 
@@ -598,7 +565,7 @@ impl Provider {
     }
 
     /// Grant types of the token requests it answered with a token.
-    fn grants(&self) -> Vec<&str> {
+    pub fn grants(&self) -> Vec<&str> {
         self.token_requests
             .iter()
             .map(String::as_str)
@@ -607,7 +574,7 @@ impl Provider {
     }
 }
 
-pub async fn provider(expires_in: u64) -> (Fake, SharedProvider) {
+pub async fn provider(expires_in: u64) -> (Server, SharedProvider) {
     let state: SharedProvider = Arc::new(Mutex::new(Provider {
         expires_in,
         ..Provider::default()
@@ -632,11 +599,11 @@ pub async fn provider(expires_in: u64) -> (Fake, SharedProvider) {
             "/data",
             get(move |headers: HeaderMap| async move { data.lock().unwrap().data(&headers) }),
         );
-    (Fake::start(router).await, state)
+    (Server::start(router).await, state)
 }
 
 /// Every file under `dir` that holds `needle`.
-fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
+pub fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
     let mut todo = vec![dir.to_path_buf()];
     while let Some(path) = todo.pop() {
@@ -660,9 +627,7 @@ async fn oauth_client_credentials_tokens_are_cached_refreshed_and_survive_a_rest
     let host = TestHost::start(sandbox_config(dir.path())).await;
     upload(&host, &[artifacts::FIXTURE_AUTH_OAUTH_CC]).await;
     let plugin = "auth-oauth-cc";
-    let id = connect(
-        &host,
-        plugin,
+    let id = host.connect(plugin,
         json!({"base_url": fake.origin, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}),
     )
     .await;
@@ -759,22 +724,29 @@ async fn oauth_client_credentials_tokens_are_cached_refreshed_and_survive_a_rest
         assert_eq!(p.bearers.last(), p.issued.last());
     }
 
-    // Wrong client credentials: the token endpoint's refusal is the error.
-    let wrong = connect(
-        &host,
-        plugin,
-        json!({"base_url": fake.origin, "client_id": CLIENT_ID, "client_secret": "nope"}),
-    )
-    .await;
+    // Wrong client credentials: the token endpoint's refusal is the error,
+    // an auth error (it pauses a flow's connection), and it is held: the
+    // next call does not ask the token endpoint again.
+    let wrong = host
+        .connect(
+            plugin,
+            json!({"base_url": fake.origin, "client_id": CLIENT_ID, "client_secret": "nope"}),
+        )
+        .await;
     let body = probe(&host, plugin, &wrong, "/data").await;
     let error = failed(&body);
-    assert_eq!(error["kind"], json!("permanent"), "{body}");
+    assert_eq!(error["kind"], json!("auth"), "{body}");
     let message = error["message"].as_str().unwrap();
     assert!(
         message.contains("token endpoint answered HTTP 401") && message.contains("invalid_client"),
         "{message}"
     );
     assert_eq!(trail(&body), ["token 401"]);
+    let refusals = provider.lock().unwrap().token_requests.len();
+    let body = probe(&host, plugin, &wrong, "/data").await;
+    assert_eq!(failed(&body)["kind"], json!("auth"), "{body}");
+    assert_eq!(trail(&body), Vec::<String>::new());
+    assert_eq!(provider.lock().unwrap().token_requests.len(), refusals);
     host.stop().await;
 }
 
@@ -786,7 +758,7 @@ pub async fn consent(browser: &reqwest::Client, authorize_url: &str) -> String {
     response.headers()["location"].to_str().unwrap().to_string()
 }
 
-async fn visit(browser: &reqwest::Client, url: &str) -> (axum::http::StatusCode, Value) {
+pub async fn visit(browser: &reqwest::Client, url: &str) -> (axum::http::StatusCode, Value) {
     read(browser.get(url).send().await.unwrap()).await
 }
 
@@ -795,9 +767,7 @@ async fn oauth_authorization_code_with_pkce_then_refresh() {
     let (fake, provider) = provider(3600).await;
     let (_dir, host) = host_with(&[artifacts::FIXTURE_AUTH_OAUTH_CODE]).await;
     let plugin = "auth-oauth-code";
-    let id = connect(
-        &host,
-        plugin,
+    let id = host.connect(plugin,
         json!({"base_url": fake.origin, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}),
     )
     .await;
@@ -936,7 +906,7 @@ async fn a_session_is_opened_once_and_reopened_after_it_expires() {
     const PASSWORD: &str = r#"p"a\ss{word}"#;
     let sessions: Arc<Mutex<Sessions>> = Default::default();
     let (login, data) = (sessions.clone(), sessions.clone());
-    let fake = Fake::start(
+    let fake = Server::start(
         Router::new()
             .route(
                 "/login",
@@ -983,12 +953,12 @@ async fn a_session_is_opened_once_and_reopened_after_it_expires() {
     .await;
     let (_dir, host) = host_with(&[artifacts::FIXTURE_AUTH_SESSION]).await;
     let plugin = "auth-session";
-    let id = connect(
-        &host,
-        plugin,
-        json!({"base_url": fake.origin, "username": USER, "password": PASSWORD}),
-    )
-    .await;
+    let id = host
+        .connect(
+            plugin,
+            json!({"base_url": fake.origin, "username": USER, "password": PASSWORD}),
+        )
+        .await;
 
     for call in 0..3 {
         let body = probe(&host, plugin, &id, "/data").await;
@@ -1037,17 +1007,18 @@ async fn a_session_is_opened_once_and_reopened_after_it_expires() {
     }
     assert_eq!(sessions.lock().unwrap().logins.len(), 3);
 
-    // Wrong credentials: the login's refusal, clearly, and no request without a session.
-    let wrong = connect(
-        &host,
-        plugin,
-        json!({"base_url": fake.origin, "username": USER, "password": "guess"}),
-    )
-    .await;
+    // Wrong credentials: the login's refusal, clearly, as an auth error, and
+    // no request without a session.
+    let wrong = host
+        .connect(
+            plugin,
+            json!({"base_url": fake.origin, "username": USER, "password": "guess"}),
+        )
+        .await;
     let seen_before = sessions.lock().unwrap().seen.len();
     let body = probe(&host, plugin, &wrong, "/data").await;
     let error = failed(&body);
-    assert_eq!(error["kind"], json!("permanent"), "{body}");
+    assert_eq!(error["kind"], json!("auth"), "{body}");
     let message = error["message"].as_str().unwrap();
     assert!(
         message.contains("session login failed with HTTP 401")
@@ -1061,6 +1032,324 @@ async fn a_session_is_opened_once_and_reopened_after_it_expires() {
     host.stop().await;
 }
 
+/// A session API whose login can be made to fail: `/login` takes
+/// `{"user", "pass"}` and answers `outage` if one is set, 401 for a wrong
+/// password, else a token; `/data` wants `X-Session: Token <token>`.
+#[derive(Default)]
+struct LoginApi {
+    logins: usize,
+    valid: HashSet<String>,
+    /// The status (and `Retry-After`) every login gets while set.
+    outage: Option<(StatusCode, Option<&'static str>)>,
+}
+
+const SESSION_USER: &str = "robot";
+const SESSION_PASSWORD: &str = "the-right-password";
+
+async fn login_api() -> (Server, Arc<Mutex<LoginApi>>) {
+    let api: Arc<Mutex<LoginApi>> = Default::default();
+    let (login, data) = (api.clone(), api.clone());
+    let fake = Server::start(
+        Router::new()
+            .route(
+                "/login",
+                post(move |body: String| async move {
+                    let mut api = login.lock().unwrap();
+                    api.logins += 1;
+                    if let Some((status, retry_after)) = api.outage {
+                        let headers: Vec<(&str, &str)> = retry_after
+                            .map(|v| ("retry-after", v))
+                            .into_iter()
+                            .collect();
+                        return reply(status, &headers, json!({"error": "try again later"}));
+                    }
+                    let sent: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                    if sent == json!({"user": SESSION_USER, "pass": SESSION_PASSWORD}) {
+                        let token = format!("sess-{}-8c1f2e", api.logins);
+                        api.valid.insert(token.clone());
+                        reply(StatusCode::OK, &[], json!({"data": {"token": token}}))
+                    } else {
+                        reply(
+                            StatusCode::UNAUTHORIZED,
+                            &[],
+                            json!({"error": "bad credentials"}),
+                        )
+                    }
+                }),
+            )
+            .route(
+                "/data",
+                get(move |headers: HeaderMap| async move {
+                    let api = data.lock().unwrap();
+                    let token = header(&headers, "x-session")
+                        .and_then(|v| v.strip_prefix("Token ").map(str::to_string));
+                    if token.is_some_and(|t| api.valid.contains(&t)) {
+                        reply(StatusCode::OK, &[], json!({"rows": 3}))
+                    } else {
+                        reply(
+                            StatusCode::UNAUTHORIZED,
+                            &[],
+                            json!({"error": "session expired"}),
+                        )
+                    }
+                }),
+            ),
+    )
+    .await;
+    (fake, api)
+}
+
+/// A flow that runs the probe's `get` of `/data` on `connection` when run by
+/// hand (its schedule is once a year), retrying fast.
+async fn session_flow(host: &TestHost, connection: &str) -> String {
+    let (status, body) = host
+        .call(
+            reqwest::Method::POST,
+            "/v1/flows",
+            Some(json!({
+                "name": format!("Session data {connection}"),
+                "trigger": {"schedule": "0 0 1 1 *"},
+                "steps": [{
+                    "key": "get", "plugin": "auth-session", "action": "get",
+                    "connection": connection, "input": {"path": "/data"},
+                    "retry": {"initial_delay_ms": 50, "max_delay_ms": 200},
+                }],
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body["id"].as_str().unwrap().to_string()
+}
+
+/// Starts a run of `flow` and returns its id.
+async fn start_run(host: &TestHost, flow: &str) -> String {
+    let (status, run) = host
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/flows/{flow}/run?wait_ms=0"),
+            Some(json!({"id": format!("e-{}", rand_suffix())})),
+        )
+        .await;
+    assert!(status.is_success(), "{run}");
+    run["id"].as_str().unwrap().to_string()
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// What the guest was told when its requests failed (the probe logs it).
+fn guest_errors(body: &Value) -> Vec<String> {
+    body["journal"]["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["message"].as_str())
+        .filter(|m| m.starts_with("http.send failed"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_session_login_pauses_the_connection_until_it_is_resumed() {
+    let (fake, api) = login_api().await;
+    let (_dir, host) = host_with(&[artifacts::FIXTURE_AUTH_SESSION]).await;
+    let plugin = "auth-session";
+    let conn = host.connect(plugin,
+        json!({"base_url": fake.origin, "username": SESSION_USER, "password": "wrong-password"}),
+    )
+    .await;
+    let logins = || api.lock().unwrap().logins;
+
+    // A run meets the refusal: an auth error that pauses the connection and
+    // parks the run (not a dead letter).
+    let flow = session_flow(&host, &conn).await;
+    let run = start_run(&host, &flow).await;
+    let parked =
+        crate::support::wait_for(&host, &format!("/v1/runs/{run}"), "the run parks", |r| {
+            r["status"] == json!("paused")
+        })
+        .await;
+    assert_eq!(parked["error"]["kind"], json!("auth"), "{parked}");
+    let message = parked["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("session login failed with HTTP 401") && !message.contains("denied"),
+        "{message}"
+    );
+    let (_, view) = host.get(&format!("/v1/connections/{conn}")).await;
+    assert_eq!(view["status"]["state"], json!("paused"), "{view}");
+    assert!(
+        view["status"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("session login failed with HTTP 401"),
+        "{view}"
+    );
+    assert_eq!(logins(), 1);
+
+    // Calls made meanwhile, at once, are refused without a login; the
+    // plugin is told the login failed, not that the sandbox denied it.
+    let calls = (0..3).map(|_| probe(&host, plugin, &conn, "/data"));
+    for body in futures::future::join_all(calls).await {
+        let error = failed(&body);
+        assert_eq!(error["kind"], json!("auth"), "{body}");
+        assert_eq!(trail(&body), Vec::<String>::new());
+        let told = guest_errors(&body);
+        assert!(
+            told.len() == 1
+                && told[0].contains("Connection(\"session login failed with HTTP 401")
+                && !told[0].to_lowercase().contains("denied"),
+            "{told:?}"
+        );
+    }
+    assert_eq!(logins(), 1);
+
+    // A poller on the paused connection does not log in either.
+    let (status, polling) = host
+        .call(
+            reqwest::Method::POST,
+            "/v1/flows",
+            Some(json!({
+                "name": "Session changes",
+                "trigger": {"plugin": plugin, "trigger": "changes", "connection": conn,
+                            "params": {"path": "/data"}, "interval_secs": 1},
+                "steps": [{"key": "get", "plugin": plugin, "action": "get",
+                           "connection": conn, "input": {"path": "/data"}}],
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{polling}");
+    let polling = polling["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/flows/{polling}/activate");
+    let (status, body) = host.call(reqwest::Method::POST, &path, None).await;
+    assert_eq!(status, 200, "{body}");
+    crate::support::wait_for(
+        &host,
+        &format!("/v1/flows/{polling}/trigger"),
+        "a poll finds the connection paused",
+        |t| {
+            t["state"]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("is paused"))
+        },
+    )
+    .await;
+    assert_eq!(logins(), 1);
+    let path = format!("/v1/flows/{polling}/deactivate");
+    let (status, body) = host.call(reqwest::Method::POST, &path, None).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Resuming allows one new login; refused again, the connection pauses again.
+    let path = format!("/v1/connections/{conn}/resume");
+    let (status, body) = host.call(reqwest::Method::POST, &path, None).await;
+    assert_eq!(status, 200, "{body}");
+    crate::support::wait_for(
+        &host,
+        &format!("/v1/connections/{conn}"),
+        "the connection pauses again",
+        |c| c["status"]["state"] == json!("paused") && logins() == 2,
+    )
+    .await;
+    crate::support::wait_for(
+        &host,
+        &format!("/v1/runs/{run}"),
+        "the run parks again",
+        |r| r["status"] == json!("paused"),
+    )
+    .await;
+    assert_eq!(logins(), 2);
+
+    // Fixed credentials: the connection is active again, and so is the run.
+    let (status, body) = host
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/v1/connections/{conn}"),
+            Some(json!({"properties": {"password": SESSION_PASSWORD}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let path = format!("/v1/connections/{conn}/resume");
+    let (status, body) = host.call(reqwest::Method::POST, &path, None).await;
+    assert_eq!(status, 200, "{body}");
+    crate::support::wait_for(&host, &format!("/v1/runs/{run}"), "the run succeeds", |r| {
+        r["status"] == json!("succeeded")
+    })
+    .await;
+    assert_eq!(logins(), 3);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_logins_answered_429_or_503_are_retried_never_dead_lettered() {
+    let (fake, api) = login_api().await;
+    let (_dir, host) = host_with(&[artifacts::FIXTURE_AUTH_SESSION]).await;
+    let plugin = "auth-session";
+    let conn = host.connect(plugin,
+        json!({"base_url": fake.origin, "username": SESSION_USER, "password": SESSION_PASSWORD}),
+    )
+    .await;
+
+    // By hand: the kinds the engine acts on, with the Retry-After.
+    api.lock().unwrap().outage = Some((StatusCode::TOO_MANY_REQUESTS, Some("7")));
+    let body = probe(&host, plugin, &conn, "/data").await;
+    let error = failed(&body);
+    assert_eq!(error["kind"], json!("rate_limited"), "{body}");
+    assert_eq!(error["retry_after_ms"], json!(7000), "{body}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("session login failed with HTTP 429"),
+        "{body}"
+    );
+    assert_eq!(trail(&body), ["login 429"]);
+    api.lock().unwrap().outage = Some((StatusCode::SERVICE_UNAVAILABLE, None));
+    for _ in 0..2 {
+        let body = probe(&host, plugin, &conn, "/data").await;
+        assert_eq!(failed(&body)["kind"], json!("transient"), "{body}");
+        // Not held like a refusal: every call may try again.
+        assert_eq!(trail(&body), ["login 503"]);
+    }
+    assert_eq!(api.lock().unwrap().logins, 3);
+
+    // In a run: retried on the step's schedule (after the Retry-After), the
+    // connection stays active, and the run succeeds once logins work again.
+    api.lock().unwrap().outage = Some((StatusCode::TOO_MANY_REQUESTS, Some("1")));
+    let flow = session_flow(&host, &conn).await;
+    let run = start_run(&host, &flow).await;
+    let waiting = crate::support::wait_for(
+        &host,
+        &format!("/v1/runs/{run}"),
+        "the run waits for the Retry-After",
+        |r| r["status"] == json!("retrying"),
+    )
+    .await;
+    assert_eq!(waiting["error"]["kind"], json!("rate_limited"), "{waiting}");
+    let wait = waiting["due_at"].as_u64().unwrap() - waiting["updated_at"].as_u64().unwrap();
+    assert!(wait >= 1000, "retried {wait} ms after a Retry-After of 1 s");
+    api.lock().unwrap().outage = Some((StatusCode::SERVICE_UNAVAILABLE, None));
+    crate::support::wait_for(
+        &host,
+        &format!("/v1/runs/{run}"),
+        "a retry meets the 503",
+        |r| r["status"] == json!("retrying") && r["error"]["kind"] == json!("transient"),
+    )
+    .await;
+    let (_, view) = host.get(&format!("/v1/connections/{conn}")).await;
+    assert_eq!(view["status"]["state"], json!("active"), "{view}");
+    api.lock().unwrap().outage = None;
+    crate::support::wait_for(&host, &format!("/v1/runs/{run}"), "the run succeeds", |r| {
+        r["status"] == json!("succeeded")
+    })
+    .await;
+    let (_, dead) = host.get("/v1/dead-letters").await;
+    assert_eq!(dead["runs"], json!([]), "{dead}");
+    host.stop().await;
+}
+
 // --- Digest ----------------------------------------------------------------
 
 #[tokio::test]
@@ -1068,9 +1357,7 @@ async fn digest_through_the_sandbox_against_apache() {
     let apache = Apache::start();
     let (_dir, host) = host_with(&[artifacts::FIXTURE_AUTH_DIGEST]).await;
     let plugin = "auth-digest";
-    let id = connect(
-        &host,
-        plugin,
+    let id = host.connect(plugin,
         json!({"base_url": apache.origin(), "username": digest::USER, "password": digest::PASSWORD}),
     )
     .await;
@@ -1094,12 +1381,12 @@ async fn digest_through_the_sandbox_against_apache() {
         assert_eq!(trail(&body), ["plugin 200"], "{}", apache.error_log());
     }
 
-    let wrong = connect(
-        &host,
-        plugin,
-        json!({"base_url": apache.origin(), "username": digest::USER, "password": "sesame"}),
-    )
-    .await;
+    let wrong = host
+        .connect(
+            plugin,
+            json!({"base_url": apache.origin(), "username": digest::USER, "password": "sesame"}),
+        )
+        .await;
     let body = probe(&host, plugin, &wrong, target).await;
     assert_eq!(failed(&body)["kind"], json!("auth"), "{body}");
     assert_eq!(trail(&body), ["plugin 401", "retry 401"]);
@@ -1112,7 +1399,7 @@ async fn digest_through_the_sandbox_against_apache() {
 async fn the_connection_rate_limit_spaces_requests() {
     const KEY: &str = "k-rate-limited";
     let arrivals: Arc<Mutex<Vec<Instant>>> = Default::default();
-    let fake = Fake::start(Router::new().route(
+    let fake = Server::start(Router::new().route(
         "/items",
         post({
             let arrivals = arrivals.clone();
@@ -1135,12 +1422,9 @@ async fn the_connection_rate_limit_spaces_requests() {
     config.max_instances = 32;
     let host = TestHost::start(config).await;
     upload(&host, &[artifacts::EXAMPLE]).await;
-    let id = connect(
-        &host,
-        "example",
-        json!({"base_url": fake.origin, "api_key": KEY}),
-    )
-    .await;
+    let id = host
+        .connect("example", json!({"base_url": fake.origin, "api_key": KEY}))
+        .await;
 
     // 10 per second with a burst of 10: 10 at once, then one every 100 ms.
     let started = Instant::now();
@@ -1183,7 +1467,7 @@ async fn the_connection_rate_limit_spaces_requests() {
 #[tokio::test]
 async fn a_429_with_retry_after_is_a_rate_limited_error() {
     let hits: Arc<Mutex<usize>> = Default::default();
-    let fake = Fake::start(Router::new().route(
+    let fake = Server::start(Router::new().route(
         "/busy",
         get({
             let hits = hits.clone();
@@ -1199,12 +1483,12 @@ async fn a_429_with_retry_after_is_a_rate_limited_error() {
     ))
     .await;
     let (_dir, host) = host_with(&[artifacts::FIXTURE_AUTH_BASIC]).await;
-    let id = connect(
-        &host,
-        "auth-basic",
-        json!({"base_url": fake.origin, "username": "u", "password": "pw-1234"}),
-    )
-    .await;
+    let id = host
+        .connect(
+            "auth-basic",
+            json!({"base_url": fake.origin, "username": "u", "password": "pw-1234"}),
+        )
+        .await;
     let body = probe(&host, "auth-basic", &id, "/busy").await;
     let error = failed(&body);
     assert_eq!(error["kind"], json!("rate_limited"), "{body}");

@@ -1060,7 +1060,7 @@ async fn connect_goes_through_the_providers_consent_and_back_to_the_page() {
 #[tokio::test]
 async fn runs_are_found_by_their_event_and_replayed_or_cancelled_in_bulk() {
     let dir = tempfile::tempdir().unwrap();
-    let host = TestHost::start(crate::sandbox::sandbox_config(dir.path())).await;
+    let host = TestHost::start(crate::support::sandbox_config(dir.path())).await;
     host.upload_file(artifacts::EXAMPLE).await;
     let page = sign_in_token(&host.url, TOKEN).await;
     // A connection to an allowed address where nothing listens: every
@@ -1294,6 +1294,22 @@ async fn the_operator_manages_connectors_in_the_console() {
     let (_, html) = operator.get("/connectors/example/0.1.0").await;
     assert!(
         html.contains("Undo deprecation") && html.contains("REGION"),
+        "{html}"
+    );
+    let (status, _, _) = operator
+        .post(
+            "/connectors/example/0.1.0/env",
+            &[
+                ("name", "PARTNER_KEY"),
+                ("value", "pk_live_sealed_7a6b"),
+                ("secret", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, html) = operator.get("/connectors/example/0.1.0").await;
+    assert!(
+        html.contains("PARTNER_KEY") && !html.contains("pk_live_sealed_7a6b"),
         "{html}"
     );
     let (_, html) = merchant.get("/connectors/example/0.1.0").await;

@@ -26,10 +26,9 @@ use switchyard_tests as artifacts;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::{
-    fake_api::Delivery,
     fake_shopify::FakeShopify,
     fake_warehouse::FakeWarehouse,
-    support::{TOKEN, read},
+    support::{TOKEN, fake::Delivery, read},
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
@@ -600,14 +599,11 @@ async fn a_merchant_builds_runs_and_replays_a_flow_in_the_browser() {
     let tags = shop.order(order_id).unwrap()["tags"].clone();
     assert!(tags.as_str().unwrap().contains("Ready to ship"), "{tags}");
 
-    // The fake fails for good: the run is a dead letter; replayed, it succeeds.
+    // Shopify refuses the next request (422, not worth a retry): the run is
+    // a dead letter; replayed once Shopify answers again, it succeeds.
     let second = shop.create_order(json!({}));
     let second_wo = order_in_warehouse(&second).await;
-    {
-        let mut state = shop.lock();
-        state.common.switches.fail_status = 422;
-        state.common.switches.fail_next = 1_000;
-    }
+    shop.fail_next(1, 422);
     warehouse.advance(&second_wo, "packed");
     for d in warehouse.take_deliveries() {
         serve.deliver(&d).await;
@@ -619,7 +615,6 @@ async fn a_merchant_builds_runs_and_replays_a_flow_in_the_browser() {
     browser.find("#run-body[data-status='failed']").await;
     browser.find("#run-error").await;
     browser.screenshot("17-run-failed").await;
-    shop.lock().common.switches.fail_next = 0;
     browser.click("#replay").await;
     // The page updates itself until the run is done.
     browser.find("#run-body[data-status='succeeded']").await;

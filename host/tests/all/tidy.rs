@@ -20,13 +20,13 @@ const LAYERS: &[&[&str]] = &[
     &["registry", "tenants", "users"],
     &["connections"],
     &["calls"],
-    &["flows", "drafts"],
+    &["oauth", "flows", "drafts"],
     &["runs"],
     &["triggers"],
-    &["api", "console", "fuzzing"],
+    &["api", "console"],
     &["config"],
     &["app"],
-    &["cli"],
+    &["cli", "fuzzing"],
     &["lib", "main"],
 ];
 
