@@ -67,6 +67,40 @@
     item.closest(".picker").hidden = true;
   });
 
+  // The flow editor saves itself a moment after the last input (htmx).
+  // Until the last change is saved the state line says so, and a change
+  // still waiting when the page is left (a reload, a link) is sent as the
+  // page goes, so leaving never loses it.
+  var edits = 0, savedEdits = 0;
+  var saveState = function () {
+    var line = document.getElementById("save-state");
+    if (line && savedEdits < edits) { line.textContent = "Saving…"; }
+  };
+  document.addEventListener("input", function (event) {
+    if (!event.target.closest("form#editor")) { return; }
+    edits++;
+    saveState();
+  });
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    if (event.detail.elt.closest && event.detail.elt.closest("form#editor")) {
+      event.detail.xhr.editsSent = edits;
+    }
+  });
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var sent = event.detail.xhr && event.detail.xhr.editsSent;
+    if (typeof sent === "number" && event.detail.successful) {
+      savedEdits = Math.max(savedEdits, sent);
+    }
+    saveState();
+  });
+  document.addEventListener("htmx:afterSettle", saveState);
+  window.addEventListener("pagehide", function () {
+    var form = document.getElementById("editor");
+    if (!form || savedEdits >= edits || !navigator.sendBeacon) { return; }
+    navigator.sendBeacon(form.getAttribute("hx-post"), new URLSearchParams(new FormData(form)));
+    savedEdits = edits;
+  });
+
   // Confirmation for destructive buttons: <button data-confirm="...">.
   document.addEventListener("submit", function (event) {
     var button = event.submitter;
