@@ -229,7 +229,21 @@ fn detail(
 ) -> PageResult {
     let record = state.registry.record(key, &version(v)?)?;
     let m = &record.manifest;
-    let used_by = state.registry.flows_using(key, &record.version)?;
+    // The flows of every tenant use a version; a page names only the
+    // member's own, and counts the others for the operator.
+    let using = state.registry.flows_using(key, &record.version)?;
+    let used_by: Vec<_> = state
+        .flows
+        .list(member.principal.tenant())?
+        .into_iter()
+        .filter(|f| using.contains(&f.id))
+        .map(|f| ctx! { id => f.id, name => f.spec.name })
+        .collect();
+    let used_elsewhere = if member.principal.is_operator() {
+        using.len().saturating_sub(used_by.len())
+    } else {
+        0
+    };
     let html = render::page(
         member,
         "connectors",
@@ -272,6 +286,7 @@ fn detail(
             // Secret ones by name only: their values never reach a page.
             secret_env => if member.principal.is_operator() { record.secret_env.keys().cloned().collect::<Vec<_>>() } else { Vec::new() },
             used_by => used_by,
+            used_elsewhere => used_elsewhere,
         },
     )?;
     Ok((status, html).into_response())
