@@ -101,6 +101,16 @@ pub(super) fn format_time(ms: Option<i64>) -> String {
 /// their dotted path, arrays of scalars joined; empty when the value is not
 /// an object or has too many fields for a table (the page shows JSON then).
 pub(super) fn rows(value: &Value) -> Vec<(String, String)> {
+    /// A cell's text: long values end in an ellipsis (the JSON view under
+    /// the table has them whole, up to [`MAX_JSON`]).
+    fn cell(text: String) -> String {
+        const MAX_CELL: usize = 300;
+        if text.chars().count() > MAX_CELL {
+            format!("{}…", text.chars().take(MAX_CELL).collect::<String>())
+        } else {
+            text
+        }
+    }
     fn walk(v: &Value, path: &str, out: &mut Vec<(String, String)>) {
         match v {
             Value::Object(map) if !map.is_empty() => {
@@ -113,20 +123,25 @@ pub(super) fn rows(value: &Value) -> Vec<(String, String)> {
                     walk(v, &p, out);
                 }
             }
-            Value::String(s) => out.push((path.to_string(), s.chars().take(300).collect())),
-            Value::Array(items) if items.iter().all(|i| !i.is_object() && !i.is_array()) => out
-                .push((
-                    path.to_string(),
-                    items
-                        .iter()
-                        .map(|i| i.as_str().map(str::to_string).unwrap_or(i.to_string()))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                )),
-            other => out.push((
-                path.to_string(),
-                other.to_string().chars().take(300).collect(),
-            )),
+            Value::String(s) => out.push((path.to_string(), cell(s.clone()))),
+            Value::Array(items) if items.iter().all(|i| !i.is_object() && !i.is_array()) => {
+                // Joined only as far as a cell shows.
+                let mut text = String::new();
+                for item in items {
+                    if text.len() > 400 {
+                        break;
+                    }
+                    if !text.is_empty() {
+                        text.push_str(", ");
+                    }
+                    match item.as_str() {
+                        Some(s) => text.push_str(s),
+                        None => text.push_str(&item.to_string()),
+                    }
+                }
+                out.push((path.to_string(), cell(text)));
+            }
+            other => out.push((path.to_string(), cell(other.to_string()))),
         }
     }
     let mut out = Vec::new();
@@ -212,6 +227,34 @@ mod tests {
         assert!(text.len() < 20_000, "{}", text.len());
         assert!(text.contains("cut here"));
         assert_eq!(pretty(&serde_json::json!({"a": 1})), "{\n  \"a\": 1\n}");
+    }
+
+    #[test]
+    fn table_cells_of_large_values_are_cut() {
+        let value = serde_json::json!({
+            "note": "n".repeat(10_000),
+            "skus": (0..100_000).collect::<Vec<u32>>(),
+            "tags": ["a", "b"],
+            "order": {"id": 7, "lines": [{"sku": "X"}]},
+        });
+        let rows = rows(&value);
+        let cell = |path: &str| {
+            rows.iter()
+                .find(|(p, _)| p == path)
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        assert_eq!(cell("note").chars().count(), 301);
+        assert!(cell("note").ends_with('…'));
+        assert!(cell("skus").starts_with("0, 1, 2, ") && cell("skus").ends_with('…'));
+        assert!(cell("skus").chars().count() <= 301);
+        assert_eq!(cell("tags"), "a, b");
+        assert_eq!(cell("order.id"), "7");
+        assert_eq!(cell("order.lines"), "[{\"sku\":\"X\"}]");
+        // Too many fields for a table: none (the page shows JSON).
+        let wide: serde_json::Map<String, Value> =
+            (0..100).map(|i| (format!("f{i}"), Value::from(i))).collect();
+        assert!(super::rows(&Value::Object(wide)).is_empty());
     }
 
     #[test]
