@@ -115,12 +115,8 @@ pub(super) async fn show(
         })
         .collect();
     // Bars 10 px wide, scaled to the busiest minute.
-    let peak = minutes
-        .iter()
-        .map(|m| m.0 + m.1 + m.2)
-        .max()
-        .unwrap_or(0)
-        .max(1);
+    let busiest = minutes.iter().map(|m| m.0 + m.1 + m.2).max().unwrap_or(0);
+    let peak = busiest.max(1);
     let height = 120.0;
     let bars: Vec<Bar> = minutes
         .iter()
@@ -167,7 +163,7 @@ pub(super) async fn show(
             flows => flows.len(),
             connections => state.connections.list(tenant)?.len(),
             bars => bars,
-            peak => peak,
+            busiest => busiest,
         },
     )?
     .into_response())

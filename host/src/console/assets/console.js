@@ -80,6 +80,9 @@
     if (!event.target.closest("form#editor")) { return; }
     edits++;
     saveState();
+    // A step's name, as later steps will refer to it.
+    var shown = event.target.id && document.querySelector("[data-key-of='" + event.target.id + "']");
+    if (shown) { shown.textContent = event.target.value.trim() || "…"; }
   });
   document.addEventListener("htmx:beforeRequest", function (event) {
     if (event.detail.elt.closest && event.detail.elt.closest("form#editor")) {
