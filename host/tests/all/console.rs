@@ -341,7 +341,7 @@ async fn pages_need_a_session_and_allow_nothing_inline_or_foreign() {
 }
 
 #[tokio::test]
-async fn sign_in_slows_after_failures_and_sign_out_ends_the_session() {
+async fn sign_in_slows_after_failures_sign_out_ends_the_session_and_https_makes_it_secure() {
     let (host, _dir) = host().await;
     for _ in 0..3 {
         let (status, body, page) = sign_in(&host.url, &[("token", "syt_wrong")]).await;
@@ -384,6 +384,33 @@ async fn sign_in_slows_after_failures_and_sign_out_ends_the_session() {
     assert_eq!(status, StatusCode::SEE_OTHER, "the session is gone");
     let (status, _) = page.api(Method::GET, "/v1/connections", None, false).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Behind a proxy that ends https the session cookie is Secure; on
+    // plain http it is not (a browser would drop it).
+    for https in [false, true] {
+        let http = client();
+        let with_proto = |r: reqwest::RequestBuilder| {
+            if https {
+                r.header("x-forwarded-proto", "https")
+            } else {
+                r
+            }
+        };
+        let form = with_proto(http.get(format!("{}/sign-in", host.url)))
+            .send()
+            .await
+            .unwrap();
+        let guard = set_cookie(&form, "sy_signin").unwrap();
+        let guard = guard.split(';').next().unwrap().to_string();
+        let csrf = hidden_csrf(&form.text().await.unwrap());
+        let r = with_proto(http.post(format!("{}/sign-in", host.url)))
+            .header(header::COOKIE, guard)
+            .form(&[("_csrf", csrf.as_str()), ("next", "/"), ("token", TOKEN)])
+            .send()
+            .await
+            .unwrap();
+        let session = set_cookie(&r, "sy_session").expect("signed in");
+        assert_eq!(session.contains("; Secure"), https, "{session}");
+    }
     host.stop().await;
 }
 
@@ -704,6 +731,8 @@ async fn another_tenants_ids_lead_nowhere_page_by_page() {
         "/runs",
         "/webhooks",
         "/audit",
+        "/connectors",
+        "/connectors/example/0.1.0",
     ] {
         let (_, html) = b.get(path).await;
         assert!(
@@ -713,6 +742,12 @@ async fn another_tenants_ids_lead_nowhere_page_by_page() {
             "{path}"
         );
     }
+    // A sees its own flow among the connector's users, by name.
+    let (_, html) = a.get("/connectors/example/0.1.0").await;
+    assert!(
+        html.contains(&format!("href=\"/flows/{flow_id}\">A&#x27;s flow</a>")),
+        "{html}"
+    );
     // A's things are unchanged.
     let (_, c) = a
         .api(Method::GET, &format!("/v1/connections/{conn}"), None, false)
@@ -1005,6 +1040,13 @@ async fn the_flow_editor_publishes_and_places_each_problem() {
     assert_eq!(location.unwrap(), format!("/flows/{id}?notice=upgraded"));
     let (_, versions) = host.get(&format!("/v1/flows/{id}/versions")).await;
     assert_eq!(versions["versions"].as_array().unwrap().len(), 3);
+    // Activated and deactivated from its page.
+    for (action, active) in [("activate", true), ("deactivate", false)] {
+        let (status, _, html) = page.post(&format!("/flows/{id}/{action}"), &[]).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
+        let (_, flow) = host.get(&format!("/v1/flows/{id}")).await;
+        assert_eq!(flow["active"], active, "{flow}");
+    }
     host.stop().await;
 }
 
@@ -1097,6 +1139,12 @@ async fn runs_are_found_by_their_event_and_replayed_or_cancelled_in_bulk() {
             .await;
         body["id"].as_str().unwrap().to_string()
     };
+    // Testing the connection fails (nothing listens), and the page says so.
+    let (status, _, html) = page.post(&format!("/connections/{conn}/test"), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("status-failed\">failed</span>"), "{html}");
+    let (_, html) = page.get("/").await;
+    assert!(html.contains("id=\"chart-empty\""), "no runs, no chart: {html}");
     let failed = run(&once, "ORD-1001").await;
     let other = run(&once, "ORD-2002").await;
     let waiting = run(&later, "ORD-3003").await;
@@ -1111,6 +1159,18 @@ async fn runs_are_found_by_their_event_and_replayed_or_cancelled_in_bulk() {
         assert!(Instant::now() < deadline, "{a} {b} {c}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The overview counts them, charts them and lists the failing flow first.
+    let (_, html) = page.get("/").await;
+    assert!(
+        html.contains("id=\"runs-hour\">3<")
+            && html.contains("id=\"dead-letters\">2<")
+            && html.contains("class=\"bar-failed\"")
+            && html.contains("busiest minute: "),
+        "{html}"
+    );
+    let first = html.find("Items, 1 attempts").expect("the failing flow is listed");
+    let second = html.find("Items, 5 attempts").expect("the other flow is listed");
+    assert!(first < second, "failing flows first");
     // Text in the event finds one run.
     let (status, html) = page.get("/runs?q=ORD-1001").await;
     assert_eq!(status, 200);
@@ -1124,6 +1184,25 @@ async fn runs_are_found_by_their_event_and_replayed_or_cancelled_in_bulk() {
             && html.contains(&other[..20])
             && !html.contains(&waiting[..20])
     );
+    // The run waiting for its next try says when, and its page refreshes
+    // itself while it is open.
+    let (_, html) = page.get(&format!("/runs/{waiting}")).await;
+    assert!(
+        html.contains("Next try at") && html.contains("hx-trigger=\"every 2s\""),
+        "{html}"
+    );
+    // The flow and time-range filters; a time that is not one is shown at
+    // its field.
+    let later_id = later["id"].as_str().unwrap();
+    let (_, html) = page.get(&format!("/runs?flow={later_id}")).await;
+    assert!(html.contains(&waiting[..20]) && !html.contains(&failed[..20]));
+    let (_, html) = page.get("/runs?until=2000-01-01T00:00").await;
+    assert!(!html.contains(&failed[..20]) && !html.contains(&waiting[..20]));
+    let (_, html) = page.get("/runs?since=2000-01-01T00:00").await;
+    assert!(html.contains(&failed[..20]) && html.contains(&waiting[..20]));
+    let (status, html) = page.get("/runs?since=yesterday").await;
+    assert_eq!(status, 400);
+    assert!(html.contains("is not a date and time"), "{html}");
     // Bulk replay of the failed runs, bulk cancel of the waiting one.
     let (status, location, _) = page
         .post(
@@ -1317,5 +1396,94 @@ async fn the_operator_manages_connectors_in_the_console() {
         !html.contains("REGION"),
         "environment variables are the operator's"
     );
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn the_operator_rotates_and_deletes_a_tenant_and_an_owner_removes_a_user() {
+    let (host, _dir) = host().await;
+    let operator = sign_in_token(&host.url, TOKEN).await;
+    let (status, _, html) = operator.post("/tenants", &[("name", "Northwind Goods")]).await;
+    assert_eq!(status, StatusCode::CREATED, "{html}");
+    let first = between(&html, "<code id=\"new-token\">", "</code>").expect("the token, once");
+    let (_, html) = operator.get("/tenants").await;
+    assert!(
+        html.contains("Northwind Goods") && !html.contains(&first),
+        "the token is shown only once"
+    );
+    let (_, tenants) = host.get("/v1/tenants").await;
+    let id = tenants["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "Northwind Goods")
+        .expect("the tenant is stored")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let with_token = async |token: &str| {
+        client()
+            .get(format!("{}/v1/flows", host.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(with_token(&first).await, StatusCode::OK);
+
+    // The owner removes a user: the user's session ends with it.
+    let owner = sign_in_token(&host.url, &first).await;
+    invite(&owner, "ed@acme.example", "editor", "editor password 1").await;
+    let (_, _, editor) = sign_in(
+        &host.url,
+        &[
+            ("email", "ed@acme.example"),
+            ("password", "editor password 1"),
+        ],
+    )
+    .await;
+    let editor = editor.expect("the editor signs in");
+    let (_, users) = owner.api(Method::GET, "/v1/users", None, false).await;
+    let ed = users["users"][0]["id"].as_str().unwrap().to_string();
+    let (_, html) = owner.get("/users").await;
+    assert!(html.contains(&format!("action=\"/users/{ed}/remove\"")), "{html}");
+    let (status, location, _) = owner.post(&format!("/users/{ed}/remove"), &[]).await;
+    assert_eq!(
+        (status, location.as_deref()),
+        (StatusCode::SEE_OTHER, Some("/users?notice=removed"))
+    );
+    let (_, html) = owner.get("/users").await;
+    assert!(!html.contains("ed@acme.example<"), "{html}");
+    let (status, _) = editor.get("/flows").await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "the removed user is signed out");
+    let (_, log) = owner.api(Method::GET, "/v1/audit", None, false).await;
+    assert_eq!(log["entries"][0]["action"], "user.remove", "{log}");
+    // A tenant's owner does not manage tenants.
+    let (status, _, _) = owner.post(&format!("/tenants/{id}/rotate"), &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(with_token(&first).await, StatusCode::OK);
+
+    // Rotation: the new token works, the old one and its sessions do not.
+    let (status, _, html) = operator.post(&format!("/tenants/{id}/rotate"), &[]).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    let second = between(&html, "<code id=\"new-token\">", "</code>").expect("the new token");
+    assert_ne!(first, second);
+    assert_eq!(with_token(&first).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(with_token(&second).await, StatusCode::OK);
+    let (status, _) = owner.get("/flows").await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "the old token's session ended");
+
+    // Deletion: the tenant and its token are gone.
+    let (status, location, _) = operator.post(&format!("/tenants/{id}/delete"), &[]).await;
+    assert_eq!(
+        (status, location.as_deref()),
+        (StatusCode::SEE_OTHER, Some("/tenants?notice=deleted"))
+    );
+    assert_eq!(with_token(&second).await, StatusCode::UNAUTHORIZED);
+    let (_, html) = operator.get("/tenants").await;
+    assert!(!html.contains("Northwind Goods"), "{html}");
+    let (status, _, _) = operator.post(&format!("/tenants/{id}/rotate"), &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     host.stop().await;
 }

@@ -145,7 +145,41 @@ struct Browser {
     client: Client,
     driver: tokio::process::Child,
     base: String,
+    /// The HTML of every page screenshot, by screenshot name: searched for
+    /// secrets at the end of a walk.
+    seen: std::sync::Mutex<Vec<(String, String)>>,
     _profile: tempfile::TempDir,
+}
+
+/// A Chrome DevTools Protocol command, sent through ChromeDriver.
+#[derive(Debug)]
+struct Cdp {
+    cmd: &'static str,
+    params: Value,
+}
+
+impl Cdp {
+    fn new(cmd: &'static str, params: Value) -> Cdp {
+        Cdp { cmd, params }
+    }
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        let body = json!({"cmd": self.cmd, "params": self.params});
+        (http::Method::POST, Some(body.to_string()))
+    }
 }
 
 impl Browser {
@@ -195,6 +229,7 @@ impl Browser {
             client,
             driver,
             base: base.to_string(),
+            seen: Default::default(),
             _profile: profile,
         }
     }
@@ -318,22 +353,50 @@ impl Browser {
         }
     }
 
-    /// The whole page: the window is made as tall as the document first.
+    /// The whole page, however tall, through the DevTools protocol
+    /// (WebDriver's screenshot is of the window only).
     async fn screenshot(&self, name: &str) {
-        let height = self
+        let metrics = self
             .client
-            .execute("return document.documentElement.scrollHeight", vec![])
-            .await
-            .unwrap()
-            .as_u64()
-            .unwrap_or(1000)
-            .clamp(800, 6000);
-        self.client
-            .set_window_size(1280, height as u32 + 90)
+            .issue_cmd(Cdp::new("Page.getLayoutMetrics", json!({})))
             .await
             .unwrap();
-        let png = self.client.screenshot().await.unwrap();
+        let size = &metrics["cssContentSize"];
+        let (width, height) = (
+            size["width"].as_f64().unwrap_or(1280.0),
+            size["height"].as_f64().unwrap_or(1000.0).min(8000.0),
+        );
+        let shot = self
+            .client
+            .issue_cmd(Cdp::new(
+                "Page.captureScreenshot",
+                json!({
+                    "format": "png",
+                    "captureBeyondViewport": true,
+                    "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
+                }),
+            ))
+            .await
+            .unwrap();
+        let png = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            shot["data"].as_str().unwrap(),
+        )
+        .unwrap();
         std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
+        let html = self.html().await;
+        self.seen.lock().unwrap().push((name.to_string(), html));
+    }
+
+    /// Fails if any page screenshot so far shows one of `secrets`.
+    fn assert_shown_nowhere(&self, secrets: &[&str]) {
+        let seen = self.seen.lock().unwrap();
+        assert!(!seen.is_empty());
+        for (page, html) in seen.iter() {
+            for secret in secrets {
+                assert!(!html.contains(secret), "page {page} shows a secret");
+            }
+        }
     }
 
     async fn sign_in_token(&self, token: &str) {
@@ -444,6 +507,10 @@ async fn a_merchant_builds_runs_and_replays_a_flow_in_the_browser() {
             .to_string()
     };
     let (wms, shopify) = (id_of("warehouse"), id_of("shopify"));
+    // "Test connection" asks the warehouse, and says it works.
+    browser.goto(&format!("/connections/{wms}")).await;
+    browser.click("#test-connection").await;
+    browser.wait_for_text("status-ok\">works</span>", false).await;
     browser.goto("/connections").await;
     browser.screenshot("08-connections").await;
 
@@ -639,6 +706,26 @@ async fn a_merchant_builds_runs_and_replays_a_flow_in_the_browser() {
         browser.html().await.contains("Tag order"),
         "the connector lists its actions"
     );
+    // Editing the published flow again, as YAML.
+    browser.open(&flow_page).await;
+    browser.click("#edit-flow").await;
+    browser.click("#edit-yaml").await;
+    assert!(
+        browser.value("#yaml").await.contains("Packed as {{ trigger.order_id }}"),
+        "the YAML view shows the draft"
+    );
+    browser.screenshot("26-yaml").await;
+
+    // No page showed a secret typed into the connection forms (their
+    // values went to the fakes in the runs' HTTP exchanges).
+    let (shop_props, wms_props) = (shop.properties(), warehouse.properties());
+    let secrets = [
+        shop_props["api_key"].as_str().unwrap(),
+        shop_props["webhook_secret"].as_str().unwrap(),
+        wms_props["token"].as_str().unwrap(),
+        wms_props["webhook_secret"].as_str().unwrap(),
+    ];
+    browser.assert_shown_nowhere(&secrets);
 
     // Another tenant sees none of it.
     let (_, other) = serve
