@@ -104,8 +104,13 @@ enum FlowCommand {
     Deactivate { id: String },
     /// Show a flow's trigger: webhook URL, or cursor and last poll.
     Trigger { id: String },
-    /// Show deliveries the flow's webhook rejected, with the reasons.
+    /// Show what the flow's trigger events came to (by path: webhook, poll,
+    /// reconcile; dropped as no-op or out of order; coalesced) and the
+    /// deliveries its webhook rejected, with the reasons.
     Deliveries { id: String },
+    /// Resume a flow paused because it kept firing for one entity (a loop);
+    /// the events held while it was paused are cancelled runs to replay.
+    Resume { id: String },
     /// Start a run with EVENT (JSON) as the trigger event and wait for its
     /// result (a synchronous flow).
     ///
@@ -301,6 +306,11 @@ async fn flow(client: &Client, command: FlowCommand) -> anyhow::Result<()> {
                     &format!("/v1/flows/{id}/deactivate"),
                     Body::None,
                 )
+                .await?
+        }
+        FlowCommand::Resume { id } => {
+            client
+                .send(Method::POST, &format!("/v1/flows/{id}/resume"), Body::None)
                 .await?
         }
         FlowCommand::Trigger { id } => {

@@ -337,8 +337,12 @@ async fn delete(
 ) -> PageResult {
     writer(&member)?;
     let tenant = member.principal.tenant();
+    // As `DELETE /v1/flows/{id}` does: its trigger state and entity
+    // state go with it.
     state.triggers.deactivate_flow(tenant, &id).await?;
     state.flows.delete(tenant, &id)?;
+    state.triggers.forget(tenant, &id)?;
+    state.runs.forget_flow(tenant, &id)?;
     audit(&state, &member, "flow.delete", &id, "");
     Ok(done("/flows", "deleted"))
 }

@@ -223,6 +223,14 @@ impl Checker<'_> {
                 "hydrate: needs `entity` (which entity a thin event is about: fetches of one entity are merged)".into(),
             );
         }
+        if super::definition::walk(&flow.steps)
+            .iter()
+            .any(|step| step.key == "hydrate")
+        {
+            self.problems.push(
+                "steps: the key `hydrate` names the flow's `hydrate` step; rename this step".into(),
+            );
+        }
         let plugin = if hydrate.plugin.is_empty() {
             flow.trigger.plugin.clone()
         } else {

@@ -183,6 +183,7 @@ impl<'a> Interpreter<'a> {
             .into_iter()
             .zip(&flow.pinned.steps)
             .map(|(s, v)| (s.key.as_str(), v))
+            .chain(flow.pinned.hydrate.as_ref().map(|v| ("hydrate", v)))
             .collect();
         Interpreter {
             runs,
@@ -236,6 +237,30 @@ impl<'a> Interpreter<'a> {
                     "coalesced",
                     format!(
                         "a newer event of {} `{}` replaced this one; its run has the latest state",
+                        entity.kind, entity.key
+                    ),
+                ));
+            }
+        }
+        if spec.echo.is_some() && hydrate.is_none() && run.steps.is_empty() {
+            // Decided when it arrived; since then a run of this flow may
+            // have written exactly what the event shows (its echo arrived
+            // before that run had finished).
+            let state =
+                self.runs
+                    .entity_store
+                    .entity(&run.tenant, &run.flow_id, &entity.kind, &entity.key);
+            if let Ok(Some(state)) = state
+                && state.updated_at > run.created_at
+                && state.data == super::entity::project(&run.event.payload, &spec.fields)
+            {
+                self.runs.metrics.entity_event("no_op");
+                self.runs.count(&run.tenant, &run.flow_id, |c| c.no_op += 1);
+                return Outcome::Skip(self.error(
+                    "entity",
+                    "echo",
+                    format!(
+                        "the event shows what this flow wrote to {} `{}` itself (entity.echo)",
                         entity.kind, entity.key
                     ),
                 ));
@@ -364,8 +389,13 @@ impl<'a> Interpreter<'a> {
         self.runs
             .metrics
             .entity_event(if state.is_some() { "changed" } else { "new" });
-        let (next, looping) =
-            super::entity::next_state(state.as_ref(), projection, version, now, spec.max_runs);
+        let (next, looping) = super::entity::next_state(
+            state.as_ref(),
+            projection,
+            version,
+            now,
+            (spec.max_runs, self.flow.resumed_at.unwrap_or(0), false),
+        );
         let write = EntityWrite {
             tenant: tenant.clone(),
             flow: flow_id,

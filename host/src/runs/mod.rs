@@ -131,6 +131,22 @@ impl Runs {
         }
     }
 
+    /// What a flow's trigger events came to (flows with an entity).
+    pub fn ingest_counts(
+        &self,
+        tenant: &str,
+        flow: &str,
+    ) -> Result<IngestCounts, crate::error::ServiceError> {
+        self.flows.get(tenant, flow)?;
+        Ok(self.entity_store.counts(tenant, flow)?)
+    }
+
+    /// Forgets what the runs kept of a deleted flow beside its runs: its
+    /// entities' states and its event counts.
+    pub fn forget_flow(&self, tenant: &str, flow: &str) -> Result<(), crate::error::ServiceError> {
+        Ok(self.entity_store.forget_entities(tenant, flow)?)
+    }
+
     /// The next number in the arrival order of entities' runs.
     fn next_seq(&self) -> u64 {
         self.seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst)

@@ -1047,6 +1047,14 @@ async fn the_flow_editor_publishes_and_places_each_problem() {
         let (_, flow) = host.get(&format!("/v1/flows/{id}")).await;
         assert_eq!(flow["active"], active, "{flow}");
     }
+    // Deleted from its page.
+    let (status, location, _) = page.post(&format!("/flows/{id}/delete"), &[]).await;
+    assert_eq!(
+        (status, location.as_deref()),
+        (StatusCode::SEE_OTHER, Some("/flows?notice=deleted"))
+    );
+    let (status, _) = host.get(&format!("/v1/flows/{id}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     host.stop().await;
 }
 

@@ -6,6 +6,7 @@
 
 mod abuse;
 mod auth;
+mod change_ingest;
 mod cli;
 mod connectors_rust;
 mod console;
