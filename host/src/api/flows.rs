@@ -287,10 +287,14 @@ async fn deliveries(
 /// Resumes a flow paused because it kept firing for one entity.
 async fn resume(
     State(triggers): State<Arc<Triggers>>,
+    State(users): State<Arc<Users>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<FlowRecord>, ApiError> {
-    Ok(Json(triggers.resume_flow(principal.tenant(), &id)?))
+    writer(&principal)?;
+    let flow = triggers.resume_flow(principal.tenant(), &id)?;
+    audit(&users, &principal, "flow.resume", &id, "");
+    Ok(Json(flow))
 }
 
 #[derive(Deserialize)]

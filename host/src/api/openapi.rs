@@ -397,6 +397,12 @@ pub(super) const OPERATIONS: &[Operation] = &[
         "Unsubscribe the webhook or stop polling (editor)",
     ),
     op(
+        "POST",
+        "/v1/flows/{id}/resume",
+        "flows",
+        "Resume a flow paused because it kept firing for one entity (editor)",
+    ),
+    op(
         "GET",
         "/v1/flows/{id}/trigger",
         "flows",
@@ -406,7 +412,7 @@ pub(super) const OPERATIONS: &[Operation] = &[
         "GET",
         "/v1/flows/{id}/deliveries",
         "flows",
-        "Rejected webhook deliveries with their reasons",
+        "What the trigger's events came to (by path, dropped, coalesced) and the rejected deliveries with their reasons",
     ),
     op(
         "GET",
