@@ -1,6 +1,7 @@
 //! Flows: the list with each flow's state and last run, a flow's page
-//! (what it does, its webhook, its versions with a diff between each and
-//! the one before), activation, "upgrade plugin versions", deletion, and
+//! (what it does, its webhook, what its events came to, its versions with
+//! a diff between each and the one before), activation, resuming a flow
+//! paused for looping, "upgrade plugin versions", deletion, and
 //! the webhooks page (every webhook URL with a copy button, and the
 //! deliveries that were rejected, with their reasons).
 
@@ -23,6 +24,7 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/flows/{id}", get(show))
         .route("/flows/{id}/activate", post(activate))
         .route("/flows/{id}/deactivate", post(deactivate))
+        .route("/flows/{id}/resume", post(resume))
         .route("/flows/{id}/upgrade", post(upgrade))
         .route("/flows/{id}/delete", post(delete))
         .route("/webhooks", get(webhooks))
@@ -162,6 +164,7 @@ async fn list(
             id => f.id,
             name => f.spec.name,
             active => f.active,
+            paused => f.paused,
             version => f.version,
             trigger => trigger_text(&f),
             steps => f.spec.steps.len(),
@@ -232,6 +235,16 @@ async fn show(
                 .collect::<Vec<_>>()
         });
     let draft = state.drafts.for_flow(tenant, &id)?.map(|d| d.id);
+    // What its trigger's events came to (flows that follow an entity).
+    let counts = state.runs.ingest_counts(tenant, &id)?;
+    let events = (!counts.is_empty()).then(|| {
+        ctx! {
+            by_source => counts.by_source,
+            no_op => counts.no_op,
+            out_of_order => counts.out_of_order,
+            coalesced => counts.coalesced,
+        }
+    });
     let steps: Vec<_> = flow
         .spec
         .steps
@@ -255,6 +268,7 @@ async fn show(
                 name => flow.spec.name,
                 description => flow.spec.description,
                 active => flow.active,
+                paused => flow.paused,
                 version => flow.version,
                 trigger => trigger_text(&flow),
                 trigger_version => flow.pinned.trigger.as_ref().map(|v| v.to_string()),
@@ -269,6 +283,7 @@ async fn show(
             diff_of => diff_of,
             diff => diff_lines,
             runs => runs,
+            events => events,
             draft => draft,
             yaml => to_yaml(&serde_json::to_value(&flow.spec).unwrap_or(Value::Null)),
         },
@@ -304,6 +319,18 @@ async fn deactivate(
         .await?;
     audit(&state, &member, "flow.deactivate", &id, "");
     Ok(done(&format!("/flows/{id}"), "deactivated"))
+}
+
+/// Resumes a flow paused because it kept firing for one entity.
+async fn resume(
+    State(state): State<ApiState>,
+    Extension(member): Extension<Member>,
+    Path(id): Path<String>,
+) -> PageResult {
+    writer(&member)?;
+    state.triggers.resume_flow(member.principal.tenant(), &id)?;
+    audit(&state, &member, "flow.resume", &id, "");
+    Ok(done(&format!("/flows/{id}"), "flow-resumed"))
 }
 
 async fn upgrade(

@@ -198,6 +198,10 @@ const NOTICES: &[(&str, &str)] = &[
         "resumed",
         "The connection is active again; runs waiting for it were queued.",
     ),
+    (
+        "flow-resumed",
+        "Resumed: the flow runs again when its trigger fires.",
+    ),
     ("connected", "The connection is authorized."),
     (
         "upgraded",

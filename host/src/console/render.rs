@@ -252,8 +252,9 @@ mod tests {
         assert_eq!(cell("order.id"), "7");
         assert_eq!(cell("order.lines"), "[{\"sku\":\"X\"}]");
         // Too many fields for a table: none (the page shows JSON).
-        let wide: serde_json::Map<String, Value> =
-            (0..100).map(|i| (format!("f{i}"), Value::from(i))).collect();
+        let wide: serde_json::Map<String, Value> = (0..100)
+            .map(|i| (format!("f{i}"), Value::from(i)))
+            .collect();
         assert!(super::rows(&Value::Object(wide)).is_empty());
     }
 

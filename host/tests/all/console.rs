@@ -556,6 +556,10 @@ async fn a_viewer_changes_nothing_in_the_console_or_the_api() {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["error"]["code"], "forbidden");
+    for path in ["/v1/flows/flow_any/resume", "/v1/flows/flow_any/activate"] {
+        let (status, _) = viewer.api(Method::POST, path, None, true).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+    }
     let (status, _) = viewer
         .api(Method::DELETE, &format!("/v1/connections/{id}"), None, true)
         .await;
@@ -824,7 +828,7 @@ async fn a_secret_typed_into_a_form_is_on_no_page_afterwards() {
         format!("/connections/{id}"),
         "/audit".into(),
         "/connectors".into(),
-        "/connectors/shopify/0.1.0".into(),
+        "/connectors/shopify/0.1.1".into(),
         "/flows".into(),
         "/runs".into(),
     ] {
@@ -1047,6 +1051,40 @@ async fn the_flow_editor_publishes_and_places_each_problem() {
         let (_, flow) = host.get(&format!("/v1/flows/{id}")).await;
         assert_eq!(flow["active"], active, "{flow}");
     }
+    // Paused for looping (as the runs do when it keeps starting for one
+    // record): shown with its reason in the list and on its page, resumed
+    // from there.
+    let reason = "started 50 times for order 7 within a minute";
+    assert!(
+        host.app
+            .flows
+            .set_paused("default", &id, Some(reason.into()))
+            .unwrap()
+    );
+    let (_, html) = page.get("/flows").await;
+    assert!(
+        html.contains(reason) && html.contains("status-paused"),
+        "{html}"
+    );
+    let (_, html) = page.get(&format!("/flows/{id}")).await;
+    assert!(
+        html.contains("id=\"flow-paused\"")
+            && html.contains(reason)
+            && html.contains("id=\"resume-flow\""),
+        "{html}"
+    );
+    let (status, location, _) = page.post(&format!("/flows/{id}/resume"), &[]).await;
+    assert_eq!(
+        (status, location),
+        (
+            StatusCode::SEE_OTHER,
+            Some(format!("/flows/{id}?notice=flow-resumed"))
+        )
+    );
+    let (_, flow) = host.get(&format!("/v1/flows/{id}")).await;
+    assert!(flow["paused"].is_null(), "{flow}");
+    let (_, html) = page.get(&format!("/flows/{id}")).await;
+    assert!(!html.contains("id=\"flow-paused\""), "{html}");
     // Deleted from its page.
     let (status, location, _) = page.post(&format!("/flows/{id}/delete"), &[]).await;
     assert_eq!(
@@ -1152,7 +1190,10 @@ async fn runs_are_found_by_their_event_and_replayed_or_cancelled_in_bulk() {
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("status-failed\">failed</span>"), "{html}");
     let (_, html) = page.get("/").await;
-    assert!(html.contains("id=\"chart-empty\""), "no runs, no chart: {html}");
+    assert!(
+        html.contains("id=\"chart-empty\""),
+        "no runs, no chart: {html}"
+    );
     let failed = run(&once, "ORD-1001").await;
     let other = run(&once, "ORD-2002").await;
     let waiting = run(&later, "ORD-3003").await;
@@ -1176,8 +1217,12 @@ async fn runs_are_found_by_their_event_and_replayed_or_cancelled_in_bulk() {
             && html.contains("busiest minute: "),
         "{html}"
     );
-    let first = html.find("Items, 1 attempts").expect("the failing flow is listed");
-    let second = html.find("Items, 5 attempts").expect("the other flow is listed");
+    let first = html
+        .find("Items, 1 attempts")
+        .expect("the failing flow is listed");
+    let second = html
+        .find("Items, 5 attempts")
+        .expect("the other flow is listed");
     assert!(first < second, "failing flows first");
     // Text in the event finds one run.
     let (status, html) = page.get("/runs?q=ORD-1001").await;
@@ -1411,7 +1456,9 @@ async fn the_operator_manages_connectors_in_the_console() {
 async fn the_operator_rotates_and_deletes_a_tenant_and_an_owner_removes_a_user() {
     let (host, _dir) = host().await;
     let operator = sign_in_token(&host.url, TOKEN).await;
-    let (status, _, html) = operator.post("/tenants", &[("name", "Northwind Goods")]).await;
+    let (status, _, html) = operator
+        .post("/tenants", &[("name", "Northwind Goods")])
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{html}");
     let first = between(&html, "<code id=\"new-token\">", "</code>").expect("the token, once");
     let (_, html) = operator.get("/tenants").await;
@@ -1455,7 +1502,10 @@ async fn the_operator_rotates_and_deletes_a_tenant_and_an_owner_removes_a_user()
     let (_, users) = owner.api(Method::GET, "/v1/users", None, false).await;
     let ed = users["users"][0]["id"].as_str().unwrap().to_string();
     let (_, html) = owner.get("/users").await;
-    assert!(html.contains(&format!("action=\"/users/{ed}/remove\"")), "{html}");
+    assert!(
+        html.contains(&format!("action=\"/users/{ed}/remove\"")),
+        "{html}"
+    );
     let (status, location, _) = owner.post(&format!("/users/{ed}/remove"), &[]).await;
     assert_eq!(
         (status, location.as_deref()),
@@ -1464,7 +1514,11 @@ async fn the_operator_rotates_and_deletes_a_tenant_and_an_owner_removes_a_user()
     let (_, html) = owner.get("/users").await;
     assert!(!html.contains("ed@acme.example<"), "{html}");
     let (status, _) = editor.get("/flows").await;
-    assert_eq!(status, StatusCode::SEE_OTHER, "the removed user is signed out");
+    assert_eq!(
+        status,
+        StatusCode::SEE_OTHER,
+        "the removed user is signed out"
+    );
     let (_, log) = owner.api(Method::GET, "/v1/audit", None, false).await;
     assert_eq!(log["entries"][0]["action"], "user.remove", "{log}");
     // A tenant's owner does not manage tenants.
@@ -1480,7 +1534,11 @@ async fn the_operator_rotates_and_deletes_a_tenant_and_an_owner_removes_a_user()
     assert_eq!(with_token(&first).await, StatusCode::UNAUTHORIZED);
     assert_eq!(with_token(&second).await, StatusCode::OK);
     let (status, _) = owner.get("/flows").await;
-    assert_eq!(status, StatusCode::SEE_OTHER, "the old token's session ended");
+    assert_eq!(
+        status,
+        StatusCode::SEE_OTHER,
+        "the old token's session ended"
+    );
 
     // Deletion: the tenant and its token are gone.
     let (status, location, _) = operator.post(&format!("/tenants/{id}/delete"), &[]).await;

@@ -510,7 +510,9 @@ async fn a_merchant_builds_runs_and_replays_a_flow_in_the_browser() {
     // "Test connection" asks the warehouse, and says it works.
     browser.goto(&format!("/connections/{wms}")).await;
     browser.click("#test-connection").await;
-    browser.wait_for_text("status-ok\">works</span>", false).await;
+    browser
+        .wait_for_text("status-ok\">works</span>", false)
+        .await;
     browser.goto("/connections").await;
     browser.screenshot("08-connections").await;
 
@@ -697,7 +699,7 @@ async fn a_merchant_builds_runs_and_replays_a_flow_in_the_browser() {
         ("/audit", "22-audit"),
         (flow_page.as_str(), "23-flow"),
         ("/connectors", "24-connectors"),
-        ("/connectors/shopify/0.1.0", "25-connector"),
+        ("/connectors/shopify/0.1.1", "25-connector"),
     ] {
         browser.open(path).await;
         browser.screenshot(name).await;
@@ -711,7 +713,10 @@ async fn a_merchant_builds_runs_and_replays_a_flow_in_the_browser() {
     browser.click("#edit-flow").await;
     browser.click("#edit-yaml").await;
     assert!(
-        browser.value("#yaml").await.contains("Packed as {{ trigger.order_id }}"),
+        browser
+            .value("#yaml")
+            .await
+            .contains("Packed as {{ trigger.order_id }}"),
         "the YAML view shows the draft"
     );
     browser.screenshot("26-yaml").await;
