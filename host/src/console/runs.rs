@@ -249,8 +249,11 @@ fn run_context(state: &ApiState, run: &RunRecord) -> minijinja::Value {
                 input => s.input,
                 output => s.output,
                 attempts => s.attempts,
-                history => s.history.iter().map(|a| ctx! {
+                // A replay counts its attempts from 1 again: marked, so
+                // two "attempt 1" headings do not look like one twice.
+                history => s.history.iter().enumerate().map(|(i, a)| ctx! {
                     number => a.number,
+                    replay => i > 0 && a.number <= s.history[i - 1].number,
                     started_at => a.started_at,
                     duration_ms => a.duration_ms.round(),
                     plugin => a.plugin,

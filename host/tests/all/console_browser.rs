@@ -688,6 +688,11 @@ async fn a_merchant_builds_runs_and_replays_a_flow_in_the_browser() {
     // The page updates itself until the run is done.
     browser.find("#run-body[data-status='succeeded']").await;
     browser.screenshot("18-run-replayed").await;
+    let html = browser.html().await;
+    assert!(
+        html.contains("Replayed: attempt 1") && html.contains("2 attempts"),
+        "the failed attempt and the replayed one are both listed"
+    );
     let tags = shop.order(second["id"].as_u64().unwrap()).unwrap()["tags"].clone();
     assert!(tags.as_str().unwrap().contains("Ready to ship"), "{tags}");
 
