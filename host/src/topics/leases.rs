@@ -127,8 +127,9 @@ mod tests {
 
     #[test]
     fn readers_share_partitions_fairly_and_disjointly() {
-        // (readers asking in order, partitions) → what each holds at the end
-        let cases: &[(&[&str], usize, &[(&str, usize)])] = &[
+        // (readers asking in order, partitions, what some of them hold)
+        type Case<'a> = (&'a [&'a str], usize, &'a [(&'a str, usize)]);
+        let cases: &[Case] = &[
             (&["a"], 4, &[("a", 4)]),
             (&["a", "b", "a", "b"], 4, &[("a", 2), ("b", 2)]),
             (
