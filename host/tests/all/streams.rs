@@ -418,10 +418,13 @@ fn verify_with_python(secret: &str, headers: &HeaderMap, body: &[u8]) -> bool {
     child.wait().unwrap().success()
 }
 
-/// A receiver of batched webhooks: answers `fail` first, then 200.
+/// A request's headers and body.
+type Received = (HeaderMap, Vec<u8>);
+
+/// A receiver of batched webhooks: gives the queued answers, then 200.
 #[derive(Clone, Default)]
 struct Receiver {
-    got: Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>>,
+    got: Arc<Mutex<Vec<Received>>>,
     answers: Arc<Mutex<Vec<u16>>>,
 }
 
