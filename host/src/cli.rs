@@ -732,6 +732,8 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {listen}"))?;
     println!("switchyard listening on http://{}", listener.local_addr()?);
+    app.feeds
+        .set_base_url(&format!("http://{}", listener.local_addr()?));
     std::io::stdout().flush().ok();
     app.start();
     // The peer's address is what the public endpoints' rate limits key on.

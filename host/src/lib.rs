@@ -35,5 +35,6 @@ pub mod secrets;
 pub mod store;
 pub mod tasks;
 pub mod tenants;
+pub mod topics;
 pub mod triggers;
 pub mod users;

@@ -14,6 +14,7 @@ mod openapi;
 mod plugins;
 mod runs;
 mod tenants;
+mod topics;
 mod users;
 
 use std::sync::Arc;
@@ -45,6 +46,7 @@ use crate::{
     registry::Registry,
     runs::Runs,
     tenants::{Principal, Tenants},
+    topics::{Topics, streams::Streams, webhooks::Feeds},
     triggers::Triggers,
     users::{Users, sessions::Lookup},
 };
@@ -66,6 +68,9 @@ pub struct ApiState {
     pub flows: Arc<Flows>,
     pub runs: Arc<Runs>,
     pub triggers: Arc<Triggers>,
+    pub topics: Arc<Topics>,
+    pub streams: Arc<Streams>,
+    pub feeds: Arc<Feeds>,
     pub metrics: Arc<Metrics>,
     pub engine: Arc<Engine>,
     pub users: Arc<Users>,
@@ -112,6 +117,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(flows::routes())
         .merge(runs::routes())
         .merge(users::routes())
+        .merge(topics::routes())
         .route_layer(middleware::from_fn_with_state(
             Auth {
                 tenants: state.tenants.clone(),
@@ -124,6 +130,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(hooks::metrics_routes())
         .merge(openapi::routes())
         .merge(connections::public_routes().route_layer(per_source.clone()))
+        .merge(topics::public_routes().route_layer(per_source.clone()))
         .merge(authed)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         // Plugin uploads set a larger limit on their route (the innermost

@@ -481,6 +481,206 @@ pub(super) const OPERATIONS: &[Operation] = &[
         "Cancel an unfinished run (editor)",
     ),
     op("GET", "/v1/dead-letters", "runs", "Failed runs"),
+    // Topics, streams and batched webhooks: the change APIs partners consume.
+    with(
+        op("POST", "/v1/topics", "topics", "Create a topic (editor)"),
+        Body::AnyJson,
+        201,
+    ),
+    op("GET", "/v1/topics", "topics", "The tenant's topics"),
+    op("GET", "/v1/topics/{topic}", "topics", "A topic"),
+    with(
+        op(
+            "DELETE",
+            "/v1/topics/{topic}",
+            "topics",
+            "Delete a topic (editor)",
+        ),
+        Body::None,
+        204,
+    ),
+    with(
+        op(
+            "POST",
+            "/v1/topics/{topic}/records",
+            "topics",
+            "Publish change records (editor)",
+        ),
+        Body::AnyJson,
+        201,
+    ),
+    op(
+        "GET",
+        "/v1/topics/{topic}/records",
+        "topics",
+        "Records of a partition from an offset or a time",
+    ),
+    op(
+        "GET",
+        "/v1/topics/{topic}/objects",
+        "topics",
+        "The latest record of each key",
+    ),
+    op(
+        "GET",
+        "/v1/topics/{topic}/objects/{key}",
+        "topics",
+        "One key's latest record (rate-limited per token; ETag)",
+    ),
+    op(
+        "GET",
+        "/v1/tenants/{id}/topic-limits",
+        "topics",
+        "A tenant's limits of the topics' API",
+    ),
+    with(
+        op(
+            "PUT",
+            "/v1/tenants/{id}/topic-limits",
+            "topics",
+            "Set a tenant's limits of the topics' API (operator)",
+        ),
+        Body::AnyJson,
+        200,
+    ),
+    with(
+        op(
+            "POST",
+            "/v1/streams",
+            "topics",
+            "Create a stream over a topic (editor)",
+        ),
+        Body::AnyJson,
+        201,
+    ),
+    op("GET", "/v1/streams", "topics", "The tenant's streams"),
+    op(
+        "GET",
+        "/v1/streams/{id}",
+        "topics",
+        "A stream and its positions",
+    ),
+    with(
+        op(
+            "DELETE",
+            "/v1/streams/{id}",
+            "topics",
+            "Delete a stream (editor)",
+        ),
+        Body::None,
+        204,
+    ),
+    op(
+        "GET",
+        "/v1/streams/{id}/records",
+        "topics",
+        "Read a stream under a lease (JSON batches, long poll, or NDJSON)",
+    ),
+    with(
+        op(
+            "POST",
+            "/v1/streams/{id}/commit",
+            "topics",
+            "Commit positions (editor)",
+        ),
+        Body::AnyJson,
+        200,
+    ),
+    with(
+        op(
+            "POST",
+            "/v1/streams/{id}/seek",
+            "topics",
+            "Move positions to an offset or a time (editor)",
+        ),
+        Body::AnyJson,
+        200,
+    ),
+    op("GET", "/v1/streams/{id}/stats", "topics", "A stream's lag"),
+    with(
+        op(
+            "POST",
+            "/v1/webhook-subscriptions",
+            "topics",
+            "Subscribe a URL to batched webhooks of a topic (editor)",
+        ),
+        Body::AnyJson,
+        201,
+    ),
+    op(
+        "GET",
+        "/v1/webhook-subscriptions",
+        "topics",
+        "The tenant's batched webhook subscriptions",
+    ),
+    op(
+        "GET",
+        "/v1/webhook-subscriptions/{id}",
+        "topics",
+        "A subscription and its delivery state",
+    ),
+    with(
+        op(
+            "DELETE",
+            "/v1/webhook-subscriptions/{id}",
+            "topics",
+            "Delete a subscription (editor)",
+        ),
+        Body::None,
+        204,
+    ),
+    op(
+        "POST",
+        "/v1/webhook-subscriptions/{id}/true-up",
+        "topics",
+        "Send a batch of every key's latest record (editor)",
+    ),
+    op(
+        "POST",
+        "/v1/webhook-subscriptions/{id}/rotate-secret",
+        "topics",
+        "A new signing secret, shown once (editor)",
+    ),
+    op(
+        "POST",
+        "/v1/webhook-subscriptions/{id}/enable",
+        "topics",
+        "Enable a subscription disabled by failures (editor)",
+    ),
+    op(
+        "GET",
+        "/v1/webhook-subscriptions/{id}/attempts",
+        "topics",
+        "Delivery attempts, newest first",
+    ),
+    op(
+        "GET",
+        "/v1/webhook-subscriptions/{id}/batches",
+        "topics",
+        "Batches and their delivery state",
+    ),
+    op(
+        "POST",
+        "/v1/webhook-subscriptions/{id}/batches/{batch}/redeliver",
+        "topics",
+        "Send a batch again (editor)",
+    ),
+    with(
+        op(
+            "POST",
+            "/v1/webhook-subscriptions/{id}/recover",
+            "topics",
+            "Send again what failed since a time (editor)",
+        ),
+        Body::AnyJson,
+        200,
+    ),
+    public(op(
+        "GET",
+        "/v1/batches/{token}",
+        "topics",
+        "A batch's changes as NDJSON pages (no token: the URL's token is the credential)",
+    )),
     public(with(
         op(
             "POST",
@@ -633,7 +833,7 @@ fn document() -> OpenApi {
         )
         .paths(paths)
         .tags(Some(
-            ["host", "plugins", "connections", "tenants", "users", "flows", "runs", "hooks"]
+            ["host", "plugins", "connections", "tenants", "users", "flows", "runs", "topics", "hooks"]
                 .map(|t| TagBuilder::new().name(t).build()),
         ))
         .build();

@@ -452,6 +452,29 @@ impl Checker<'_> {
                 }
                 self.templates(&format!("{at}.respond.body"), &respond.body, scope);
             }
+            StepKind::Publish => {
+                let publish = step.publish.as_ref().expect("kind says publish");
+                if let Err(e) = crate::topics::check_name("topic", &publish.topic) {
+                    self.problems.push(format!("{at}.publish.topic: {e}"));
+                }
+                for (field, text) in [("key", &publish.key), ("type", &publish.kind)] {
+                    if text.trim().is_empty() {
+                        self.problems
+                            .push(format!("{at}.publish.{field}: must not be empty"));
+                    }
+                    self.templates(
+                        &format!("{at}.publish.{field}"),
+                        &Value::String(text.clone()),
+                        scope,
+                    );
+                }
+                if !publish.delete && publish.data.is_null() {
+                    self.problems.push(format!(
+                        "{at}.publish.data: give the record's data (or `delete: true` for a tombstone)"
+                    ));
+                }
+                self.templates(&format!("{at}.publish.data"), &publish.data, scope);
+            }
             StepKind::CallFlow => {
                 let call = step.call_flow.as_ref().expect("kind says call_flow");
                 if call.flow.trim().is_empty() {

@@ -42,6 +42,7 @@ use crate::{
     metrics::Metrics,
     store::{EntityStore, IngestCounts, Lane, RunStore},
     tasks::Tasks,
+    topics::Topics,
 };
 
 /// Limits and windows of the runtime, from the operator's settings.
@@ -79,6 +80,7 @@ pub struct Runs {
     entity_store: Arc<dyn EntityStore>,
     flows: Arc<Flows>,
     calls: Arc<Calls>,
+    topics: Arc<Topics>,
     metrics: Arc<Metrics>,
     tasks: Arc<Tasks>,
     settings: RuntimeSettings,
@@ -101,6 +103,7 @@ impl Runs {
         entity_store: Arc<dyn EntityStore>,
         flows: Arc<Flows>,
         calls: Arc<Calls>,
+        topics: Arc<Topics>,
         metrics: Arc<Metrics>,
         tasks: Arc<Tasks>,
         settings: RuntimeSettings,
@@ -110,6 +113,7 @@ impl Runs {
             entity_store,
             flows,
             calls,
+            topics,
             metrics,
             tasks,
             settings,

@@ -50,10 +50,28 @@ pub enum Tree {
     Audit,
     /// `[tenant, draft]` → a flow being edited in the console, not published.
     FlowDrafts,
+    /// `[tenant, topic]` → a topic's settings.
+    Topics,
+    /// `[tenant]` → the tenant's limits of the topics' API.
+    TopicLimits,
+    /// `[tenant, stream]` → a stream and its committed positions.
+    Streams,
+    /// `[tenant, subscription]` → a batched webhook subscription.
+    Feeds,
+    /// `[tenant, subscription, batch]` → one batch of changes and its
+    /// delivery state.
+    FeedBatches,
+    /// `[tenant, subscription, batch]` → when the batch is next sent: the
+    /// batches still to deliver.
+    FeedPending,
+    /// `[token]` → where a batch's fetch URL points.
+    FeedTokens,
+    /// `[tenant, subscription, at (16 hex digits)]` → one delivery attempt.
+    FeedAttempts,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 18] = [
+    pub const ALL: [Tree; 26] = [
         Tree::Meta,
         Tree::Plugins,
         Tree::PluginRefs,
@@ -72,6 +90,14 @@ impl Tree {
         Tree::Sessions,
         Tree::Audit,
         Tree::FlowDrafts,
+        Tree::Topics,
+        Tree::TopicLimits,
+        Tree::Streams,
+        Tree::Feeds,
+        Tree::FeedBatches,
+        Tree::FeedPending,
+        Tree::FeedTokens,
+        Tree::FeedAttempts,
     ];
 
     /// The tree's stable name (kept by every backend).
@@ -95,6 +121,14 @@ impl Tree {
             Tree::Sessions => "sessions",
             Tree::Audit => "audit",
             Tree::FlowDrafts => "flow_drafts",
+            Tree::Topics => "topics",
+            Tree::TopicLimits => "topic_limits",
+            Tree::Streams => "streams",
+            Tree::Feeds => "feeds",
+            Tree::FeedBatches => "feed_batches",
+            Tree::FeedPending => "feed_pending",
+            Tree::FeedTokens => "feed_tokens",
+            Tree::FeedAttempts => "feed_attempts",
         }
     }
 }

@@ -28,6 +28,7 @@ mod polyglot;
 mod runs;
 mod sandbox;
 mod secrets;
+mod streams;
 mod support;
 mod tenants;
 mod tidy;

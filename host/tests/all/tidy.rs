@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["manifest", "sandbox"],
     &["engine"],
     &["connector", "error"],
-    &["registry", "tenants", "users"],
+    &["registry", "tenants", "users", "topics"],
     &["connections"],
     &["calls"],
     &["oauth", "flows", "drafts"],
@@ -206,7 +206,10 @@ fn only_app_names_a_storage_backend_and_only_store_builds_keys() {
                 broken.push(format!("{name} uses `{needle}`, which belongs to store/"));
             }
         }
-        let nul = code.matches("\\0").count() - code.matches("\\0asm").count();
+        // Checking that a text has no NUL builds no key.
+        let nul = code.matches("\\0").count()
+            - code.matches("\\0asm").count()
+            - code.matches("contains('\\0')").count();
         if nul > 0 {
             broken.push(format!(
                 "{name} joins text with NUL: keys are built in store/"

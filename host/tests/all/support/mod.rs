@@ -68,6 +68,7 @@ impl TestHost {
         app.start();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        app.feeds.set_base_url(&format!("http://{addr}"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let router = app
             .router()
