@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 
 use crate::{app::App, config::ServeConfig};
 
+mod changes;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "switchyard",
@@ -59,6 +61,15 @@ enum Command {
     /// only that tenant's connections.
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Topics: logs of change records that flows publish and partners read.
+    #[command(subcommand)]
+    Topic(changes::TopicCommand),
+    /// Streams over topics: read, commit, seek, stats.
+    #[command(subcommand)]
+    Stream(changes::StreamCommand),
+    /// Batched, signed webhooks of a topic's changes.
+    #[command(subcommand)]
+    Subscription(changes::SubscriptionCommand),
     /// Run one action of a plugin by hand and print its output, logs and
     /// HTTP exchanges.
     ///
@@ -683,6 +694,18 @@ pub async fn main() -> anyhow::Result<()> {
         Command::Tenant(command) => {
             let client = Client::new(&cli.server, cli.token)?;
             tenant(&client, command).await
+        }
+        Command::Topic(command) => {
+            let client = Client::new(&cli.server, cli.token)?;
+            changes::topic(&client, command).await
+        }
+        Command::Stream(command) => {
+            let client = Client::new(&cli.server, cli.token)?;
+            changes::stream(&client, command).await
+        }
+        Command::Subscription(command) => {
+            let client = Client::new(&cli.server, cli.token)?;
+            changes::subscription(&client, command).await
         }
         Command::Connection(command) => {
             let client = Client::new(&cli.server, cli.token)?;
