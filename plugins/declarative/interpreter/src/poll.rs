@@ -1,0 +1,311 @@
+//! Polling triggers: the first poll's seed, the incremental cursor (by
+//! date-time or by id, with a lookback window), events with their ids.
+//!
+//! Records must come oldest first (ask the API to sort by the cursor's
+//! field): then stopping after some pages loses nothing, and the cursor is
+//! the newest value read. With an API whose filter is exclusive
+//! (`modified_after`), a poll cut short drops the records that share the
+//! last value (the next poll asks for what is after it, and the rest of
+//! that value's records would be lost otherwise). With an inclusive filter
+//! (`updated_at_min`), the cursor remembers the ids seen at its value.
+
+use std::collections::BTreeSet;
+
+use declarative_spec::{CursorSpec, CursorType, Trigger};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use switchyard_sdk::time::{format_rfc3339, now_unix_secs, parse_rfc3339};
+use switchyard_sdk::{Error, Event, PollResult, log};
+
+use crate::exchange::Runner;
+use crate::template::Scope;
+
+/// An inclusive cursor as stored: the newest value and the ids seen at it
+/// (the SDK's `Watermark` format).
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    since: String,
+    #[serde(default)]
+    ids: BTreeSet<String>,
+}
+
+/// A cursor value that can be compared.
+#[derive(Clone, Copy, PartialEq, PartialOrd)]
+struct Point(i64);
+
+fn point(kind: CursorType, text: &str) -> Option<Point> {
+    match kind {
+        // A date-time without a zone (WooCommerce's `_gmt` fields) is UTC.
+        CursorType::Datetime => parse_rfc3339(text)
+            .or_else(|| parse_rfc3339(&format!("{}Z", text.trim())))
+            .map(Point),
+        CursorType::Number => text.trim().parse::<i64>().ok().map(Point),
+    }
+}
+
+/// `text` moved back by `lookback` (seconds or units), written the way
+/// `text` is (UTC, without a zone if it had none).
+fn back(kind: CursorType, text: &str, lookback: u64) -> Option<String> {
+    let lookback = i64::try_from(lookback).ok()?;
+    match kind {
+        CursorType::Number => Some((point(kind, text)?.0 - lookback).to_string()),
+        CursorType::Datetime => {
+            let ms = point(kind, text)?.0;
+            let shifted = format_rfc3339((ms - lookback * 1000).div_euclid(1000));
+            let zoned = parse_rfc3339(text.trim()).is_some();
+            Some(if zoned {
+                shifted
+            } else {
+                shifted.trim_end_matches('Z').to_string()
+            })
+        }
+    }
+}
+
+/// Runs one poll of `trigger`.
+pub(crate) fn poll(
+    runner: &Runner<'_>,
+    key: &str,
+    trigger: &Trigger,
+    params: &Value,
+    cursor: Option<&str>,
+) -> Result<PollResult, Error> {
+    let at = format!("triggers.{key}");
+    let t = &runner.templates;
+    let scope = runner.scope.with("params", params);
+    let spec = trigger.cursor.as_ref();
+    let kind = spec.map(|c| c.kind).unwrap_or_default();
+
+    // Where we are: the stored value and the ids seen at it.
+    let (mark, mut ids) = match cursor {
+        Some(text) => parse_cursor(spec, text)?,
+        None => {
+            let from = match (&runner.limits.seed, &trigger.seed) {
+                (Some(forced), _) => forced.clone(),
+                (None, Some(seed)) => t
+                    .text(&seed.from, &scope, &format!("{at}.seed.from"))?
+                    .unwrap_or_else(|| "beginning".to_string()),
+                (None, None) => "beginning".to_string(),
+            };
+            match from.as_str() {
+                "beginning" => (None, BTreeSet::new()),
+                "now" => {
+                    let now = format_rfc3339(now_unix_secs());
+                    log::info!("{key}: starts from now ({now})");
+                    return Ok(PollResult::new(
+                        Vec::new(),
+                        store(spec, &now, &BTreeSet::new()),
+                    ));
+                }
+                "newest" => return seed_newest(runner, key, trigger, &scope),
+                other => {
+                    return Err(Error::invalid_input(format!(
+                        "{at}.seed.from: `{other}` is not now, newest or beginning"
+                    )));
+                }
+            }
+        }
+    };
+    let lookback = spec.and_then(|c| c.lookback).unwrap_or(0);
+    let since = match &mark {
+        Some(m) if lookback > 0 => back(kind, m, lookback).or_else(|| Some(m.clone())),
+        other => other.clone(),
+    };
+    let scope = scope
+        .with("cursor", &json!(mark))
+        .with("since", &json!(since));
+    let op = trigger
+        .poll
+        .as_ref()
+        .ok_or_else(|| Error::permanent(format!("{at}: a polling trigger needs a request")))?;
+    let fetched = runner.fetch(op, &scope, &format!("{at}.poll"), true)?;
+    let mut records = fetched.records;
+
+    // Each record's cursor value, read once.
+    let mut values = Vec::with_capacity(records.len());
+    if let Some(c) = spec {
+        for record in &records {
+            let text = t
+                .text(
+                    &c.value,
+                    &scope.with("record", record),
+                    &format!("{at}.cursor.value"),
+                )?
+                .ok_or_else(|| {
+                    Error::permanent(format!("{at}.cursor.value: undefined for a record"))
+                })?;
+            let p = point(kind, &text).ok_or_else(|| {
+                Error::permanent(format!(
+                    "{at}.cursor.value: `{text}` is not a {}",
+                    match kind {
+                        CursorType::Datetime => "date-time",
+                        CursorType::Number => "number",
+                    }
+                ))
+            })?;
+            values.push((text, p));
+        }
+        // Cut short with an exclusive filter: the next poll asks for what
+        // is after the last value, so that value's records go whole.
+        if fetched.more
+            && !c.inclusive
+            && let Some((_, last)) = values.last().cloned()
+        {
+            let keep = values.iter().filter(|(_, p)| *p != last).count();
+            if keep > 0 {
+                records.truncate(keep);
+                values.truncate(keep);
+            }
+        }
+    }
+    if records.is_empty() {
+        return Ok(PollResult::new(Vec::new(), None));
+    }
+
+    let mark_point = match (spec, &mark) {
+        (Some(_), Some(m)) => point(kind, m),
+        _ => None,
+    };
+    let floor = match (&since, mark_point) {
+        (Some(s), Some(_)) => point(kind, s),
+        _ => None,
+    };
+    let mut newest: Option<(String, Point)> = mark.clone().zip(mark_point);
+    let mut events = Vec::new();
+    for (i, record) in records.iter().enumerate() {
+        let record_scope = scope.with("record", record);
+        let event_id = t
+            .text(&trigger.event_id, &record_scope, &format!("{at}.event_id"))?
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| Error::permanent(format!("{at}.event_id: empty for a record")))?;
+        let mut fresh = true;
+        if let Some(c) = spec {
+            let (text, p) = values[i].clone();
+            let id = match &c.id {
+                Some(template) => t
+                    .text(template, &record_scope, &format!("{at}.cursor.id"))?
+                    .unwrap_or_else(|| event_id.clone()),
+                None => event_id.clone(),
+            };
+            fresh = is_new(c, p, &id, mark_point, floor, &ids);
+            match &newest {
+                Some((_, n)) if p < *n => {}
+                Some((_, n)) if p == *n => {
+                    ids.insert(id);
+                }
+                _ => {
+                    newest = Some((text, p));
+                    ids.clear();
+                    ids.insert(id);
+                }
+            }
+        }
+        if !fresh {
+            continue;
+        }
+        if let Some(filter) = &trigger.filter
+            && !t.holds(filter, &record_scope, &format!("{at}.filter"))?
+        {
+            continue;
+        }
+        let payload = match &trigger.event {
+            Some(shape) => t.value(shape, &record_scope, &format!("{at}.event"))?,
+            None => record.clone(),
+        };
+        events.push(Event::new(event_id, payload));
+    }
+    log::debug!("{key}: {} records, {} events", records.len(), events.len());
+    let cursor = match (spec, newest) {
+        (Some(_), Some((text, _))) => store(spec, &text, &ids),
+        _ => None,
+    };
+    Ok(PollResult::new(events, cursor))
+}
+
+/// Whether a record at `p` with `id` is news after the mark.
+fn is_new(
+    c: &CursorSpec,
+    p: Point,
+    id: &str,
+    mark: Option<Point>,
+    floor: Option<Point>,
+    ids: &BTreeSet<String>,
+) -> bool {
+    let Some(mark) = mark else { return true };
+    if c.lookback.unwrap_or(0) > 0 {
+        // The window is read again on purpose; the host drops repeats by id.
+        return floor.is_none_or(|f| p >= f);
+    }
+    if c.inclusive {
+        p > mark || (p == mark && !ids.contains(id))
+    } else {
+        p > mark
+    }
+}
+
+/// The stored cursor's value and ids.
+fn parse_cursor(
+    spec: Option<&CursorSpec>,
+    text: &str,
+) -> Result<(Option<String>, BTreeSet<String>), Error> {
+    let text = text.trim();
+    if spec.is_some_and(|c| c.inclusive) && text.starts_with('{') {
+        let stored: Stored = serde_json::from_str(text)
+            .map_err(|e| Error::invalid_input(format!("unreadable poll cursor: {e}")))?;
+        return Ok((Some(stored.since), stored.ids));
+    }
+    Ok((Some(text.to_string()), BTreeSet::new()))
+}
+
+/// The cursor text to store: the value, or `{"since", "ids"}` when inclusive.
+fn store(spec: Option<&CursorSpec>, value: &str, ids: &BTreeSet<String>) -> Option<String> {
+    match spec {
+        Some(c) if c.inclusive => serde_json::to_string(&Stored {
+            since: value.to_string(),
+            ids: ids.clone(),
+        })
+        .ok(),
+        _ => Some(value.to_string()),
+    }
+}
+
+/// A first poll seeded at the newest record: no events, the cursor there.
+fn seed_newest(
+    runner: &Runner<'_>,
+    key: &str,
+    trigger: &Trigger,
+    scope: &Scope,
+) -> Result<PollResult, Error> {
+    let at = format!("triggers.{key}.seed");
+    let seed = trigger
+        .seed
+        .as_ref()
+        .ok_or_else(|| Error::permanent(format!("{at}: missing")))?;
+    let spec = trigger.cursor.as_ref();
+    let scope = scope
+        .with("cursor", &Value::Null)
+        .with("since", &Value::Null);
+    let start = match &seed.request {
+        Some(op) => {
+            let fetched = runner.fetch(op, &scope, &format!("{at}.request"), false)?;
+            match (fetched.records.first(), spec) {
+                (Some(record), Some(c)) => runner.templates.text(
+                    &c.value,
+                    &scope.with("record", record),
+                    &format!("{at}.cursor.value"),
+                )?,
+                _ => None,
+            }
+        }
+        None => None,
+    };
+    let start = start.or_else(|| seed.default.clone());
+    log::debug!(
+        "{key}: starting after {}",
+        start.as_deref().unwrap_or("nothing")
+    );
+    Ok(PollResult::new(
+        Vec::new(),
+        start.and_then(|s| store(spec, &s, &BTreeSet::new())),
+    ))
+}
