@@ -11,7 +11,8 @@ use crate::{
     calls::Calls,
     config::ServeConfig,
     connections::{Connections, oauth::OAuth},
-    engine::Engine,
+    engine::{Engine, LoadError},
+    error::ServiceError,
     flows::{Flows, HostCatalogue},
     metrics::Metrics,
     registry::Registry,
@@ -188,16 +189,33 @@ impl App {
             };
             let mut paths: Vec<_> = entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|ext| ext == "wasm"))
+                .filter(|p| {
+                    p.extension().is_some_and(|ext| {
+                        ["wasm", "yaml", "yml"].contains(&&*ext.to_string_lossy())
+                    })
+                })
                 .collect();
-            paths.sort();
+            // Components first: the declarative interpreter must be there
+            // before the specs it runs.
+            paths.sort_by_key(|p| (p.extension().is_none_or(|e| e != "wasm"), p.clone()));
             for path in paths {
                 let result = match std::fs::read(&path) {
-                    Ok(bytes) => self
-                        .registry
-                        .upload(bytes, None)
-                        .await
-                        .map_err(|e| e.to_string()),
+                    Ok(bytes) => match self.registry.upload(bytes.clone(), None).await {
+                        Err(ServiceError::Load(LoadError::Interpreter)) => {
+                            match self.registry.upload_interpreter(bytes).await {
+                                Ok((i, _)) => {
+                                    tracing::info!(
+                                        "loaded the declarative interpreter {} ({})",
+                                        i.version,
+                                        i.sha256
+                                    );
+                                    continue;
+                                }
+                                Err(e) => Err(e.to_string()),
+                            }
+                        }
+                        other => other.map_err(|e| e.to_string()),
+                    },
                     Err(e) => Err(e.to_string()),
                 };
                 match result {

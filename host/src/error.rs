@@ -20,6 +20,9 @@ pub enum ServiceError {
     Describe(CallError),
     #[error("the manifest is invalid:\n- {}", .0.join("\n- "))]
     Manifest(Vec<String>),
+    /// A declarative spec failed its checks: every problem, placed.
+    #[error("the spec is invalid:\n- {}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n- "))]
+    Spec(Vec<crate::declarative::Problem>),
     #[error("the manifest says version {found}, but the upload was for version {expected}")]
     VersionMismatch { expected: Version, found: Version },
     #[error(

@@ -6,7 +6,8 @@
 //! (webhooks, polls, schedules), `runs` (queue and executor). One call path
 //! into plugins: `calls`, through the `connector` trait to the wasmtime
 //! `engine`; the only way out of a plugin: `sandbox`. Beneath them:
-//! `store` (traits and the sled backend), `manifest`, `schema`, `secrets`,
+//! `store` (traits and the sled backend), `manifest`, `declarative` (specs
+//! checked at push), `schema`, `secrets`,
 //! `metrics`, `clock`, `tasks`.
 
 pub mod api;
@@ -17,6 +18,7 @@ pub mod clock;
 pub mod config;
 pub mod connections;
 pub mod connector;
+pub mod declarative;
 pub mod engine;
 pub mod error;
 pub mod flows;

@@ -323,6 +323,11 @@ impl RawManifest {
             .map(|a| {
                 let at = format!("actions[{}]", a.key);
                 check_key(&at, &a.key, &mut problems);
+                if a.key == CUSTOM_API_CALL {
+                    problems.push(format!(
+                        "{at}: the key is reserved: every connector has a custom API call"
+                    ));
+                }
                 if !seen.insert(a.key.clone()) {
                     problems.push(format!("{at}: duplicate action key `{}`", a.key));
                 }
@@ -361,6 +366,48 @@ impl RawManifest {
             _ => Err(problems),
         }
     }
+}
+
+/// The action every connector has without declaring it: one request of
+/// the caller's choosing to an allowed host, through the connection's
+/// sandbox and credentials (the host makes it for a component; the
+/// interpreter for a declarative connector).
+pub const CUSTOM_API_CALL: &str = "custom-api-call";
+
+/// Adds the custom API call to a manifest's actions (once).
+pub fn add_custom_api_call(manifest: &mut Manifest) {
+    if manifest.actions.iter().any(|a| a.key == CUSTOM_API_CALL) {
+        return;
+    }
+    manifest.actions.push(Action {
+        key: CUSTOM_API_CALL.to_string(),
+        name: "Custom API call".to_string(),
+        description: "Any request to the connector's API (a path relative to its base, or an \
+            absolute URL of an allowed host), with the connection's credentials and limits"
+            .to_string(),
+        kind: ActionKind::Other,
+        input_schema: serde_json::json!({
+            "type": "object",
+            "required": ["path"],
+            "properties": {
+                "method": {"enum": ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"], "default": "GET"},
+                "path": {"type": "string", "minLength": 1, "description": "Relative to the connector's base URL, or an absolute URL of an allowed host"},
+                "query": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}},
+                "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                "body": {"description": "JSON, or text sent as it is"}
+            },
+            "additionalProperties": false
+        }),
+        output_schema: serde_json::json!({
+            "type": "object",
+            "required": ["status", "headers", "body"],
+            "properties": {
+                "status": {"type": "integer"},
+                "headers": {"type": "object"},
+                "body": {}
+            }
+        }),
+    });
 }
 
 /// Keys are what flows and URLs refer to: lowercase, digits, `-` and `_`.

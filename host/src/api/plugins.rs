@@ -1,5 +1,7 @@
-//! `/v1/plugins`: upload, list, show, resolve, deprecate, delete, environment
-//! variables, and `/v1/invoke` to run one action by hand.
+//! `/v1/plugins`: upload (a component, a declarative spec as YAML or JSON,
+//! or the declarative interpreter), list, show, resolve, deprecate, delete,
+//! environment variables, the live test of an unpublished spec
+//! (`/v1/plugins/test`), and `/v1/invoke` to run one action by hand.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -23,8 +25,10 @@ use super::{
     operator_only,
 };
 use crate::{
-    calls::Calls,
-    registry::{PluginRecord, Registry},
+    calls::{Calls, DraftTest},
+    engine::LoadError,
+    error::ServiceError,
+    registry::{PluginKind, PluginRecord, Registry},
     tenants::Principal,
 };
 
@@ -37,6 +41,7 @@ pub(super) fn routes(settings: &ApiSettings) -> Router<ApiState> {
                 .get(list)
                 .layer(DefaultBodyLimit::max(upload_limit)),
         )
+        .route("/v1/plugins/test", post(test_spec))
         .route("/v1/plugins/{key}", get(versions))
         .route("/v1/plugins/{key}/resolve", get(resolve))
         .route("/v1/plugins/{key}/{version}", get(show).delete(delete))
@@ -61,6 +66,8 @@ struct Summary {
     uploaded_at: u64,
     triggers: Vec<String>,
     actions: Vec<String>,
+    /// `component` or `declarative`.
+    kind: &'static str,
 }
 
 impl From<&PluginRecord> for Summary {
@@ -75,6 +82,10 @@ impl From<&PluginRecord> for Summary {
             uploaded_at: r.uploaded_at,
             triggers: r.manifest.triggers.iter().map(|t| t.key.clone()).collect(),
             actions: r.manifest.actions.iter().map(|a| a.key.clone()).collect(),
+            kind: match r.kind {
+                PluginKind::Component => "component",
+                PluginKind::Declarative { .. } => "declarative",
+            },
         }
     }
 }
@@ -104,7 +115,22 @@ async fn upload(
         ));
     }
     let expected = query.version.as_deref().map(version).transpose()?;
-    let (record, created) = registry.upload(body.to_vec(), expected).await?;
+    let (record, created) = match registry.upload(body.to_vec(), expected).await {
+        // The declarative interpreter: kept for the specs to run on.
+        Err(ServiceError::Load(LoadError::Interpreter)) => {
+            let (interpreter, created) = registry.upload_interpreter(body.to_vec()).await?;
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            return Ok((
+                status,
+                Json(json!({"created": created, "interpreter": interpreter})),
+            ));
+        }
+        other => other?,
+    };
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -114,6 +140,17 @@ async fn upload(
         status,
         Json(json!({"created": created, "plugin": Summary::from(&record)})),
     ))
+}
+
+/// `POST /v1/plugins/test`: one operation of an unpublished spec against
+/// real data, with caps; see `calls::DraftTest`.
+async fn test_spec(
+    State(calls): State<Arc<Calls>>,
+    Extension(principal): Extension<Principal>,
+    Json(test): Json<DraftTest>,
+) -> Result<Json<Value>, ApiError> {
+    operator_only(&principal, "test connector specs")?;
+    Ok(Json(calls.test_draft(principal.tenant(), test).await?))
 }
 
 async fn list(State(registry): State<Arc<Registry>>) -> Result<Json<Value>, ApiError> {

@@ -2,6 +2,12 @@
 //! artifact cache keyed by content hash and engine compatibility), keeps an
 //! `InstancePre` per plugin version, and runs every call in a fresh store with
 //! an epoch deadline and a memory cap.
+//!
+//! Two linkers: one for 0.1.0 connectors (exactly the contract's imports),
+//! and one for the declarative interpreter, which adds the
+//! `switchyard:declarative/spec` import. A declarative plugin version is the
+//! interpreter's `InstancePre` (compiled once, shared) and its spec, which
+//! the store of each call hands the guest through that import.
 
 mod bindings;
 mod call;
@@ -29,7 +35,10 @@ pub use bindings::v0_1::switchyard::connector::types::{
     Connection as GuestConnection, Context as GuestContext,
 };
 use bindings::v0_1::{Connector, ConnectorPre};
-pub use call::{CallEnv, CallError, CallOutcome, ConnectorError, Journal, LogLevel, LogLine};
+pub use call::{
+    CallEnv, CallError, CallOutcome, Captured, CapturedMessage, ConnectorError, Journal, LogLevel,
+    LogLine,
+};
 pub use convert::{Event, PollOutput, WebhookInput, WebhookOutput, WebhookReply};
 use host::{HostState, Limiter, MemoryLimitHit};
 
@@ -72,19 +81,42 @@ pub enum LoadError {
         "the component does not implement the switchyard:connector@0.1.0 `connector` world: {0}"
     )]
     Exports(String),
+    #[error(
+        "the component imports `switchyard:declarative/spec`: it is a declarative interpreter, \
+         not a connector"
+    )]
+    Interpreter,
     #[error("internal: {0:#}")]
     Internal(anyhow::Error),
 }
+
+/// The import that tells the interpreter from a connector.
+const SPEC_IMPORT: &str = "switchyard:declarative/spec@0.1.0";
 
 /// A plugin version ready to be instantiated.
 #[derive(Clone)]
 pub struct LoadedPlugin {
     pre: ConnectorPre<HostState>,
+    /// A declarative version's spec (canonical JSON), handed to the
+    /// interpreter by the `spec` import; `None` for a connector.
+    spec: Option<Arc<str>>,
+}
+
+impl LoadedPlugin {
+    /// The interpreter running `spec`: a declarative plugin version.
+    pub fn with_spec(&self, spec: Arc<str>) -> LoadedPlugin {
+        LoadedPlugin {
+            pre: self.pre.clone(),
+            spec: Some(spec),
+        }
+    }
 }
 
 pub struct Engine {
     engine: wasmtime::Engine,
     linker: Linker<HostState>,
+    /// The connector linker plus the `spec` import.
+    interpreter_linker: Linker<HostState>,
     config: EngineConfig,
     compat: String,
     compilations: AtomicU64,
@@ -127,6 +159,13 @@ impl Engine {
         )
         .map_err(anyhow::Error::from)
         .context("linking the connector imports")?;
+        let mut interpreter_linker = linker.clone();
+        bindings::declarative_v0_1::switchyard::declarative::spec::add_to_linker::<
+            HostState,
+            wasmtime::component::HasSelf<HostState>,
+        >(&mut interpreter_linker, |s| s)
+        .map_err(anyhow::Error::from)
+        .context("linking the interpreter's spec import")?;
 
         let mut hasher = Sha256Hasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut hasher);
@@ -156,6 +195,7 @@ impl Engine {
         Ok(Engine {
             engine,
             linker,
+            interpreter_linker,
             config,
             compat,
             compilations: AtomicU64::new(0),
@@ -180,14 +220,52 @@ impl Engine {
 
     /// Compiles (or loads from the artifact cache) and links a component.
     /// CPU-heavy: call it from a blocking thread.
+    /// A component that imports the spec is refused with
+    /// [`LoadError::Interpreter`] (see [`Engine::load_interpreter`]).
     pub fn load(&self, sha256: &str, bytes: &[u8]) -> Result<LoadedPlugin, LoadError> {
         let component = self.compile_cached(sha256, bytes)?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
+        if self.imports_spec(&component) {
+            return Err(LoadError::Interpreter);
+        }
+        self.link(&self.linker, &component)
+    }
+
+    /// Compiles (or loads from the cache) and links the declarative
+    /// interpreter, which imports the spec. CPU-heavy.
+    pub fn load_interpreter(&self, sha256: &str, bytes: &[u8]) -> Result<LoadedPlugin, LoadError> {
+        let component = self.compile_cached(sha256, bytes)?;
+        if !self.imports_spec(&component) {
+            return Err(LoadError::Imports(format!(
+                "an interpreter must import `{SPEC_IMPORT}`"
+            )));
+        }
+        self.link(&self.interpreter_linker, &component)
+    }
+
+    /// Whether a component is the interpreter (it imports the spec).
+    /// Compiles it (cached), so the load that follows costs nothing more.
+    pub fn is_interpreter(&self, sha256: &str, bytes: &[u8]) -> Result<bool, LoadError> {
+        let component = self.compile_cached(sha256, bytes)?;
+        Ok(self.imports_spec(&component))
+    }
+
+    fn imports_spec(&self, component: &Component) -> bool {
+        component
+            .component_type()
+            .imports(&self.engine)
+            .any(|(name, _)| name == SPEC_IMPORT)
+    }
+
+    fn link(
+        &self,
+        linker: &Linker<HostState>,
+        component: &Component,
+    ) -> Result<LoadedPlugin, LoadError> {
+        let pre = linker
+            .instantiate_pre(component)
             .map_err(|e| LoadError::Imports(short(&e)))?;
         let pre = ConnectorPre::new(pre).map_err(|e| LoadError::Exports(short(&e)))?;
-        Ok(LoadedPlugin { pre })
+        Ok(LoadedPlugin { pre, spec: None })
     }
 
     fn compile_cached(&self, sha256: &str, bytes: &[u8]) -> Result<Component, LoadError> {
@@ -235,7 +313,8 @@ impl Engine {
         let limiter = Limiter {
             memory_limit: self.config.memory_limit,
         };
-        let mut store = Store::new(&self.engine, HostState::new(env, limiter, deadline));
+        let state = HostState::new(env, limiter, deadline, plugin.spec.clone());
+        let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|ctx| {
@@ -349,7 +428,8 @@ impl Engine {
         env: CallEnv,
         ctx: GuestContext,
     ) -> CallOutcome<()> {
-        self.run(plugin, env, self.config.call_timeout, async |c, s| {
+        let timeout = env.timeout.unwrap_or(self.config.call_timeout);
+        self.run(plugin, env, timeout, async |c, s| {
             Ok(c.switchyard_connector_plugin()
                 .call_test_connection(s, &ctx)
                 .await?
@@ -372,7 +452,8 @@ impl Engine {
             input.to_string(),
             idempotency_key.to_string(),
         );
-        self.run(plugin, env, self.config.call_timeout, async |c, s| {
+        let timeout = env.timeout.unwrap_or(self.config.call_timeout);
+        self.run(plugin, env, timeout, async |c, s| {
             Ok(c.switchyard_connector_plugin()
                 .call_perform(s, &ctx, &action, &input, &idempotency_key)
                 .await?
@@ -425,7 +506,8 @@ impl Engine {
             params.to_string(),
             cursor.map(str::to_string),
         );
-        self.run(plugin, env, self.config.call_timeout, async |c, s| {
+        let timeout = env.timeout.unwrap_or(self.config.call_timeout);
+        self.run(plugin, env, timeout, async |c, s| {
             Ok(c.switchyard_connector_plugin()
                 .call_poll(s, &ctx, &trigger, &params, cursor.as_deref())
                 .await?
@@ -449,7 +531,8 @@ impl Engine {
             params.to_string(),
             target_url.to_string(),
         );
-        self.run(plugin, env, self.config.call_timeout, async |c, s| {
+        let timeout = env.timeout.unwrap_or(self.config.call_timeout);
+        self.run(plugin, env, timeout, async |c, s| {
             Ok(c.switchyard_connector_plugin()
                 .call_subscribe(s, &ctx, &trigger, &params, &target_url)
                 .await?
@@ -468,7 +551,8 @@ impl Engine {
         state: &str,
     ) -> CallOutcome<()> {
         let (trigger, params, state) = (trigger.to_string(), params.to_string(), state.to_string());
-        self.run(plugin, env, self.config.call_timeout, async |c, s| {
+        let timeout = env.timeout.unwrap_or(self.config.call_timeout);
+        self.run(plugin, env, timeout, async |c, s| {
             Ok(c.switchyard_connector_plugin()
                 .call_unsubscribe(s, &ctx, &trigger, &params, &state)
                 .await?
@@ -488,7 +572,8 @@ impl Engine {
     ) -> CallOutcome<WebhookOutput> {
         let request = convert::webhook_request(request);
         let (trigger, params) = (trigger.to_string(), params.to_string());
-        self.run(plugin, env, self.config.call_timeout, async |c, s| {
+        let timeout = env.timeout.unwrap_or(self.config.call_timeout);
+        self.run(plugin, env, timeout, async |c, s| {
             Ok(c.switchyard_connector_plugin()
                 .call_handle_webhook(s, &ctx, &trigger, &params, &request)
                 .await?

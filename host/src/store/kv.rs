@@ -38,10 +38,13 @@ pub enum Tree {
     /// `[tenant, fingerprint]` → the subscription of one plugin version,
     /// trigger, connection and params.
     SubscriptionIndex,
+    /// `[sha256]` → a declarative interpreter component's record (its bytes
+    /// are the blob of that hash).
+    Interpreters,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 12] = [
+    pub const ALL: [Tree; 13] = [
         Tree::Meta,
         Tree::Plugins,
         Tree::PluginRefs,
@@ -54,6 +57,7 @@ impl Tree {
         Tree::Hooks,
         Tree::Subscriptions,
         Tree::SubscriptionIndex,
+        Tree::Interpreters,
     ];
 
     /// The tree's stable name (kept by every backend).
@@ -71,6 +75,7 @@ impl Tree {
             Tree::Hooks => "hooks",
             Tree::Subscriptions => "subscriptions",
             Tree::SubscriptionIndex => "subscription_index",
+            Tree::Interpreters => "interpreters",
         }
     }
 }

@@ -14,7 +14,7 @@ use std::{
 /// own layer and of the layers below, never above.
 const LAYERS: &[&[&str]] = &[
     &["clock", "tasks", "metrics", "secrets", "schema", "store"],
-    &["manifest", "sandbox"],
+    &["manifest", "sandbox", "declarative"],
     &["engine"],
     &["connector", "error"],
     &["registry", "tenants"],

@@ -19,6 +19,11 @@ const HARD_MAX_PAGES: u32 = 1000;
 /// Retry-After when a 429 gives none (as the SDK).
 const DEFAULT_RETRY_AFTER_MS: u64 = 60_000;
 
+/// Takes each record of a poll as it is read and says whether it is news:
+/// a page without news does not count toward `max_pages` (many records
+/// changed at the cursor's instant could otherwise never be passed).
+pub(crate) type Sink<'s> = &'s mut dyn FnMut(&Value) -> Result<bool, Error>;
+
 /// A spec with what every operation of one call shares.
 pub(crate) struct Runner<'a> {
     pub(crate) spec: &'a Spec,
@@ -164,10 +169,17 @@ impl<'a> Runner<'a> {
         scope: &Scope,
         at: &str,
         keep_partial: bool,
+        mut sink: Option<Sink<'_>>,
     ) -> Result<Fetched, Error> {
         let t = &self.templates;
         let pagination = op.pagination.as_ref();
         let max_pages = self.max_pages(pagination, scope, at)?;
+        // Requests, pages without news included.
+        let max_requests = match self.limits.max_pages {
+            Some(cap) => cap.max(1),
+            None => max_pages.saturating_mul(2).max(50).min(HARD_MAX_PAGES),
+        };
+        let mut counted = 0;
         let max_records = self.limits.max_records.map(|n| n as usize);
         let size = match pagination.and_then(|p| p.size.as_ref()) {
             Some(size) => number(&t.value(size, scope, &format!("{at}.pagination.size"))?),
@@ -251,6 +263,7 @@ impl<'a> Runner<'a> {
                 None => Vec::new(),
             };
             let count = page_records.len();
+            let mut news = sink.is_none();
             for record in page_records {
                 let shaped = match &op.record {
                     Some(shape) => t.value(
@@ -260,7 +273,13 @@ impl<'a> Runner<'a> {
                     )?,
                     None => record,
                 };
+                if let Some(sink) = sink.as_mut() {
+                    news |= sink(&shaped)?;
+                }
                 fetched.records.push(shaped);
+            }
+            if news {
+                counted += 1;
             }
             fetched.last = view;
             if let Some(cap) = max_records
@@ -337,7 +356,7 @@ impl<'a> Runner<'a> {
             {
                 break;
             }
-            if pages >= max_pages {
+            if counted >= max_pages || pages >= max_requests {
                 fetched.more = true;
                 break;
             }

@@ -111,7 +111,7 @@ impl Connector for Interpreter {
         let Some(test) = &envelope.spec.test else {
             return Ok(());
         };
-        runner.fetch(test, &runner.scope, "test", false)?;
+        runner.fetch(test, &runner.scope, "test", false, None)?;
         Ok(())
     }
 
@@ -145,7 +145,7 @@ impl Connector for Interpreter {
             {
                 continue;
             }
-            let fetched = runner.fetch(case, &runner.scope, &at, false)?;
+            let fetched = runner.fetch(case, &runner.scope, &at, false, None)?;
             if let Some(output) = fetched.output {
                 return Ok(output);
             }

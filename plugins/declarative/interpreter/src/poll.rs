@@ -118,91 +118,121 @@ pub(crate) fn poll(
         .poll
         .as_ref()
         .ok_or_else(|| Error::permanent(format!("{at}: a polling trigger needs a request")))?;
-    let fetched = runner.fetch(op, &scope, &format!("{at}.poll"), true)?;
-    let mut records = fetched.records;
-
-    // Each record's cursor value, read once.
-    let mut values = Vec::with_capacity(records.len());
-    if let Some(c) = spec {
-        for record in &records {
-            let text = t
-                .text(
-                    &c.value,
-                    &scope.with("record", record),
-                    &format!("{at}.cursor.value"),
-                )?
-                .ok_or_else(|| {
-                    Error::permanent(format!("{at}.cursor.value: undefined for a record"))
-                })?;
-            let p = point(kind, &text).ok_or_else(|| {
-                Error::permanent(format!(
-                    "{at}.cursor.value: `{text}` is not a {}",
-                    match kind {
-                        CursorType::Datetime => "date-time",
-                        CursorType::Number => "number",
-                    }
-                ))
-            })?;
-            values.push((text, p));
-        }
-        // Cut short with an exclusive filter: the next poll asks for what
-        // is after the last value, so that value's records go whole.
-        if fetched.more
-            && !c.inclusive
-            && let Some((_, last)) = values.last().cloned()
-        {
-            let keep = values.iter().filter(|(_, p)| *p != last).count();
-            if keep > 0 {
-                records.truncate(keep);
-                values.truncate(keep);
-            }
-        }
-    }
-    if records.is_empty() {
-        return Ok(PollResult::new(Vec::new(), None));
-    }
-
-    let mark_point = match (spec, &mark) {
+    let initial = match (spec, &mark) {
         (Some(_), Some(m)) => point(kind, m),
         _ => None,
     };
-    let floor = match (&since, mark_point) {
-        (Some(s), Some(_)) => point(kind, s),
+    let floor = match (&since, initial) {
+        (Some(s), Some(_)) if lookback > 0 => point(kind, s),
         _ => None,
     };
-    let mut newest: Option<(String, Point)> = mark.clone().zip(mark_point);
-    let mut events = Vec::new();
-    for (i, record) in records.iter().enumerate() {
+    // Each record as it is read: its event id, cursor value and whether it
+    // is news. An inclusive cursor moves as records are read (the SDK's
+    // `Watermark`); an exclusive one compares with where the poll started.
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut running: Option<(String, Point)> = mark.clone().zip(initial);
+    let mut sink = |record: &Value| -> Result<bool, Error> {
         let record_scope = scope.with("record", record);
         let event_id = t
             .text(&trigger.event_id, &record_scope, &format!("{at}.event_id"))?
             .filter(|id| !id.is_empty())
             .ok_or_else(|| Error::permanent(format!("{at}.event_id: empty for a record")))?;
-        let mut fresh = true;
-        if let Some(c) = spec {
-            let (text, p) = values[i].clone();
-            let id = match &c.id {
-                Some(template) => t
-                    .text(template, &record_scope, &format!("{at}.cursor.id"))?
-                    .unwrap_or_else(|| event_id.clone()),
-                None => event_id.clone(),
-            };
-            fresh = is_new(c, p, &id, mark_point, floor, &ids);
-            match &newest {
-                Some((_, n)) if p < *n => {}
-                Some((_, n)) if p == *n => {
-                    ids.insert(id);
+        let Some(c) = spec else {
+            entries.push(Entry {
+                event_id,
+                value: None,
+                fresh: true,
+            });
+            return Ok(true);
+        };
+        let text = t
+            .text(&c.value, &record_scope, &format!("{at}.cursor.value"))?
+            .ok_or_else(|| {
+                Error::permanent(format!("{at}.cursor.value: undefined for a record"))
+            })?;
+        let p = point(kind, &text).ok_or_else(|| {
+            Error::permanent(format!(
+                "{at}.cursor.value: `{text}` is not a {}",
+                match kind {
+                    CursorType::Datetime => "date-time",
+                    CursorType::Number => "number",
                 }
-                _ => {
-                    newest = Some((text, p));
-                    ids.clear();
-                    ids.insert(id);
-                }
+            ))
+        })?;
+        let id = match &c.id {
+            Some(template) => t
+                .text(template, &record_scope, &format!("{at}.cursor.id"))?
+                .unwrap_or_else(|| event_id.clone()),
+            None => event_id.clone(),
+        };
+        let fresh = if lookback > 0 {
+            // The window is read again on purpose; the host drops repeats by id.
+            floor.is_none_or(|f| p >= f)
+        } else if c.inclusive {
+            match &running {
+                None => true,
+                Some((_, m)) => p > *m || (p == *m && !ids.contains(&id)),
+            }
+        } else {
+            initial.is_none_or(|m| p > m)
+        };
+        match &running {
+            Some((_, m)) if p < *m => {}
+            Some((_, m)) if p == *m => {
+                ids.insert(id);
+            }
+            _ => {
+                running = Some((text.clone(), p));
+                ids.clear();
+                ids.insert(id);
             }
         }
-        if !fresh {
+        entries.push(Entry {
+            event_id,
+            value: Some((text, p)),
+            fresh,
+        });
+        Ok(fresh)
+    };
+    let fetched = runner.fetch(op, &scope, &format!("{at}.poll"), true, Some(&mut sink))?;
+    let mut records = fetched.records;
+    // Cut short with an exclusive filter: the next poll asks for what is
+    // after the last value, so that value's records must go whole.
+    if let Some(c) = spec
+        && fetched.more
+        && !c.inclusive
+        && let Some(Some((_, last))) = entries.last().map(|e| e.value.clone())
+    {
+        let keep = entries
+            .iter()
+            .filter(|e| e.value.as_ref().is_some_and(|(_, p)| *p != last))
+            .count();
+        if keep > 0 {
+            records.truncate(keep);
+            entries.truncate(keep);
+        }
+    }
+    if records.is_empty() {
+        return Ok(PollResult::new(Vec::new(), None));
+    }
+    let newest = match spec {
+        Some(c) if c.inclusive => running,
+        Some(_) => entries
+            .iter()
+            .filter_map(|e| e.value.clone())
+            .chain(mark.clone().zip(initial))
+            .fold(None, |best: Option<(String, Point)>, v| match best {
+                Some(b) if b.1 >= v.1 => Some(b),
+                _ => Some(v),
+            }),
+        None => None,
+    };
+    let mut events = Vec::new();
+    for (record, entry) in records.iter().zip(entries) {
+        if !entry.fresh {
             continue;
         }
+        let record_scope = scope.with("record", record);
         if let Some(filter) = &trigger.filter
             && !t.holds(filter, &record_scope, &format!("{at}.filter"))?
         {
@@ -212,35 +242,18 @@ pub(crate) fn poll(
             Some(shape) => t.value(shape, &record_scope, &format!("{at}.event"))?,
             None => record.clone(),
         };
-        events.push(Event::new(event_id, payload));
+        events.push(Event::new(entry.event_id, payload));
     }
     log::debug!("{key}: {} records, {} events", records.len(), events.len());
-    let cursor = match (spec, newest) {
-        (Some(_), Some((text, _))) => store(spec, &text, &ids),
-        _ => None,
-    };
+    let cursor = newest.and_then(|(text, _)| store(spec, &text, &ids));
     Ok(PollResult::new(events, cursor))
 }
 
-/// Whether a record at `p` with `id` is news after the mark.
-fn is_new(
-    c: &CursorSpec,
-    p: Point,
-    id: &str,
-    mark: Option<Point>,
-    floor: Option<Point>,
-    ids: &BTreeSet<String>,
-) -> bool {
-    let Some(mark) = mark else { return true };
-    if c.lookback.unwrap_or(0) > 0 {
-        // The window is read again on purpose; the host drops repeats by id.
-        return floor.is_none_or(|f| p >= f);
-    }
-    if c.inclusive {
-        p > mark || (p == mark && !ids.contains(id))
-    } else {
-        p > mark
-    }
+/// One record of a poll as it was read.
+struct Entry {
+    event_id: String,
+    value: Option<(String, Point)>,
+    fresh: bool,
 }
 
 /// The stored cursor's value and ids.
@@ -287,7 +300,7 @@ fn seed_newest(
         .with("since", &Value::Null);
     let start = match &seed.request {
         Some(op) => {
-            let fetched = runner.fetch(op, &scope, &format!("{at}.request"), false)?;
+            let fetched = runner.fetch(op, &scope, &format!("{at}.request"), false, None)?;
             match (fetched.records.first(), spec) {
                 (Some(record), Some(c)) => runner.templates.text(
                     &c.value,

@@ -189,7 +189,7 @@ pub(crate) fn subscription(
         pagination: None,
         output: None,
     };
-    let fetched = runner.fetch(&op, scope, at, false)?;
+    let fetched = runner.fetch(&op, scope, at, false, None)?;
     let Some(state) = &spec.state else {
         return Ok(String::new());
     };
