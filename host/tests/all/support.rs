@@ -122,6 +122,26 @@ impl TestHost {
         self.upload(std::fs::read(path).unwrap()).await
     }
 
+    /// Pushes `plugins/declarative/{name}` (a spec), with the declarative
+    /// interpreter uploaded first if it is not there yet.
+    pub async fn upload_spec(&self, name: &str) -> (StatusCode, Value) {
+        let (status, body) = self
+            .upload_file(switchyard_tests::DECLARATIVE_INTERPRETER)
+            .await;
+        assert!(status.is_success(), "{body}");
+        self.upload(std::fs::read(spec_path(name)).unwrap()).await
+    }
+}
+
+/// The path of a spec in `plugins/declarative/`.
+pub fn spec_path(name: &str) -> String {
+    format!(
+        "{}/../plugins/declarative/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+impl TestHost {
     pub async fn invoke(
         &self,
         plugin: &str,
