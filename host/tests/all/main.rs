@@ -9,6 +9,7 @@ mod auth;
 mod cli;
 mod connectors_rust;
 mod crash;
+mod declarative;
 mod digest;
 mod fake_api;
 mod fake_common;

@@ -26,7 +26,7 @@ const LAYERS: &[&[&str]] = &[
     &["api"],
     &["config"],
     &["app"],
-    &["cli"],
+    &["cli", "fuzzing"],
     &["lib", "main"],
 ];
 
