@@ -106,9 +106,12 @@ pub struct Declared {
     pub canonical: String,
 }
 
-/// Whether an upload is a spec (text) rather than a component.
+/// Whether an upload is a spec rather than a component: text that names
+/// the `declarative` format (anything else is judged as a component, and
+/// refused as one if it is not).
 pub fn is_spec(bytes: &[u8]) -> bool {
-    !bytes.starts_with(b"\0asm") && std::str::from_utf8(bytes).is_ok()
+    !bytes.starts_with(b"\0asm")
+        && std::str::from_utf8(bytes).is_ok_and(|text| text.contains("declarative"))
 }
 
 /// The envelope of a stored spec with a live test's caps.
