@@ -137,7 +137,7 @@ impl CapturedMessage {
         let mut text =
             String::from_utf8_lossy(&bytes[..bytes.len().min(CAPTURED_BODY)]).into_owned();
         if bytes.len() > CAPTURED_BODY {
-            text.push_str("…");
+            text.push('…');
         }
         redact(&text, secrets)
     }

@@ -58,10 +58,12 @@ actions:
     pagination: { type: link }
 "#;
 
+/// The authorization, cookie and region headers of one request.
+type Seen = (Option<String>, Option<String>, Option<String>);
+
 #[derive(Clone, Default)]
 struct Probe {
-    /// (authorization, cookie, region) of each request.
-    headers: Arc<Mutex<Vec<(Option<String>, Option<String>, Option<String>)>>>,
+    headers: Arc<Mutex<Vec<Seen>>>,
     bodies: Arc<Mutex<Vec<Value>>>,
 }
 

@@ -177,7 +177,7 @@ impl<'a> Runner<'a> {
         // Requests, pages without news included.
         let max_requests = match self.limits.max_pages {
             Some(cap) => cap.max(1),
-            None => max_pages.saturating_mul(2).max(50).min(HARD_MAX_PAGES),
+            None => max_pages.saturating_mul(2).clamp(50, HARD_MAX_PAGES),
         };
         let mut counted = 0;
         let max_records = self.limits.max_records.map(|n| n as usize);

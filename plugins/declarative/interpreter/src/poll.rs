@@ -322,3 +322,96 @@ fn seed_newest(
         start.and_then(|s| store(spec, &s, &BTreeSet::new())),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_values_compare_as_instants_and_numbers() {
+        let table = [
+            (
+                CursorType::Datetime,
+                "2025-01-01T00:00:01",
+                "2025-01-01T00:00:01Z",
+                true,
+            ),
+            (
+                CursorType::Datetime,
+                "2025-01-01T08:00:00-04:00",
+                "2025-01-01T12:00:00Z",
+                true,
+            ),
+            (
+                CursorType::Datetime,
+                "2025-01-01T00:00:02Z",
+                "2025-01-01T00:00:01Z",
+                false,
+            ),
+            (CursorType::Number, "42", " 42 ", true),
+            (CursorType::Number, "9", "10", false),
+        ];
+        for (kind, a, b, equal) in table {
+            let (a, b) = (point(kind, a).unwrap(), point(kind, b).unwrap());
+            assert_eq!(a == b, equal, "{}", a.0);
+        }
+        assert!(point(CursorType::Number, "2025-01-01").is_none());
+        assert!(point(CursorType::Datetime, "yesterday").is_none());
+        assert!(point(CursorType::Number, "9").unwrap() < point(CursorType::Number, "10").unwrap());
+    }
+
+    #[test]
+    fn a_lookback_keeps_the_values_style() {
+        let table = [
+            (
+                CursorType::Datetime,
+                "2025-01-01T00:05:00",
+                300,
+                "2025-01-01T00:00:00",
+            ),
+            (
+                CursorType::Datetime,
+                "2025-01-01T00:05:00Z",
+                60,
+                "2025-01-01T00:04:00Z",
+            ),
+            (
+                CursorType::Datetime,
+                "2025-01-01T00:05:00+01:00",
+                0,
+                "2024-12-31T23:05:00Z",
+            ),
+            (CursorType::Number, "1000", 25, "975"),
+        ];
+        for (kind, value, lookback, expected) in table {
+            assert_eq!(
+                back(kind, value, lookback).as_deref(),
+                Some(expected),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn inclusive_cursors_keep_the_ids_seen_at_their_instant() {
+        let inclusive = CursorSpec {
+            value: String::new(),
+            kind: CursorType::Datetime,
+            inclusive: true,
+            id: None,
+            lookback: None,
+        };
+        let ids = BTreeSet::from(["7".to_string()]);
+        let text = store(Some(&inclusive), "2025-01-01T00:00:00Z", &ids).unwrap();
+        assert_eq!(text, r#"{"since":"2025-01-01T00:00:00Z","ids":["7"]}"#);
+        let (mark, read) = parse_cursor(Some(&inclusive), &text).unwrap();
+        assert_eq!((mark.as_deref(), read), (Some("2025-01-01T00:00:00Z"), ids));
+        // A bare timestamp (set by hand) is read too; an exclusive cursor is the value.
+        let (mark, read) = parse_cursor(Some(&inclusive), "2025-01-02T00:00:00Z").unwrap();
+        assert_eq!(
+            (mark.as_deref(), read.len()),
+            (Some("2025-01-02T00:00:00Z"), 0)
+        );
+        assert_eq!(store(None, "5", &BTreeSet::new()).as_deref(), Some("5"));
+    }
+}
