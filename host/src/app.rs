@@ -10,11 +10,12 @@ use crate::{
     api::{ApiSettings, ApiState},
     calls::Calls,
     config::ServeConfig,
-    connections::{Connections, oauth::OAuth},
+    connections::Connections,
     engine::{Engine, LoadError},
     error::ServiceError,
     flows::{Flows, HostCatalogue},
     metrics::Metrics,
+    oauth::OAuth,
     registry::Registry,
     runs::Runs,
     sandbox::HttpSandbox,
@@ -53,34 +54,35 @@ impl App {
         let store = sled.stores();
         let (tenants, new_token) = Tenants::open(store.kv.clone(), config.token.as_deref())?;
         let engine = Arc::new(Engine::new(config.engine())?);
+        let master_key = Arc::new(MasterKey::load_or_create(
+            config.master_key.as_deref(),
+            &config.data_dir.join("master.key"),
+        )?);
         let registry = Arc::new(
-            Registry::open(store.kv.clone(), engine.clone())
+            Registry::open(store.kv.clone(), engine.clone(), master_key.clone())
                 .await
                 .context("loading the plugin registry")?,
         );
-        let master_key = MasterKey::load_or_create(
-            config.master_key.as_deref(),
-            &config.data_dir.join("master.key"),
-        )?;
         let connections = Arc::new(Connections::new(
             store.kv.clone(),
-            Arc::new(master_key),
+            master_key,
             registry.clone(),
             Default::default(),
         ));
         let sandbox = HttpSandbox::new(config.sandbox())?;
         let metrics = Arc::new(Metrics::default());
         let tasks = Arc::new(Tasks::default());
-        let oauth = Arc::new(OAuth::new(
-            store.kv.clone(),
-            connections.clone(),
-            sandbox.clone(),
-        ));
         let calls = Arc::new(Calls::new(
             registry.clone(),
             connections.clone(),
-            sandbox,
+            sandbox.clone(),
             metrics.clone(),
+        ));
+        let oauth = Arc::new(OAuth::new(
+            store.kv.clone(),
+            connections.clone(),
+            calls.clone(),
+            sandbox,
         ));
         let flows = Arc::new(Flows::new(
             store.kv.clone(),

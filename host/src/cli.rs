@@ -686,7 +686,16 @@ enum EnvCommand {
     /// List the variables of KEY@VERSION.
     List { plugin: String },
     /// Set NAME=VALUE on KEY@VERSION.
-    Set { plugin: String, assignment: String },
+    Set {
+        plugin: String,
+        /// NAME=VALUE; with --secret, NAME alone reads the value from stdin
+        /// (so it stays out of the shell history).
+        assignment: String,
+        /// Keep the value sealed and write-only, for the host's auth only
+        /// (an app's CLIENT_SECRET, a PARTNER_KEY); plugin code never sees it.
+        #[arg(long)]
+        secret: bool,
+    },
     /// Remove NAME from KEY@VERSION.
     Unset { plugin: String, name: String },
 }
@@ -953,16 +962,22 @@ async fn plugin(client: &Client, command: PluginCommand) -> anyhow::Result<()> {
                         )
                         .await?
                 }
-                EnvCommand::Set { plugin, assignment } => {
+                EnvCommand::Set {
+                    plugin,
+                    assignment,
+                    secret,
+                } => {
                     let (key, version) = split_ref(&plugin)?;
-                    let (name, value) = assignment
-                        .split_once('=')
-                        .with_context(|| format!("`{assignment}`: give NAME=VALUE"))?;
+                    let (name, value) = match assignment.split_once('=') {
+                        Some((name, value)) => (name.to_string(), value.to_string()),
+                        None if secret => (assignment.clone(), read_secret_value(&assignment)?),
+                        None => anyhow::bail!("`{assignment}`: give NAME=VALUE"),
+                    };
                     client
                         .send(
                             Method::PUT,
                             &format!("/v1/plugins/{key}/{version}/env/{name}"),
-                            Body::Json(json!({"value": value})),
+                            Body::Json(json!({"value": value, "secret": secret})),
                         )
                         .await?
                 }
@@ -983,6 +998,17 @@ async fn plugin(client: &Client, command: PluginCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// One line of stdin, without its line break: a secret's value.
+fn read_secret_value(name: &str) -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .with_context(|| format!("reading the value of {name} from stdin"))?;
+    let value = line.trim_end_matches(['\n', '\r']);
+    anyhow::ensure!(!value.is_empty(), "no value for {name} on stdin");
+    Ok(value.to_string())
 }
 
 fn str_of(v: &Value) -> String {

@@ -25,6 +25,7 @@ pub mod flows;
 pub mod fuzzing;
 pub mod manifest;
 pub mod metrics;
+pub mod oauth;
 pub mod registry;
 pub mod runs;
 pub mod sandbox;

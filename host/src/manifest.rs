@@ -241,17 +241,22 @@ impl RawManifest {
                 }
             }
             // Fill the placeholders with stand-ins to check the pattern parses:
-            // a whole-pattern placeholder holds a URL, an embedded one a label.
+            // a whole-pattern placeholder holds a URL, one after `:` a port,
+            // any other a label.
             let placeholders = policy::placeholders(pattern);
             let whole = placeholders.len() == 1 && *pattern == format!("{{{}}}", placeholders[0]);
-            let stand_in = if whole {
-                "https://example.com"
-            } else {
-                "example"
+            let stand_in = |name: &str| {
+                if whole {
+                    "https://example.com"
+                } else if pattern.contains(&format!(":{{{name}}}")) {
+                    "8080"
+                } else {
+                    "example"
+                }
             };
             let example_props: BTreeMap<String, Value> = placeholders
                 .iter()
-                .map(|n| (n.to_string(), Value::String(stand_in.to_string())))
+                .map(|n| (n.to_string(), Value::String(stand_in(n).to_string())))
                 .collect();
             if placeholders.iter().all(|n| declared.contains(n))
                 && let Err(e) = policy::HostPattern::parse(pattern, &example_props)
@@ -477,6 +482,14 @@ mod tests {
     fn accepts_a_good_manifest() {
         let m = raw().validate().unwrap();
         assert_eq!(m.version, semver::Version::new(1, 2, 0));
+        // A templated port, as in `http://127.0.0.2:{port}`.
+        let mut m = raw();
+        m.connection_properties.push(RawProperty {
+            key: "port".into(),
+            ..raw().connection_properties.remove(0)
+        });
+        m.allowed_hosts.push("http://127.0.0.2:{port}".into());
+        m.validate().unwrap();
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The plugin registry: uploads, versions side by side, deprecation,
-//! deletion, semver resolution, per-version environment variables, and the
+//! deletion, semver resolution, per-version environment variables (plain
+//! ones for the guest, secret ones sealed for the host's auth), and the
 //! loaded (ready to instantiate) plugins.
 //!
 //! A version is a component (code) or a declarative spec. A spec runs in
@@ -24,6 +25,7 @@ use crate::{
     engine::{Engine, LoadError, LoadedPlugin},
     error::ServiceError,
     manifest::{self, Manifest},
+    secrets::MasterKey,
     store::{Kv, KvExt, Tree},
 };
 
@@ -43,6 +45,11 @@ pub struct PluginRecord {
     /// Environment variables handed to every call of this version.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Secret environment variables, each sealed under the master key and
+    /// bound to `key@version` and its name. Only the host reads them (for
+    /// an app's OAuth client or partner key); never the guest, nor the API.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, String>,
     /// A component, or a spec run by the interpreter.
     #[serde(default)]
     pub kind: PluginKind,
@@ -95,16 +102,28 @@ pub struct Registry {
     /// version pushed with them; and the newest, which new pushes use.
     interpreters: RwLock<HashMap<String, LoadedPlugin>>,
     newest_interpreter: RwLock<Option<InterpreterRecord>>,
+    /// Seals and opens secret environment variables.
+    key: Arc<MasterKey>,
     loaded: RwLock<Loaded>,
     broken: RwLock<Broken>,
     /// Serialises uploads and deletions so check-then-write is atomic.
     writes: tokio::sync::Mutex<()>,
 }
 
+/// What a secret variable's seal is bound to: it opens only as the same
+/// variable of the same version.
+fn env_context(key: &str, version: &Version, name: &str) -> Vec<u8> {
+    format!("plugin-env/{key}@{version}/{name}").into_bytes()
+}
+
 impl Registry {
     /// Opens the registry and loads every stored version (from the artifact
     /// cache: a restart does not recompile).
-    pub async fn open(kv: Arc<dyn Kv>, engine: Arc<Engine>) -> Result<Self, ServiceError> {
+    pub async fn open(
+        kv: Arc<dyn Kv>,
+        engine: Arc<Engine>,
+        key: Arc<MasterKey>,
+    ) -> Result<Self, ServiceError> {
         let records: Vec<PluginRecord> = kv.scan_json(Tree::Plugins, &[])?;
         let mut interpreters: Vec<InterpreterRecord> = kv.scan_json(Tree::Interpreters, &[])?;
         interpreters.sort_by_key(|i| i.uploaded_at);
@@ -121,6 +140,7 @@ impl Registry {
             engine,
             interpreters: RwLock::new(interpreters),
             newest_interpreter: RwLock::new(newest_interpreter),
+            key,
             loaded: RwLock::new(loaded),
             broken: RwLock::new(broken),
             writes: tokio::sync::Mutex::new(()),
@@ -286,6 +306,7 @@ impl Registry {
             deprecated: false,
             manifest,
             env: BTreeMap::new(),
+            secret_env: BTreeMap::new(),
             kind: PluginKind::Declarative {
                 interpreter: interpreter.sha256,
                 canonical: canonical.clone(),
@@ -332,14 +353,27 @@ impl Registry {
                 existing: existing.sha256,
             });
         }
-        // Like Zapier, a new version starts with the newest older version's variables.
-        let env = self
+        // Like Zapier, a new version starts with the newest older version's
+        // variables; the secret ones are sealed again for the new version.
+        let previous = self
             .versions(&manifest.key)?
             .into_iter()
             .filter(|r| r.version < manifest.version)
-            .max_by(|a, b| a.version.cmp(&b.version))
-            .map(|r| r.env)
-            .unwrap_or_default();
+            .max_by(|a, b| a.version.cmp(&b.version));
+        let (env, secret_env) = match previous {
+            Some(previous) => {
+                let secret_env = self
+                    .secret_env(&previous)?
+                    .into_iter()
+                    .map(|(name, value)| {
+                        let context = env_context(&id.0, &id.1, &name);
+                        (name, self.key.seal(&context, value.as_bytes()))
+                    })
+                    .collect();
+                (previous.env, secret_env)
+            }
+            None => Default::default(),
+        };
         let record = PluginRecord {
             key: id.0.clone(),
             version: id.1.clone(),
@@ -350,6 +384,7 @@ impl Registry {
             manifest,
             env,
             kind,
+            secret_env,
         };
         // The blob first: a crash in between leaves an unreferenced blob, never
         // a record without its code.
@@ -471,9 +506,56 @@ impl Registry {
     ) -> Result<PluginRecord, ServiceError> {
         check_env_name(name)?;
         self.update(key, version, |r| {
+            r.secret_env.remove(name);
             r.env.insert(name.to_string(), value.to_string());
         })
         .await
+    }
+
+    /// Sets a secret variable (replacing a plain one of the same name).
+    pub async fn set_secret_env(
+        &self,
+        key: &str,
+        version: &Version,
+        name: &str,
+        value: &str,
+    ) -> Result<PluginRecord, ServiceError> {
+        check_env_name(name)?;
+        let sealed = self
+            .key
+            .seal(&env_context(key, version, name), value.as_bytes());
+        self.update(key, version, |r| {
+            r.env.remove(name);
+            r.secret_env.insert(name.to_string(), sealed);
+        })
+        .await
+    }
+
+    /// A version's secret variables, opened (for the host's auth only).
+    pub fn secret_env(
+        &self,
+        record: &PluginRecord,
+    ) -> Result<BTreeMap<String, String>, ServiceError> {
+        record
+            .secret_env
+            .iter()
+            .map(|(name, sealed)| {
+                let context = env_context(&record.key, &record.version, name);
+                let opened = self.key.open(&context, sealed).map_err(|e| {
+                    ServiceError::Internal(format!(
+                        "{}@{}: secret environment variable `{name}`: {e}",
+                        record.key, record.version
+                    ))
+                })?;
+                let value = String::from_utf8(opened).map_err(|_| {
+                    ServiceError::Internal(format!(
+                        "{}@{}: secret environment variable `{name}` is not UTF-8",
+                        record.key, record.version
+                    ))
+                })?;
+                Ok((name.clone(), value))
+            })
+            .collect()
     }
 
     pub async fn unset_env(
@@ -483,13 +565,14 @@ impl Registry {
         name: &str,
     ) -> Result<PluginRecord, ServiceError> {
         let record = self.record(key, version)?;
-        if !record.env.contains_key(name) {
+        if !record.env.contains_key(name) && !record.secret_env.contains_key(name) {
             return Err(ServiceError::NotFound(format!(
                 "{key}@{version} has no environment variable `{name}`"
             )));
         }
         self.update(key, version, |r| {
             r.env.remove(name);
+            r.secret_env.remove(name);
         })
         .await
     }

@@ -19,7 +19,8 @@ use super::{
 };
 use crate::{
     calls::Calls,
-    connections::{ConnectionStatus, Connections, oauth::OAuth},
+    connections::{ConnectionStatus, Connections},
+    oauth::OAuth,
     runs::Runs,
     tenants::Principal,
 };

@@ -31,10 +31,11 @@ pub use limits::{PublicLimits, Rate};
 
 use crate::{
     calls::Calls,
-    connections::{Connections, oauth::OAuth},
+    connections::Connections,
     engine::Engine,
     flows::Flows,
     metrics::Metrics,
+    oauth::OAuth,
     registry::Registry,
     runs::Runs,
     tenants::{Principal, Tenants},

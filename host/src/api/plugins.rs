@@ -1,7 +1,8 @@
 //! `/v1/plugins`: upload (a component, a declarative spec as YAML or JSON,
 //! or the declarative interpreter), list, show, resolve, deprecate, delete,
-//! environment variables, the live test of an unpublished spec
-//! (`/v1/plugins/test`), and `/v1/invoke` to run one action by hand.
+//! environment variables (secret ones write-only), the live test of an
+//! unpublished spec (`/v1/plugins/test`), and `/v1/invoke` to run one
+//! action by hand.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -29,6 +30,7 @@ use crate::{
     engine::LoadError,
     error::ServiceError,
     registry::{PluginKind, PluginRecord, Registry},
+    sandbox::scrub::MASK,
     tenants::Principal,
 };
 
@@ -198,8 +200,29 @@ async fn resolve(
 async fn show(
     State(registry): State<Arc<Registry>>,
     Path((key, v)): Path<(String, String)>,
-) -> Result<Json<PluginRecord>, ApiError> {
-    Ok(Json(registry.record(&key, &version(&v)?)?))
+) -> Result<Json<Value>, ApiError> {
+    let record = registry.record(&key, &version(&v)?)?;
+    let mut shown = json!(record);
+    // Not even sealed: the names only.
+    shown["secret_env"] = json!(masked(&record));
+    Ok(Json(shown))
+}
+
+/// Secret variable names with their value masked.
+fn masked(record: &PluginRecord) -> serde_json::Map<String, Value> {
+    (record.secret_env.keys())
+        .map(|name| (name.clone(), json!(MASK)))
+        .collect()
+}
+
+/// A version's variables as the API shows them: plain values, and secret
+/// ones as `********`, with the secret names listed apart.
+fn env_view(record: &PluginRecord) -> Value {
+    let mut env: serde_json::Map<String, Value> = (record.env.iter())
+        .map(|(name, value)| (name.clone(), json!(value)))
+        .collect();
+    env.extend(masked(record));
+    json!({"env": env, "secret": record.secret_env.keys().collect::<Vec<_>>()})
 }
 
 async fn delete(
@@ -243,12 +266,15 @@ async fn env_list(
 ) -> Result<Json<Value>, ApiError> {
     operator_only(&principal, "read environment variables")?;
     let record = registry.record(&key, &version(&v)?)?;
-    Ok(Json(json!({"env": record.env})))
+    Ok(Json(env_view(&record)))
 }
 
 #[derive(Deserialize)]
 struct EnvValue {
     value: String,
+    /// Sealed, write-only, and for the host's auth only (never the guest).
+    #[serde(default)]
+    secret: bool,
 }
 
 async fn env_set(
@@ -258,10 +284,15 @@ async fn env_set(
     Json(body): Json<EnvValue>,
 ) -> Result<Json<Value>, ApiError> {
     operator_only(&principal, "set environment variables")?;
-    let record = registry
-        .set_env(&key, &version(&v)?, &name, &body.value)
-        .await?;
-    Ok(Json(json!({"env": record.env})))
+    let version = version(&v)?;
+    let record = if body.secret {
+        registry
+            .set_secret_env(&key, &version, &name, &body.value)
+            .await?
+    } else {
+        registry.set_env(&key, &version, &name, &body.value).await?
+    };
+    Ok(Json(env_view(&record)))
 }
 
 async fn env_unset(
@@ -271,7 +302,7 @@ async fn env_unset(
 ) -> Result<Json<Value>, ApiError> {
     operator_only(&principal, "unset environment variables")?;
     let record = registry.unset_env(&key, &version(&v)?, &name).await?;
-    Ok(Json(json!({"env": record.env})))
+    Ok(Json(env_view(&record)))
 }
 
 #[derive(Deserialize)]

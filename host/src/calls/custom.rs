@@ -122,6 +122,8 @@ async fn run(
             message: format!("{what}: {m}"),
         },
         SendError::InvalidRequest(m) => invalid(format!("{what}: {m}")),
+        // The host's sign-in for the connection failed: that is the outcome.
+        SendError::Login(failure) => failure.into(),
     })?;
     let text = String::from_utf8_lossy(&response.body).into_owned();
     let status = response.status;

@@ -34,7 +34,7 @@ use crate::{
     registry::{PluginKind, PluginVersion, Registry, parse_plugin_ref},
     sandbox::{
         HttpSandbox, Outbound,
-        auth::{AuthState, Credentials, PersistState},
+        auth::{AuthState, Credentials, PersistState, VersionEnv},
         policy::HostPattern,
     },
     schema::check_against,
@@ -509,6 +509,24 @@ impl Calls {
         })
     }
 
+    /// What a host-run sign-in (the OAuth flow) uses: the connection's
+    /// credentials as a call would hold them (the version's own client when
+    /// the connection has none), and the hosts the plugin may reach.
+    pub fn credentials_for(
+        &self,
+        plugin: &PluginVersion,
+        connection: &ConnectionRecord,
+    ) -> Result<(Outbound, Arc<Credentials>), ServiceError> {
+        let (env, _) = self.setup(plugin, Some(connection), BTreeMap::new(), trace_id("oauth"))?;
+        let outbound = env.outbound.ok_or_else(|| {
+            ServiceError::Internal("a call with a connection has no way out".into())
+        })?;
+        let credentials = outbound.credentials.clone().ok_or_else(|| {
+            ServiceError::Internal("a call with a connection has no credentials".into())
+        })?;
+        Ok((outbound, credentials))
+    }
+
     /// Everything a call of `plugin` needs: what it may reach, the
     /// connection's credentials (kept by the host) and the guest's context
     /// (non-secret properties and environment variables only).
@@ -577,43 +595,41 @@ impl Calls {
                 }
             })
             .collect();
-        let credentials = if inline {
+        // The version's secret variables serve the host's auth only.
+        let secret_env = if connection.is_some() || inline {
+            self.registry.secret_env(&plugin.record)?
+        } else {
+            BTreeMap::new()
+        };
+        // Tokens a stored connection obtains are kept with it; a live
+        // test's (inline properties) are not kept anywhere.
+        let persist: Option<PersistState> = connection.map(|c| {
+            let connections = self.connections.clone();
+            let tenant = c.tenant.clone();
+            Arc::new(move |id: &str, state: &AuthState| {
+                if let Err(e) = connections.save_auth_state(&tenant, id, state) {
+                    tracing::error!(connection = id, "cannot store new tokens: {e}");
+                }
+            }) as PersistState
+        });
+        let credentials = (connection.is_some() || inline).then(|| {
             let mut values = texts(&plain);
             values.extend(texts(&secrets));
-            Some(Arc::new(Credentials {
+            Arc::new(Credentials {
                 connection_id: connection_id.clone(),
                 scheme: manifest.auth.clone(),
                 values,
-                secrets: secrets.values().map(as_text).collect(),
-                stored: None,
+                secrets: (secrets.values().map(as_text))
+                    .chain(secret_env.values().cloned())
+                    .collect(),
+                env: VersionEnv {
+                    plain: plugin.record.env.clone(),
+                    secret: secret_env.clone(),
+                },
+                stored: connection.and_then(|c| self.connections.auth_state(c)),
                 states: self.connections.auth_states().clone(),
-                persist: None,
-            }))
-        } else {
-            None
-        };
-        let credentials = credentials.or_else(|| {
-            connection.map(|c| {
-                let mut values = texts(&plain);
-                values.extend(texts(&secrets));
-                let persist: PersistState = {
-                    let connections = self.connections.clone();
-                    let tenant = c.tenant.clone();
-                    Arc::new(move |id: &str, state: &AuthState| {
-                        if let Err(e) = connections.save_auth_state(&tenant, id, state) {
-                            tracing::error!(connection = id, "cannot store new tokens: {e}");
-                        }
-                    })
-                };
-                Arc::new(Credentials {
-                    connection_id: c.id.clone(),
-                    scheme: manifest.auth.clone(),
-                    values,
-                    secrets: secrets.values().map(as_text).collect(),
-                    stored: self.connections.auth_state(c),
-                    states: self.connections.auth_states().clone(),
-                    persist: Some(persist),
-                })
+                persist,
+                tokens: Default::default(),
             })
         });
         let limiter = manifest.rate_limit.as_ref().map(|limit| {
@@ -688,13 +704,18 @@ mod tests {
         config.max_instances = 4;
         let kv = SledStore::open(dir.path()).unwrap().stores().kv;
         let engine = Arc::new(Engine::new(config.engine()).unwrap());
-        let registry = Arc::new(Registry::open(kv.clone(), engine).await.unwrap());
+        let key =
+            Arc::new(MasterKey::load_or_create(None, &dir.path().join("master.key")).unwrap());
+        let registry = Arc::new(
+            Registry::open(kv.clone(), engine, key.clone())
+                .await
+                .unwrap(),
+        );
         let bytes = std::fs::read(switchyard_tests::EXAMPLE).unwrap();
         registry.upload(bytes, None).await.unwrap();
-        let key = MasterKey::load_or_create(None, &dir.path().join("master.key")).unwrap();
         let connections = Arc::new(Connections::new(
             kv,
-            Arc::new(key),
+            key,
             registry.clone(),
             Default::default(),
         ));

@@ -4,8 +4,6 @@
 //! (OAuth and session tokens) is sealed the same way. [`oauth`] runs the
 //! authorization code flow that fills that state.
 
-pub mod oauth;
-
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::Arc,
@@ -250,9 +248,14 @@ impl Connections {
     ) -> Result<ConnectionRecord, ServiceError> {
         let _guard = self.lock();
         let mut record = self.get(tenant, id)?;
+        let resumed = matches!(status, ConnectionStatus::Active);
         record.status = status;
         record.updated_at = now_secs();
         self.write(&record)?;
+        if resumed {
+            // A refused sign-in is held until now: the next call may try again.
+            self.auth_states.forget(id);
+        }
         Ok(record)
     }
 

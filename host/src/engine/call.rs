@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::sandbox::{Exchange, Outbound};
+use crate::sandbox::{Exchange, LoginFailure, LoginFailureKind, Outbound};
 
 /// Everything a call may use besides its arguments.
 #[derive(Clone, Default)]
@@ -40,6 +40,23 @@ pub enum ConnectorError {
     InvalidInput { message: String },
     #[error("permanent: {message}")]
     Permanent { message: String },
+}
+
+impl From<LoginFailure> for ConnectorError {
+    /// The kind the engine acts on: wrong credentials pause the connection,
+    /// a 429 waits for its Retry-After, an unavailable server is retried.
+    fn from(failure: LoginFailure) -> Self {
+        let message = failure.message;
+        match failure.kind {
+            LoginFailureKind::Refused => ConnectorError::Auth { message },
+            LoginFailureKind::RateLimited { retry_after_ms } => ConnectorError::RateLimited {
+                retry_after_ms,
+                message,
+            },
+            LoginFailureKind::Unavailable => ConnectorError::Transient { message },
+            LoginFailureKind::Broken => ConnectorError::Permanent { message },
+        }
+    }
 }
 
 /// Why a call did not produce the connector's answer.

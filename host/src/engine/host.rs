@@ -1,6 +1,7 @@
 //! The per-call store state and the imports the host gives a connector:
 //! `http.send` (through the sandbox), `log`, and webhook signature checks.
 //! WASI is linked with an empty context: no files, environment or sockets.
+//! A failed sign-in of the host's is kept here to become the call's outcome.
 
 use std::time::Instant;
 
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use super::bindings::declarative_v0_1::switchyard::declarative::spec;
 use super::bindings::v0_1::switchyard::connector::{http, log, manifest, types, webhooks};
 use super::call::{CallEnv, Captured, CapturedMessage, Journal, LogLevel, redact};
-use crate::sandbox::{OutboundRequest, SendError, signatures};
+use crate::sandbox::{LoginFailure, OutboundRequest, SendError, signatures};
 
 /// Bytes of stdout or stderr kept per call; writes past it fail in the guest.
 const OUTPUT_CAP: usize = 256 << 10;
@@ -24,6 +25,9 @@ pub(crate) struct HostState {
     pub(super) deadline: Instant,
     pub(super) env: CallEnv,
     pub(super) journal: Journal,
+    /// The host's sign-in for the connection failed during this call: that
+    /// decides the call's outcome, whatever the guest makes of its error.
+    pub(super) login_failure: Option<LoginFailure>,
     stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
     /// What the `spec` import returns (declarative versions only).
@@ -50,6 +54,7 @@ impl HostState {
             deadline,
             env,
             journal: Journal::default(),
+            login_failure: None,
             stdout,
             stderr,
             spec,
@@ -145,9 +150,21 @@ impl http::Host for HostState {
                 "this call has no network access (no connection or allowed hosts)".to_string(),
             ));
         };
+        // One failed sign-in per call: a guest that retries must not make
+        // the host log in again (a refused one is also held for other calls).
+        if let Some(failure) = &self.login_failure {
+            return Err(http::HttpError::Connection(failure.message.clone()));
+        }
         let budget = self.deadline.saturating_duration_since(Instant::now());
+        // Connection secrets and the version's secret variables.
         let secrets: Vec<String> = if self.env.capture {
-            self.env.secrets.values().cloned().collect()
+            let held = outbound.credentials.as_ref().map(|c| c.secrets.clone());
+            self.env
+                .secrets
+                .values()
+                .cloned()
+                .chain(held.into_iter().flatten())
+                .collect()
         } else {
             Vec::new()
         };
@@ -214,6 +231,13 @@ impl http::Host for HostState {
                 SendError::TooLarge(m) => http::HttpError::TooLarge(m),
                 SendError::Connection(m) => http::HttpError::Connection(m),
                 SendError::InvalidRequest(m) => http::HttpError::InvalidRequest(m),
+                // Not `denied`: the sandbox allowed the request; the server
+                // refused the host's sign-in (or was unavailable for it).
+                SendError::Login(failure) => {
+                    let message = failure.message.clone();
+                    self.login_failure = Some(failure);
+                    http::HttpError::Connection(message)
+                }
             })
     }
 }

@@ -390,6 +390,14 @@ impl Engine {
             }),
         };
         let journal = store.data_mut().take_journal();
+        // The host's own failed sign-in outranks whatever the guest returned
+        // (it may have swallowed the error, retried, or trapped on it).
+        let result = match store.data_mut().login_failure.take() {
+            Some(failure) => Err(CallError::Connector {
+                error: failure.into(),
+            }),
+            None => result,
+        };
         let result = result.map_err(|e| match e {
             // A guest panic prints its message to stderr just before the trap:
             // keep them together.

@@ -1,8 +1,10 @@
-//! Credentials the host adds to a connection's requests: Basic, API key,
-//! bearer, OAuth 2.0 (client credentials, authorization code with PKCE,
-//! refresh), session login and Digest. Tokens the host obtains are kept in
-//! memory per connection and handed to a persistence hook (sealed at rest);
-//! none of it ever reaches the guest.
+//! Credentials the host adds to a connection's requests: Basic, API key
+//! (with an optional partner key of the operator's), bearer, OAuth 2.0
+//! (client credentials, authorization code with PKCE, refresh; the client
+//! from the connection or from the version's environment), session login and
+//! Digest. Tokens the host obtains are kept in memory per connection and
+//! handed to a persistence hook (sealed at rest); none of it ever reaches the
+//! guest.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -20,14 +22,35 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use super::{
-    digest,
+    auth_url, digest,
     http::{Exchange, HttpSandbox, OutboundRequest, OutboundResponse, Prepared, SendError},
-    policy::HostPattern,
+    login::{LoginFailure, LoginFailureKind},
+    policy::{self, HostPattern},
+    scrub::Scrubber,
 };
 use crate::manifest::{ApiKeyPlacement, AuthScheme, OAuth2Grant, TokenSource};
 
 /// Tokens are refreshed this long before they expire.
 const REFRESH_MARGIN_SECS: u64 = 60;
+
+/// Environment variables the host reads for an app's own credentials, where
+/// a connection has none: the OAuth client (`CLIENT_SECRET` only as a secret
+/// variable; `CLIENT_ID` either way) ...
+pub const CLIENT_ID: &str = "CLIENT_ID";
+pub const CLIENT_SECRET: &str = "CLIENT_SECRET";
+/// ... and, for an API key scheme, a partner key (a secret variable) sent
+/// beside the user's key under the header or query parameter named by
+/// `PARTNER_KEY_NAME`.
+pub const PARTNER_KEY: &str = "PARTNER_KEY";
+pub const PARTNER_KEY_NAME: &str = "PARTNER_KEY_NAME";
+
+/// A plugin version's environment variables, as the host reads them for
+/// auth. The secret ones never reach the guest.
+#[derive(Debug, Clone, Default)]
+pub struct VersionEnv {
+    pub plain: BTreeMap<String, String>,
+    pub secret: BTreeMap<String, String>,
+}
 
 /// Host-held auth state of one connection, persisted sealed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +70,12 @@ struct ConnectionAuth {
     state: AuthState,
     loaded: bool,
     digest: Option<(digest::Challenge, u32)>,
+    /// A sign-in refused for wrong credentials, and the fingerprint of the
+    /// credentials it was refused with: no call signs in with those again
+    /// (an account lock-out is a few failed logins away) until the
+    /// connection is changed or resumed ([`AuthStates::forget`]) or the
+    /// credentials change.
+    refused: Option<(LoginFailure, [u8; 32])>,
 }
 
 /// Auth state of every connection, shared by all calls.
@@ -65,7 +94,8 @@ impl AuthStates {
             .clone()
     }
 
-    /// Drops what is cached for a connection (its credentials changed).
+    /// Drops what is cached for a connection (its credentials changed, or it
+    /// was resumed after a refused sign-in).
     pub fn forget(&self, connection_id: &str) {
         self.connections
             .lock()
@@ -80,12 +110,18 @@ pub struct Credentials {
     pub scheme: AuthScheme,
     /// Every property of the connection as text, secret ones included.
     pub values: BTreeMap<String, String>,
-    /// Secret values, to cut out of anything recorded.
+    /// Secret values (the connection's and the version's), to cut out of
+    /// anything recorded and anything the plugin reads.
     pub secrets: Vec<String>,
+    /// The plugin version's environment, for an app's own credentials.
+    pub env: VersionEnv,
     /// The auth state stored with the connection, used until one is cached.
     pub stored: Option<AuthState>,
     pub states: Arc<AuthStates>,
     pub persist: Option<PersistState>,
+    /// Every token of the connection this call has held (access, refresh,
+    /// session), to cut out of the responses the plugin reads.
+    pub tokens: Mutex<Vec<String>>,
 }
 
 fn value<'a>(values: &'a BTreeMap<String, String>, name: &str) -> Result<&'a str, SendError> {
@@ -94,6 +130,14 @@ fn value<'a>(values: &'a BTreeMap<String, String>, name: &str) -> Result<&'a str
             "the connection has no `{name}` for its auth scheme"
         ))
     })
+}
+
+/// An OAuth client: the connection's own, or the operator's app from the
+/// version's environment.
+struct OAuthClient<'a> {
+    id: &'a str,
+    secret: &'a str,
+    operator: bool,
 }
 
 fn now_secs() -> u64 {
@@ -111,7 +155,10 @@ impl Credentials {
                 placement: ApiKeyPlacement::Header,
                 name,
                 ..
-            } => vec![name.clone()],
+            } => [Some(name.clone()), self.partner_key_name().ok().flatten()]
+                .into_iter()
+                .flatten()
+                .collect(),
             AuthScheme::Session { header_name, .. } => vec![header_name.clone()],
             _ => Vec::new(),
         }
@@ -134,12 +181,137 @@ impl Credentials {
             guard.loaded = true;
             guard.state = self.stored.clone().unwrap_or_default();
         }
+        self.remember(&guard.state);
         guard
     }
 
     fn save(&self, state: &AuthState) {
+        self.remember(state);
         if let Some(persist) = &self.persist {
             persist(&self.connection_id, state);
+        }
+    }
+
+    /// Notes the state's tokens for [`Credentials::scrubber`].
+    fn remember(&self, state: &AuthState) {
+        let mut tokens = self.tokens.lock().expect("token memo lock");
+        let current = [
+            &state.access_token,
+            &state.refresh_token,
+            &state.session_token,
+        ];
+        for token in current.into_iter().flatten() {
+            if !tokens.contains(token) {
+                tokens.push(token.clone());
+            }
+        }
+    }
+
+    /// What cuts this connection's secrets and tokens out of a response, or
+    /// `None` when it has none worth scrubbing.
+    pub fn scrubber(&self) -> Option<Scrubber> {
+        let basic_pair = match (&self.scheme, self.values.get("username")) {
+            (AuthScheme::Basic, Some(user)) => self
+                .values
+                .get("password")
+                .map(|password| BASE64.encode(format!("{user}:{password}"))),
+            _ => None,
+        };
+        let tokens = self.tokens.lock().expect("token memo lock");
+        Scrubber::new(
+            self.secrets.iter().chain(tokens.iter()).map(String::as_str),
+            basic_pair,
+        )
+    }
+
+    /// Identifies the credentials a sign-in uses, so a refusal is not held
+    /// against credentials that have changed since.
+    fn fingerprint(&self) -> [u8; 32] {
+        let mut hash = Sha256::new();
+        for map in [&self.values, &self.env.plain, &self.env.secret] {
+            for (name, value) in map {
+                hash.update(name.as_bytes());
+                hash.update([0]);
+                hash.update(value.as_bytes());
+                hash.update([0]);
+            }
+            hash.update([1]);
+        }
+        hash.finalize().into()
+    }
+
+    /// The refusal an earlier sign-in with these credentials got, if any.
+    fn refused(&self, auth: &ConnectionAuth) -> Result<(), SendError> {
+        match &auth.refused {
+            Some((failure, fingerprint)) if *fingerprint == self.fingerprint() => {
+                Err(SendError::Login(failure.clone()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Turns a failed sign-in into the request's error, remembering a
+    /// refusal so that no other call tries the same credentials again.
+    fn sign_in_failed(&self, auth: &mut ConnectionAuth, failure: LoginFailure) -> SendError {
+        if failure.kind == LoginFailureKind::Refused {
+            auth.refused = Some((failure.clone(), self.fingerprint()));
+        }
+        SendError::Login(failure)
+    }
+
+    /// The OAuth client to authenticate with: the connection's `client_id`
+    /// and `client_secret`, or else the version's `CLIENT_ID` and secret
+    /// `CLIENT_SECRET`, so that tenants of a platform-wide app only connect.
+    fn oauth_client(&self) -> Result<OAuthClient<'_>, SendError> {
+        if let Some(id) = self.values.get("client_id") {
+            return Ok(OAuthClient {
+                id,
+                secret: value(&self.values, "client_secret")?,
+                operator: false,
+            });
+        }
+        match (self.env_client_id(), self.env.secret.get(CLIENT_SECRET)) {
+            (Some(id), Some(secret)) => Ok(OAuthClient {
+                id,
+                secret,
+                operator: true,
+            }),
+            _ => Err(SendError::Denied(format!(
+                "the connection has no `client_id` and `client_secret`, and the plugin version's \
+                 environment has no {CLIENT_ID} and secret {CLIENT_SECRET}"
+            ))),
+        }
+    }
+
+    fn env_client_id(&self) -> Option<&str> {
+        (self.env.secret.get(CLIENT_ID))
+            .or_else(|| self.env.plain.get(CLIENT_ID))
+            .map(String::as_str)
+    }
+
+    /// Where the version's partner key goes (`PARTNER_KEY_NAME`), if it has
+    /// one; an error if it has a key but does not say where.
+    fn partner_key_name(&self) -> Result<Option<String>, SendError> {
+        if !self.env.secret.contains_key(PARTNER_KEY) {
+            return Ok(None);
+        }
+        let name = (self.env.plain.get(PARTNER_KEY_NAME))
+            .or_else(|| self.env.secret.get(PARTNER_KEY_NAME))
+            .filter(|n| !n.trim().is_empty());
+        match (name, &self.scheme) {
+            (None, _) => Err(SendError::Denied(format!(
+                "the plugin version's environment has a secret {PARTNER_KEY} but no \
+                 {PARTNER_KEY_NAME} naming the header or query parameter it goes in"
+            ))),
+            (Some(name), AuthScheme::ApiKey { name: own, .. })
+                if name.eq_ignore_ascii_case(own) =>
+            {
+                Err(SendError::Denied(format!(
+                    "{PARTNER_KEY_NAME} `{name}` is where the connection's own key goes; \
+                     name another header or query parameter"
+                )))
+            }
+            (Some(name), _) => Ok(Some(name.clone())),
         }
     }
 
@@ -176,31 +348,37 @@ impl Credentials {
                 let key = value(&self.values, "api_key")?;
                 match placement {
                     ApiKeyPlacement::Header => request.set_header(name, format!("{prefix}{key}")),
-                    ApiKeyPlacement::Query => {
-                        let kept: Vec<(String, String)> = request
-                            .url
-                            .query_pairs()
-                            .filter(|(k, _)| k != name.as_str())
-                            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                            .collect();
-                        let mut pairs = request.url.query_pairs_mut();
-                        pairs.clear();
-                        for (k, v) in kept {
-                            pairs.append_pair(&k, &v);
+                    ApiKeyPlacement::Query => set_query(request, name, key),
+                }
+                if let Some(partner_name) = self.partner_key_name()? {
+                    // The operator's key goes only where the manifest says,
+                    // never to a host a tenant's property chose.
+                    if !policy::named_by_manifest(&request.url, allowed) {
+                        return Err(SendError::Denied(format!(
+                            "the partner key ({PARTNER_KEY}) goes only to hosts the manifest \
+                             names, and {} comes from a connection property",
+                            request.url.host_str().unwrap_or_default()
+                        )));
+                    }
+                    let partner = &self.env.secret[PARTNER_KEY];
+                    match placement {
+                        ApiKeyPlacement::Header => {
+                            request.set_header(&partner_name, partner.clone())
                         }
-                        pairs.append_pair(name, key);
+                        ApiKeyPlacement::Query => set_query(request, &partner_name, partner),
                     }
                 }
             }
             AuthScheme::Oauth2 { .. } => {
                 let mut auth = self.lock().await;
+                self.refused(&auth)?;
                 let fresh = auth.state.access_token.is_some()
                     && auth
                         .state
                         .expires_at
                         .is_none_or(|at| at > now_secs() + REFRESH_MARGIN_SECS);
                 if !fresh {
-                    self.obtain_token(sandbox, &mut auth, deadline, exchanges)
+                    self.obtain_token(sandbox, allowed, &mut auth, deadline, exchanges)
                         .await?;
                 }
                 let token = auth.state.access_token.clone().unwrap_or_default();
@@ -212,6 +390,7 @@ impl Credentials {
                 ..
             } => {
                 let mut auth = self.lock().await;
+                self.refused(&auth)?;
                 if auth.state.session_token.is_none() {
                     self.login(sandbox, allowed, &mut auth, deadline, exchanges)
                         .await?;
@@ -252,8 +431,9 @@ impl Credentials {
                 // Calls refused together share one new token: a call that
                 // finds the token already replaced retries with that one.
                 if current.is_none() || current.as_deref() == sent(request, "Authorization") {
+                    self.refused(&auth)?;
                     auth.state.access_token = None;
-                    self.obtain_token(sandbox, &mut auth, deadline, exchanges)
+                    self.obtain_token(sandbox, allowed, &mut auth, deadline, exchanges)
                         .await?;
                 }
                 let token = auth.state.access_token.clone().unwrap_or_default();
@@ -271,6 +451,7 @@ impl Credentials {
                 // As above: one login for calls refused together (a login
                 // per call could also end the session another call opened).
                 if current.is_none() || current.as_deref() == sent(request, header_name) {
+                    self.refused(&auth)?;
                     self.login(sandbox, allowed, &mut auth, deadline, exchanges)
                         .await?;
                 }
@@ -319,17 +500,12 @@ impl Credentials {
     async fn obtain_token(
         &self,
         sandbox: &HttpSandbox,
+        allowed: &[HostPattern],
         auth: &mut ConnectionAuth,
         deadline: Instant,
         exchanges: &mut Vec<Exchange>,
     ) -> Result<(), SendError> {
-        let AuthScheme::Oauth2 {
-            grant,
-            token_url,
-            scopes,
-            ..
-        } = &self.scheme
-        else {
+        let AuthScheme::Oauth2 { grant, scopes, .. } = &self.scheme else {
             return Ok(());
         };
         let mut form = vec![];
@@ -349,16 +525,14 @@ impl Credentials {
             ));
         }
         let previous_refresh = auth.state.refresh_token.clone();
-        let token_url = fill_url(token_url, &self.values);
-        let mut state = token_request(
-            sandbox,
-            &token_url,
-            &self.values,
-            &form,
-            deadline,
-            exchanges,
-        )
-        .await?;
+        let mut state = match self
+            .token_request(sandbox, allowed, &form, deadline, exchanges)
+            .await
+        {
+            Ok(state) => state,
+            Err(SendError::Login(failure)) => return Err(self.sign_in_failed(auth, failure)),
+            Err(other) => return Err(other),
+        };
         // Providers may omit the refresh token on refresh: keep the old one.
         if state.refresh_token.is_none() {
             state.refresh_token = previous_refresh;
@@ -389,7 +563,8 @@ impl Credentials {
         else {
             return Ok(());
         };
-        let url = fill(login_url, &self.values, Escape::None);
+        let url = auth_url::fill("login URL", login_url, &self.values, allowed)
+            .map_err(SendError::Denied)?;
         let body = login_body.as_deref().map(|b| {
             let escape = if b.trim_start().starts_with(['{', '[']) {
                 Escape::Json
@@ -400,7 +575,7 @@ impl Credentials {
         });
         let request = OutboundRequest {
             method: login_method.clone(),
-            url,
+            url: url.url.into(),
             headers: login_headers
                 .iter()
                 .map(|(n, v)| (n.clone(), fill(v, &self.values, Escape::None)))
@@ -413,11 +588,12 @@ impl Credentials {
             .transmit("login", prepared, None, deadline, exchanges)
             .await?;
         if !(200..300).contains(&response.status) {
-            return Err(SendError::Denied(format!(
-                "session login failed with HTTP {}: {}",
-                response.status,
-                snippet(&response.body)
-            )));
+            let failure = LoginFailure::from_answer(
+                "session login failed with",
+                &response,
+                SystemTime::now(),
+            );
+            return Err(self.sign_in_failed(auth, failure));
         }
         let token = match token_from {
             TokenSource::Header(name) => response.header(name).map(str::to_string),
@@ -431,15 +607,179 @@ impl Credentials {
                 }),
         };
         let Some(token) = token else {
-            return Err(SendError::Denied(format!(
+            return Err(SendError::Login(LoginFailure::broken(format!(
                 "session login answered {} but the token was not at {token_from:?}",
                 response.status
-            )));
+            ))));
         };
         auth.state.session_token = Some(token);
         self.save(&auth.state);
         Ok(())
     }
+
+    /// One request to the OAuth token endpoint, with the client
+    /// authenticated by HTTP Basic (RFC 6749 §2.3.1). The token URL must be
+    /// within the plugin's allowed hosts, and the operator's client secret
+    /// goes only to a host the manifest names.
+    async fn token_request(
+        &self,
+        sandbox: &HttpSandbox,
+        allowed: &[HostPattern],
+        form: &[(&str, String)],
+        deadline: Instant,
+        exchanges: &mut Vec<Exchange>,
+    ) -> Result<AuthState, SendError> {
+        let AuthScheme::Oauth2 { token_url, .. } = &self.scheme else {
+            return Err(SendError::InvalidRequest(
+                "the plugin does not use OAuth".to_string(),
+            ));
+        };
+        let client = self.oauth_client()?;
+        let url = auth_url::fill("token URL", token_url, &self.values, allowed)
+            .map_err(SendError::Denied)?;
+        if client.operator && !url.named {
+            return Err(SendError::Denied(format!(
+                "the token URL's host {} comes from a connection property, and the \
+                 operator's {CLIENT_SECRET} goes only to hosts the manifest names",
+                url.url.host_str().unwrap_or_default()
+            )));
+        }
+        // The serializer is not `Send`: finish it before any await.
+        let body = {
+            let mut serializer = url::form_urlencoded::Serializer::new(String::new());
+            for (k, v) in form {
+                serializer.append_pair(k, v);
+            }
+            serializer.finish()
+        };
+        let encode =
+            |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let request = OutboundRequest {
+            method: "POST".into(),
+            url: url.url.into(),
+            headers: vec![
+                (
+                    "Content-Type".into(),
+                    "application/x-www-form-urlencoded".into(),
+                ),
+                ("Accept".into(), "application/json".into()),
+            ],
+            body: body.into_bytes(),
+            timeout: None,
+        };
+        let mut prepared = sandbox.check(allowed, request)?;
+        let basic = format!("{}:{}", encode(client.id), encode(client.secret));
+        prepared.set_header("Authorization", format!("Basic {}", BASE64.encode(basic)));
+        let response = sandbox
+            .transmit("token", prepared, None, deadline, exchanges)
+            .await?;
+        #[derive(Deserialize)]
+        struct TokenResponse {
+            access_token: String,
+            refresh_token: Option<String>,
+            expires_in: Option<u64>,
+        }
+        if !(200..300).contains(&response.status) {
+            return Err(SendError::Login(LoginFailure::from_answer(
+                "the OAuth token endpoint answered",
+                &response,
+                SystemTime::now(),
+            )));
+        }
+        let token: TokenResponse = serde_json::from_slice(&response.body).map_err(|e| {
+            SendError::Login(LoginFailure::broken(format!(
+                "the OAuth token endpoint's answer has no usable access_token: {e}"
+            )))
+        })?;
+        Ok(AuthState {
+            access_token: Some(token.access_token),
+            refresh_token: token.refresh_token,
+            expires_at: token.expires_in.map(|s| now_secs() + s),
+            session_token: None,
+        })
+    }
+
+    /// The URL to send a user to for the authorization code grant, with the
+    /// connection's client id or the version's `CLIENT_ID`.
+    pub fn authorization_url(
+        &self,
+        allowed: &[HostPattern],
+        redirect_uri: &str,
+        state: &str,
+        code_challenge: &str,
+    ) -> Result<String, String> {
+        let AuthScheme::Oauth2 {
+            grant: OAuth2Grant::AuthorizationCode,
+            authorize_url,
+            scopes,
+            ..
+        } = &self.scheme
+        else {
+            return Err("the plugin does not use the OAuth authorization code grant".into());
+        };
+        let client_id = (self.values.get("client_id").map(String::as_str))
+            .or_else(|| self.env_client_id())
+            .ok_or_else(|| {
+                format!(
+                    "the connection has no `client_id` and the plugin version's environment \
+                     has no {CLIENT_ID}"
+                )
+            })?;
+        let mut url = auth_url::fill("authorize URL", authorize_url, &self.values, allowed)?.url;
+        url.query_pairs_mut()
+            .append_pair("response_type", "code")
+            .append_pair("client_id", client_id)
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("scope", &scopes.join(" "))
+            .append_pair("state", state)
+            .append_pair("code_challenge", code_challenge)
+            .append_pair("code_challenge_method", "S256");
+        Ok(url.into())
+    }
+
+    /// Exchanges an authorization code for tokens. The error has the
+    /// connection's secrets cut out: the provider's answer may quote them.
+    pub async fn exchange_code(
+        &self,
+        sandbox: &HttpSandbox,
+        allowed: &[HostPattern],
+        code: &str,
+        redirect_uri: &str,
+        verifier: &str,
+    ) -> (Result<AuthState, SendError>, Vec<Exchange>) {
+        let mut exchanges = Vec::new();
+        let form = [
+            ("grant_type", "authorization_code".to_string()),
+            ("code", code.to_string()),
+            ("redirect_uri", redirect_uri.to_string()),
+            ("code_verifier", verifier.to_string()),
+        ];
+        let deadline = Instant::now() + sandbox.config().request_timeout;
+        let result = self
+            .token_request(sandbox, allowed, &form, deadline, &mut exchanges)
+            .await;
+        let result = match (result, self.scrubber()) {
+            (Err(e), Some(scrubber)) => Err(e.scrubbed(&scrubber)),
+            (result, _) => result,
+        };
+        (result, exchanges)
+    }
+}
+
+/// Sets the query parameter `name` to `value`, replacing any the plugin set.
+fn set_query(request: &mut Prepared, name: &str, value: &str) {
+    let kept: Vec<(String, String)> = request
+        .url
+        .query_pairs()
+        .filter(|(k, _)| k != name)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let mut pairs = request.url.query_pairs_mut();
+    pairs.clear();
+    for (k, v) in kept {
+        pairs.append_pair(&k, &v);
+    }
+    pairs.append_pair(name, value);
 }
 
 /// The value a request was sent with for `name`.
@@ -456,12 +796,6 @@ enum Escape {
     None,
     Url,
     Json,
-}
-
-/// Fills `{{name}}` placeholders of a manifest URL (token, authorize, login)
-/// with connection properties, e.g. `https://{{shop}}.myshopify.com/admin/oauth/access_token`.
-pub fn fill_url(template: &str, values: &BTreeMap<String, String>) -> String {
-    fill(template, values, Escape::None)
 }
 
 /// Replaces `{{name}}` with the connection's value, escaped for where it goes.
@@ -484,81 +818,6 @@ fn fill(template: &str, values: &BTreeMap<String, String>, escape: Escape) -> St
     out
 }
 
-fn snippet(body: &[u8]) -> String {
-    String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned()
-}
-
-/// One request to an OAuth token endpoint, with the client authenticated by
-/// HTTP Basic (RFC 6749 §2.3.1).
-async fn token_request(
-    sandbox: &HttpSandbox,
-    token_url: &str,
-    values: &BTreeMap<String, String>,
-    form: &[(&str, String)],
-    deadline: Instant,
-    exchanges: &mut Vec<Exchange>,
-) -> Result<AuthState, SendError> {
-    let client_id = value(values, "client_id")?;
-    let client_secret = value(values, "client_secret")?;
-    let url = url::Url::parse(token_url)
-        .map_err(|e| SendError::InvalidRequest(format!("bad token URL `{token_url}`: {e}")))?;
-    let origin = url.origin().ascii_serialization();
-    let allowed = [HostPattern::parse(&origin, &BTreeMap::new())
-        .map_err(|e| SendError::InvalidRequest(format!("token URL: {e}")))?];
-    // The serializer is not `Send`: finish it before any await.
-    let body = {
-        let mut serializer = url::form_urlencoded::Serializer::new(String::new());
-        for (k, v) in form {
-            serializer.append_pair(k, v);
-        }
-        serializer.finish()
-    };
-    let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-    let request = OutboundRequest {
-        method: "POST".into(),
-        url: token_url.to_string(),
-        headers: vec![
-            (
-                "Content-Type".into(),
-                "application/x-www-form-urlencoded".into(),
-            ),
-            ("Accept".into(), "application/json".into()),
-        ],
-        body: body.into_bytes(),
-        timeout: None,
-    };
-    let mut prepared = sandbox.check(&allowed, request)?;
-    let basic = format!("{}:{}", encode(client_id), encode(client_secret));
-    prepared.set_header("Authorization", format!("Basic {}", BASE64.encode(basic)));
-    let response = sandbox
-        .transmit("token", prepared, None, deadline, exchanges)
-        .await?;
-    #[derive(Deserialize)]
-    struct TokenResponse {
-        access_token: String,
-        refresh_token: Option<String>,
-        expires_in: Option<u64>,
-    }
-    if !(200..300).contains(&response.status) {
-        return Err(SendError::Denied(format!(
-            "the OAuth token endpoint answered HTTP {}: {}",
-            response.status,
-            snippet(&response.body)
-        )));
-    }
-    let token: TokenResponse = serde_json::from_slice(&response.body).map_err(|e| {
-        SendError::Denied(format!(
-            "the OAuth token endpoint's answer has no usable access_token: {e}"
-        ))
-    })?;
-    Ok(AuthState {
-        access_token: Some(token.access_token),
-        refresh_token: token.refresh_token,
-        expires_at: token.expires_in.map(|s| now_secs() + s),
-        session_token: None,
-    })
-}
-
 /// A PKCE verifier and its S256 challenge (RFC 7636).
 pub fn pkce_pair() -> (String, String) {
     let mut bytes = [0u8; 32];
@@ -568,59 +827,43 @@ pub fn pkce_pair() -> (String, String) {
     (verifier, challenge)
 }
 
-/// The URL to send a user to for the authorization code grant.
-pub fn authorization_url(
-    authorize_url: &str,
-    client_id: &str,
-    redirect_uri: &str,
-    scopes: &[String],
-    state: &str,
-    code_challenge: &str,
-) -> Result<String, String> {
-    let mut url = url::Url::parse(authorize_url)
-        .map_err(|e| format!("bad authorize URL `{authorize_url}`: {e}"))?;
-    url.query_pairs_mut()
-        .append_pair("response_type", "code")
-        .append_pair("client_id", client_id)
-        .append_pair("redirect_uri", redirect_uri)
-        .append_pair("scope", &scopes.join(" "))
-        .append_pair("state", state)
-        .append_pair("code_challenge", code_challenge)
-        .append_pair("code_challenge_method", "S256");
-    Ok(url.into())
-}
-
-/// Exchanges an authorization code for tokens.
-pub async fn exchange_code(
-    sandbox: &HttpSandbox,
-    token_url: &str,
-    values: &BTreeMap<String, String>,
-    code: &str,
-    redirect_uri: &str,
-    verifier: &str,
-) -> (Result<AuthState, SendError>, Vec<Exchange>) {
-    let mut exchanges = Vec::new();
-    let form = [
-        ("grant_type", "authorization_code".to_string()),
-        ("code", code.to_string()),
-        ("redirect_uri", redirect_uri.to_string()),
-        ("code_verifier", verifier.to_string()),
-    ];
-    let deadline = Instant::now() + sandbox.config().request_timeout;
-    let result = token_request(sandbox, token_url, values, &form, deadline, &mut exchanges).await;
-    (result, exchanges)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn credentials(scheme: AuthScheme, values: &[(&str, &str)], env: VersionEnv) -> Credentials {
+        Credentials {
+            connection_id: "conn_1".into(),
+            scheme,
+            values: map(values),
+            secrets: Vec::new(),
+            env,
+            stored: None,
+            states: Default::default(),
+            persist: None,
+            tokens: Default::default(),
+        }
+    }
+
+    fn code_grant() -> AuthScheme {
+        AuthScheme::Oauth2 {
+            grant: OAuth2Grant::AuthorizationCode,
+            authorize_url: "https://{{shop}}.shop.test/authorize".into(),
+            token_url: "https://{{shop}}.shop.test/token".into(),
+            scopes: vec!["a".into(), "b".into()],
+        }
+    }
+
     #[test]
     fn templates_escape_for_their_place() {
-        let values: BTreeMap<String, String> = [("user", "a\"b&c"), ("pw", "x y")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let values = map(&[("user", "a\"b&c"), ("pw", "x y")]);
         assert_eq!(
             fill(r#"{"u":"{{user}}","p":"{{pw}}"}"#, &values, Escape::Json),
             r#"{"u":"a\"b&c","p":"x y"}"#
@@ -645,19 +888,121 @@ mod tests {
             b"dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk",
         ));
         assert_eq!(rfc, "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
-        let url = authorization_url(
-            "https://auth.test/authorize",
-            "cid",
-            "http://h/cb",
-            &["a".into(), "b".into()],
-            "st",
-            "ch",
-        )
-        .unwrap();
-        assert!(
-            url.contains("code_challenge_method=S256")
-                && url.contains("scope=a+b")
-                && url.contains("state=st")
+    }
+
+    #[test]
+    fn the_oauth_client_is_the_connection_s_or_else_the_operator_s() {
+        let operator = VersionEnv {
+            plain: map(&[(CLIENT_ID, "app-id")]),
+            secret: map(&[(CLIENT_SECRET, "app-secret")]),
+        };
+        let own = credentials(
+            code_grant(),
+            &[("client_id", "own-id"), ("client_secret", "own-secret")],
+            operator.clone(),
         );
+        let client = own.oauth_client().unwrap();
+        assert_eq!(
+            (client.id, client.secret, client.operator),
+            ("own-id", "own-secret", false)
+        );
+
+        let shared = credentials(code_grant(), &[("shop", "acme")], operator.clone());
+        let client = shared.oauth_client().unwrap();
+        assert_eq!(
+            (client.id, client.secret, client.operator),
+            ("app-id", "app-secret", true)
+        );
+        let allowed = [HostPattern::parse(
+            "https://{shop}.shop.test",
+            &[("shop".to_string(), Value::String("acme".into()))].into(),
+        )
+        .unwrap()];
+        let url = shared
+            .authorization_url(&allowed, "http://h/cb", "st", "ch")
+            .unwrap();
+        assert!(
+            url.starts_with("https://acme.shop.test/authorize?")
+                && url.contains("client_id=app-id")
+                && url.contains("code_challenge_method=S256")
+                && url.contains("scope=a+b")
+                && url.contains("state=st"),
+            "{url}"
+        );
+        // A client secret set as a plain variable (which the guest sees) is not used.
+        let plain_secret = VersionEnv {
+            plain: map(&[(CLIENT_ID, "app-id"), (CLIENT_SECRET, "app-secret")]),
+            secret: BTreeMap::new(),
+        };
+        let message = match credentials(code_grant(), &[], plain_secret).oauth_client() {
+            Err(SendError::Denied(m)) => m,
+            other => panic!("{:?}", other.map(|c| c.id)),
+        };
+        assert!(message.contains("secret CLIENT_SECRET"), "{message}");
+        let tampered = credentials(code_grant(), &[("shop", "x.evil.test/")], operator);
+        assert!(
+            tampered
+                .authorization_url(&allowed, "http://h/cb", "st", "ch")
+                .unwrap_err()
+                .contains("`shop`")
+        );
+    }
+
+    #[test]
+    fn the_partner_key_needs_a_place_of_its_own() {
+        let api_key = AuthScheme::ApiKey {
+            placement: ApiKeyPlacement::Header,
+            name: "X-Api-Key".into(),
+            prefix: String::new(),
+        };
+        let env = |plain: &[(&str, &str)]| VersionEnv {
+            plain: map(plain),
+            secret: map(&[(PARTNER_KEY, "pk-123456")]),
+        };
+        let placed = credentials(
+            api_key.clone(),
+            &[],
+            env(&[(PARTNER_KEY_NAME, "X-Partner")]),
+        );
+        assert_eq!(
+            placed.partner_key_name().unwrap().as_deref(),
+            Some("X-Partner")
+        );
+        assert_eq!(placed.host_owned_headers(), ["X-Api-Key", "X-Partner"]);
+        for plain in [&[][..], &[(PARTNER_KEY_NAME, "x-api-key")][..]] {
+            assert!(
+                credentials(api_key.clone(), &[], env(plain))
+                    .partner_key_name()
+                    .is_err()
+            );
+        }
+        let none = credentials(api_key, &[], VersionEnv::default());
+        assert_eq!(none.partner_key_name().unwrap(), None);
+    }
+
+    #[test]
+    fn the_scrubber_knows_the_basic_pair_and_held_tokens() {
+        let mut basic = credentials(
+            AuthScheme::Basic,
+            &[("username", "ops"), ("password", "pw-123456")],
+            VersionEnv::default(),
+        );
+        basic.secrets = vec!["pw-123456".into()];
+        let pair = BASE64.encode("ops:pw-123456");
+        let scrubber = basic.scrubber().unwrap();
+        assert_eq!(
+            scrubber.text(&format!("Basic {pair} / pw-123456")),
+            "Basic ******** / ********"
+        );
+        basic.remember(&AuthState {
+            session_token: Some("sess-abcdef".into()),
+            ..AuthState::default()
+        });
+        assert_eq!(
+            basic.scrubber().unwrap().text("t=sess-abcdef"),
+            "t=********"
+        );
+        let nothing = credentials(AuthScheme::None, &[], VersionEnv::default());
+        assert!(nothing.scrubber().is_none());
     }
 }

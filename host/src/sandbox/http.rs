@@ -1,7 +1,8 @@
 //! The outbound HTTP client behind `http.send`: a reqwest client whose DNS
 //! resolver refuses forbidden addresses (so the address checked is the address
 //! connected to), no automatic redirects, size caps, timeouts, per-connection
-//! rate limits, and credentials added by the host.
+//! rate limits, credentials added by the host, and responses with the
+//! connection's secrets cut out.
 
 use std::{
     collections::HashMap,
@@ -18,7 +19,9 @@ use url::Url;
 
 use super::{
     auth::Credentials,
+    login::LoginFailure,
     policy::{self, Denied, HostPattern},
+    scrub::Scrubber,
 };
 use crate::manifest::RateLimit;
 
@@ -73,7 +76,9 @@ impl OutboundResponse {
     }
 }
 
-/// Why a request did not get a response; mirrors the contract's `http-error`.
+/// Why a request did not get a response; mirrors the contract's `http-error`,
+/// plus the host's own failed sign-in, which the engine makes the call's
+/// outcome.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
     #[error("denied: {0}")]
@@ -86,6 +91,28 @@ pub enum SendError {
     Connection(String),
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The session login or token request the host made for the
+    /// connection was answered with an error.
+    #[error("{0}")]
+    Login(LoginFailure),
+}
+
+impl SendError {
+    /// The same error with the connection's secrets cut out of its text
+    /// (a login's error answer may quote what it was sent).
+    pub fn scrubbed(self, scrubber: &Scrubber) -> SendError {
+        match self {
+            SendError::Denied(m) => SendError::Denied(scrubber.text(&m)),
+            SendError::Timeout(m) => SendError::Timeout(scrubber.text(&m)),
+            SendError::TooLarge(m) => SendError::TooLarge(scrubber.text(&m)),
+            SendError::Connection(m) => SendError::Connection(scrubber.text(&m)),
+            SendError::InvalidRequest(m) => SendError::InvalidRequest(scrubber.text(&m)),
+            SendError::Login(f) => SendError::Login(LoginFailure {
+                message: scrubber.text(&f.message),
+                ..f
+            }),
+        }
+    }
 }
 
 /// One exchange as recorded in the run log. Never holds credentials: headers
@@ -202,7 +229,9 @@ impl HttpSandbox {
     /// Sends one request for a plugin within `budget` (the time its call has
     /// left), adding credentials and retrying once after a 401 where the auth
     /// scheme can recover (token refresh, re-login, Digest challenge).
-    /// Returns every exchange made, whatever happens.
+    /// Returns every exchange made, whatever happens. The connection's
+    /// secrets and tokens are cut out of the response and the error before
+    /// the plugin or the journal gets them.
     pub async fn send(
         &self,
         outbound: &Outbound,
@@ -211,12 +240,20 @@ impl HttpSandbox {
     ) -> (Result<OutboundResponse, SendError>, Vec<Exchange>) {
         let deadline = Instant::now() + budget;
         let mut exchanges = Vec::new();
-        let result = self
+        let mut result = self
             .send_inner(outbound, request, deadline, &mut exchanges)
             .await;
         if let Some(credentials) = &outbound.credentials {
             for exchange in &mut exchanges {
                 exchange.url = credentials.redact(&exchange.url);
+            }
+            if let Some(scrubber) = credentials.scrubber() {
+                result = result
+                    .map(|response| scrubber.response(response))
+                    .map_err(|e| e.scrubbed(&scrubber));
+                for error in exchanges.iter_mut().filter_map(|e| e.error.as_mut()) {
+                    *error = scrubber.text(error);
+                }
             }
         }
         (result, exchanges)
@@ -246,9 +283,12 @@ impl HttpSandbox {
         })?;
         if let Some(credentials) = &outbound.credentials {
             let owned = credentials.host_owned_headers();
-            prepared
-                .headers
-                .retain(|(n, _)| !owned.iter().any(|o| o.eq_ignore_ascii_case(n)));
+            // Without Accept-Encoding the server answers uncompressed, so an
+            // echoed secret is in plain sight for the scrubber.
+            prepared.headers.retain(|(n, _)| {
+                !n.eq_ignore_ascii_case("accept-encoding")
+                    && !owned.iter().any(|o| o.eq_ignore_ascii_case(n))
+            });
             credentials
                 .apply(self, &outbound.allowed, &mut prepared, deadline, exchanges)
                 .await?;

@@ -32,6 +32,11 @@ pub struct HostPattern {
     scheme: String,
     host: HostMatch,
     port: u16,
+    /// The manifest writes (part of) the host itself, as in
+    /// `{shop}.myshopify.com`, rather than taking all of it from a connection
+    /// property, as `{base_url}` does. Only such hosts receive the operator's
+    /// own credentials (see [`named_by_manifest`]).
+    named: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +91,10 @@ impl HostPattern {
             }
             None => substitute(pattern, properties)?,
         };
-        Self::parse_literal(&text).map_err(|e| format!("allowed host `{pattern}`: {e}"))
+        let mut parsed =
+            Self::parse_literal(&text).map_err(|e| format!("allowed host `{pattern}`: {e}"))?;
+        parsed.named = whole.is_none() && host_has_literal_text(pattern);
+        Ok(parsed)
     }
 
     fn parse_literal(text: &str) -> Result<Self, String> {
@@ -151,7 +159,18 @@ impl HostPattern {
                 )
             }
         };
-        Ok(HostPattern { scheme, host, port })
+        Ok(HostPattern {
+            scheme,
+            host,
+            port,
+            named: true,
+        })
+    }
+
+    /// Whether two patterns let the same URLs through (whether the manifest
+    /// named the host aside).
+    pub fn same_reach(&self, other: &HostPattern) -> bool {
+        (&self.scheme, &self.host, self.port) == (&other.scheme, &other.host, other.port)
     }
 
     fn matches(&self, url: &Url) -> bool {
@@ -239,6 +258,32 @@ fn valid_host_text(host: &str) -> Result<(), String> {
     } else {
         Err(format!("`{host}` is not a host name"))
     }
+}
+
+/// Whether the host part of an allow-list pattern has text of its own
+/// besides placeholders: `{shop}.myshopify.com` has, `{host}:8080` and
+/// `*.{domain}` have not.
+fn host_has_literal_text(pattern: &str) -> bool {
+    let rest = pattern.split_once("://").map_or(pattern, |(_, rest)| rest);
+    if rest.starts_with('[') {
+        return true;
+    }
+    let host = rest.split(':').next().unwrap_or_default();
+    let mut literal = String::new();
+    let mut text = host;
+    while let Some(start) = text.find('{') {
+        literal.push_str(&text[..start]);
+        text = text[start..].split_once('}').map_or("", |(_, after)| after);
+    }
+    literal.push_str(text);
+    literal.bytes().any(|b| b.is_ascii_alphanumeric())
+}
+
+/// Whether `url` is on a host the manifest names (not one a connection
+/// property chose entirely): where the host may send what belongs to the
+/// operator rather than to the tenant, such as an app's OAuth client secret.
+pub fn named_by_manifest(url: &Url, allowed: &[HostPattern]) -> bool {
+    allowed.iter().any(|p| p.named && p.matches(url))
 }
 
 /// Lists the `{name}` placeholders of a pattern (for manifest validation).
@@ -472,6 +517,35 @@ mod tests {
             placeholders("https://{shop}.x.com:{port}"),
             vec!["shop", "port"]
         );
+    }
+
+    #[test]
+    fn which_hosts_the_manifest_names() {
+        let p = props(json!({
+            "shop": "acme", "host": "api.acme.test", "domain": "acme.test",
+            "port": "8080", "base_url": "https://api.acme.test",
+        }));
+        let table = [
+            ("{shop}.myshopify.com", "https://acme.myshopify.com/", true),
+            ("https://api.example.com", "https://api.example.com/", true),
+            ("*.example.com", "https://a.example.com/", true),
+            ("http://127.0.0.2:{port}", "http://127.0.0.2:8080/", true),
+            ("https://[fd00::1]", "https://[fd00::1]/", true),
+            ("{base_url}", "https://api.acme.test/", false),
+            ("https://{host}", "https://api.acme.test/", false),
+            (
+                "https://{host}:{port}",
+                "https://api.acme.test:8080/",
+                false,
+            ),
+            ("*.{domain}", "https://x.acme.test/", false),
+        ];
+        for (pattern, url, named) in table {
+            let allowed = [HostPattern::parse(pattern, &p).unwrap()];
+            let url = Url::parse(url).unwrap();
+            assert!(check_url(&url, &allowed).is_ok(), "{pattern} allows {url}");
+            assert_eq!(named_by_manifest(&url, &allowed), named, "{pattern}");
+        }
     }
 
     #[test]

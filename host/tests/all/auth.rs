@@ -36,13 +36,13 @@ use crate::{
 };
 
 /// A fake API on 127.0.0.2, stopped when dropped (also when a test fails).
-struct Fake {
-    origin: String,
+pub struct Fake {
+    pub origin: String,
     server: tokio::task::JoinHandle<()>,
 }
 
 impl Fake {
-    async fn start(router: Router) -> Fake {
+    pub async fn start(router: Router) -> Fake {
         let (origin, server) = serve_on_127_0_0_2(router).await;
         Fake { origin, server }
     }
@@ -54,14 +54,14 @@ impl Drop for Fake {
     }
 }
 
-fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+pub fn header(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
 }
 
-fn reply(status: StatusCode, headers: &[(&str, &str)], body: Value) -> Response {
+pub fn reply(status: StatusCode, headers: &[(&str, &str)], body: Value) -> Response {
     let mut builder = Response::builder()
         .status(status)
         .header("content-type", "application/json");
@@ -72,26 +72,26 @@ fn reply(status: StatusCode, headers: &[(&str, &str)], body: Value) -> Response 
 }
 
 /// Decoded `application/x-www-form-urlencoded` pairs, in order.
-type Pairs = Vec<(String, String)>;
+pub type Pairs = Vec<(String, String)>;
 
 /// The pairs of a query or a form body.
-fn pairs(text: &str) -> Pairs {
+pub fn pairs(text: &str) -> Pairs {
     url::form_urlencoded::parse(text.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }
 
-fn form(text: &str) -> HashMap<String, String> {
+pub fn form(text: &str) -> HashMap<String, String> {
     pairs(text).into_iter().collect()
 }
 
-fn form_encode(text: &str) -> String {
+pub fn form_encode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
 /// `Authorization: Basic` as (user, password), decoded the way RFC 6749
 /// §2.3.1 encodes OAuth client credentials when `form_decoded`.
-fn basic(headers: &HeaderMap, form_decoded: bool) -> Option<(String, String)> {
+pub fn basic(headers: &HeaderMap, form_decoded: bool) -> Option<(String, String)> {
     let encoded = header(headers, "authorization")?
         .strip_prefix("Basic ")?
         .to_string();
@@ -104,21 +104,21 @@ fn basic(headers: &HeaderMap, form_decoded: bool) -> Option<(String, String)> {
     Some((decode(user), decode(pass)))
 }
 
-async fn host_with(plugins: &[&str]) -> (tempfile::TempDir, TestHost) {
+pub async fn host_with(plugins: &[&str]) -> (tempfile::TempDir, TestHost) {
     let dir = tempfile::tempdir().unwrap();
     let host = TestHost::start(sandbox_config(dir.path())).await;
     upload(&host, plugins).await;
     (dir, host)
 }
 
-async fn upload(host: &TestHost, plugins: &[&str]) {
+pub async fn upload(host: &TestHost, plugins: &[&str]) {
     for plugin in plugins {
         let (status, body) = host.upload_file(plugin).await;
         assert!(status.is_success(), "{plugin}: {body}");
     }
 }
 
-async fn connect(host: &TestHost, plugin: &str, properties: Value) -> String {
+pub async fn connect(host: &TestHost, plugin: &str, properties: Value) -> String {
     let (status, body) = host
         .call(
             reqwest::Method::POST,
@@ -130,7 +130,7 @@ async fn connect(host: &TestHost, plugin: &str, properties: Value) -> String {
     body["id"].as_str().unwrap().to_string()
 }
 
-async fn invoke(
+pub async fn invoke(
     host: &TestHost,
     plugin: &str,
     action: &str,
@@ -149,19 +149,19 @@ async fn invoke(
 }
 
 /// The probe's `get` action: GET `{base_url}{path}`.
-async fn probe(host: &TestHost, plugin: &str, connection: &str, path: &str) -> Value {
+pub async fn probe(host: &TestHost, plugin: &str, connection: &str, path: &str) -> Value {
     invoke(host, plugin, "get", connection, json!({"path": path})).await
 }
 
 /// The output of a call that must have succeeded with a 200.
-fn succeeded(body: &Value) -> &Value {
+pub fn succeeded(body: &Value) -> &Value {
     assert!(body["error"].is_null(), "the call failed: {body}");
     assert_eq!(body["output"]["status"], json!(200), "{body}");
     &body["output"]
 }
 
 /// The connector error of a call that must have failed with one.
-fn failed(body: &Value) -> &Value {
+pub fn failed(body: &Value) -> &Value {
     assert!(body["output"].is_null(), "the call succeeded: {body}");
     assert_eq!(body["error"]["kind"], json!("connector"), "{body}");
     &body["error"]["error"]
@@ -169,7 +169,7 @@ fn failed(body: &Value) -> &Value {
 
 /// The call's exchanges as `purpose status`, e.g. `["plugin 401", "token 200",
 /// "retry 200"]`.
-fn trail(body: &Value) -> Vec<String> {
+pub fn trail(body: &Value) -> Vec<String> {
     body["journal"]["exchanges"]
         .as_array()
         .expect("exchanges in the journal")
@@ -384,9 +384,9 @@ async fn an_api_key_in_the_query_is_sent_but_never_recorded() {
 
 // --- OAuth 2.0 -------------------------------------------------------------
 
-const CLIENT_ID: &str = "client-42";
+pub const CLIENT_ID: &str = "client-42";
 /// Characters that RFC 6749 §2.3.1 says to form-encode before Basic.
-const CLIENT_SECRET: &str = "cs:with/special+chars";
+pub const CLIENT_SECRET: &str = "cs:with/special+chars";
 
 /// One authorization waiting for its code to be exchanged.
 struct IssuedCode {
@@ -398,25 +398,25 @@ struct IssuedCode {
 /// `/oauth/token` (client credentials, authorization code with PKCE S256,
 /// refresh with rotation) and `/data`, which wants a current bearer token.
 #[derive(Default)]
-struct Provider {
+pub struct Provider {
     /// `expires_in` of the tokens it issues.
-    expires_in: u64,
+    pub expires_in: u64,
     /// Every `/oauth/authorize` query.
-    authorize_requests: Vec<HashMap<String, String>>,
+    pub authorize_requests: Vec<HashMap<String, String>>,
     codes: HashMap<String, IssuedCode>,
-    access: HashSet<String>,
-    refresh: HashSet<String>,
+    pub access: HashSet<String>,
+    pub refresh: HashSet<String>,
     /// Every token request's grant type, and `refused: why` for refusals.
-    token_requests: Vec<String>,
-    issued: Vec<String>,
+    pub token_requests: Vec<String>,
+    pub issued: Vec<String>,
     /// Bearer tokens `/data` was called with.
-    bearers: Vec<String>,
+    pub bearers: Vec<String>,
     /// `/data` refuses every token (a revoked grant).
-    refuse_all: bool,
+    pub refuse_all: bool,
     serial: u32,
 }
 
-type SharedProvider = Arc<Mutex<Provider>>;
+pub type SharedProvider = Arc<Mutex<Provider>>;
 
 impl Provider {
     fn next(&mut self, prefix: &str) -> String {
@@ -598,7 +598,7 @@ impl Provider {
     }
 
     /// Grant types of the token requests it answered with a token.
-    fn grants(&self) -> Vec<&str> {
+    pub fn grants(&self) -> Vec<&str> {
         self.token_requests
             .iter()
             .map(String::as_str)
@@ -607,7 +607,7 @@ impl Provider {
     }
 }
 
-async fn provider(expires_in: u64) -> (Fake, SharedProvider) {
+pub async fn provider(expires_in: u64) -> (Fake, SharedProvider) {
     let state: SharedProvider = Arc::new(Mutex::new(Provider {
         expires_in,
         ..Provider::default()
@@ -636,7 +636,7 @@ async fn provider(expires_in: u64) -> (Fake, SharedProvider) {
 }
 
 /// Every file under `dir` that holds `needle`.
-fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
+pub fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
     let mut todo = vec![dir.to_path_buf()];
     while let Some(path) = todo.pop() {
@@ -759,7 +759,9 @@ async fn oauth_client_credentials_tokens_are_cached_refreshed_and_survive_a_rest
         assert_eq!(p.bearers.last(), p.issued.last());
     }
 
-    // Wrong client credentials: the token endpoint's refusal is the error.
+    // Wrong client credentials: the token endpoint's refusal is the error,
+    // an auth error (it pauses a flow's connection), and it is held: the
+    // next call does not ask the token endpoint again.
     let wrong = connect(
         &host,
         plugin,
@@ -768,25 +770,30 @@ async fn oauth_client_credentials_tokens_are_cached_refreshed_and_survive_a_rest
     .await;
     let body = probe(&host, plugin, &wrong, "/data").await;
     let error = failed(&body);
-    assert_eq!(error["kind"], json!("permanent"), "{body}");
+    assert_eq!(error["kind"], json!("auth"), "{body}");
     let message = error["message"].as_str().unwrap();
     assert!(
         message.contains("token endpoint answered HTTP 401") && message.contains("invalid_client"),
         "{message}"
     );
     assert_eq!(trail(&body), ["token 401"]);
+    let refusals = provider.lock().unwrap().token_requests.len();
+    let body = probe(&host, plugin, &wrong, "/data").await;
+    assert_eq!(failed(&body)["kind"], json!("auth"), "{body}");
+    assert_eq!(trail(&body), Vec::<String>::new());
+    assert_eq!(provider.lock().unwrap().token_requests.len(), refusals);
     host.stop().await;
 }
 
 /// The user's part: follows the authorize URL to the provider, which
 /// redirects to the host's callback; returns that callback URL.
-async fn consent(browser: &reqwest::Client, authorize_url: &str) -> String {
+pub async fn consent(browser: &reqwest::Client, authorize_url: &str) -> String {
     let response = browser.get(authorize_url).send().await.unwrap();
     assert_eq!(response.status(), 302, "{:?}", response.text().await);
     response.headers()["location"].to_str().unwrap().to_string()
 }
 
-async fn visit(browser: &reqwest::Client, url: &str) -> (axum::http::StatusCode, Value) {
+pub async fn visit(browser: &reqwest::Client, url: &str) -> (axum::http::StatusCode, Value) {
     read(browser.get(url).send().await.unwrap()).await
 }
 
@@ -1037,7 +1044,8 @@ async fn a_session_is_opened_once_and_reopened_after_it_expires() {
     }
     assert_eq!(sessions.lock().unwrap().logins.len(), 3);
 
-    // Wrong credentials: the login's refusal, clearly, and no request without a session.
+    // Wrong credentials: the login's refusal, clearly, as an auth error, and
+    // no request without a session.
     let wrong = connect(
         &host,
         plugin,
@@ -1047,7 +1055,7 @@ async fn a_session_is_opened_once_and_reopened_after_it_expires() {
     let seen_before = sessions.lock().unwrap().seen.len();
     let body = probe(&host, plugin, &wrong, "/data").await;
     let error = failed(&body);
-    assert_eq!(error["kind"], json!("permanent"), "{body}");
+    assert_eq!(error["kind"], json!("auth"), "{body}");
     let message = error["message"].as_str().unwrap();
     assert!(
         message.contains("session login failed with HTTP 401")
@@ -1058,6 +1066,327 @@ async fn a_session_is_opened_once_and_reopened_after_it_expires() {
     assert_eq!(sessions.lock().unwrap().seen.len(), seen_before);
     assert_eq!(sessions.lock().unwrap().logins.len(), 4);
     assert!(!body.to_string().contains("guess"), "{body}");
+    host.stop().await;
+}
+
+/// A session API whose login can be made to fail: `/login` takes
+/// `{"user", "pass"}` and answers `outage` if one is set, 401 for a wrong
+/// password, else a token; `/data` wants `X-Session: Token <token>`.
+#[derive(Default)]
+struct LoginApi {
+    logins: usize,
+    valid: HashSet<String>,
+    /// The status (and `Retry-After`) every login gets while set.
+    outage: Option<(StatusCode, Option<&'static str>)>,
+}
+
+const SESSION_USER: &str = "robot";
+const SESSION_PASSWORD: &str = "the-right-password";
+
+async fn login_api() -> (Fake, Arc<Mutex<LoginApi>>) {
+    let api: Arc<Mutex<LoginApi>> = Default::default();
+    let (login, data) = (api.clone(), api.clone());
+    let fake = Fake::start(
+        Router::new()
+            .route(
+                "/login",
+                post(move |body: String| async move {
+                    let mut api = login.lock().unwrap();
+                    api.logins += 1;
+                    if let Some((status, retry_after)) = api.outage {
+                        let headers: Vec<(&str, &str)> = retry_after
+                            .map(|v| ("retry-after", v))
+                            .into_iter()
+                            .collect();
+                        return reply(status, &headers, json!({"error": "try again later"}));
+                    }
+                    let sent: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                    if sent == json!({"user": SESSION_USER, "pass": SESSION_PASSWORD}) {
+                        let token = format!("sess-{}-8c1f2e", api.logins);
+                        api.valid.insert(token.clone());
+                        reply(StatusCode::OK, &[], json!({"data": {"token": token}}))
+                    } else {
+                        reply(
+                            StatusCode::UNAUTHORIZED,
+                            &[],
+                            json!({"error": "bad credentials"}),
+                        )
+                    }
+                }),
+            )
+            .route(
+                "/data",
+                get(move |headers: HeaderMap| async move {
+                    let api = data.lock().unwrap();
+                    let token = header(&headers, "x-session")
+                        .and_then(|v| v.strip_prefix("Token ").map(str::to_string));
+                    if token.is_some_and(|t| api.valid.contains(&t)) {
+                        reply(StatusCode::OK, &[], json!({"rows": 3}))
+                    } else {
+                        reply(
+                            StatusCode::UNAUTHORIZED,
+                            &[],
+                            json!({"error": "session expired"}),
+                        )
+                    }
+                }),
+            ),
+    )
+    .await;
+    (fake, api)
+}
+
+/// A flow that runs the probe's `get` of `/data` on `connection` when run by
+/// hand (its schedule is once a year), retrying fast.
+async fn session_flow(host: &TestHost, connection: &str) -> String {
+    let (status, body) = host
+        .call(
+            reqwest::Method::POST,
+            "/v1/flows",
+            Some(json!({
+                "name": format!("Session data {connection}"),
+                "trigger": {"schedule": "0 0 1 1 *"},
+                "steps": [{
+                    "key": "get", "plugin": "auth-session", "action": "get",
+                    "connection": connection, "input": {"path": "/data"},
+                    "retry": {"initial_delay_ms": 50, "max_delay_ms": 200},
+                }],
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body["id"].as_str().unwrap().to_string()
+}
+
+/// Starts a run of `flow` and returns its id.
+async fn start_run(host: &TestHost, flow: &str) -> String {
+    let (status, run) = host
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/flows/{flow}/run?wait_ms=0"),
+            Some(json!({"id": format!("e-{}", rand_suffix())})),
+        )
+        .await;
+    assert!(status.is_success(), "{run}");
+    run["id"].as_str().unwrap().to_string()
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// What the guest was told when its requests failed (the probe logs it).
+fn guest_errors(body: &Value) -> Vec<String> {
+    body["journal"]["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["message"].as_str())
+        .filter(|m| m.starts_with("http.send failed"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_session_login_pauses_the_connection_until_it_is_resumed() {
+    let (fake, api) = login_api().await;
+    let (_dir, host) = host_with(&[artifacts::FIXTURE_AUTH_SESSION]).await;
+    let plugin = "auth-session";
+    let conn = connect(
+        &host,
+        plugin,
+        json!({"base_url": fake.origin, "username": SESSION_USER, "password": "wrong-password"}),
+    )
+    .await;
+    let logins = || api.lock().unwrap().logins;
+
+    // A run meets the refusal: an auth error that pauses the connection and
+    // parks the run (not a dead letter).
+    let flow = session_flow(&host, &conn).await;
+    let run = start_run(&host, &flow).await;
+    let parked = crate::runs::wait_for(&host, &format!("/v1/runs/{run}"), "the run parks", |r| {
+        r["status"] == json!("paused")
+    })
+    .await;
+    assert_eq!(parked["error"]["kind"], json!("auth"), "{parked}");
+    let message = parked["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("session login failed with HTTP 401") && !message.contains("denied"),
+        "{message}"
+    );
+    let (_, view) = host.get(&format!("/v1/connections/{conn}")).await;
+    assert_eq!(view["status"]["state"], json!("paused"), "{view}");
+    assert!(
+        view["status"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("session login failed with HTTP 401"),
+        "{view}"
+    );
+    assert_eq!(logins(), 1);
+
+    // Calls made meanwhile, at once, are refused without a login; the
+    // plugin is told the login failed, not that the sandbox denied it.
+    let calls = (0..3).map(|_| probe(&host, plugin, &conn, "/data"));
+    for body in futures::future::join_all(calls).await {
+        let error = failed(&body);
+        assert_eq!(error["kind"], json!("auth"), "{body}");
+        assert_eq!(trail(&body), Vec::<String>::new());
+        let told = guest_errors(&body);
+        assert!(
+            told.len() == 1
+                && told[0].contains("Connection(\"session login failed with HTTP 401")
+                && !told[0].to_lowercase().contains("denied"),
+            "{told:?}"
+        );
+    }
+    assert_eq!(logins(), 1);
+
+    // A poller on the paused connection does not log in either.
+    let (status, polling) = host
+        .call(
+            reqwest::Method::POST,
+            "/v1/flows",
+            Some(json!({
+                "name": "Session changes",
+                "trigger": {"plugin": plugin, "trigger": "changes", "connection": conn,
+                            "params": {"path": "/data"}, "interval_secs": 1},
+                "steps": [{"key": "get", "plugin": plugin, "action": "get",
+                           "connection": conn, "input": {"path": "/data"}}],
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{polling}");
+    let polling = polling["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/flows/{polling}/activate");
+    let (status, body) = host.call(reqwest::Method::POST, &path, None).await;
+    assert_eq!(status, 200, "{body}");
+    crate::runs::wait_for(
+        &host,
+        &format!("/v1/flows/{polling}/trigger"),
+        "a poll finds the connection paused",
+        |t| {
+            t["state"]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("is paused"))
+        },
+    )
+    .await;
+    assert_eq!(logins(), 1);
+    let path = format!("/v1/flows/{polling}/deactivate");
+    let (status, body) = host.call(reqwest::Method::POST, &path, None).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Resuming allows one new login; refused again, the connection pauses again.
+    let path = format!("/v1/connections/{conn}/resume");
+    let (status, body) = host.call(reqwest::Method::POST, &path, None).await;
+    assert_eq!(status, 200, "{body}");
+    crate::runs::wait_for(
+        &host,
+        &format!("/v1/connections/{conn}"),
+        "the connection pauses again",
+        |c| c["status"]["state"] == json!("paused") && logins() == 2,
+    )
+    .await;
+    crate::runs::wait_for(
+        &host,
+        &format!("/v1/runs/{run}"),
+        "the run parks again",
+        |r| r["status"] == json!("paused"),
+    )
+    .await;
+    assert_eq!(logins(), 2);
+
+    // Fixed credentials: the connection is active again, and so is the run.
+    let (status, body) = host
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/v1/connections/{conn}"),
+            Some(json!({"properties": {"password": SESSION_PASSWORD}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let path = format!("/v1/connections/{conn}/resume");
+    let (status, body) = host.call(reqwest::Method::POST, &path, None).await;
+    assert_eq!(status, 200, "{body}");
+    crate::runs::wait_for(&host, &format!("/v1/runs/{run}"), "the run succeeds", |r| {
+        r["status"] == json!("succeeded")
+    })
+    .await;
+    assert_eq!(logins(), 3);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_logins_answered_429_or_503_are_retried_never_dead_lettered() {
+    let (fake, api) = login_api().await;
+    let (_dir, host) = host_with(&[artifacts::FIXTURE_AUTH_SESSION]).await;
+    let plugin = "auth-session";
+    let conn = connect(
+        &host,
+        plugin,
+        json!({"base_url": fake.origin, "username": SESSION_USER, "password": SESSION_PASSWORD}),
+    )
+    .await;
+
+    // By hand: the kinds the engine acts on, with the Retry-After.
+    api.lock().unwrap().outage = Some((StatusCode::TOO_MANY_REQUESTS, Some("7")));
+    let body = probe(&host, plugin, &conn, "/data").await;
+    let error = failed(&body);
+    assert_eq!(error["kind"], json!("rate_limited"), "{body}");
+    assert_eq!(error["retry_after_ms"], json!(7000), "{body}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("session login failed with HTTP 429"),
+        "{body}"
+    );
+    assert_eq!(trail(&body), ["login 429"]);
+    api.lock().unwrap().outage = Some((StatusCode::SERVICE_UNAVAILABLE, None));
+    for _ in 0..2 {
+        let body = probe(&host, plugin, &conn, "/data").await;
+        assert_eq!(failed(&body)["kind"], json!("transient"), "{body}");
+        // Not held like a refusal: every call may try again.
+        assert_eq!(trail(&body), ["login 503"]);
+    }
+    assert_eq!(api.lock().unwrap().logins, 3);
+
+    // In a run: retried on the step's schedule (after the Retry-After), the
+    // connection stays active, and the run succeeds once logins work again.
+    api.lock().unwrap().outage = Some((StatusCode::TOO_MANY_REQUESTS, Some("1")));
+    let flow = session_flow(&host, &conn).await;
+    let run = start_run(&host, &flow).await;
+    let waiting = crate::runs::wait_for(
+        &host,
+        &format!("/v1/runs/{run}"),
+        "the run waits for the Retry-After",
+        |r| r["status"] == json!("retrying"),
+    )
+    .await;
+    assert_eq!(waiting["error"]["kind"], json!("rate_limited"), "{waiting}");
+    let wait = waiting["due_at"].as_u64().unwrap() - waiting["updated_at"].as_u64().unwrap();
+    assert!(wait >= 1000, "retried {wait} ms after a Retry-After of 1 s");
+    api.lock().unwrap().outage = Some((StatusCode::SERVICE_UNAVAILABLE, None));
+    crate::runs::wait_for(
+        &host,
+        &format!("/v1/runs/{run}"),
+        "a retry meets the 503",
+        |r| r["status"] == json!("retrying") && r["error"]["kind"] == json!("transient"),
+    )
+    .await;
+    let (_, view) = host.get(&format!("/v1/connections/{conn}")).await;
+    assert_eq!(view["status"]["state"], json!("active"), "{view}");
+    api.lock().unwrap().outage = None;
+    crate::runs::wait_for(&host, &format!("/v1/runs/{run}"), "the run succeeds", |r| {
+        r["status"] == json!("succeeded")
+    })
+    .await;
+    let (_, dead) = host.get("/v1/dead-letters").await;
+    assert_eq!(dead["runs"], json!([]), "{dead}");
     host.stop().await;
 }
 

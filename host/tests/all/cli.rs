@@ -125,6 +125,45 @@ fn operator_workflow_through_the_cli() {
     ));
     let env = stdout(&run(&server, &["plugin", "env", "list", "example@0.2.0"]));
     assert_eq!(env.trim(), "REGION=eu");
+    // Secret variables: given inline or on stdin, never shown back.
+    stdout(&run(
+        &server,
+        &[
+            "plugin",
+            "env",
+            "set",
+            "example@0.2.0",
+            "--secret",
+            "API_TOKEN=tok-3f9a1c77",
+        ],
+    ));
+    let mut piped = Command::new(BIN)
+        .args([
+            "plugin",
+            "env",
+            "set",
+            "example@0.2.0",
+            "--secret",
+            "CLIENT_SECRET",
+        ])
+        .env("SWITCHYARD_URL", &server.url)
+        .env("SWITCHYARD_TOKEN", &server.token)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(piped.stdin.as_mut().unwrap(), b"cs-from-stdin-51e0\n").unwrap();
+    let shown = stdout(&piped.wait_with_output().unwrap());
+    let env = stdout(&run(&server, &["plugin", "env", "list", "example@0.2.0"]));
+    assert_eq!(
+        env.trim(),
+        "API_TOKEN=********\nCLIENT_SECRET=********\nREGION=eu"
+    );
+    assert!(
+        !shown.contains("cs-from-stdin") && !env.contains("tok-3f9a1c77"),
+        "{shown}{env}"
+    );
 
     stdout(&run(&server, &["plugin", "deprecate", "example@0.2.0"]));
     let list = stdout(&run(&server, &["plugin", "list"]));

@@ -25,6 +25,7 @@ mod plugins;
 mod polyglot;
 mod runs;
 mod sandbox;
+mod secrets;
 mod support;
 mod tenants;
 mod tidy;

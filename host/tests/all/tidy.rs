@@ -20,7 +20,7 @@ const LAYERS: &[&[&str]] = &[
     &["registry", "tenants"],
     &["connections"],
     &["calls"],
-    &["flows"],
+    &["oauth", "flows"],
     &["runs"],
     &["triggers"],
     &["api"],

@@ -1,7 +1,9 @@
 //! The OAuth 2.0 authorization code flow for a connection: the host builds
 //! the authorization URL (with PKCE and an unguessable state kept for ten
 //! minutes), serves the redirect at `/oauth/callback`, exchanges the code and
-//! stores the tokens sealed. The tenant never handles a token.
+//! stores the tokens sealed. The tenant never handles a token. The client it
+//! signs in with is the connection's own or the plugin version's (secret
+//! environment variables), as the call path builds it for any call.
 
 use std::sync::Arc;
 
@@ -9,15 +11,13 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{ConnectionRecord, Connections, texts};
 use crate::{
+    calls::Calls,
     clock::now_secs,
+    connections::{ConnectionRecord, Connections},
     error::{ServiceError, UpstreamFailure},
     manifest::{AuthScheme, OAuth2Grant},
-    sandbox::{
-        HttpSandbox,
-        auth::{authorization_url, exchange_code, fill_url, pkce_pair},
-    },
+    sandbox::{HttpSandbox, auth::pkce_pair},
     store::{Kv, KvExt, Tree, Write},
 };
 
@@ -36,14 +36,21 @@ struct Pending {
 pub struct OAuth {
     kv: Arc<dyn Kv>,
     connections: Arc<Connections>,
+    calls: Arc<Calls>,
     sandbox: HttpSandbox,
 }
 
 impl OAuth {
-    pub fn new(kv: Arc<dyn Kv>, connections: Arc<Connections>, sandbox: HttpSandbox) -> Self {
+    pub fn new(
+        kv: Arc<dyn Kv>,
+        connections: Arc<Connections>,
+        calls: Arc<Calls>,
+        sandbox: HttpSandbox,
+    ) -> Self {
         OAuth {
             kv,
             connections,
+            calls,
             sandbox,
         }
     }
@@ -53,37 +60,27 @@ impl OAuth {
     pub fn authorize(&self, tenant: &str, id: &str, base_url: &str) -> Result<Value, ServiceError> {
         let record = self.connections.get(tenant, id)?;
         let plugin = self.connections.plugin_for(&record)?;
-        let AuthScheme::Oauth2 {
-            grant: OAuth2Grant::AuthorizationCode,
-            authorize_url,
-            scopes,
-            ..
-        } = &plugin.record.manifest.auth
-        else {
+        if !matches!(
+            plugin.record.manifest.auth,
+            AuthScheme::Oauth2 {
+                grant: OAuth2Grant::AuthorizationCode,
+                ..
+            }
+        ) {
             return Err(ServiceError::BadRequest(format!(
                 "plugin `{}` does not use the OAuth authorization code grant",
                 record.plugin
             )));
-        };
-        let values = texts(&record.properties);
-        let client_id = values
-            .get("client_id")
-            .cloned()
-            .ok_or_else(|| ServiceError::BadRequest("the connection has no `client_id`".into()))?;
+        }
         let redirect_uri = format!("{}/oauth/callback", base_url.trim_end_matches('/'));
         let (verifier, challenge) = pkce_pair();
         let mut state_bytes = [0u8; 24];
         rand::rng().fill_bytes(&mut state_bytes);
         let state = hex::encode(state_bytes);
-        let url = authorization_url(
-            &fill_url(authorize_url, &values),
-            &client_id,
-            &redirect_uri,
-            scopes,
-            &state,
-            &challenge,
-        )
-        .map_err(ServiceError::BadRequest)?;
+        let (outbound, credentials) = self.calls.credentials_for(&plugin, &record)?;
+        let url = credentials
+            .authorization_url(&outbound.allowed, &redirect_uri, &state, &challenge)
+            .map_err(ServiceError::BadRequest)?;
         let pending = Pending {
             tenant: tenant.to_string(),
             connection_id: id.to_string(),
@@ -115,22 +112,21 @@ impl OAuth {
             .connections
             .get(&pending.tenant, &pending.connection_id)?;
         let plugin = self.connections.plugin_for(&record)?;
-        let AuthScheme::Oauth2 { token_url, .. } = &plugin.record.manifest.auth else {
+        if !matches!(plugin.record.manifest.auth, AuthScheme::Oauth2 { .. }) {
             return Err(ServiceError::State(
                 "the plugin no longer uses OAuth".into(),
             ));
-        };
-        let mut values = texts(&record.properties);
-        values.extend(texts(&self.connections.secrets(&record)?));
-        let (result, _exchanges) = exchange_code(
-            &self.sandbox,
-            &fill_url(token_url, &values),
-            &values,
-            code,
-            &pending.redirect_uri,
-            &pending.verifier,
-        )
-        .await;
+        }
+        let (outbound, credentials) = self.calls.credentials_for(&plugin, &record)?;
+        let (result, _exchanges) = credentials
+            .exchange_code(
+                &self.sandbox,
+                &outbound.allowed,
+                code,
+                &pending.redirect_uri,
+                &pending.verifier,
+            )
+            .await;
         let tokens = result.map_err(|e| ServiceError::Upstream {
             failure: UpstreamFailure::Failed,
             message: format!("the code exchange failed: {e}"),
