@@ -44,6 +44,7 @@ pub(super) fn routes(settings: &ApiSettings) -> Router<ApiState> {
                 .layer(DefaultBodyLimit::max(upload_limit)),
         )
         .route("/v1/plugins/test", post(test_spec))
+        .route("/v1/plugins/validate", post(validate_spec))
         .route("/v1/plugins/{key}", get(versions))
         .route("/v1/plugins/{key}/resolve", get(resolve))
         .route("/v1/plugins/{key}/{version}", get(show).delete(delete))
@@ -142,6 +143,20 @@ async fn upload(
         status,
         Json(json!({"created": created, "plugin": Summary::from(&record)})),
     ))
+}
+
+/// `POST /v1/plugins/validate`: the checks of a push, nothing stored and
+/// nothing run (an editor calls it as the author types): `{"ok": true,
+/// "manifest": ...}`, or `{"ok": false, "problems": [{path, line, message}]}`.
+async fn validate_spec(
+    Extension(principal): Extension<Principal>,
+    body: String,
+) -> Result<Json<Value>, ApiError> {
+    operator_only(&principal, "validate connector specs")?;
+    Ok(Json(match crate::declarative::parse(&body) {
+        Ok(declared) => json!({"ok": true, "manifest": declared.manifest}),
+        Err(problems) => json!({"ok": false, "problems": problems}),
+    }))
 }
 
 /// `POST /v1/plugins/test`: one operation of an unpublished spec against

@@ -517,7 +517,7 @@ impl Calls {
         plugin: &PluginVersion,
         connection: &ConnectionRecord,
     ) -> Result<(Outbound, Arc<Credentials>), ServiceError> {
-        let (env, _) = self.setup(plugin, Some(connection), BTreeMap::new(), trace_id("oauth"))?;
+        let (env, _) = self.setup(plugin, Source::Stored(connection), trace_id("oauth"))?;
         let outbound = env.outbound.ok_or_else(|| {
             ServiceError::Internal("a call with a connection has no way out".into())
         })?;

@@ -483,6 +483,29 @@ async fn an_unpublished_spec_is_tested_live_with_caps() {
     assert_eq!(body["error"]["error"]["kind"], json!("transient"), "{body}");
     assert_eq!(body["pages"][0]["response"]["status"], json!(503), "{body}");
 
+    // Validation as an editor calls it while the author types.
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    for (text, ok) in [
+        (spec.clone(), true),
+        (spec.replace("key: woocommerce", "key: Woo Commerce"), false),
+    ] {
+        let response = client
+            .post(format!("{}/v1/plugins/validate", host.url))
+            .bearer_auth(crate::support::TOKEN)
+            .body(text)
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = crate::support::read(response).await;
+        assert_eq!((status.as_u16(), &body["ok"]), (200, &json!(ok)), "{body}");
+        if ok {
+            assert_eq!(body["manifest"]["key"], json!("woocommerce"));
+        } else {
+            assert_eq!(body["problems"][0]["path"], json!("/key"), "{body}");
+            assert_eq!(body["problems"][0]["line"], json!(7), "{body}");
+        }
+    }
+
     // A bad draft is refused like a push; nothing was ever stored.
     let test = json!({"spec": spec.replace("    kind: search\n", "    kind: search\n    oops: 1\n"), "properties": properties});
     let (status, body) = host
