@@ -45,6 +45,7 @@ pub(super) fn routes(settings: &ApiSettings) -> Router<ApiState> {
         )
         .route("/v1/plugins/test", post(test_spec))
         .route("/v1/plugins/validate", post(validate_spec))
+        .route("/v1/declarative/schema", get(spec_schema))
         .route("/v1/plugins/{key}", get(versions))
         .route("/v1/plugins/{key}/resolve", get(resolve))
         .route("/v1/plugins/{key}/{version}", get(show).delete(delete))
@@ -143,6 +144,13 @@ async fn upload(
         status,
         Json(json!({"created": created, "plugin": Summary::from(&record)})),
     ))
+}
+
+/// `GET /v1/declarative/schema`: the spec format's JSON Schema, for editors.
+async fn spec_schema() -> Result<Json<Value>, ApiError> {
+    serde_json::from_str(crate::declarative::SCHEMA)
+        .map(Json)
+        .map_err(|e| ApiError::from(ServiceError::Internal(e.to_string())))
 }
 
 /// `POST /v1/plugins/validate`: the checks of a push, nothing stored and

@@ -483,7 +483,11 @@ async fn an_unpublished_spec_is_tested_live_with_caps() {
     assert_eq!(body["error"]["error"]["kind"], json!("transient"), "{body}");
     assert_eq!(body["pages"][0]["response"]["status"], json!(503), "{body}");
 
-    // Validation as an editor calls it while the author types.
+    // The format's schema and validation, as an editor uses them while the
+    // author types.
+    let (status, schema) = host.get("/v1/declarative/schema").await;
+    assert_eq!(status, 200);
+    assert_eq!(schema["required"], json!(["declarative", "key", "name", "version"]));
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     for (text, ok) in [
         (spec.clone(), true),
@@ -616,5 +620,56 @@ async fn a_spec_is_contained_like_any_connector() {
     let accepted = tokio::time::timeout(Duration::from_millis(50), forbidden.accept()).await;
     assert!(accepted.is_err(), "a request reached 127.0.0.1");
     server.abort();
+    host.stop().await;
+}
+
+/// The interpreter describes a spec as the host derives its manifest at
+/// push (the host does not ask it; the two must still agree).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_interpreter_describes_a_spec_as_the_host_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = TestHost::start(sandbox_config(dir.path())).await;
+    let engine = &host.app.engine;
+    let bytes = std::fs::read(artifacts::DECLARATIVE_INTERPRETER).unwrap();
+    let sha = switchyard::engine::Engine::content_hash(&bytes);
+    let interpreter = engine.load_interpreter(&sha, &bytes).unwrap();
+    // Without a spec it describes itself; a connector's linker refuses it.
+    let itself = engine
+        .describe(&interpreter, Duration::from_secs(10))
+        .await
+        .result
+        .unwrap();
+    assert_eq!(itself.key, "declarative-interpreter");
+    assert!(engine.load(&sha, &bytes).is_err());
+    for name in ["woocommerce.yaml", "shipping.yaml", "shopify-lite.yaml"] {
+        let text = std::fs::read_to_string(spec_path(name)).unwrap();
+        let declared = switchyard::declarative::parse(&text).unwrap();
+        let described = engine
+            .describe(
+                &interpreter.with_spec(declared.canonical.clone().into()),
+                Duration::from_secs(10),
+            )
+            .await
+            .result
+            .unwrap()
+            .validate()
+            .unwrap();
+        let host_side = &declared.manifest;
+        assert_eq!(
+            (&described.key, &described.version, &described.auth),
+            (&host_side.key, &host_side.version, &host_side.auth),
+            "{name}"
+        );
+        assert_eq!(described.allowed_hosts, host_side.allowed_hosts, "{name}");
+        assert_eq!(described.triggers, host_side.triggers, "{name}");
+        assert_eq!(described.actions, host_side.actions, "{name}");
+        let keys = |m: &switchyard::manifest::Manifest| {
+            m.connection_properties
+                .iter()
+                .map(|p| (p.key.clone(), p.secret, p.required))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys(&described), keys(host_side), "{name}");
+    }
     host.stop().await;
 }
