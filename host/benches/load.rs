@@ -23,6 +23,10 @@ use std::{
 };
 
 mod common;
+// The integration tests read `/metrics` the same way.
+#[allow(dead_code, reason = "only the tests read single samples")]
+#[path = "../tests/all/support/metrics.rs"]
+mod metrics;
 
 use axum::{Json, Router, extract::State, routing::get};
 use hmac::{Hmac, Mac};
@@ -632,15 +636,7 @@ async fn polling() {
     tokio::time::sleep(Duration::from_secs(secs)).await;
     let cpu = server.cpu_seconds() - cpu_before;
     let polls = fake.polls.load(Ordering::Relaxed) - polls_before;
-    let metrics = client
-        .get(format!("{}/metrics", server.url))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics::scrape(&client, &server.url, TOKEN).await;
     let (p50, p99, max_bucket) = histogram_quantiles(&metrics, "switchyard_poll_lag_seconds");
     println!(
         "{polls} polls in {:.0} s ({:.0}/s); server CPU {:.1} s = {:.0}% of one core; poll lag p50 <= {p50}, p99 <= {p99} (largest bucket used: {max_bucket}); RSS {:.1} MiB",

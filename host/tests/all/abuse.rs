@@ -19,7 +19,7 @@ use switchyard::{config::ServeConfig, triggers::ingress::REJECTED_PER_FLOW};
 use switchyard_tests as artifacts;
 
 use crate::{
-    runs::{create_connection, sign},
+    fake_items::{API_KEY, WEBHOOK_SECRET, sign},
     support::{TOKEN, TestHost, config, error_message, read, wait_until},
 };
 
@@ -38,7 +38,9 @@ async fn host_with(dir: &Path, adjust: impl FnOnce(&mut ServeConfig)) -> TestHos
 /// own (flows of one connection and trigger share one webhook URL); returns
 /// (flow id, URL).
 async fn hook(host: &TestHost, name: &str) -> (String, String) {
-    let connection = create_connection(host, "127.0.0.2:9".parse().unwrap(), TOKEN).await;
+    // Nothing listens there: the flows' runs are skipped and never call out.
+    let properties = json!({"base_url": "http://127.0.0.2:9", "api_key": API_KEY, "webhook_secret": WEBHOOK_SECRET});
+    let connection = host.connect("example", properties).await;
     let (status, body) = host
         .call(
             Method::POST,

@@ -31,28 +31,8 @@ use tokio::io::AsyncReadExt as _;
 
 use crate::{
     digest::{self, Apache},
-    sandbox::{sandbox_config, serve_on_127_0_0_2},
-    support::{TestHost, read},
+    support::{TestHost, fake::Server, read, sandbox_config},
 };
-
-/// A fake API on 127.0.0.2, stopped when dropped (also when a test fails).
-pub struct Fake {
-    pub origin: String,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Fake {
-    pub async fn start(router: Router) -> Fake {
-        let (origin, server) = serve_on_127_0_0_2(router).await;
-        Fake { origin, server }
-    }
-}
-
-impl Drop for Fake {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
-}
 
 pub fn header(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
@@ -118,18 +98,6 @@ pub async fn upload(host: &TestHost, plugins: &[&str]) {
     }
 }
 
-pub async fn connect(host: &TestHost, plugin: &str, properties: Value) -> String {
-    let (status, body) = host
-        .call(
-            reqwest::Method::POST,
-            "/v1/connections",
-            Some(json!({"plugin": plugin, "properties": properties})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    body["id"].as_str().unwrap().to_string()
-}
-
 pub async fn invoke(
     host: &TestHost,
     plugin: &str,
@@ -190,7 +158,7 @@ async fn basic_credentials_are_sent_and_a_wrong_password_is_an_auth_error() {
     const USER: &str = "ops@acme.test";
     const PASSWORD: &str = "correct horse: battery";
     let seen: Arc<Mutex<Vec<Option<String>>>> = Default::default();
-    let fake = Fake::start(Router::new().route(
+    let fake = Server::start(Router::new().route(
         "/whoami",
         get({
             let seen = seen.clone();
@@ -212,12 +180,12 @@ async fn basic_credentials_are_sent_and_a_wrong_password_is_an_auth_error() {
     .await;
     let (_dir, host) = host_with(&[artifacts::FIXTURE_AUTH_BASIC]).await;
 
-    let good = connect(
-        &host,
-        "auth-basic",
-        json!({"base_url": fake.origin, "username": USER, "password": PASSWORD}),
-    )
-    .await;
+    let good = host
+        .connect(
+            "auth-basic",
+            json!({"base_url": fake.origin, "username": USER, "password": PASSWORD}),
+        )
+        .await;
     let body = probe(&host, "auth-basic", &good, "/whoami").await;
     let output = succeeded(&body);
     assert!(output["body"].as_str().unwrap().contains(USER), "{body}");
@@ -226,12 +194,12 @@ async fn basic_credentials_are_sent_and_a_wrong_password_is_an_auth_error() {
     assert_eq!(seen.lock().unwrap().as_slice(), [Some(expected)]);
     assert!(!body.to_string().contains(PASSWORD), "{body}");
 
-    let bad = connect(
-        &host,
-        "auth-basic",
-        json!({"base_url": fake.origin, "username": USER, "password": "wrong password"}),
-    )
-    .await;
+    let bad = host
+        .connect(
+            "auth-basic",
+            json!({"base_url": fake.origin, "username": USER, "password": "wrong password"}),
+        )
+        .await;
     let body = probe(&host, "auth-basic", &bad, "/whoami").await;
     let error = failed(&body);
     assert_eq!(error["kind"], json!("auth"), "{body}");
@@ -255,12 +223,10 @@ const QUERY_KEY: &str = "qk_7f3a/9+z&Q=";
 
 /// Accepts connections, records each request head and hangs up without an
 /// answer (a server that crashes mid-request).
-async fn hang_up_server() -> (Fake, Arc<Mutex<Vec<String>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
-    let origin = format!("http://{}", listener.local_addr().unwrap());
+async fn hang_up_server() -> (Server, Arc<Mutex<Vec<String>>>) {
     let heads: Arc<Mutex<Vec<String>>> = Default::default();
     let recorded = heads.clone();
-    let server = tokio::spawn(async move {
+    let server = Server::raw(|listener| async move {
         loop {
             let Ok((mut stream, _)) = listener.accept().await else {
                 return;
@@ -278,15 +244,16 @@ async fn hang_up_server() -> (Fake, Arc<Mutex<Vec<String>>>) {
                 .unwrap()
                 .push(String::from_utf8_lossy(&head).into_owned());
         }
-    });
-    (Fake { origin, server }, heads)
+    })
+    .await;
+    (server, heads)
 }
 
 #[tokio::test]
 async fn an_api_key_in_the_query_is_sent_but_never_recorded() {
     let encoded_key = form_encode(QUERY_KEY);
     let queries: Arc<Mutex<Vec<Pairs>>> = Default::default();
-    let fake = Fake::start(Router::new().route(
+    let fake = Server::start(Router::new().route(
         "/items",
         get({
             let queries = queries.clone();
@@ -313,12 +280,12 @@ async fn an_api_key_in_the_query_is_sent_but_never_recorded() {
     .await;
     let (_dir, host) = host_with(&[artifacts::FIXTURE_AUTH_APIKEY_QUERY]).await;
     let plugin = "auth-apikey-query";
-    let id = connect(
-        &host,
-        plugin,
-        json!({"base_url": fake.origin, "api_key": QUERY_KEY}),
-    )
-    .await;
+    let id = host
+        .connect(
+            plugin,
+            json!({"base_url": fake.origin, "api_key": QUERY_KEY}),
+        )
+        .await;
 
     // The plugin's own `key` is replaced, its other parameters kept.
     let body = probe(&host, plugin, &id, "/items?page=2&key=chosen-by-the-plugin").await;
@@ -340,12 +307,12 @@ async fn an_api_key_in_the_query_is_sent_but_never_recorded() {
         "the key leaked: {text}"
     );
 
-    let wrong = connect(
-        &host,
-        plugin,
-        json!({"base_url": fake.origin, "api_key": "not-the-key"}),
-    )
-    .await;
+    let wrong = host
+        .connect(
+            plugin,
+            json!({"base_url": fake.origin, "api_key": "not-the-key"}),
+        )
+        .await;
     let body = probe(&host, plugin, &wrong, "/items").await;
     assert_eq!(failed(&body)["kind"], json!("auth"), "{body}");
     assert_eq!(
@@ -356,12 +323,12 @@ async fn an_api_key_in_the_query_is_sent_but_never_recorded() {
     // A failed request's error names the URL it was sending to: that URL
     // holds the key, which must reach neither the plugin nor the journal.
     let (broken, heads) = hang_up_server().await;
-    let id = connect(
-        &host,
-        plugin,
-        json!({"base_url": broken.origin, "api_key": QUERY_KEY}),
-    )
-    .await;
+    let id = host
+        .connect(
+            plugin,
+            json!({"base_url": broken.origin, "api_key": QUERY_KEY}),
+        )
+        .await;
     let body = probe(&host, plugin, &id, "/items").await;
     assert_eq!(failed(&body)["kind"], json!("transient"), "{body}");
     assert_eq!(trail(&body), ["plugin error"]);
@@ -607,7 +574,7 @@ impl Provider {
     }
 }
 
-pub async fn provider(expires_in: u64) -> (Fake, SharedProvider) {
+pub async fn provider(expires_in: u64) -> (Server, SharedProvider) {
     let state: SharedProvider = Arc::new(Mutex::new(Provider {
         expires_in,
         ..Provider::default()
@@ -632,7 +599,7 @@ pub async fn provider(expires_in: u64) -> (Fake, SharedProvider) {
             "/data",
             get(move |headers: HeaderMap| async move { data.lock().unwrap().data(&headers) }),
         );
-    (Fake::start(router).await, state)
+    (Server::start(router).await, state)
 }
 
 /// Every file under `dir` that holds `needle`.
@@ -660,9 +627,7 @@ async fn oauth_client_credentials_tokens_are_cached_refreshed_and_survive_a_rest
     let host = TestHost::start(sandbox_config(dir.path())).await;
     upload(&host, &[artifacts::FIXTURE_AUTH_OAUTH_CC]).await;
     let plugin = "auth-oauth-cc";
-    let id = connect(
-        &host,
-        plugin,
+    let id = host.connect(plugin,
         json!({"base_url": fake.origin, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}),
     )
     .await;
@@ -762,12 +727,12 @@ async fn oauth_client_credentials_tokens_are_cached_refreshed_and_survive_a_rest
     // Wrong client credentials: the token endpoint's refusal is the error,
     // an auth error (it pauses a flow's connection), and it is held: the
     // next call does not ask the token endpoint again.
-    let wrong = connect(
-        &host,
-        plugin,
-        json!({"base_url": fake.origin, "client_id": CLIENT_ID, "client_secret": "nope"}),
-    )
-    .await;
+    let wrong = host
+        .connect(
+            plugin,
+            json!({"base_url": fake.origin, "client_id": CLIENT_ID, "client_secret": "nope"}),
+        )
+        .await;
     let body = probe(&host, plugin, &wrong, "/data").await;
     let error = failed(&body);
     assert_eq!(error["kind"], json!("auth"), "{body}");
@@ -802,9 +767,7 @@ async fn oauth_authorization_code_with_pkce_then_refresh() {
     let (fake, provider) = provider(3600).await;
     let (_dir, host) = host_with(&[artifacts::FIXTURE_AUTH_OAUTH_CODE]).await;
     let plugin = "auth-oauth-code";
-    let id = connect(
-        &host,
-        plugin,
+    let id = host.connect(plugin,
         json!({"base_url": fake.origin, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}),
     )
     .await;
@@ -943,7 +906,7 @@ async fn a_session_is_opened_once_and_reopened_after_it_expires() {
     const PASSWORD: &str = r#"p"a\ss{word}"#;
     let sessions: Arc<Mutex<Sessions>> = Default::default();
     let (login, data) = (sessions.clone(), sessions.clone());
-    let fake = Fake::start(
+    let fake = Server::start(
         Router::new()
             .route(
                 "/login",
@@ -990,12 +953,12 @@ async fn a_session_is_opened_once_and_reopened_after_it_expires() {
     .await;
     let (_dir, host) = host_with(&[artifacts::FIXTURE_AUTH_SESSION]).await;
     let plugin = "auth-session";
-    let id = connect(
-        &host,
-        plugin,
-        json!({"base_url": fake.origin, "username": USER, "password": PASSWORD}),
-    )
-    .await;
+    let id = host
+        .connect(
+            plugin,
+            json!({"base_url": fake.origin, "username": USER, "password": PASSWORD}),
+        )
+        .await;
 
     for call in 0..3 {
         let body = probe(&host, plugin, &id, "/data").await;
@@ -1046,12 +1009,12 @@ async fn a_session_is_opened_once_and_reopened_after_it_expires() {
 
     // Wrong credentials: the login's refusal, clearly, as an auth error, and
     // no request without a session.
-    let wrong = connect(
-        &host,
-        plugin,
-        json!({"base_url": fake.origin, "username": USER, "password": "guess"}),
-    )
-    .await;
+    let wrong = host
+        .connect(
+            plugin,
+            json!({"base_url": fake.origin, "username": USER, "password": "guess"}),
+        )
+        .await;
     let seen_before = sessions.lock().unwrap().seen.len();
     let body = probe(&host, plugin, &wrong, "/data").await;
     let error = failed(&body);
@@ -1083,10 +1046,10 @@ struct LoginApi {
 const SESSION_USER: &str = "robot";
 const SESSION_PASSWORD: &str = "the-right-password";
 
-async fn login_api() -> (Fake, Arc<Mutex<LoginApi>>) {
+async fn login_api() -> (Server, Arc<Mutex<LoginApi>>) {
     let api: Arc<Mutex<LoginApi>> = Default::default();
     let (login, data) = (api.clone(), api.clone());
-    let fake = Fake::start(
+    let fake = Server::start(
         Router::new()
             .route(
                 "/login",
@@ -1195,9 +1158,7 @@ async fn a_refused_session_login_pauses_the_connection_until_it_is_resumed() {
     let (fake, api) = login_api().await;
     let (_dir, host) = host_with(&[artifacts::FIXTURE_AUTH_SESSION]).await;
     let plugin = "auth-session";
-    let conn = connect(
-        &host,
-        plugin,
+    let conn = host.connect(plugin,
         json!({"base_url": fake.origin, "username": SESSION_USER, "password": "wrong-password"}),
     )
     .await;
@@ -1207,10 +1168,11 @@ async fn a_refused_session_login_pauses_the_connection_until_it_is_resumed() {
     // parks the run (not a dead letter).
     let flow = session_flow(&host, &conn).await;
     let run = start_run(&host, &flow).await;
-    let parked = crate::runs::wait_for(&host, &format!("/v1/runs/{run}"), "the run parks", |r| {
-        r["status"] == json!("paused")
-    })
-    .await;
+    let parked =
+        crate::support::wait_for(&host, &format!("/v1/runs/{run}"), "the run parks", |r| {
+            r["status"] == json!("paused")
+        })
+        .await;
     assert_eq!(parked["error"]["kind"], json!("auth"), "{parked}");
     let message = parked["error"]["message"].as_str().unwrap();
     assert!(
@@ -1264,7 +1226,7 @@ async fn a_refused_session_login_pauses_the_connection_until_it_is_resumed() {
     let path = format!("/v1/flows/{polling}/activate");
     let (status, body) = host.call(reqwest::Method::POST, &path, None).await;
     assert_eq!(status, 200, "{body}");
-    crate::runs::wait_for(
+    crate::support::wait_for(
         &host,
         &format!("/v1/flows/{polling}/trigger"),
         "a poll finds the connection paused",
@@ -1284,14 +1246,14 @@ async fn a_refused_session_login_pauses_the_connection_until_it_is_resumed() {
     let path = format!("/v1/connections/{conn}/resume");
     let (status, body) = host.call(reqwest::Method::POST, &path, None).await;
     assert_eq!(status, 200, "{body}");
-    crate::runs::wait_for(
+    crate::support::wait_for(
         &host,
         &format!("/v1/connections/{conn}"),
         "the connection pauses again",
         |c| c["status"]["state"] == json!("paused") && logins() == 2,
     )
     .await;
-    crate::runs::wait_for(
+    crate::support::wait_for(
         &host,
         &format!("/v1/runs/{run}"),
         "the run parks again",
@@ -1312,7 +1274,7 @@ async fn a_refused_session_login_pauses_the_connection_until_it_is_resumed() {
     let path = format!("/v1/connections/{conn}/resume");
     let (status, body) = host.call(reqwest::Method::POST, &path, None).await;
     assert_eq!(status, 200, "{body}");
-    crate::runs::wait_for(&host, &format!("/v1/runs/{run}"), "the run succeeds", |r| {
+    crate::support::wait_for(&host, &format!("/v1/runs/{run}"), "the run succeeds", |r| {
         r["status"] == json!("succeeded")
     })
     .await;
@@ -1325,9 +1287,7 @@ async fn session_logins_answered_429_or_503_are_retried_never_dead_lettered() {
     let (fake, api) = login_api().await;
     let (_dir, host) = host_with(&[artifacts::FIXTURE_AUTH_SESSION]).await;
     let plugin = "auth-session";
-    let conn = connect(
-        &host,
-        plugin,
+    let conn = host.connect(plugin,
         json!({"base_url": fake.origin, "username": SESSION_USER, "password": SESSION_PASSWORD}),
     )
     .await;
@@ -1360,7 +1320,7 @@ async fn session_logins_answered_429_or_503_are_retried_never_dead_lettered() {
     api.lock().unwrap().outage = Some((StatusCode::TOO_MANY_REQUESTS, Some("1")));
     let flow = session_flow(&host, &conn).await;
     let run = start_run(&host, &flow).await;
-    let waiting = crate::runs::wait_for(
+    let waiting = crate::support::wait_for(
         &host,
         &format!("/v1/runs/{run}"),
         "the run waits for the Retry-After",
@@ -1371,7 +1331,7 @@ async fn session_logins_answered_429_or_503_are_retried_never_dead_lettered() {
     let wait = waiting["due_at"].as_u64().unwrap() - waiting["updated_at"].as_u64().unwrap();
     assert!(wait >= 1000, "retried {wait} ms after a Retry-After of 1 s");
     api.lock().unwrap().outage = Some((StatusCode::SERVICE_UNAVAILABLE, None));
-    crate::runs::wait_for(
+    crate::support::wait_for(
         &host,
         &format!("/v1/runs/{run}"),
         "a retry meets the 503",
@@ -1381,7 +1341,7 @@ async fn session_logins_answered_429_or_503_are_retried_never_dead_lettered() {
     let (_, view) = host.get(&format!("/v1/connections/{conn}")).await;
     assert_eq!(view["status"]["state"], json!("active"), "{view}");
     api.lock().unwrap().outage = None;
-    crate::runs::wait_for(&host, &format!("/v1/runs/{run}"), "the run succeeds", |r| {
+    crate::support::wait_for(&host, &format!("/v1/runs/{run}"), "the run succeeds", |r| {
         r["status"] == json!("succeeded")
     })
     .await;
@@ -1397,9 +1357,7 @@ async fn digest_through_the_sandbox_against_apache() {
     let apache = Apache::start();
     let (_dir, host) = host_with(&[artifacts::FIXTURE_AUTH_DIGEST]).await;
     let plugin = "auth-digest";
-    let id = connect(
-        &host,
-        plugin,
+    let id = host.connect(plugin,
         json!({"base_url": apache.origin(), "username": digest::USER, "password": digest::PASSWORD}),
     )
     .await;
@@ -1423,12 +1381,12 @@ async fn digest_through_the_sandbox_against_apache() {
         assert_eq!(trail(&body), ["plugin 200"], "{}", apache.error_log());
     }
 
-    let wrong = connect(
-        &host,
-        plugin,
-        json!({"base_url": apache.origin(), "username": digest::USER, "password": "sesame"}),
-    )
-    .await;
+    let wrong = host
+        .connect(
+            plugin,
+            json!({"base_url": apache.origin(), "username": digest::USER, "password": "sesame"}),
+        )
+        .await;
     let body = probe(&host, plugin, &wrong, target).await;
     assert_eq!(failed(&body)["kind"], json!("auth"), "{body}");
     assert_eq!(trail(&body), ["plugin 401", "retry 401"]);
@@ -1441,7 +1399,7 @@ async fn digest_through_the_sandbox_against_apache() {
 async fn the_connection_rate_limit_spaces_requests() {
     const KEY: &str = "k-rate-limited";
     let arrivals: Arc<Mutex<Vec<Instant>>> = Default::default();
-    let fake = Fake::start(Router::new().route(
+    let fake = Server::start(Router::new().route(
         "/items",
         post({
             let arrivals = arrivals.clone();
@@ -1464,12 +1422,9 @@ async fn the_connection_rate_limit_spaces_requests() {
     config.max_instances = 32;
     let host = TestHost::start(config).await;
     upload(&host, &[artifacts::EXAMPLE]).await;
-    let id = connect(
-        &host,
-        "example",
-        json!({"base_url": fake.origin, "api_key": KEY}),
-    )
-    .await;
+    let id = host
+        .connect("example", json!({"base_url": fake.origin, "api_key": KEY}))
+        .await;
 
     // 10 per second with a burst of 10: 10 at once, then one every 100 ms.
     let started = Instant::now();
@@ -1512,7 +1467,7 @@ async fn the_connection_rate_limit_spaces_requests() {
 #[tokio::test]
 async fn a_429_with_retry_after_is_a_rate_limited_error() {
     let hits: Arc<Mutex<usize>> = Default::default();
-    let fake = Fake::start(Router::new().route(
+    let fake = Server::start(Router::new().route(
         "/busy",
         get({
             let hits = hits.clone();
@@ -1528,12 +1483,12 @@ async fn a_429_with_retry_after_is_a_rate_limited_error() {
     ))
     .await;
     let (_dir, host) = host_with(&[artifacts::FIXTURE_AUTH_BASIC]).await;
-    let id = connect(
-        &host,
-        "auth-basic",
-        json!({"base_url": fake.origin, "username": "u", "password": "pw-1234"}),
-    )
-    .await;
+    let id = host
+        .connect(
+            "auth-basic",
+            json!({"base_url": fake.origin, "username": "u", "password": "pw-1234"}),
+        )
+        .await;
     let body = probe(&host, "auth-basic", &id, "/busy").await;
     let error = failed(&body);
     assert_eq!(error["kind"], json!("rate_limited"), "{body}");

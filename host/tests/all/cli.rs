@@ -1,57 +1,31 @@
 //! The `switchyard` binary end to end: `serve` in a child process, then the
 //! plugin and invoke commands against it, as an operator would use them.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Output, Stdio},
-};
+use std::process::{Command, Output};
 
 use switchyard_tests as artifacts;
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+use crate::support::serve::{BIN, Serve};
 
+/// `switchyard serve` on a new data directory: it generates the operator
+/// token and prints it once.
 struct Server {
-    child: Child,
     url: String,
     token: String,
+    /// Stops the host when the test ends.
+    _serve: Serve,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `switchyard serve` on a free port and reads the generated token and
-/// the address from its first lines of output.
 fn serve(data_dir: &std::path::Path, load_dir: &std::path::Path) -> Server {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .arg("--load-dir")
-        .arg(load_dir)
-        .env_remove("SWITCHYARD_TOKEN")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("switchyard starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut token = None;
-    let url = loop {
-        let line = lines.next().expect("serve printed its address").unwrap();
-        if let Some(t) = line.trim().strip_prefix("export SWITCHYARD_TOKEN=") {
-            token = Some(t.to_string());
-        }
-        if let Some(url) = line.strip_prefix("switchyard listening on ") {
-            break url.to_string();
-        }
-    };
+    let serve = Serve::start(data_dir, load_dir, &[]);
+    let token = serve
+        .generated_token
+        .clone()
+        .expect("a first start prints a generated token");
     Server {
-        child,
-        url,
-        token: token.expect("a first start prints a generated token"),
+        url: serve.url.clone(),
+        token,
+        _serve: serve,
     }
 }
 

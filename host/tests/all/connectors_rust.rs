@@ -20,11 +20,14 @@ use switchyard::{
 use switchyard_tests as artifacts;
 
 use crate::{
-    fake_api::{Delivery, now_secs, rfc3339},
     fake_shopify::{self, FakeShopify},
     fake_warehouse::{self, FakeWarehouse},
-    sandbox::sandbox_config,
-    support::TestHost,
+    support::{
+        TestHost,
+        clock::{now_secs, parse_rfc3339, rfc3339},
+        fake::{Delivery, Mutation},
+        sandbox_config,
+    },
 };
 
 /// A host with both connectors uploaded.
@@ -229,10 +232,7 @@ fn order_id(order: &Value) -> u64 {
     order["id"].as_u64().unwrap()
 }
 
-fn keyed<'a>(
-    mutations: &'a [crate::fake_api::Mutation],
-    key: &str,
-) -> Vec<&'a crate::fake_api::Mutation> {
+fn keyed<'a>(mutations: &'a [Mutation], key: &str) -> Vec<&'a Mutation> {
     mutations
         .iter()
         .filter(|m| m.idempotency_key.as_deref() == Some(key))
@@ -512,7 +512,7 @@ async fn shopify_failures_become_what_the_host_acts_on() {
     let order = shop.create_order(json!({}));
     let find = json!({"order_id": order_id(&order)});
 
-    shop.fail_next(1);
+    shop.fail_next(1, 503);
     let error = rig
         .invoke("shopify", &conn, "find-order", find.clone())
         .await
@@ -523,7 +523,7 @@ async fn shopify_failures_become_what_the_host_acts_on() {
         "{error}"
     );
 
-    shop.throttle_next(1);
+    shop.rate_limit_next(1, "2.0");
     let error = rig
         .invoke("shopify", &conn, "find-order", find.clone())
         .await
@@ -535,8 +535,9 @@ async fn shopify_failures_become_what_the_host_acts_on() {
         "Retry-After: 2.0 is 2 s"
     );
 
-    // The shop's own bucket, made small: other apps of the shop filled it.
-    shop.set_bucket_size(2);
+    // The shop's own bucket, made small and kept full by other apps of the
+    // shop (it leaks nothing for this app, however slow its calls are).
+    shop.set_bucket(2, 0.0);
     let mut limited = None;
     for _ in 0..10 {
         if let Err(e) = rig
@@ -551,7 +552,7 @@ async fn shopify_failures_become_what_the_host_acts_on() {
     assert_eq!(error["kind"], json!("rate_limited"), "{error}");
     assert_eq!(error["retry_after_ms"], json!(2000));
     assert_eq!(shop.lock().bucket.throttled, 1);
-    shop.set_bucket_size(40);
+    shop.set_bucket(40, 2.0);
 
     let mut properties = shop.properties();
     properties["api_key"] = json!("shpat_revoked");
@@ -835,7 +836,7 @@ async fn order_updated_polls_pages_without_losing_or_repeating(plugin: &str) {
     // A failure on a later page keeps what was read; the next poll goes on.
     // Oldest first is now 1, 3, 4, 5 and the touched 2.
     let touched_id = format!("{}:{}", ids[1], touched["updated_at"].as_str().unwrap());
-    shop.fail_after(1, 1);
+    shop.fail_after(1, 1, 503);
     let partial = rig
         .poll(
             plugin,
@@ -870,7 +871,7 @@ async fn order_updated_polls_pages_without_losing_or_repeating(plugin: &str) {
 
 /// Seconds since the epoch of RFC 3339 text, by the fakes' clock.
 fn unix_secs(text: &str) -> i64 {
-    crate::fake_api::parse_rfc3339(text).unwrap()
+    parse_rfc3339(text).unwrap()
 }
 
 #[tokio::test]
@@ -1064,13 +1065,13 @@ async fn warehouse_orders_are_created_once_and_moved_on() {
         .await;
     assert!(invalid_input(unknown).contains("has no order WO-999999"));
 
-    warehouse.fail_next(1);
+    warehouse.fail_next(1, 503);
     let error = rig
         .invoke("warehouse", &conn, "get-order", json!({"order_id": id}))
         .await
         .unwrap_err();
     assert_eq!(error["kind"], json!("transient"), "{error}");
-    warehouse.throttle_next(1);
+    warehouse.rate_limit_next(1, "3");
     let error = rig
         .invoke("warehouse", &conn, "get-order", json!({"order_id": id}))
         .await
@@ -1340,7 +1341,7 @@ async fn warehouse_shipment_updates_poll_cursor_pages() {
         shipments[4]["updated_at"].as_str().unwrap()
     );
 
-    warehouse.fail_after(1, 1);
+    warehouse.fail_after(1, 1, 503);
     let partial = rig
         .poll(
             "warehouse",

@@ -5,9 +5,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    io::{BufRead, BufReader},
     path::Path,
-    process::{Child, Command, Stdio},
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -19,56 +17,17 @@ use serde_json::{Value, json};
 use switchyard_tests as artifacts;
 
 use crate::{
-    runs::{API_KEY, FakeApi, WEBHOOK_SECRET, sign},
-    support::{TOKEN, read},
+    fake_items::{FakeItems, sign},
+    support::{TOKEN, client, read, serve::Serve},
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(data_dir: &Path, load_dir: &Path) -> Server {
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--allow-network",
-            "127.0.0.2/32",
-            "--token",
-            TOKEN,
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .arg("--load-dir")
-        .arg(load_dir)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("switchyard starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("serve printed its address").unwrap();
-        if let Some(url) = line.strip_prefix("switchyard listening on ") {
-            break url.to_string();
-        }
-    };
-    Server { child, url }
+fn serve(data_dir: &Path, load_dir: &Path) -> Serve {
+    let args = ["--allow-network", "127.0.0.2/32", "--token", TOKEN];
+    Serve::start(data_dir, load_dir, &args)
 }
 
 async fn api(url: &str, method: reqwest::Method, path: &str, body: Value) -> Value {
-    let response = reqwest::Client::new()
+    let response = client()
         .request(method, format!("{url}{path}"))
         .bearer_auth(TOKEN)
         .json(&body)
@@ -80,20 +39,82 @@ async fn api(url: &str, method: reqwest::Method, path: &str, body: Value) -> Val
     body
 }
 
+/// How many deliveries the load offers in all.
+const TOTAL: usize = 600;
+
+/// 32 senders posting signed deliveries to `url` until [`TOTAL`] are sent or
+/// the host is gone; each acknowledged event id goes into `acked`.
+fn send_load(url: &str, acked: &Arc<Mutex<Vec<String>>>) -> Vec<tokio::task::JoinHandle<()>> {
+    let next = Arc::new(AtomicUsize::new(0));
+    (0..32)
+        .map(|_| {
+            let (acked, next, url) = (acked.clone(), next.clone(), url.to_string());
+            tokio::spawn(async move {
+                let client = reqwest::Client::builder()
+                    .no_proxy()
+                    // Only a safety net: the kill closes the connections.
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .unwrap();
+                loop {
+                    let n = next.fetch_add(1, Ordering::SeqCst);
+                    if n >= TOTAL {
+                        break;
+                    }
+                    let id = format!("evt-{n}");
+                    let body = serde_json::to_vec(&json!({"id": id, "type": "packed"})).unwrap();
+                    let response = client
+                        .post(&url)
+                        .header("x-event-id", &id)
+                        .header("x-signature", sign(&body))
+                        .body(body)
+                        .send()
+                        .await;
+                    match response {
+                        Ok(r) if r.status().is_success() => acked.lock().unwrap().push(id),
+                        Ok(r) => panic!("delivery {id} refused: {}", r.status()),
+                        // The host is gone: this one was never acknowledged.
+                        Err(_) => break,
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Waits until no run of `flow` is queued, running or waiting for a retry.
+async fn wait_until_drained(url: &str, flow: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut unfinished = 0;
+        for status in ["queued", "retrying"] {
+            let path = format!("/v1/runs?flow={flow}&status={status}");
+            let runs = api(url, reqwest::Method::GET, &path, json!({})).await;
+            unfinished += runs["runs"].as_array().unwrap().len();
+        }
+        if unfinished == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the queue did not drain");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_deliveries_complete_exactly_once_across_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let (data, load) = (dir.path().join("data"), dir.path().join("connectors"));
     std::fs::create_dir(&load).unwrap();
     std::fs::copy(artifacts::EXAMPLE, load.join("example.wasm")).unwrap();
-    let fake = FakeApi::default();
-    let (addr, _fake_server) = fake.start().await;
+    let fake = FakeItems::start().await;
 
     let mut server = serve(&data, &load);
-    let conn = api(&server.url, reqwest::Method::POST, "/v1/connections", json!({
-        "plugin": "example",
-        "properties": {"base_url": format!("http://{addr}"), "api_key": API_KEY, "webhook_secret": WEBHOOK_SECRET},
-    }))
+    let conn = api(
+        &server.url,
+        reqwest::Method::POST,
+        "/v1/connections",
+        json!({"plugin": "example", "properties": fake.properties()}),
+    )
     .await["id"]
         .as_str()
         .unwrap()
@@ -121,43 +142,8 @@ async fn acknowledged_deliveries_complete_exactly_once_across_sigkill() {
     let path = hook[hook.find("/hooks/").unwrap()..].to_string();
 
     // Load: 32 senders; the host is killed once 150 deliveries are acknowledged.
-    const TOTAL: usize = 600;
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
-    let next = Arc::new(AtomicUsize::new(0));
-    let base = server.url.clone();
-    let senders: Vec<_> = (0..32)
-        .map(|_| {
-            let (acked, next, base, path) =
-                (acked.clone(), next.clone(), base.clone(), path.clone());
-            tokio::spawn(async move {
-                let client = reqwest::Client::builder()
-                    .timeout(Duration::from_secs(5))
-                    .build()
-                    .unwrap();
-                loop {
-                    let n = next.fetch_add(1, Ordering::SeqCst);
-                    if n >= TOTAL {
-                        break;
-                    }
-                    let id = format!("evt-{n}");
-                    let body = serde_json::to_vec(&json!({"id": id, "type": "packed"})).unwrap();
-                    let response = client
-                        .post(format!("{base}{path}"))
-                        .header("x-event-id", &id)
-                        .header("x-signature", sign(&body))
-                        .body(body)
-                        .send()
-                        .await;
-                    match response {
-                        Ok(r) if r.status().is_success() => acked.lock().unwrap().push(id),
-                        Ok(r) => panic!("delivery {id} refused: {}", r.status()),
-                        // The host is gone: this one was never acknowledged.
-                        Err(_) => break,
-                    }
-                }
-            })
-        })
-        .collect();
+    let senders = send_load(&format!("{}{path}", server.url), &acked);
     let deadline = Instant::now() + Duration::from_secs(60);
     while acked.lock().unwrap().len() < 150 {
         assert!(Instant::now() < deadline, "the load did not get going");
@@ -177,7 +163,7 @@ async fn acknowledged_deliveries_complete_exactly_once_across_sigkill() {
     eprintln!(
         "killed with {} deliveries acknowledged and {} applied",
         acked.len(),
-        fake.applied().len()
+        fake.created().len()
     );
 
     // Started again on the same data: everything acknowledged completes.
@@ -185,7 +171,7 @@ async fn acknowledged_deliveries_complete_exactly_once_across_sigkill() {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let applied: HashSet<String> = fake
-            .applied()
+            .created()
             .iter()
             .map(|(_, body)| body["event"].as_str().unwrap().to_string())
             .collect();
@@ -200,36 +186,14 @@ async fn acknowledged_deliveries_complete_exactly_once_across_sigkill() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Let the queue drain, then check nothing ran twice.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let runs = api(
-            &server.url,
-            reqwest::Method::GET,
-            &format!("/v1/runs?flow={flow}&status=queued"),
-            json!({}),
-        )
-        .await;
-        let retrying = api(
-            &server.url,
-            reqwest::Method::GET,
-            &format!("/v1/runs?flow={flow}&status=retrying"),
-            json!({}),
-        )
-        .await;
-        if runs["runs"].as_array().unwrap().is_empty()
-            && retrying["runs"].as_array().unwrap().is_empty()
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the queue did not drain");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_drained(&server.url, &flow).await;
+    let created = fake.created();
     let mut keys_per_event: HashMap<String, HashSet<String>> = HashMap::new();
-    for (key, body) in fake.applied() {
+    for (key, body) in &created {
         keys_per_event
             .entry(body["event"].as_str().unwrap().to_string())
             .or_default()
-            .insert(key);
+            .insert(key.clone());
     }
     for (event, keys) in &keys_per_event {
         assert_eq!(
@@ -238,7 +202,7 @@ async fn acknowledged_deliveries_complete_exactly_once_across_sigkill() {
             "{event} was applied under several keys: {keys:?}"
         );
     }
-    let applied_total = fake.applied().len();
+    let applied_total = created.len();
     assert_eq!(
         applied_total,
         keys_per_event.len(),
@@ -256,18 +220,14 @@ async fn a_delay_survives_sigkill_and_fires_once_not_early() {
     let (data, load) = (dir.path().join("data"), dir.path().join("connectors"));
     std::fs::create_dir(&load).unwrap();
     std::fs::copy(artifacts::EXAMPLE, load.join("example.wasm")).unwrap();
-    let fake = FakeApi::default();
-    let (addr, _fake_server) = fake.start().await;
+    let fake = FakeItems::start().await;
     let mut server = serve(&data, &load);
     let post = reqwest::Method::POST;
     let conn = api(
         &server.url,
         post.clone(),
         "/v1/connections",
-        json!({
-            "plugin": "example",
-            "properties": {"base_url": format!("http://{addr}"), "api_key": API_KEY},
-        }),
+        json!({"plugin": "example", "properties": fake.properties()}),
     )
     .await["id"]
         .as_str()
@@ -317,13 +277,13 @@ async fn a_delay_survives_sigkill_and_fires_once_not_early() {
         assert!(Instant::now() < deadline, "the run never waited: {run}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(fake.applied().is_empty(), "the step ran before its delay");
+    assert!(fake.created().is_empty(), "the step ran before its delay");
     server.child.kill().unwrap(); // SIGKILL
     server.child.wait().unwrap();
 
     let server = serve(&data, &load);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while fake.applied().is_empty() {
+    while fake.created().is_empty() {
         assert!(Instant::now() < deadline, "the delayed step never ran");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -347,7 +307,7 @@ async fn a_delay_survives_sigkill_and_fires_once_not_early() {
         assert!(Instant::now() < deadline, "the run did not finish: {run}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let applied = fake.applied();
+    let applied = fake.created();
     assert_eq!(applied.len(), 1, "fired more than once: {applied:?}");
     assert_eq!(applied[0].0, format!("{id}:create"));
 }

@@ -19,9 +19,10 @@ use serde_json::{Value, json};
 use switchyard_tests as artifacts;
 
 use crate::{
+    fake_items::FakeItems,
     fake_woocommerce::{CONSUMER_KEY, CONSUMER_SECRET, FakeWooCommerce},
-    sandbox::{SECRET, sandbox_config, serve_on_127_0_0_2},
-    support::{FakeItems, TestHost, error_message, spec_path},
+    sandbox::SECRET,
+    support::{TestHost, error_message, fake::Server, sandbox_config, spec_path},
 };
 
 /// A small spec for these tests: bearer auth, everything relative to the
@@ -239,7 +240,8 @@ async fn specs_are_pushed_checked_and_versioned_beside_components() {
     let (_, env) = host.get("/v1/plugins/probe/1.2.0/env").await;
     assert_eq!(env["env"], json!({"REGION": "eu"}));
     let probe = Probe::default();
-    let (origin, server) = serve_on_127_0_0_2(probe_api(probe.clone(), "http://x".into())).await;
+    let server = Server::start(probe_api(probe.clone(), "http://x".into())).await;
+    let origin = server.origin.clone();
     let conn = connect(&host, "probe", json!({"target": origin, "token": SECRET})).await;
     let got = invoke(&host, "probe@1.2.0", &conn, "get", json!({"path": "ok"})).await;
     assert_eq!(got["output"], json!({"ok": true}), "{got}");
@@ -289,29 +291,21 @@ async fn specs_are_pushed_checked_and_versioned_beside_components() {
         .invoke("example", "echo", json!({"x": 2}), json!({}))
         .await;
     assert_eq!(body["output"], json!({"echo": {"x": 2}}));
-    server.abort();
+    drop(server);
     host.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_connector_has_a_custom_api_call_through_its_sandbox() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = sandbox_config(dir.path());
-    config.allow_networks.push("127.0.0.1/32".parse().unwrap());
-    let host = TestHost::start(config).await;
+    let host = TestHost::start(sandbox_config(dir.path())).await;
     host.upload_file(artifacts::EXAMPLE).await;
     let (status, body) = host.upload_spec("woocommerce.yaml").await;
     assert_eq!(status, 201, "{body}");
 
     // A component: the host makes the request, with the connection's key.
-    let fake = FakeItems::default();
-    let (addr, stop) = fake.start().await;
-    let example = connect(
-        &host,
-        "example",
-        json!({"base_url": format!("http://{addr}"), "api_key": crate::support::API_KEY}),
-    )
-    .await;
+    let fake = FakeItems::start().await;
+    let example = connect(&host, "example", fake.properties()).await;
     let me = invoke(
         &host,
         "example",
@@ -355,7 +349,7 @@ async fn every_connector_has_a_custom_api_call_through_its_sandbox() {
     let store = connect(
         &host,
         "woocommerce",
-        json!({"base_url": woo.origin, "username": CONSUMER_KEY, "password": CONSUMER_SECRET}),
+        json!({"base_url": woo.origin(), "username": CONSUMER_KEY, "password": CONSUMER_SECRET}),
     )
     .await;
     let order = woo.add_order("processing", "10.00");
@@ -378,7 +372,7 @@ async fn every_connector_has_a_custom_api_call_through_its_sandbox() {
     )
     .await;
     assert_eq!(put["output"]["body"]["status"], json!("completed"), "{put}");
-    woo.gate.rate_limit_next(1, "4");
+    woo.rate_limit_next(1, "4");
     let limited = invoke(
         &host,
         "woocommerce",
@@ -393,7 +387,6 @@ async fn every_connector_has_a_custom_api_call_through_its_sandbox() {
         "{limited}"
     );
     assert!(!got.to_string().contains(CONSUMER_SECRET));
-    stop.await;
     host.stop().await;
 }
 
@@ -411,7 +404,7 @@ async fn an_unpublished_spec_is_tested_live_with_caps() {
         .unwrap()
         .replace("      size: 50\n", "      size: 10\n");
     let properties =
-        json!({"base_url": woo.origin, "username": CONSUMER_KEY, "password": CONSUMER_SECRET});
+        json!({"base_url": woo.origin(), "username": CONSUMER_KEY, "password": CONSUMER_SECRET});
     let test = json!({
         "spec": spec,
         "properties": properties,
@@ -455,7 +448,7 @@ async fn an_unpublished_spec_is_tested_live_with_caps() {
         "a secret leaked"
     );
     // The host added the credentials; the pages show the spec's request.
-    assert!(woo.seen().iter().all(|s| s.authorization.is_some()));
+    assert!(woo.requests().iter().all(|s| s.authorization.is_some()));
     assert!(!pages[0]["request"].to_string().contains("Basic"));
 
     // An action, and an action's failure (the page is still shown).
@@ -473,7 +466,7 @@ async fn an_unpublished_spec_is_tested_live_with_caps() {
         body["schema"]["properties"]["found"],
         json!({"type": "boolean"})
     );
-    woo.gate.fail_next(1, 503);
+    woo.fail_next(1, 503);
     let test =
         json!({"spec": spec, "properties": properties, "action": "get-order", "input": {"id": 1}});
     let (_, body) = host
@@ -487,7 +480,10 @@ async fn an_unpublished_spec_is_tested_live_with_caps() {
     // author types.
     let (status, schema) = host.get("/v1/declarative/schema").await;
     assert_eq!(status, 200);
-    assert_eq!(schema["required"], json!(["declarative", "key", "name", "version"]));
+    assert_eq!(
+        schema["required"],
+        json!(["declarative", "key", "name", "version"])
+    );
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     for (text, ok) in [
         (spec.clone(), true),
@@ -531,8 +527,8 @@ async fn a_spec_is_contained_like_any_connector() {
     let forbidden = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = forbidden.local_addr().unwrap().port();
     let probe = Probe::default();
-    let (origin, server) =
-        serve_on_127_0_0_2(probe_api(probe.clone(), format!("http://127.0.0.1:{port}"))).await;
+    let server = Server::start(probe_api(probe.clone(), format!("http://127.0.0.1:{port}"))).await;
+    let origin = server.origin.clone();
     let dir = tempfile::tempdir().unwrap();
     let host = TestHost::start(sandbox_config(dir.path())).await;
     host.upload_file(artifacts::DECLARATIVE_INTERPRETER).await;
@@ -619,7 +615,7 @@ async fn a_spec_is_contained_like_any_connector() {
     // Nothing reached the forbidden server.
     let accepted = tokio::time::timeout(Duration::from_millis(50), forbidden.accept()).await;
     assert!(accepted.is_err(), "a request reached 127.0.0.1");
-    server.abort();
+    drop(server);
     host.stop().await;
 }
 

@@ -4,32 +4,23 @@
 //! signed deliveries, the access-token check, and the leaky-bucket rate limit
 //! (`X-Shopify-Shop-Api-Call-Limit`, 429 with `Retry-After: 2.0`).
 //!
-//! Tests drive it through [`FakeShopify`]: make orders and variants, flip
-//! failure switches, read what was requested and applied, and take the
-//! webhook deliveries it made. Times are written at the shop's offset
+//! Tests drive it through [`FakeShopify`] (the framework's faults, request
+//! log, applied writes and deliveries, in `support::fake`): make orders and
+//! variants, read the shop's state, and take the webhook deliveries it made. Times are written at the shop's offset
 //! (-04:00), as Shopify does, so connectors must not compare them as text.
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex, MutexGuard},
     time::Instant,
 };
 
-use axum::{
-    Router,
-    body::Bytes,
-    extract::State,
-    http::{HeaderMap, Method, Uri},
-    response::Response,
-};
+use axum::http::Method;
 use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
-use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
 
-use crate::fake_api::{
-    Common, Delivery, FakeApi, Incoming, Mutation, Received, Reply, Server, now_secs,
-    parse_rfc3339, rfc3339, serve,
+use crate::support::{
+    clock::{now_secs, parse_rfc3339, rfc3339},
+    fake::{Common, Delivery, Fake, FakeApi, Incoming, Reply, hmac_sha256},
 };
 
 pub const SHOP: &str = "acme-test";
@@ -49,10 +40,7 @@ pub const TOPICS: &[&str] = &[
 ];
 
 /// A running fake, stopped when dropped.
-pub struct FakeShopify {
-    pub server: Server,
-    pub state: Arc<Mutex<ShopState>>,
-}
+pub type FakeShopify = Fake<ShopState>;
 
 /// Shopify's leaky bucket: `size` calls, leaking `leak_per_sec`.
 #[derive(Debug)]
@@ -119,7 +107,7 @@ pub struct ShopState {
 
 impl FakeShopify {
     pub async fn start() -> FakeShopify {
-        let state = Arc::new(Mutex::new(ShopState {
+        let fake = Fake::serve(ShopState {
             origin: String::new(),
             orders: BTreeMap::new(),
             fulfillment_orders: BTreeMap::new(),
@@ -140,15 +128,10 @@ impl FakeShopify {
             next_id: 5_800_000_000_001,
             next_order_number: 1001,
             next_event: 1,
-        }));
-        let router = Router::new().fallback(handle).with_state(state.clone());
-        let server = Server::start(router).await;
-        state.lock().unwrap().origin = server.origin.clone();
-        FakeShopify { server, state }
-    }
-
-    pub fn lock(&self) -> MutexGuard<'_, ShopState> {
-        self.state.lock().unwrap()
+        })
+        .await;
+        fake.lock().origin = fake.origin().to_string();
+        fake
     }
 
     /// Connection properties for this shop, secrets included.
@@ -203,45 +186,12 @@ impl FakeShopify {
             .copied()
     }
 
-    /// The next `n` requests get 503.
-    pub fn fail_next(&self, n: u32) {
+    /// Changes the bucket's size (Shopify Plus stores have 400) and how
+    /// fast it leaks for this app.
+    pub fn set_bucket(&self, size: u32, leak_per_sec: f64) {
         let mut state = self.lock();
-        state.common.switches.fail_next = n;
-        state.common.switches.fail_status = 503;
-    }
-
-    /// After `ok` more requests, the `n` following get 503.
-    pub fn fail_after(&self, ok: u32, n: u32) {
-        self.fail_next(n);
-        self.lock().common.switches.fail_after = ok;
-    }
-
-    /// The next `n` requests get 429 with `Retry-After: 2.0`.
-    pub fn throttle_next(&self, n: u32) {
-        self.lock().common.switches.throttle_next = n;
-    }
-
-    /// The next `n` mutations are applied but answered with 503.
-    pub fn lose_next_responses(&self, n: u32) {
-        self.lock().common.switches.lose_next_responses = n;
-    }
-
-    /// Changes the bucket's size (Shopify Plus stores have 400).
-    pub fn set_bucket_size(&self, size: u32) {
-        self.lock().bucket.size = f64::from(size);
-    }
-
-    pub fn requests(&self) -> Vec<Received> {
-        self.lock().common.requests.clone()
-    }
-
-    pub fn mutations(&self) -> Vec<Mutation> {
-        self.lock().common.mutations.clone()
-    }
-
-    /// The deliveries made since the last call, oldest first.
-    pub fn take_deliveries(&self) -> Vec<Delivery> {
-        std::mem::take(&mut self.lock().common.outbox)
+        state.bucket.size = f64::from(size);
+        state.bucket.leak_per_sec = leak_per_sec;
     }
 
     /// A delivery of `payload` for `topic` as Shopify signs it, not sent anywhere.
@@ -252,9 +202,7 @@ impl FakeShopify {
 
 /// `X-Shopify-Hmac-Sha256`: base64 HMAC-SHA256 of the body with the app's secret.
 pub fn sign(secret: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(body);
-    BASE64.encode(mac.finalize().into_bytes())
+    BASE64.encode(hmac_sha256(secret.as_bytes(), body))
 }
 
 fn shop_time(secs: i64) -> String {
@@ -269,18 +217,6 @@ fn not_found() -> Reply {
     errors(404, json!("Not Found"))
 }
 
-async fn handle(
-    State(state): State<Arc<Mutex<ShopState>>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let request = Incoming::new(method, &uri, headers, body);
-    let mut state = state.lock().unwrap();
-    serve(&mut *state, &request).into_response()
-}
-
 impl FakeApi for ShopState {
     fn common(&mut self) -> &mut Common {
         &mut self.common
@@ -288,8 +224,12 @@ impl FakeApi for ShopState {
 
     fn failure(&self, status: u16, message: &str) -> Reply {
         let reply = match status {
-            429 => errors(429, json!("Exceeded 2 calls per second for api client. Reduce request rates to resume uninterrupted service."))
-                .header("Retry-After", "2.0"),
+            429 => errors(
+                429,
+                json!(
+                    "Exceeded 2 calls per second for api client. Reduce request rates to resume uninterrupted service."
+                ),
+            ),
             503 => errors(503, json!("Service Unavailable")),
             _ => errors(status, json!(message)),
         };
@@ -309,6 +249,7 @@ impl FakeApi for ShopState {
             Ok(level) => Ok(vec![("X-Shopify-Shop-Api-Call-Limit".into(), level)]),
             Err(level) => Err(self
                 .failure(429, "the leaky bucket is full")
+                .header("Retry-After", "2.0")
                 .header("X-Shopify-Shop-Api-Call-Limit", level)),
         }
     }

@@ -9,26 +9,15 @@
 //! [`FakeWarehouse::advance`] and [`FakeWarehouse::set_stock`], which make the
 //! deliveries a real warehouse would send.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex, MutexGuard},
-};
+use std::collections::{BTreeMap, HashMap};
 
-use axum::{
-    Router,
-    body::Bytes,
-    extract::State,
-    http::{HeaderMap, Method, Uri},
-    response::Response,
-};
+use axum::http::Method;
 use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
-use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
 
-use crate::fake_api::{
-    Common, Delivery, FakeApi, Incoming, Mutation, Received, Reply, Server, now_secs,
-    parse_rfc3339, rfc3339, serve,
+use crate::support::{
+    clock::{now_secs, parse_rfc3339, rfc3339},
+    fake::{Common, Delivery, Fake, FakeApi, Incoming, Reply, hmac_sha256},
 };
 
 pub const TOKEN: &str = "wh_live_fake_token_0123456789";
@@ -38,10 +27,7 @@ pub const EVENT_TYPES: &[&str] = &["shipment.status_changed", "stock.changed"];
 pub const LOCATION: &str = "BLR-1";
 
 /// A running fake, stopped when dropped.
-pub struct FakeWarehouse {
-    pub server: Server,
-    pub state: Arc<Mutex<WarehouseState>>,
-}
+pub type FakeWarehouse = Fake<WarehouseState>;
 
 #[derive(Debug, Default)]
 pub struct WarehouseState {
@@ -61,14 +47,7 @@ pub struct WarehouseState {
 
 impl FakeWarehouse {
     pub async fn start() -> FakeWarehouse {
-        let state = Arc::new(Mutex::new(WarehouseState::default()));
-        let router = Router::new().fallback(handle).with_state(state.clone());
-        let server = Server::start(router).await;
-        FakeWarehouse { server, state }
-    }
-
-    pub fn lock(&self) -> MutexGuard<'_, WarehouseState> {
-        self.state.lock().unwrap()
+        Fake::serve(WarehouseState::default()).await
     }
 
     /// Connection properties for this account, secrets included.
@@ -124,42 +103,6 @@ impl FakeWarehouse {
         change
     }
 
-    /// The next `n` requests get 503.
-    pub fn fail_next(&self, n: u32) {
-        let mut state = self.lock();
-        state.common.switches.fail_next = n;
-        state.common.switches.fail_status = 503;
-    }
-
-    /// After `ok` more requests, the `n` following get 503.
-    pub fn fail_after(&self, ok: u32, n: u32) {
-        self.fail_next(n);
-        self.lock().common.switches.fail_after = ok;
-    }
-
-    /// The next `n` requests get 429 with `Retry-After: 3`.
-    pub fn throttle_next(&self, n: u32) {
-        self.lock().common.switches.throttle_next = n;
-    }
-
-    /// The next `n` mutations are applied but answered with 503.
-    pub fn lose_next_responses(&self, n: u32) {
-        self.lock().common.switches.lose_next_responses = n;
-    }
-
-    pub fn requests(&self) -> Vec<Received> {
-        self.lock().common.requests.clone()
-    }
-
-    pub fn mutations(&self) -> Vec<Mutation> {
-        self.lock().common.mutations.clone()
-    }
-
-    /// The deliveries made since the last call, oldest first.
-    pub fn take_deliveries(&self) -> Vec<Delivery> {
-        std::mem::take(&mut self.lock().common.outbox)
-    }
-
     /// A signed delivery of `data` as `event_type`, not sent anywhere, made
     /// at `timestamp` (seconds since the epoch).
     pub fn delivery_at(&self, event_type: &str, data: &Value, timestamp: i64) -> Delivery {
@@ -173,10 +116,9 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
     let key = BASE64
         .decode(secret.strip_prefix("whsec_").unwrap_or(secret))
         .unwrap();
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
-    mac.update(format!("{id}.{timestamp}.").as_bytes());
-    mac.update(body);
-    format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()))
+    let mut signed = format!("{id}.{timestamp}.").into_bytes();
+    signed.extend_from_slice(body);
+    format!("v1,{}", BASE64.encode(hmac_sha256(&key, &signed)))
 }
 
 fn error(status: u16, code: &str, message: impl Into<String>) -> Reply {
@@ -190,18 +132,6 @@ fn not_found(what: &str) -> Reply {
     error(404, "not_found", format!("no {what}"))
 }
 
-async fn handle(
-    State(state): State<Arc<Mutex<WarehouseState>>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let request = Incoming::new(method, &uri, headers, body);
-    let mut state = state.lock().unwrap();
-    serve(&mut *state, &request).into_response()
-}
-
 impl FakeApi for WarehouseState {
     fn common(&mut self) -> &mut Common {
         &mut self.common
@@ -209,7 +139,7 @@ impl FakeApi for WarehouseState {
 
     fn failure(&self, status: u16, message: &str) -> Reply {
         match status {
-            429 => error(429, "rate_limited", "too many requests").header("Retry-After", "3"),
+            429 => error(429, "rate_limited", "too many requests"),
             503 => error(503, "unavailable", message),
             _ => error(status, "failed", message),
         }

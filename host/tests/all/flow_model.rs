@@ -14,9 +14,7 @@ use switchyard_tests as artifacts;
 
 use crate::{
     fake_warehouse::FakeWarehouse,
-    runs::wait_for,
-    sandbox::sandbox_config,
-    support::{TestHost, read},
+    support::{TestHost, read, sandbox_config, wait_for},
 };
 
 /// Never while a test runs: once a year.
@@ -190,7 +188,7 @@ async fn each_line_item_is_applied_once_and_only_the_failing_one_is_retried() {
         }))
         .await;
     // The first item goes through; the second meets two 503s; the third is fine.
-    rig.warehouse.fail_after(1, 2);
+    rig.warehouse.fail_after(1, 2, 503);
     let (status, answer) = rig
         .run(&flow, json!({"id": "8001", "line_items": line_items()}))
         .await;
@@ -244,15 +242,7 @@ async fn a_replay_resumes_at_the_failed_item() {
         }))
         .await;
     // The second item is refused (a 400 is not worth retrying): dead letter.
-    {
-        let mut state = rig.warehouse.lock();
-        let switches = &mut state.common.switches;
-        (
-            switches.fail_after,
-            switches.fail_next,
-            switches.fail_status,
-        ) = (1, 1, 400);
-    }
+    rig.warehouse.fail_after(1, 1, 400);
     let (_, failed) = rig
         .run(&flow, json!({"id": "8101", "line_items": line_items()}))
         .await;

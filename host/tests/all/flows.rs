@@ -6,10 +6,10 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use switchyard_tests as artifacts;
 
-use crate::support::{TOKEN, TestHost, config, read};
+use crate::support::{TOKEN, TestHost, client, config, read};
 
 async fn post_text(host: &TestHost, path: &str, text: &str, token: &str) -> (u16, Value) {
-    let response = reqwest::Client::new()
+    let response = client()
         .post(format!("{}{path}", host.url))
         .bearer_auth(token)
         .body(text.to_string())
@@ -52,14 +52,12 @@ async fn publishing_validates_pins_and_protects_versions() {
     let dir = tempfile::tempdir().unwrap();
     let host = TestHost::start(config(dir.path())).await;
     host.upload_file(artifacts::EXAMPLE).await;
-    let (_, conn) = host
-        .call(
-            Method::POST,
-            "/v1/connections",
-            Some(json!({"plugin": "example", "properties": {"base_url": "https://api.acme.test", "api_key": "k-1234"}})),
+    let conn = host
+        .connect(
+            "example",
+            json!({"base_url": "https://api.acme.test", "api_key": "k-1234"}),
         )
         .await;
-    let conn = conn["id"].as_str().unwrap().to_string();
 
     let good = flow_yaml(
         &conn,
@@ -175,7 +173,7 @@ async fn publishing_validates_pins_and_protects_versions() {
         .call(Method::POST, "/v1/tenants", Some(json!({"name": "Other"})))
         .await;
     let other = tenant["token"].as_str().unwrap();
-    let response = reqwest::Client::new()
+    let response = client()
         .get(format!("{}/v1/flows/{id}", host.url))
         .bearer_auth(other)
         .send()

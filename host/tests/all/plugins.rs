@@ -6,7 +6,10 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use switchyard_tests as artifacts;
 
-use crate::support::{FakeItems, TestHost, config, error_message};
+use crate::{
+    fake_items::{self, FakeItems},
+    support::{TestHost, client, config, error_message, read as read_answer},
+};
 
 /// The same component with a custom section appended: different bytes, same
 /// manifest.
@@ -240,14 +243,14 @@ async fn environment_variables_reach_the_guest_and_are_copied_forward() {
 
 #[tokio::test]
 async fn invoke_calls_a_local_fake_through_the_sandbox() {
-    let fake = FakeItems::default();
-    let (addr, stop_fake) = fake.start().await;
+    // Ad-hoc properties hold no secret: the fake lets calls without a key in.
+    let fake = FakeItems::start_open().await;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
-    cfg.allow_networks = vec!["127.0.0.1/32".parse().unwrap()];
+    cfg.allow_networks = vec!["127.0.0.2/32".parse().unwrap()];
     let host = TestHost::start(cfg).await;
     host.upload_file(artifacts::EXAMPLE).await;
-    let properties = json!({"base_url": format!("http://{addr}")});
+    let properties = json!({"base_url": fake.origin()});
 
     let (status, body) = host
         .invoke(
@@ -265,17 +268,11 @@ async fn invoke_calls_a_local_fake_through_the_sandbox() {
     assert_eq!(exchanges.len(), 1, "{body}");
     assert_eq!(exchanges[0]["status"], json!(201));
     assert_eq!(exchanges[0]["method"], json!("POST"));
-    {
-        let seen = fake.seen.lock().unwrap();
-        assert_eq!(seen.len(), 1);
-        assert_eq!(seen[0].body["sku"], json!("W-1"));
-        assert!(
-            seen[0]
-                .idempotency_key
-                .as_deref()
-                .is_some_and(|k| !k.is_empty())
-        );
-    }
+    assert_eq!(fake.requests().len(), 1);
+    let created = fake.created();
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0].1["sku"], json!("W-1"));
+    assert!(!created[0].0.is_empty(), "an idempotency key was sent");
 
     let (_, body) = host
         .invoke(
@@ -330,7 +327,7 @@ async fn invoke_calls_a_local_fake_through_the_sandbox() {
     // A host outside the allow-list is refused by the sandbox, even on an
     // allowed network.
     host.upload_file(artifacts::FIXTURE_HOSTILE).await;
-    let url = format!("http://{addr}/items/item-1");
+    let url = format!("{}/items/item-1", fake.origin());
     let (_, body) = host
         .invoke(
             "hostile",
@@ -352,18 +349,17 @@ async fn invoke_calls_a_local_fake_through_the_sandbox() {
         Some(true)
     );
     assert_eq!(
-        fake.seen.lock().unwrap().len(),
+        fake.requests().len(),
         3,
         "only the example's three calls reached the fake"
     );
-    stop_fake.await;
+    drop(fake);
     host.stop().await;
 }
 
 #[tokio::test]
 async fn loopback_is_refused_unless_the_operator_allows_it() {
-    let fake = FakeItems::default();
-    let (addr, stop_fake) = fake.start().await;
+    let fake = FakeItems::start_open().await;
     let dir = tempfile::tempdir().unwrap();
     let host = TestHost::start(config(dir.path())).await;
     host.upload_file(artifacts::EXAMPLE).await;
@@ -372,16 +368,13 @@ async fn loopback_is_refused_unless_the_operator_allows_it() {
             "example",
             "get-item",
             json!({"id": "item-1"}),
-            json!({"base_url": format!("http://{addr}")}),
+            json!({"base_url": fake.origin()}),
         )
         .await;
     let text = body["error"].to_string();
-    assert!(text.contains("127.0.0.1 is loopback"), "{body}");
-    assert!(
-        fake.seen.lock().unwrap().is_empty(),
-        "the fake must not be reached"
-    );
-    stop_fake.await;
+    assert!(text.contains("127.0.0.2 is loopback"), "{body}");
+    assert!(fake.requests().is_empty(), "the fake must not be reached");
+    drop(fake);
     host.stop().await;
 }
 
@@ -473,14 +466,14 @@ async fn bad_uploads_are_refused_with_a_reason_and_touch_nothing() {
     assert_eq!(body["output"], json!({"echo": {"still": "here"}}));
 
     // An expected version that does not match the manifest is refused too.
-    let response = reqwest::Client::new()
+    let response = client()
         .post(format!("{}/v1/plugins?version=9.9.9", host.url))
         .bearer_auth(crate::support::TOKEN)
         .body(read(artifacts::FIXTURE_EXAMPLE_V2))
         .send()
         .await
         .unwrap();
-    let (status, body) = crate::support::read(response).await;
+    let (status, body) = read_answer(response).await;
     assert_eq!(status, 422);
     assert!(error_message(&body, "version_mismatch").contains("9.9.9"));
     host.stop().await;
@@ -490,7 +483,7 @@ async fn bad_uploads_are_refused_with_a_reason_and_touch_nothing() {
 async fn the_api_requires_the_operator_token() {
     let dir = tempfile::tempdir().unwrap();
     let host = TestHost::start(config(dir.path())).await;
-    let client = reqwest::Client::new();
+    let client = client();
     let health = client
         .get(format!("{}/health", host.url))
         .send()
@@ -502,7 +495,7 @@ async fn the_api_requires_the_operator_token() {
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        let (status, body) = crate::support::read(request.send().await.unwrap()).await;
+        let (status, body) = read_answer(request.send().await.unwrap()).await;
         assert_eq!(status, 401);
         error_message(&body, "unauthorized");
     }
@@ -562,25 +555,16 @@ async fn a_restart_keeps_plugins_and_does_not_recompile() {
 
 #[tokio::test]
 async fn test_connection_runs_the_plugins_check_with_host_held_credentials() {
-    let fake = FakeItems::default();
-    let (addr, stop_fake) = fake.start().await;
+    let fake = FakeItems::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
-    cfg.allow_networks = vec!["127.0.0.1/32".parse().unwrap()];
+    cfg.allow_networks = vec!["127.0.0.2/32".parse().unwrap()];
     let host = TestHost::start(cfg).await;
     host.upload_file(artifacts::EXAMPLE).await;
-    let base_url = format!("http://{addr}");
     let mut ids = Vec::new();
-    for key in [crate::support::API_KEY, "k-wrong"] {
-        let (status, body) = host
-            .call(
-                Method::POST,
-                "/v1/connections",
-                Some(json!({"plugin": "example", "properties": {"base_url": base_url, "api_key": key}})),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        ids.push(body["id"].as_str().unwrap().to_string());
+    for key in [fake_items::API_KEY, "k-wrong"] {
+        let properties = json!({"base_url": fake.origin(), "api_key": key});
+        ids.push(host.connect("example", properties).await);
     }
     let (status, body) = host
         .call(
@@ -606,6 +590,6 @@ async fn test_connection_runs_the_plugins_check_with_host_held_credentials() {
         !body.to_string().contains("k-wrong"),
         "the key must not show: {body}"
     );
-    stop_fake.await;
+    drop(fake);
     host.stop().await;
 }

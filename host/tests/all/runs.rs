@@ -1,222 +1,53 @@
 //! The flow engine end to end with the example connector and a fake of its
 //! API: webhook and polling triggers, conditions and mappings, retries across
 //! a failing fake, dead letters and replay, de-duplication, auth pauses,
-//! synchronous runs, cron schedules, retention, metrics, and tenant
-//! isolation of runs.
+//! synchronous runs, cron schedules, retention, metrics, lanes and
+//! concurrency limits, and tenant isolation of runs.
 
 use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
-use axum::{
-    Json, Router,
-    extract::{Path, Query, State},
-    http::{HeaderMap, StatusCode},
-    response::{IntoResponse, Response},
-    routing::get,
-};
-use hmac::{Hmac, Mac};
+use axum::http::{Method as HttpMethod, StatusCode};
 use reqwest::Method;
 use serde_json::{Value, json};
-use sha2::Sha256;
+use switchyard::config::ServeConfig;
 use switchyard_tests as artifacts;
 
-use crate::support::{TOKEN, TestHost, config, read};
+use crate::{
+    fake_items::{FakeItems, sign},
+    support::{
+        TestHost, client, config,
+        fake::{Incoming, Server},
+        metrics::sample,
+        read, wait_for, wait_until,
+    },
+};
 
-pub const API_KEY: &str = "k-runs-fake-1";
-pub const WEBHOOK_SECRET: &str = "whsec-runs-fake";
-
-/// A fake of the example connector's API that can fail on demand and
-/// remembers what it applied, by idempotency key.
-#[derive(Clone, Default)]
-pub struct FakeApi {
-    pub state: Arc<Mutex<FakeState>>,
-}
-
-#[derive(Default)]
-pub struct FakeState {
-    /// Every `POST /items` received: its idempotency key.
-    pub received: Vec<Option<String>>,
-    /// The first application of each key, in order: (key, body).
-    pub applied: Vec<(String, Value)>,
-    by_key: HashMap<String, Value>,
-    /// Answer the next N `POST /items` with 503.
-    pub fail_next: u32,
-    /// Answer the next N `POST /items` with 429 and `Retry-After: 1`.
-    pub rate_limit_next: u32,
-    /// Answer everything with 401.
-    pub unauthorized: bool,
-    /// Items `GET /items?since=` lists: (sequence, item).
-    pub items: Vec<(u64, Value)>,
-    pub polls: u32,
-    /// Hold each `POST /items` this long (a slow API).
-    pub delay: Option<Duration>,
-    pub in_flight: u32,
-    pub max_in_flight: u32,
-}
-
-impl FakeApi {
-    pub async fn start(&self) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-        let router = Router::new()
-            .route("/me", get(|| async { Json(json!({"user": "acme"})) }))
-            .route("/items", get(list_items).post(create_item))
-            .route("/items/{id}", get(get_item))
-            .with_state(self.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        (
-            addr,
-            tokio::spawn(async move { axum::serve(listener, router).await.unwrap() }),
-        )
-    }
-
-    pub fn applied(&self) -> Vec<(String, Value)> {
-        self.state.lock().unwrap().applied.clone()
-    }
-
-    pub fn add_item(&self, id: &str) {
-        let mut state = self.state.lock().unwrap();
-        let seq = state.items.len() as u64 + 1;
-        state.items.push((seq, json!({"id": id, "seq": seq})));
-    }
-}
-
-fn authorized(state: &FakeState, headers: &HeaderMap) -> bool {
-    !state.unauthorized && headers.get("x-api-key").and_then(|v| v.to_str().ok()) == Some(API_KEY)
-}
-
-async fn create_item(
-    State(fake): State<FakeApi>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
-    // A slow API: hold the request, counting how many are held at once.
-    let delay = {
-        let mut state = fake.state.lock().unwrap();
-        state.in_flight += 1;
-        state.max_in_flight = state.max_in_flight.max(state.in_flight);
-        state.delay
-    };
-    if let Some(delay) = delay {
-        tokio::time::sleep(delay).await;
-    }
-    let mut state = fake.state.lock().unwrap();
-    state.in_flight -= 1;
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    state.received.push(key.clone());
-    if !authorized(&state, &headers) {
-        return (StatusCode::UNAUTHORIZED, "bad api key").into_response();
-    }
-    if state.fail_next > 0 {
-        state.fail_next -= 1;
-        return (StatusCode::SERVICE_UNAVAILABLE, "try later").into_response();
-    }
-    if state.rate_limit_next > 0 {
-        state.rate_limit_next -= 1;
-        return (
-            StatusCode::TOO_MANY_REQUESTS,
-            [("retry-after", "1")],
-            "slow down",
-        )
-            .into_response();
-    }
-    let Some(key) = key else {
-        return (StatusCode::BAD_REQUEST, "Idempotency-Key required").into_response();
-    };
-    if let Some(item) = state.by_key.get(&key) {
-        return (StatusCode::OK, Json(item.clone())).into_response();
-    }
-    let mut item = body.clone();
-    item["id"] = json!(format!("item-{}", state.applied.len() + 1));
-    state.by_key.insert(key.clone(), item.clone());
-    state.applied.push((key, body));
-    (StatusCode::CREATED, Json(item)).into_response()
-}
-
-async fn list_items(
-    State(fake): State<FakeApi>,
-    headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    let mut state = fake.state.lock().unwrap();
-    if !authorized(&state, &headers) {
-        return (StatusCode::UNAUTHORIZED, "bad api key").into_response();
-    }
-    state.polls += 1;
-    let since: u64 = query.get("since").and_then(|s| s.parse().ok()).unwrap_or(0);
-    let items: Vec<&(u64, Value)> = state.items.iter().filter(|(s, _)| *s > since).collect();
-    let next = items.last().map(|(s, _)| s.to_string());
-    Json(json!({
-        "items": items.iter().map(|(_, i)| i.clone()).collect::<Vec<_>>(),
-        "next": next,
-    }))
-    .into_response()
-}
-
-async fn get_item(Path(id): Path<String>) -> Json<Value> {
-    Json(json!({"id": id, "name": "Widget"}))
-}
-
-pub fn sign(body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
-
-/// A host that may reach the fakes on 127.0.0.2, the example plugin, and a
-/// connection to the fake at `addr`.
-async fn setup(dir: &std::path::Path, addr: SocketAddr) -> (TestHost, String) {
+/// A host configuration whose plugins may reach the fakes on 127.0.0.2.
+fn runs_config(dir: &std::path::Path) -> ServeConfig {
     let mut cfg = config(dir);
     cfg.allow_networks = vec!["127.0.0.2/32".parse().unwrap()];
     cfg.max_delivery_kib = 64;
+    cfg
+}
+
+/// A host that may reach the fakes, the example plugin, and a connection
+/// to `fake`.
+async fn setup(dir: &std::path::Path, fake: &FakeItems) -> (TestHost, String) {
+    setup_host(runs_config(dir), fake).await
+}
+
+async fn setup_host(cfg: ServeConfig, fake: &FakeItems) -> (TestHost, String) {
     let host = TestHost::start(cfg).await;
     let (status, body) = host.upload_file(artifacts::EXAMPLE).await;
     assert_eq!(status, 201, "{body}");
-    let connection = create_connection(&host, addr, TOKEN).await;
+    let connection = host.connect("example", fake.properties()).await;
     (host, connection)
-}
-
-pub async fn create_connection(host: &TestHost, addr: SocketAddr, token: &str) -> String {
-    let (status, body) = call_as(
-        host,
-        token,
-        Method::POST,
-        "/v1/connections",
-        Some(json!({
-            "plugin": "example",
-            "name": "fake",
-            "properties": {
-                "base_url": format!("http://{addr}"),
-                "api_key": API_KEY,
-                "webhook_secret": WEBHOOK_SECRET,
-            }
-        })),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    body["id"].as_str().unwrap().to_string()
-}
-
-async fn call_as(
-    host: &TestHost,
-    token: &str,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut request = reqwest::Client::new()
-        .request(method, format!("{}{path}", host.url))
-        .bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    read(request.send().await.unwrap()).await
 }
 
 async fn publish(host: &TestHost, flow: Value) -> String {
@@ -261,7 +92,7 @@ async fn deliver(
 ) -> (StatusCode, Value) {
     let bytes = serde_json::to_vec(body).unwrap();
     let signature = signature.unwrap_or_else(|| sign(&bytes));
-    let response = reqwest::Client::new()
+    let response = client()
         .post(url)
         .header("content-type", "application/json")
         .header("x-event-id", event_id)
@@ -273,37 +104,22 @@ async fn deliver(
     read(response).await
 }
 
-/// Polls the API until `check` accepts the value at `path`.
-pub async fn wait_for(
-    host: &TestHost,
-    path: &str,
-    what: &str,
-    check: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, body) = host.get(path).await;
-        if status == 200 && check(&body) {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting until {what}; last: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn wait_fake(what: &str, check: impl Fn() -> bool) {
-    crate::support::wait_until(what, check).await;
+/// The runs of `flow` with `status` (newest first), once there are `n`.
+async fn wait_for_runs(host: &TestHost, flow: &str, status: &str, n: usize) -> Value {
+    wait_for(
+        host,
+        &format!("/v1/runs?flow={flow}&status={status}&limit=500"),
+        &format!("{n} runs of {flow} are {status}"),
+        |b| b["runs"].as_array().unwrap().len() == n,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_flow_runs_with_conditions_mappings_and_dedup() {
     let dir = tempfile::tempdir().unwrap();
-    let fake = FakeApi::default();
-    let (addr, _server) = fake.start().await;
-    let (host, conn) = setup(dir.path(), addr).await;
+    let fake = FakeItems::start().await;
+    let (host, conn) = setup(dir.path(), &fake).await;
     let flow = publish(&host, webhook_flow(&conn)).await;
 
     let view = activate(&host, &flow).await;
@@ -319,8 +135,8 @@ async fn webhook_flow_runs_with_conditions_mappings_and_dedup() {
         (200, json!(1)),
         "{body}"
     );
-    wait_fake("the item is created", || fake.applied().len() == 1).await;
-    let (key, sent) = fake.applied()[0].clone();
+    wait_until("the item is created", || fake.created().len() == 1).await;
+    let (key, sent) = fake.created()[0].clone();
     assert_eq!(
         sent,
         json!({"name": "Order o-1 is ready", "event": "o-1", "qty": 3})
@@ -391,7 +207,7 @@ async fn webhook_flow_runs_with_conditions_mappings_and_dedup() {
     // A bad signature and malformed bodies are refused and recorded.
     let (status, body) = deliver(&url, "evt-4", &event, Some("sha256=00".into())).await;
     assert_eq!(status, 400, "{body}");
-    let response = reqwest::Client::new()
+    let response = client()
         .post(&url)
         .header("x-signature", sign(b"not json"))
         .body("not json")
@@ -400,12 +216,7 @@ async fn webhook_flow_runs_with_conditions_mappings_and_dedup() {
         .unwrap();
     assert_eq!(response.status(), 400);
     let big = vec![b'x'; 100 << 10];
-    let response = reqwest::Client::new()
-        .post(&url)
-        .body(big)
-        .send()
-        .await
-        .unwrap();
+    let response = client().post(&url).body(big).send().await.unwrap();
     assert_eq!(response.status(), 413);
     let (_, deliveries) = host.get(&format!("/v1/flows/{flow}/deliveries")).await;
     let reasons: Vec<String> = deliveries["rejected"]
@@ -420,7 +231,7 @@ async fn webhook_flow_runs_with_conditions_mappings_and_dedup() {
         reasons.iter().any(|r| r.contains("signature")),
         "{reasons:?}"
     );
-    assert_eq!(fake.applied().len(), 1);
+    assert_eq!(fake.created().len(), 1);
 
     // Deactivated, the URL answers 404.
     let (status, _) = host
@@ -431,22 +242,20 @@ async fn webhook_flow_runs_with_conditions_mappings_and_dedup() {
     assert_eq!(status, 404);
 
     // Metrics count what happened.
-    let text = reqwest::Client::new()
-        .get(format!("{}/metrics", host.url))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for line in [
-        "switchyard_runs_total{status=\"succeeded\"} 1",
-        "switchyard_runs_total{status=\"skipped\"} 1",
-        "switchyard_webhook_deliveries_total{outcome=\"rejected\"} 3",
-        "switchyard_plugin_call_duration_seconds_count{plugin=\"example\",function=\"perform\"} 1",
+    let text = host.metrics().await;
+    for (series, value) in [
+        ("switchyard_runs_total{status=\"succeeded\"}", "1"),
+        ("switchyard_runs_total{status=\"skipped\"}", "1"),
+        (
+            "switchyard_webhook_deliveries_total{outcome=\"rejected\"}",
+            "3",
+        ),
+        (
+            "switchyard_plugin_call_duration_seconds_count{plugin=\"example\",function=\"perform\"}",
+            "1",
+        ),
     ] {
-        assert!(text.contains(line), "missing `{line}` in:\n{text}");
+        assert_eq!(sample(&text, series), Some(value), "{series} in:\n{text}");
     }
     host.stop().await;
 }
@@ -454,11 +263,10 @@ async fn webhook_flow_runs_with_conditions_mappings_and_dedup() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polling_flow_seeds_first_then_fires_for_new_items_only() {
     let dir = tempfile::tempdir().unwrap();
-    let fake = FakeApi::default();
-    let (addr, _server) = fake.start().await;
-    fake.add_item("old-1");
-    fake.add_item("old-2");
-    let (host, conn) = setup(dir.path(), addr).await;
+    let fake = FakeItems::start().await;
+    fake.add_to_feed("old-1");
+    fake.add_to_feed("old-2");
+    let (host, conn) = setup(dir.path(), &fake).await;
     let flow = publish(
         &host,
         json!({
@@ -484,8 +292,8 @@ async fn polling_flow_seeds_first_then_fires_for_new_items_only() {
         "the first poll must not fire old items"
     );
 
-    fake.add_item("new-1");
-    fake.add_item("new-2");
+    fake.add_to_feed("new-1");
+    fake.add_to_feed("new-2");
     let runs = wait_for(
         &host,
         &format!("/v1/runs?flow={flow}&status=succeeded"),
@@ -518,25 +326,22 @@ async fn polling_flow_seeds_first_then_fires_for_new_items_only() {
     assert!(state["state"]["polls"].as_u64().unwrap() >= 2);
 
     // Polls go on without firing the same items twice.
-    let polls = fake.state.lock().unwrap().polls;
-    wait_fake("two more polls", || {
-        fake.state.lock().unwrap().polls >= polls + 2
-    })
-    .await;
+    let polls = fake.polls();
+    wait_until("two more polls", || fake.polls() >= polls + 2).await;
     let (_, runs) = host.get(&format!("/v1/runs?flow={flow}")).await;
     assert_eq!(runs["runs"].as_array().unwrap().len(), 2);
 
     // Deactivated, polling stops.
     host.call(Method::POST, &format!("/v1/flows/{flow}/deactivate"), None)
         .await;
-    let polls = fake.state.lock().unwrap().polls;
+    let polls = fake.polls();
     let (_, view) = host.get(&format!("/v1/flows/{flow}/trigger")).await;
     assert_eq!(view["active"], json!(false));
-    crate::support::wait_until("the flow leaves the schedule", || {
+    wait_until("the flow leaves the schedule", || {
         host.app.triggers.scheduled() == 0
     })
     .await;
-    assert!(fake.state.lock().unwrap().polls <= polls + 1);
+    assert!(fake.polls() <= polls + 1);
     host.stop().await;
 }
 
@@ -572,9 +377,8 @@ async fn run_flow(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_span_a_failing_fake_with_one_idempotency_key() {
     let dir = tempfile::tempdir().unwrap();
-    let fake = FakeApi::default();
-    let (addr, _server) = fake.start().await;
-    let (host, conn) = setup(dir.path(), addr).await;
+    let fake = FakeItems::start().await;
+    let (host, conn) = setup(dir.path(), &fake).await;
     let flow = publish(
         &host,
         retrying_flow(&conn, json!({"initial_delay_ms": 50, "max_delay_ms": 200})),
@@ -582,15 +386,12 @@ async fn retries_span_a_failing_fake_with_one_idempotency_key() {
     .await;
 
     // Three 503s, then success: four requests, one key, applied once.
-    fake.state.lock().unwrap().fail_next = 3;
+    fake.fail_next(3, 503);
     let (status, run) = run_flow(&host, &flow, json!({"id": "e-1"}), 20_000).await;
     assert_eq!(status, 200, "{run}");
     assert_eq!(run["status"], json!("succeeded"), "{run}");
     assert_eq!(run["output"]["event"], json!("e-1"));
-    let (received, applied) = {
-        let state = fake.state.lock().unwrap();
-        (state.received.clone(), state.applied.len())
-    };
+    let (received, applied) = (fake.posted_keys(), fake.created().len());
     assert_eq!(received.len(), 4);
     let key = received[0].clone().unwrap();
     assert!(received.iter().all(|k| k.as_deref() == Some(key.as_str())));
@@ -610,7 +411,7 @@ async fn retries_span_a_failing_fake_with_one_idempotency_key() {
     }
 
     // A 429 waits for Retry-After (1 s) before the next attempt.
-    fake.state.lock().unwrap().rate_limit_next = 1;
+    fake.rate_limit_next(1, "1");
     let started = Instant::now();
     let (_, run) = run_flow(&host, &flow, json!({"id": "e-2"}), 20_000).await;
     assert_eq!(run["status"], json!("succeeded"), "{run}");
@@ -631,16 +432,16 @@ async fn retries_span_a_failing_fake_with_one_idempotency_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exhausted_runs_go_to_dead_letters_and_replay_from_the_failed_step() {
     let dir = tempfile::tempdir().unwrap();
-    let fake = FakeApi::default();
-    let (addr, _server) = fake.start().await;
-    let (host, conn) = setup(dir.path(), addr).await;
+    let fake = FakeItems::start().await;
+    let (host, conn) = setup(dir.path(), &fake).await;
     let flow = publish(
         &host,
         retrying_flow(&conn, json!({"max_attempts": 2, "initial_delay_ms": 20})),
     )
     .await;
 
-    fake.state.lock().unwrap().fail_next = 100;
+    // Two attempts of each of three runs.
+    fake.fail_next(6, 503);
     let mut ids = Vec::new();
     for n in 0..3 {
         let (_, run) = run_flow(&host, &flow, json!({"id": format!("d-{n}")}), 20_000).await;
@@ -656,9 +457,10 @@ async fn exhausted_runs_go_to_dead_letters_and_replay_from_the_failed_step() {
     }
     let (_, dead) = host.get("/v1/dead-letters").await;
     assert_eq!(dead["runs"].as_array().unwrap().len(), 3);
+    let failed = fake.requests().iter().filter(|r| r.status == 503).count();
+    assert_eq!(failed, 6, "every attempt met a 503");
 
     // One replay, then the rest in bulk; each key is applied once.
-    fake.state.lock().unwrap().fail_next = 0;
     let (status, replayed) = host
         .call(Method::POST, &format!("/v1/runs/{}/replay", ids[0]), None)
         .await;
@@ -685,7 +487,7 @@ async fn exhausted_runs_go_to_dead_letters_and_replay_from_the_failed_step() {
         .await;
         assert_eq!(run["replays"], json!(1));
     }
-    let applied = fake.applied();
+    let applied = fake.created();
     assert_eq!(applied.len(), 3);
     for id in &ids {
         assert!(applied.iter().any(|(k, _)| *k == format!("{id}:create")));
@@ -700,7 +502,7 @@ async fn exhausted_runs_go_to_dead_letters_and_replay_from_the_failed_step() {
         "steps": [{"key": "create", "plugin": "example", "action": "create-item", "connection": conn,
                    "input": {"event": "{{ trigger.id }}"}, "retry": {"initial_delay_ms": 600000}}],
     })).await;
-    fake.state.lock().unwrap().fail_next = 1;
+    fake.fail_next(1, 503);
     let (status, run) = run_flow(&host, &slow, json!({"id": "c-1"}), 0).await;
     assert_eq!(status, 202);
     let id = run["id"].as_str().unwrap();
@@ -725,12 +527,11 @@ async fn exhausted_runs_go_to_dead_letters_and_replay_from_the_failed_step() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_errors_pause_the_connection_until_it_is_resumed() {
     let dir = tempfile::tempdir().unwrap();
-    let fake = FakeApi::default();
-    let (addr, _server) = fake.start().await;
-    let (host, conn) = setup(dir.path(), addr).await;
+    let fake = FakeItems::start().await;
+    let (host, conn) = setup(dir.path(), &fake).await;
     let flow = publish(&host, retrying_flow(&conn, json!({"initial_delay_ms": 20}))).await;
 
-    fake.state.lock().unwrap().unauthorized = true;
+    fake.revoke_key(true);
     let (status, run) = run_flow(&host, &flow, json!({"id": "a-1"}), 1_000).await;
     assert_eq!(status, 202, "{run}");
     let id = run["id"].as_str().unwrap().to_string();
@@ -752,7 +553,7 @@ async fn auth_errors_pause_the_connection_until_it_is_resumed() {
         "{connection}"
     );
     // Runs reaching a paused connection park without calling the API.
-    let calls = fake.state.lock().unwrap().received.len();
+    let calls = fake.posted_keys().len();
     let (_, second) = run_flow(&host, &flow, json!({"id": "a-2"}), 0).await;
     let second_id = second["id"].as_str().unwrap().to_string();
     wait_for(
@@ -762,9 +563,9 @@ async fn auth_errors_pause_the_connection_until_it_is_resumed() {
         |r| r["status"] == json!("paused"),
     )
     .await;
-    assert_eq!(fake.state.lock().unwrap().received.len(), calls);
+    assert_eq!(fake.posted_keys().len(), calls);
 
-    fake.state.lock().unwrap().unauthorized = false;
+    fake.revoke_key(false);
     let (status, resumed) = host
         .call(
             Method::POST,
@@ -783,16 +584,15 @@ async fn auth_errors_pause_the_connection_until_it_is_resumed() {
         )
         .await;
     }
-    assert_eq!(fake.applied().len(), 2);
+    assert_eq!(fake.created().len(), 2);
     host.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedules_fire_and_retention_prunes_runs_and_dedup_entries() {
     let dir = tempfile::tempdir().unwrap();
-    let fake = FakeApi::default();
-    let (addr, _server) = fake.start().await;
-    let (host, conn) = setup(dir.path(), addr).await;
+    let fake = FakeItems::start().await;
+    let (host, conn) = setup(dir.path(), &fake).await;
     let flow = publish(&host, json!({
         "name": "Every second",
         "trigger": {"schedule": "* * * * * *"},
@@ -838,6 +638,22 @@ async fn schedules_fire_and_retention_prunes_runs_and_dedup_entries() {
     );
     host.call(Method::POST, &format!("/v1/flows/{flow}/deactivate"), None)
         .await;
+    // A tick that fired just before may still be running: retention prunes
+    // only finished runs, so wait until the schedule is off and its runs done.
+    wait_until("the flow leaves the schedule", || {
+        host.app.triggers.scheduled() == 0
+    })
+    .await;
+    wait_for(
+        &host,
+        &format!("/v1/runs?flow={flow}&limit=500"),
+        "every scheduled run finished",
+        |b| {
+            let runs = b["runs"].as_array().unwrap();
+            runs.iter().all(|r| r["status"] == json!("succeeded"))
+        },
+    )
+    .await;
 
     // A webhook event id is remembered for the window, then forgotten with
     // the finished runs once they are older than the retention.
@@ -848,7 +664,7 @@ async fn schedules_fire_and_retention_prunes_runs_and_dedup_entries() {
         .to_string();
     let event = json!({"id": "r-1", "type": "packed", "qty": 1});
     deliver(&url, "evt-r", &event, None).await;
-    wait_fake("the item is created", || fake.applied().len() == 1).await;
+    wait_until("the item is created", || fake.created().len() == 1).await;
     wait_for(
         &host,
         &format!("/v1/runs?flow={hooked}&status=succeeded"),
@@ -880,9 +696,8 @@ async fn schedules_fire_and_retention_prunes_runs_and_dedup_entries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_are_invisible_to_other_tenants() {
     let dir = tempfile::tempdir().unwrap();
-    let fake = FakeApi::default();
-    let (addr, _server) = fake.start().await;
-    let (host, _) = setup(dir.path(), addr).await;
+    let fake = FakeItems::start().await;
+    let (host, _) = setup(dir.path(), &fake).await;
     let mut tokens = Vec::new();
     for name in ["acme", "globex"] {
         let (status, body) = host
@@ -892,26 +707,26 @@ async fn runs_are_invisible_to_other_tenants() {
         tokens.push(body["token"].as_str().unwrap().to_string());
     }
     let (acme, globex) = (&tokens[0], &tokens[1]);
-    let conn = create_connection(&host, addr, acme).await;
-    let (status, flow) = call_as(
-        &host,
-        acme,
-        Method::POST,
-        "/v1/flows",
-        Some(retrying_flow(&conn, json!({"max_attempts": 1}))),
-    )
-    .await;
+    let conn = host.connect_as(acme, "example", fake.properties()).await;
+    let (status, flow) = host
+        .call_as(
+            acme,
+            Method::POST,
+            "/v1/flows",
+            Some(retrying_flow(&conn, json!({"max_attempts": 1}))),
+        )
+        .await;
     assert_eq!(status, 201, "{flow}");
     let flow = flow["id"].as_str().unwrap().to_string();
-    fake.state.lock().unwrap().fail_next = 1;
-    let (_, run) = call_as(
-        &host,
-        acme,
-        Method::POST,
-        &format!("/v1/flows/{flow}/run?wait_ms=10000"),
-        Some(json!({"id": "t-1"})),
-    )
-    .await;
+    fake.fail_next(1, 503);
+    let (_, run) = host
+        .call_as(
+            acme,
+            Method::POST,
+            &format!("/v1/flows/{flow}/run?wait_ms=10000"),
+            Some(json!({"id": "t-1"})),
+        )
+        .await;
     assert_eq!(run["status"], json!("failed"), "{run}");
     let run = run["id"].as_str().unwrap().to_string();
 
@@ -926,7 +741,9 @@ async fn runs_are_invisible_to_other_tenants() {
         (Method::GET, format!("/v1/flows/{flow}/deliveries")),
         (Method::POST, format!("/v1/connections/{conn}/resume")),
     ] {
-        let (status, body) = call_as(&host, globex, method.clone(), &path, Some(json!({}))).await;
+        let (status, body) = host
+            .call_as(globex, method.clone(), &path, Some(json!({})))
+            .await;
         assert_eq!(status, 404, "{method} {path}: {body}");
     }
     for path in [
@@ -934,43 +751,50 @@ async fn runs_are_invisible_to_other_tenants() {
         "/v1/dead-letters",
         &format!("/v1/runs?flow={flow}"),
     ] {
-        let (_, body) = call_as(&host, globex, Method::GET, path, None).await;
+        let (_, body) = host.call_as(globex, Method::GET, path, None).await;
         assert_eq!(body["runs"], json!([]), "{path}");
     }
-    let (_, body) = call_as(
-        &host,
-        globex,
-        Method::POST,
-        "/v1/runs/replay",
-        Some(json!({})),
-    )
-    .await;
+    let (_, body) = host
+        .call_as(globex, Method::POST, "/v1/runs/replay", Some(json!({})))
+        .await;
     assert_eq!(body["replayed"], json!([]));
-    let (_, body) = call_as(&host, acme, Method::GET, "/v1/dead-letters", None).await;
+    let (_, body) = host
+        .call_as(acme, Method::GET, "/v1/dead-letters", None)
+        .await;
     assert_eq!(body["runs"].as_array().unwrap().len(), 1);
     host.stop().await;
 }
 
-/// Accepts connections and never answers: a third party that hangs.
-async fn black_hole() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
+/// Accepts connections and never answers: a third party that hangs (until
+/// it is dropped, which closes them); counts the connections.
+async fn black_hole() -> (Server, Arc<AtomicUsize>) {
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let server = Server::raw(|listener| async move {
         let mut held = Vec::new();
         while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
             held.push(socket);
         }
-    });
-    addr
+    })
+    .await;
+    (server, accepted)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_poll_does_not_delay_other_flows() {
     let dir = tempfile::tempdir().unwrap();
-    let fake = FakeApi::default();
-    let (addr, _server) = fake.start().await;
-    let (host, conn) = setup(dir.path(), addr).await;
-    let stuck_conn = create_connection(&host, black_hole().await, TOKEN).await;
+    let fake = FakeItems::start().await;
+    let mut cfg = runs_config(dir.path());
+    // The hanging poll lasts until the test drops the black hole, however
+    // long the healthy flow's polls take on a busy machine.
+    cfg.call_timeout_ms = 300_000;
+    cfg.http_timeout_ms = 300_000;
+    let (host, conn) = setup_host(cfg, &fake).await;
+    let (hole, accepted) = black_hole().await;
+    let mut properties = fake.properties();
+    properties["base_url"] = json!(hole.origin);
+    let stuck_conn = host.connect("example", properties).await;
     let polling = |name: &str, conn: &str| {
         json!({
             "name": name,
@@ -981,31 +805,35 @@ async fn a_hanging_poll_does_not_delay_other_flows() {
     let stuck = publish(&host, polling("Hangs", &stuck_conn)).await;
     let healthy = publish(&host, polling("Healthy", &conn)).await;
     activate(&host, &stuck).await;
-    activate(&host, &healthy).await;
-    // The healthy flow polls every second while the other's first poll hangs
-    // (until the call's 5 s deadline).
-    wait_fake("three polls of the healthy flow", || {
-        fake.state.lock().unwrap().polls >= 3
+    wait_until("the first poll of the other flow hangs", || {
+        accepted.load(Ordering::SeqCst) == 1
     })
     .await;
+    // The healthy flow polls every second while the other's first poll hangs.
+    activate(&host, &healthy).await;
+    wait_until("three polls of the healthy flow", || fake.polls() >= 3).await;
     let (_, state) = host.get(&format!("/v1/flows/{stuck}/trigger")).await;
     assert_eq!(state["state"]["polls"], json!(0), "{state}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one poll at a time");
+    // Hung up on, the poll fails and the host can stop.
+    drop(hole);
     host.stop().await;
 }
 
 /// A host with two normal-lane workers and a connection to `fake`.
-async fn two_worker_host(
-    dir: &std::path::Path,
-    fake: &FakeApi,
-) -> (TestHost, String, tokio::task::JoinHandle<()>) {
-    let (addr, server) = fake.start().await;
-    let mut cfg = config(dir);
-    cfg.allow_networks = vec!["127.0.0.2/32".parse().unwrap()];
+async fn two_worker_host(dir: &std::path::Path, fake: &FakeItems) -> (TestHost, String) {
+    let mut cfg = runs_config(dir);
     cfg.normal_workers = 2;
-    let host = TestHost::start(cfg).await;
-    host.upload_file(artifacts::EXAMPLE).await;
-    let conn = create_connection(&host, addr, TOKEN).await;
-    (host, conn, server)
+    setup_host(cfg, fake).await
+}
+
+/// Whether a request creates the item of an event whose id starts with `prefix`.
+fn creates_for(request: &Incoming, prefix: &str) -> bool {
+    request.method == HttpMethod::POST
+        && request.path == "/items"
+        && request
+            .json()
+            .is_ok_and(|b| b["event"].as_str().is_some_and(|e| e.starts_with(prefix)))
 }
 
 /// A flow whose one step creates an item for each event.
@@ -1023,9 +851,9 @@ fn create_item_flow(name: &str, lane: &str, concurrency: Option<u32>, conn: &str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flow_concurrency_limits_hold_and_the_fast_lane_overtakes_bulk_work() {
     let dir = tempfile::tempdir().unwrap();
-    let fake = FakeApi::default();
-    let (host, conn, _server) = two_worker_host(dir.path(), &fake).await;
-    fake.state.lock().unwrap().delay = Some(Duration::from_millis(150));
+    let fake = FakeItems::start().await;
+    let (host, conn) = two_worker_host(dir.path(), &fake).await;
+    fake.set_latency(Duration::from_millis(150));
     let flow = |name: &str, lane: &str, concurrency: Option<u32>| {
         create_item_flow(name, lane, concurrency, &conn)
     };
@@ -1034,70 +862,68 @@ async fn flow_concurrency_limits_hold_and_the_fast_lane_overtakes_bulk_work() {
     for n in 0..4 {
         run_flow(&host, &single, json!({"id": format!("s-{n}")}), 0).await;
     }
-    wait_for(
-        &host,
-        &format!("/v1/runs?flow={single}&status=succeeded"),
-        "four runs",
-        |b| b["runs"].as_array().unwrap().len() == 4,
-    )
-    .await;
-    assert_eq!(fake.state.lock().unwrap().max_in_flight, 1);
+    wait_for_runs(&host, &single, "succeeded", 4).await;
+    assert_eq!(fake.max_in_flight(), 1);
 
-    // Bulk work fills the normal lane's two workers; a fast-lane run does not wait.
+    // Bulk work fills the normal lane's two workers and keeps them (the
+    // fake holds its requests); a fast-lane run does not wait behind it.
+    fake.set_latency(Duration::ZERO);
+    fake.hold(|r| creates_for(r, "b-"));
     let bulk = publish(&host, flow("Bulk", "normal", None)).await;
     let orders = publish(&host, flow("Orders", "fast", None)).await;
     for n in 0..12 {
         run_flow(&host, &bulk, json!({"id": format!("b-{n}")}), 0).await;
     }
-    let (_, order) = run_flow(&host, &orders, json!({"id": "o-1"}), 10_000).await;
+    wait_until("bulk runs take both normal workers", || fake.held() == 2).await;
+    let (_, order) = run_flow(&host, &orders, json!({"id": "o-1"}), 30_000).await;
     assert_eq!(order["status"], json!("succeeded"), "{order}");
     let (_, bulk_runs) = host
         .get(&format!("/v1/runs?flow={bulk}&status=succeeded"))
         .await;
-    let done = bulk_runs["runs"].as_array().unwrap().len();
-    assert!(
-        done < 12,
-        "the fast run waited for the bulk backlog ({done} of 12 done)"
-    );
-    wait_for(
-        &host,
-        &format!("/v1/runs?flow={bulk}&status=succeeded"),
-        "the backlog",
-        |b| b["runs"].as_array().unwrap().len() == 12,
-    )
-    .await;
-    assert!(fake.state.lock().unwrap().max_in_flight <= 3);
+    assert_eq!(bulk_runs["runs"], json!([]), "no bulk run could finish");
+    assert_eq!(fake.held(), 2);
+    fake.release();
+    wait_for_runs(&host, &bulk, "succeeded", 12).await;
+    assert_eq!(fake.max_in_flight(), 3, "two bulk runs and the fast one");
     host.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_held_by_its_limit_does_not_hold_up_other_flows() {
     let dir = tempfile::tempdir().unwrap();
-    let fake = FakeApi::default();
-    let (host, conn, _server) = two_worker_host(dir.path(), &fake).await;
-    fake.state.lock().unwrap().delay = Some(Duration::from_millis(100));
+    let fake = FakeItems::start().await;
+    let (host, conn) = two_worker_host(dir.path(), &fake).await;
     let flow =
         |name: &str, concurrency: Option<u32>| create_item_flow(name, "normal", concurrency, &conn);
     // 150 runs of a one-at-a-time flow fill the head of the queue (a
-    // dispatcher's first look covers 66 entries with two workers) and take
-    // 15 s to drain; a run of another flow queued behind them starts at once.
+    // dispatcher's first look covers 66 entries with two workers) and cannot
+    // drain (the fake holds the one running); a run of another flow queued
+    // behind them starts at once.
+    fake.hold(|r| creates_for(r, "s-"));
     let slow = publish(&host, flow("One at a time", Some(1))).await;
     for n in 0..150 {
         let (status, _) = run_flow(&host, &slow, json!({"id": format!("s-{n}")}), 0).await;
         assert_eq!(status, StatusCode::ACCEPTED);
     }
+    wait_until("a run of the backlog holds its flow's one slot", || {
+        fake.held() == 1
+    })
+    .await;
     let other = publish(&host, flow("Another flow", None)).await;
-    let (status, run) = run_flow(&host, &other, json!({"id": "o-1"}), 5_000).await;
+    let (status, run) = run_flow(&host, &other, json!({"id": "o-1"}), 30_000).await;
     assert_eq!(status, StatusCode::OK, "{run}");
     assert_eq!(run["status"], json!("succeeded"), "{run}");
     let (_, done) = host
         .get(&format!("/v1/runs?flow={slow}&status=succeeded&limit=500"))
         .await;
-    let done = done["runs"].as_array().unwrap().len();
-    assert!(
-        done < 100,
-        "the other flow waited for the backlog ({done} of 150 done)"
+    assert_eq!(done["runs"], json!([]), "the backlog cannot have moved");
+    assert_eq!(fake.held(), 1);
+    fake.release();
+    wait_until("the backlog moves again", || fake.created().len() >= 3).await;
+    assert_eq!(
+        fake.max_in_flight(),
+        2,
+        "one of the backlog and the other run"
     );
-    assert!(fake.state.lock().unwrap().max_in_flight <= 2);
     host.stop().await;
 }

@@ -22,11 +22,11 @@ use switchyard_tests as artifacts;
 
 use crate::{
     auth::{
-        CLIENT_ID, CLIENT_SECRET, Fake, basic, connect, consent, failed, files_containing, header,
-        host_with, probe, provider, reply, succeeded, trail, upload, visit,
+        CLIENT_ID, CLIENT_SECRET, basic, consent, failed, files_containing, header, host_with,
+        probe, provider, reply, succeeded, trail, upload, visit,
     },
-    sandbox::{SECRET, sandbox_config},
-    support::{TestHost, error_message},
+    sandbox::SECRET,
+    support::{TestHost, error_message, fake::Server, sandbox_config},
 };
 
 /// Sets a variable of `plugin` (`key/version`); returns the API's answer.
@@ -294,7 +294,9 @@ async fn a_tenant_s_shop_cannot_send_the_operator_s_client_secret_elsewhere() {
     // evil.example, and to the listener, with the operator's client.
     let authority = origin.trim_start_matches("http://");
     for shop in ["evil.example/x?", &format!("{authority}/x?")] {
-        let id = connect(&host, plugin, json!({"base_url": origin, "shop": shop})).await;
+        let id = host
+            .connect(plugin, json!({"base_url": origin, "shop": shop}))
+            .await;
         let body = probe(&host, plugin, &id, "/orders").await;
         let message = failed(&body)["message"].as_str().unwrap().to_string();
         assert!(
@@ -336,20 +338,20 @@ async fn a_partner_key_goes_beside_the_user_s_key_to_hosts_the_manifest_names() 
             }),
         )
     };
-    let fake = Fake::start(api(seen.clone())).await;
+    let fake = Server::start(api(seen.clone())).await;
     let elsewhere_seen: SeenKeys = Default::default();
-    let elsewhere = Fake::start(api(elsewhere_seen.clone())).await;
+    let elsewhere = Server::start(api(elsewhere_seen.clone())).await;
     let (_dir, host) = host_with(&[artifacts::FIXTURE_AUTH_APIKEY_PARTNER]).await;
     let plugin = "auth-apikey-partner";
     let version = "auth-apikey-partner/0.1.0";
     set_env(&host, version, "PARTNER_KEY", PARTNER_KEY, true).await;
 
-    let id = connect(
-        &host,
-        plugin,
-        json!({"base_url": fake.origin, "port": port(&fake.origin), "api_key": USER_KEY}),
-    )
-    .await;
+    let id = host
+        .connect(
+            plugin,
+            json!({"base_url": fake.origin, "port": port(&fake.origin), "api_key": USER_KEY}),
+        )
+        .await;
     // Without PARTNER_KEY_NAME the host does not guess where the key goes.
     let body = probe(&host, plugin, &id, "/whoami").await;
     let message = failed(&body)["message"].as_str().unwrap().to_string();
@@ -370,12 +372,12 @@ async fn a_partner_key_goes_beside_the_user_s_key_to_hosts_the_manifest_names() 
     );
 
     // A `base_url` of the tenant's choosing is allowed, but gets no partner key.
-    let moved = connect(
-        &host,
-        plugin,
-        json!({"base_url": elsewhere.origin, "port": port(&fake.origin), "api_key": USER_KEY}),
-    )
-    .await;
+    let moved = host
+        .connect(
+            plugin,
+            json!({"base_url": elsewhere.origin, "port": port(&fake.origin), "api_key": USER_KEY}),
+        )
+        .await;
     let body = probe(&host, plugin, &moved, "/whoami").await;
     let message = failed(&body)["message"].as_str().unwrap().to_string();
     assert!(
@@ -411,7 +413,7 @@ fn echo_api() -> Router {
 
 #[tokio::test]
 async fn credentials_a_server_echoes_are_scrubbed_before_the_plugin_reads_them() {
-    let fake = Fake::start(echo_api()).await;
+    let fake = Server::start(echo_api()).await;
     let (_dir, host) = host_with(&[
         artifacts::FIXTURE_HOSTILE,
         artifacts::FIXTURE_AUTH_APIKEY_QUERY,
@@ -453,12 +455,12 @@ async fn credentials_a_server_echoes_are_scrubbed_before_the_plugin_reads_them()
 
     // An API key in the query, quoted back percent-encoded and in JSON.
     const KEY: &str = "qk_7f3a/9+z&Q=";
-    let id = connect(
-        &host,
-        "auth-apikey-query",
-        json!({"base_url": fake.origin, "api_key": KEY}),
-    )
-    .await;
+    let id = host
+        .connect(
+            "auth-apikey-query",
+            json!({"base_url": fake.origin, "api_key": KEY}),
+        )
+        .await;
     let body = probe(&host, "auth-apikey-query", &id, "/echo?page=2").await;
     let message = failed(&body)["message"].as_str().unwrap().to_string();
     assert!(
@@ -474,12 +476,12 @@ async fn credentials_a_server_echoes_are_scrubbed_before_the_plugin_reads_them()
 
     // Basic: the base64 pair and, decoded, the password.
     const PASSWORD: &str = "correct horse: battery";
-    let id = connect(
-        &host,
-        "auth-basic",
-        json!({"base_url": fake.origin, "username": "ops", "password": PASSWORD}),
-    )
-    .await;
+    let id = host
+        .connect(
+            "auth-basic",
+            json!({"base_url": fake.origin, "username": "ops", "password": PASSWORD}),
+        )
+        .await;
     let body = probe(&host, "auth-basic", &id, "/echo").await;
     let message = failed(&body)["message"].as_str().unwrap().to_string();
     assert!(

@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use switchyard_tests as artifacts;
 
-use crate::support::{TestHost, config, read};
+use crate::support::{TestHost, client, config};
 
 async fn as_token(
     host: &TestHost,
@@ -15,13 +15,7 @@ async fn as_token(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut request = reqwest::Client::new()
-        .request(method, format!("{}{path}", host.url))
-        .bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let (status, body) = read(request.send().await.unwrap()).await;
+    let (status, body) = host.call_as(token, method, path, body).await;
     (status.as_u16(), body)
 }
 
@@ -102,7 +96,7 @@ async fn a_tenant_sees_only_its_own_connections_and_cannot_manage_plugins() {
 
     // Plugins and tenants are the operator's: 403 for a tenant.
     let wasm = std::fs::read(artifacts::FIXTURE_EXAMPLE_V2).unwrap();
-    let upload = reqwest::Client::new()
+    let upload = client()
         .post(format!("{}/v1/plugins", host.url))
         .bearer_auth(globex)
         .body(wasm)

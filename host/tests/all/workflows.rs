@@ -29,12 +29,15 @@ use switchyard::runs::record::run_id_for;
 use switchyard_tests as artifacts;
 
 use crate::{
-    fake_api::{Delivery, Mutation},
-    fake_shipping::{self, FakeShipping},
+    fake_shipping::FakeShipping,
     fake_shopify::{self, FakeShopify},
     fake_warehouse::FakeWarehouse,
-    sandbox::sandbox_config,
-    support::{TOKEN, TestHost, read},
+    support::{
+        DEADLINE, TestHost, client,
+        fake::{Delivery, Mutation, Received},
+        metrics::sample,
+        read, sandbox_config, wait_for,
+    },
 };
 
 /// Where the third parties are told the host is (Shopify and the warehouse
@@ -90,16 +93,7 @@ impl Merchant {
         let carrier = FakeShipping::start().await;
         let shopify = host.connect("shopify", shop.properties()).await;
         let wms = host.connect("warehouse", warehouse.properties()).await;
-        let shipping = host
-            .connect(
-                "shipping",
-                json!({
-                    "base_url": carrier.origin,
-                    "token": fake_shipping::TOKEN,
-                    "webhook_secret": fake_shipping::WEBHOOK_SECRET,
-                }),
-            )
-            .await;
+        let shipping = host.connect("shipping", carrier.properties()).await;
         Merchant {
             host,
             shop,
@@ -108,7 +102,7 @@ impl Merchant {
             shopify,
             wms,
             shipping,
-            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+            http: client(),
             _dir: dir,
         }
     }
@@ -144,7 +138,7 @@ impl Merchant {
     async fn activate_poll(&self, flow: &str) {
         let view = self.activate(flow).await;
         assert_eq!(view["kind"], json!("polling"), "{view}");
-        crate::runs::wait_for(
+        wait_for(
             &self.host,
             &format!("/v1/flows/{flow}/trigger"),
             "the first poll",
@@ -199,9 +193,13 @@ impl Merchant {
         let hooks = self.carrier.webhooks();
         assert_eq!(hooks.len(), 1, "{hooks:?}");
         let record = self.carrier.shipment(awb).unwrap();
-        let (headers, body) = self.carrier.delivery(&record);
+        let delivery = self.carrier.delivery(&record);
         let (status, answer) = self
-            .post_hook(hooks[0]["url"].as_str().unwrap(), &headers, body)
+            .post_hook(
+                hooks[0]["url"].as_str().unwrap(),
+                &delivery.headers,
+                delivery.body,
+            )
             .await;
         assert_eq!(status, 200, "{answer}");
         answer
@@ -227,7 +225,7 @@ impl Merchant {
     /// Posts deliveries as they are made until each `(flow, status, n)`
     /// holds: `flow` has exactly `n` runs with `status`.
     async fn settle(&self, what: &str, want: &[(&str, &str, usize)]) {
-        let deadline = Instant::now() + Duration::from_secs(50);
+        let deadline = Instant::now() + DEADLINE;
         loop {
             self.pump().await;
             let mut counts = Vec::new();
@@ -886,27 +884,29 @@ async fn a_stock_change_in_the_warehouse_updates_shopify_inventory() {
         applied_keys(&m.shop.mutations(), "POST", is_inventory_set),
         step_keys(&runs, "stock")
     );
-    let bodies: Vec<Value> = m
-        .shop
-        .mutations()
-        .into_iter()
-        .filter(|m| is_inventory_set(&m.path))
-        .map(|m| m.body)
-        .collect();
+    // Per item, the counts were set in the order the warehouse sent them.
+    // The runs of different items are independent: no order between items.
+    let mut per_item: BTreeMap<u64, Vec<Value>> = BTreeMap::new();
+    for write in m.shop.mutations() {
+        if is_inventory_set(&write.path) {
+            let item = write.body["inventory_item_id"].as_u64().unwrap();
+            per_item.entry(item).or_default().push(write.body);
+        }
+    }
     let location = fake_shopify::LOCATION_ID;
+    let set = |item: u64, available: i64| json!({"location_id": location, "inventory_item_id": item, "available": available});
     assert_eq!(
-        bodies,
-        [
-            json!({"location_id": location, "inventory_item_id": widget, "available": 17}),
-            json!({"location_id": location, "inventory_item_id": gadget, "available": 4}),
-            json!({"location_id": location, "inventory_item_id": widget, "available": 16}),
-        ]
+        per_item,
+        BTreeMap::from([
+            (widget, vec![set(widget, 17), set(widget, 16)]),
+            (gadget, vec![set(gadget, 4)]),
+        ])
     );
     m.host.stop().await;
 }
 
 /// How many requests a fake answered with `status`.
-fn answered(requests: &[crate::fake_api::Received], status: u16) -> usize {
+fn answered(requests: &[Received], status: u16) -> usize {
     requests.iter().filter(|r| r.status == status).count()
 }
 
@@ -943,8 +943,8 @@ async fn every_workflow_completes_exactly_once_while_the_apis_fail_for_a_while()
 
     // 1. Three orders while the warehouse throttles (Retry-After: 3), is
     // down for four requests and loses the answer of one applied order.
-    m.warehouse.throttle_next(1);
-    m.warehouse.fail_next(4);
+    m.warehouse.rate_limit_next(1, "3");
+    m.warehouse.fail_next(4, 503);
     m.warehouse.lose_next_responses(1);
     let orders: Vec<Value> = (0..3).map(|_| m.shop.create_order(json!({}))).collect();
     let deliveries = m.shop.take_deliveries();
@@ -988,8 +988,8 @@ async fn every_workflow_completes_exactly_once_while_the_apis_fail_for_a_while()
 
     // 2. Packed and shipped while Shopify throttles (Retry-After: 2.0), is
     // down for four requests and loses the answer of one applied tag.
-    m.shop.throttle_next(2);
-    m.shop.fail_next(4);
+    m.shop.rate_limit_next(2, "2.0");
+    m.shop.fail_next(4, 503);
     m.shop.lose_next_responses(1);
     for wo in &wos {
         m.warehouse.advance(wo, "packed");
@@ -1045,12 +1045,12 @@ async fn every_workflow_completes_exactly_once_while_the_apis_fail_for_a_while()
         })
         .collect();
     m.activate_poll(&carrier_flow).await;
-    m.carrier.gate.fail_next(2, 503);
-    m.carrier.gate.rate_limit_next(1, "1");
-    m.warehouse.fail_next(3);
+    m.carrier.fail_next(2, 503);
+    m.carrier.rate_limit_next(1, "1");
+    m.warehouse.fail_next(3, 503);
     m.warehouse.lose_next_responses(1);
-    m.shop.throttle_next(1);
-    m.shop.fail_next(3);
+    m.shop.rate_limit_next(1, "2.0");
+    m.shop.fail_next(3, 503);
     m.shop.lose_next_responses(1);
     for awb in &awbs {
         m.carrier.set_status(awb, "DELIVERED");
@@ -1084,25 +1084,16 @@ async fn every_workflow_completes_exactly_once_while_the_apis_fail_for_a_while()
         applied_keys(&m.shop.mutations(), "PUT", is_order_update),
         tagged
     );
-    let text = m
-        .http
-        .get(format!("{}/metrics", m.host.url))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let failed_polls = text
-        .lines()
-        .find_map(|l| l.strip_prefix("switchyard_polls_total{outcome=\"error\"} "))
-        .unwrap_or_else(|| panic!("no failed polls in:\n{text}"));
-    assert_eq!(failed_polls, "3", "two 503s and a 429 while polling");
+    let text = m.host.metrics().await;
+    assert_eq!(
+        sample(&text, "switchyard_polls_total{outcome=\"error\"}"),
+        Some("3"),
+        "two 503s and a 429 while polling:\n{text}"
+    );
 
     // 4. Stock counts while Shopify throttles and fails once more.
-    m.shop.throttle_next(1);
-    m.shop.fail_next(3);
+    m.shop.rate_limit_next(1, "2.0");
+    m.shop.fail_next(3, 503);
     m.shop.lose_next_responses(1);
     m.warehouse.set_stock("W-1", 17);
     m.warehouse.set_stock("G-7", 4);

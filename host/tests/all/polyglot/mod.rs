@@ -25,27 +25,36 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use switchyard::{
     calls::{Call, Purpose},
-    engine::{
-        CallError, CallOutcome, ConnectorError, Engine, Event, PollOutput, WebhookInput,
-        WebhookOutput,
-    },
+    engine::{CallError, CallOutcome, ConnectorError, Engine, Event, PollOutput, WebhookOutput},
     tenants::DEFAULT_TENANT,
 };
 use switchyard_tests as artifacts;
 use tokio::sync::OnceCell;
 
-use crate::{sandbox::sandbox_config, support::TestHost};
+use crate::support::{
+    TestHost,
+    fake::{Delivery, Server},
+    sandbox_config,
+};
 
-/// Compiled artifacts of both components, made once per test process and
-/// kept in cargo's test scratch directory across runs: compiling an 18 MB
-/// Python component takes seconds, and every test starts its own host.
+/// Compiled artifacts of both components, made once and kept in cargo's
+/// test scratch directory across runs and test processes: compiling an
+/// 18 MB Python component takes seconds, and every test starts its own host.
 static COMPILED: OnceCell<std::path::PathBuf> = OnceCell::const_new();
 
 pub async fn compiled_artifacts() -> &'static Path {
     COMPILED
         .get_or_init(|| async {
-            let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join("polyglot-artifacts");
+            let scratch = Path::new(env!("CARGO_TARGET_TMPDIR"));
+            let kept = scratch.join("polyglot-artifacts");
             std::fs::create_dir_all(&kept).unwrap();
+            // Tests may run in processes of their own (cargo nextest), at
+            // once: the first compiles, the others wait and find the cache.
+            let lock = std::fs::File::create(scratch.join("polyglot-artifacts.lock")).unwrap();
+            let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
+                .await
+                .unwrap()
+                .expect("the artifact cache's lock");
             let current: Vec<String> = [artifacts::SHIPPING_PY, artifacts::WOOCOMMERCE_JS]
                 .iter()
                 .map(|p| Engine::content_hash(&std::fs::read(p).unwrap()))
@@ -77,6 +86,7 @@ pub async fn compiled_artifacts() -> &'static Path {
                 );
             }
             host.stop().await;
+            drop(lock);
             kept
         })
         .await
@@ -135,15 +145,7 @@ struct Conn<'a> {
 
 impl<'a> Conn<'a> {
     async fn create(host: &'a TestHost, key: &'static str, properties: Value) -> Conn<'a> {
-        let (status, body) = host
-            .call(
-                Method::POST,
-                "/v1/connections",
-                Some(json!({"plugin": key, "name": key, "properties": properties})),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        let id = body["id"].as_str().unwrap().to_string();
+        let id = host.connect(key, properties).await;
         Conn { host, key, id }
     }
 
@@ -207,22 +209,12 @@ impl<'a> Conn<'a> {
             .unwrap_or_else(|e| panic!("poll failed: {e}; journal: {journal:?}"))
     }
 
-    async fn webhook(
-        &self,
-        trigger: &str,
-        (headers, body): Delivery,
-    ) -> CallOutcome<WebhookOutput> {
+    async fn webhook(&self, trigger: &str, delivery: &Delivery) -> CallOutcome<WebhookOutput> {
         let call = self.setup();
-        let request = WebhookInput {
-            method: "POST".into(),
-            query: String::new(),
-            headers,
-            body,
-        };
         self.host
             .app
             .calls
-            .handle_webhook(call, trigger, "{}", request)
+            .handle_webhook(call, trigger, "{}", delivery.input())
             .await
     }
 
@@ -251,29 +243,6 @@ impl<'a> Conn<'a> {
         let outcome = self.host.app.calls.perform(call, action, &input, key).await;
         serde_json::from_str(&outcome.result.unwrap()).unwrap()
     }
-}
-
-/// A webhook delivery: headers and body.
-type Delivery = (Vec<(String, String)>, Vec<u8>);
-
-/// The value of header `name` (case-insensitive) of a delivery.
-fn header_of(delivery: &Delivery, name: &str) -> String {
-    let (_, value) = delivery
-        .0
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .unwrap_or_else(|| panic!("no {name} in {:?}", delivery.0));
-    value.clone()
-}
-
-/// The delivery with header `name` set to `value`, or removed when `None`.
-fn with_header(delivery: &Delivery, name: &str, value: Option<String>) -> Delivery {
-    let (mut headers, body) = delivery.clone();
-    headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
-    if let Some(value) = value {
-        headers.push((name.to_string(), value));
-    }
-    (headers, body)
 }
 
 /// The connector error of an invocation, as `(kind, the whole error)`.
@@ -319,9 +288,9 @@ fn assert_no_secret(what: &Value, secrets: &[&str]) {
     }
 }
 
-/// A webhook target on loopback, outside the sandbox (a fake posts to it
-/// directly, as a third party posts to the host's ingress), and what it got.
-async fn receiver() -> (String, Arc<Mutex<Vec<Delivery>>>) {
+/// A webhook target (a fake posts to it directly, as a third party posts to
+/// the host's ingress), its URL, and what it got.
+async fn receiver() -> (Server, String, Arc<Mutex<Vec<Delivery>>>) {
     let received: Arc<Mutex<Vec<Delivery>>> = Arc::default();
     let store = received.clone();
     let router = axum::Router::new().route(
@@ -332,12 +301,15 @@ async fn receiver() -> (String, Arc<Mutex<Vec<Delivery>>>) {
                     .iter()
                     .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
                     .collect();
-                store.lock().unwrap().push((headers, body.to_vec()));
+                store.lock().unwrap().push(Delivery {
+                    address: "/hooks".to_string(),
+                    headers,
+                    body: body.to_vec(),
+                });
             },
         ),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    (format!("http://{addr}/hooks"), received)
+    let server = Server::start(router).await;
+    let url = format!("{}/hooks", server.origin);
+    (server, url, received)
 }

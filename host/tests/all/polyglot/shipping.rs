@@ -7,21 +7,18 @@ use switchyard::engine::ConnectorError;
 use switchyard_tests as artifacts;
 
 use super::{
-    Build, Conn, assert_no_secret, connector_error, header_of, kind_of, payloads, receiver,
-    start_host, with_header,
+    Build, Conn, assert_no_secret, connector_error, kind_of, payloads, receiver, start_host,
 };
-use crate::fake_common::hmac_sha256;
-use crate::fake_shipping::{FakeShipping, TOKEN, WEBHOOK_SECRET};
+use crate::{
+    fake_shipping::{FakeShipping, TOKEN, WEBHOOK_SECRET},
+    support::{TestHost, fake::hmac_sha256},
+};
 
 const SECRETS: [&str; 2] = [TOKEN, WEBHOOK_SECRET];
 
-async fn connection<'a>(
-    host: &'a crate::support::TestHost,
-    fake: &FakeShipping,
-    token: &str,
-) -> Conn<'a> {
+async fn connection<'a>(host: &'a TestHost, fake: &FakeShipping, token: &str) -> Conn<'a> {
     let properties =
-        json!({"base_url": fake.origin, "token": token, "webhook_secret": WEBHOOK_SECRET});
+        json!({"base_url": fake.origin(), "token": token, "webhook_secret": WEBHOOK_SECRET});
     Conn::create(host, "shipping", properties).await
 }
 
@@ -54,7 +51,7 @@ async fn shipping_actions_map_errors_and_book_once(build: Build) {
     eprintln!("shipping get-tracking: {} ms", found["duration_ms"]);
     let missing = shop.invoke("get-tracking", json!({"awb": "SY/../x"})).await;
     assert_eq!(missing["output"], json!({"found": false}), "{missing}");
-    let seen = fake.seen();
+    let seen = fake.requests();
     assert!(
         seen.iter().any(|s| s.uri == "/tracking/SY%2F..%2Fx"),
         "the AWB is one path segment: {seen:?}"
@@ -84,7 +81,7 @@ async fn shipping_actions_map_errors_and_book_once(build: Build) {
         .perform_with_key("create-shipment", &order, "step-7")
         .await;
     assert_eq!(first, again, "a retry gets the same shipment");
-    let applied = fake.applied();
+    let applied = fake.mutations();
     assert_eq!(
         applied.len(),
         2,
@@ -94,7 +91,7 @@ async fn shipping_actions_map_errors_and_book_once(build: Build) {
     let invoke_key = applied[0].idempotency_key.as_deref();
     assert!(invoke_key.is_some_and(|k| !k.is_empty() && k != "step-7"));
     let booking_keys: Vec<Option<String>> = fake
-        .seen()
+        .requests()
         .into_iter()
         .filter(|s| s.method == "POST" && s.uri == "/shipments")
         .map(|s| s.idempotency_key)
@@ -105,14 +102,14 @@ async fn shipping_actions_map_errors_and_book_once(build: Build) {
     );
 
     // Errors: 429 with Retry-After, 503, the API refusing the input, 401.
-    fake.gate.rate_limit_next(1, "7");
+    fake.rate_limit_next(1, "7");
     let limited = shop.invoke("get-tracking", json!({"awb": awb})).await;
     let (kind, error) = connector_error(&limited);
     assert_eq!(
         (kind.as_str(), &error["retry_after_ms"]),
         ("rate_limited", &json!(7000))
     );
-    fake.gate.fail_next(1, 503);
+    fake.fail_next(1, 503);
     let unavailable = shop.invoke("get-tracking", json!({"awb": awb})).await;
     assert_eq!(
         connector_error(&unavailable).0,
@@ -123,7 +120,7 @@ async fn shipping_actions_map_errors_and_book_once(build: Build) {
     let unroutable = json!({"order_ref": "1003", "weight_grams": 1, "destination": {"name": "X", "pincode": ""}});
     let refused = shop.invoke("create-shipment", unroutable).await;
     assert_eq!(connector_error(&refused).0, "invalid_input", "{refused}");
-    assert_eq!(fake.applied().len(), 2, "refused calls booked nothing");
+    assert_eq!(fake.mutations().len(), 2, "refused calls booked nothing");
 
     let revoked = connection(&host, &fake, "shp-revoked-token").await;
     let denied = revoked.invoke("get-tracking", json!({"awb": awb})).await;
@@ -174,7 +171,7 @@ async fn shipping_polls_pages_and_verifies_webhooks(build: Build) {
         .map(|n| fake.add_shipment(&format!("2{n:03}"), "CREATED"))
         .collect();
     expected.push(fake.set_status(old["awb"].as_str().unwrap(), "RTO_INITIATED"));
-    let requests_before = fake.seen().len();
+    let requests_before = fake.requests().len();
     let polled = shop.poll_ok(trigger, json!({}), Some(&cursor)).await;
     assert_eq!(payloads(&polled.events), expected);
     let last = expected.last().unwrap();
@@ -188,7 +185,7 @@ async fn shipping_polls_pages_and_verifies_webhooks(build: Build) {
     );
     let cursor = polled.cursor.unwrap();
     assert_eq!(cursor, last_at);
-    let pages: Vec<String> = fake.seen()[requests_before..]
+    let pages: Vec<String> = fake.requests()[requests_before..]
         .iter()
         .map(|s| format!("{} {}", s.method, s.uri))
         .collect();
@@ -212,10 +209,10 @@ async fn shipping_polls_pages_and_verifies_webhooks(build: Build) {
     let awb = expected[0]["awb"].as_str().unwrap().to_string();
     let delivered = fake.set_status(&awb, "DELIVERED");
     fake.set_status(expected[1]["awb"].as_str().unwrap(), "IN_TRANSIT");
-    fake.gate.fail_next(1, 503);
+    fake.fail_next(1, 503);
     let failed = shop.poll(trigger, json!({}), Some(&cursor)).await;
     assert_eq!(kind_of(failed).0, "transient");
-    fake.gate.rate_limit_next(1, "2");
+    fake.rate_limit_next(1, "2");
     let limited = shop.poll(trigger, json!({}), Some(&cursor)).await;
     assert!(matches!(
         kind_of(limited).1,
@@ -232,7 +229,7 @@ async fn shipping_polls_pages_and_verifies_webhooks(build: Build) {
     // Webhooks: subscribing registers the flow's URL; on a status change the
     // aggregator posts there, and the host verifies the delivery with the
     // secret the plugin never sees.
-    let (target, received) = receiver().await;
+    let (_receiver, target, received) = receiver().await;
     let state = shop
         .subscribe("tracking-update", &target)
         .await
@@ -243,7 +240,7 @@ async fn shipping_polls_pages_and_verifies_webhooks(build: Build) {
     assert_eq!(fake.notify(&awb).await, [(target.clone(), 200)]);
     let delivery = received.lock().unwrap().pop().expect("a delivery arrived");
     let output = shop
-        .webhook("tracking-update", delivery.clone())
+        .webhook("tracking-update", &delivery)
         .await
         .result
         .unwrap();
@@ -251,7 +248,7 @@ async fn shipping_polls_pages_and_verifies_webhooks(build: Build) {
     // Header names arrive lower-cased, as from any HTTP stack.
     assert_eq!(
         output.events[0].id,
-        header_of(&delivery, "X-Shipping-Delivery-Id")
+        delivery.header("X-Shipping-Delivery-Id").unwrap()
     );
     let event = &payloads(&output.events)[0];
     assert_eq!(event, &fake.shipment(&awb).unwrap());
@@ -262,12 +259,17 @@ async fn shipping_polls_pages_and_verifies_webhooks(build: Build) {
 
     // A tampered body, a signature made with another secret, none at all.
     let mut tampered = delivery.clone();
-    tampered.1.extend_from_slice(b" ");
-    let guessed = format!("sha256={}", hex::encode(hmac_sha256("guess", &delivery.1)));
-    let forged = with_header(&delivery, "X-Shipping-Signature", Some(guessed));
-    let unsigned = with_header(&delivery, "X-Shipping-Signature", None);
+    tampered.body.extend_from_slice(b" ");
+    let guessed = format!(
+        "sha256={}",
+        hex::encode(hmac_sha256(b"guess", &delivery.body))
+    );
+    let forged = delivery
+        .clone()
+        .with_header("X-Shipping-Signature", Some(&guessed));
+    let unsigned = delivery.clone().with_header("X-Shipping-Signature", None);
     for bad in [tampered, forged, unsigned] {
-        let (kind, error) = kind_of(shop.webhook("tracking-update", bad).await);
+        let (kind, error) = kind_of(shop.webhook("tracking-update", &bad).await);
         assert_eq!(kind, "invalid_input");
         assert!(error.to_string().contains("signature"), "{error}");
         assert!(!error.to_string().contains(WEBHOOK_SECRET));

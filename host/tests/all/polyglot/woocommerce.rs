@@ -7,21 +7,17 @@ use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
 use serde_json::{Value, json};
 use switchyard_tests as artifacts;
 
-use super::{
-    Build, Conn, assert_no_secret, connector_error, header_of, kind_of, payloads, start_host,
-    with_header,
+use super::{Build, Conn, assert_no_secret, connector_error, kind_of, payloads, start_host};
+use crate::{
+    fake_woocommerce::{CONSUMER_KEY, CONSUMER_SECRET, FakeWooCommerce, WEBHOOK_SECRET},
+    support::TestHost,
 };
-use crate::fake_woocommerce::{CONSUMER_KEY, CONSUMER_SECRET, FakeWooCommerce, WEBHOOK_SECRET};
 
 const SECRETS: [&str; 3] = [CONSUMER_KEY, CONSUMER_SECRET, WEBHOOK_SECRET];
 
-async fn connection<'a>(
-    host: &'a crate::support::TestHost,
-    fake: &FakeWooCommerce,
-    secret: &str,
-) -> Conn<'a> {
+async fn connection<'a>(host: &'a TestHost, fake: &FakeWooCommerce, secret: &str) -> Conn<'a> {
     let properties = json!({
-        "base_url": fake.origin,
+        "base_url": fake.origin(),
         "username": CONSUMER_KEY,
         "password": secret,
         "webhook_secret": WEBHOOK_SECRET,
@@ -68,7 +64,7 @@ async fn woocommerce_actions_update_orders_and_map_errors(build: Build) {
         BASE64.encode(format!("{CONSUMER_KEY}:{CONSUMER_SECRET}"))
     );
     assert!(
-        fake.seen()
+        fake.requests()
             .iter()
             .all(|s| s.authorization.as_deref() == Some(basic.as_str()))
     );
@@ -89,8 +85,13 @@ async fn woocommerce_actions_update_orders_and_map_errors(build: Build) {
     );
     assert_eq!(fake.notes(id).len(), 1);
     let mutations = fake.mutations();
-    let applied: Vec<_> = mutations.iter().map(|m| (m.kind, m.order_id)).collect();
-    assert_eq!(applied, [("update-order", id), ("add-note", id)]);
+    let applied: Vec<_> = mutations
+        .iter()
+        .map(|m| (m.method.as_str(), m.path.as_str()))
+        .collect();
+    let order_path = format!("/wp-json/wc/v3/orders/{id}");
+    let notes_path = format!("{order_path}/notes");
+    assert_eq!(applied, [("PUT", &*order_path), ("POST", &*notes_path)]);
     assert!(
         mutations
             .iter()
@@ -118,14 +119,14 @@ async fn woocommerce_actions_update_orders_and_map_errors(build: Build) {
         error["message"].as_str().unwrap().contains("no order 4242"),
         "{error}"
     );
-    fake.gate.rate_limit_next(1, "3");
+    fake.rate_limit_next(1, "3");
     let limited = store.invoke("get-order", json!({"id": id})).await;
     let (kind, error) = connector_error(&limited);
     assert_eq!(
         (kind.as_str(), &error["retry_after_ms"]),
         ("rate_limited", &json!(3000))
     );
-    fake.gate.fail_next(1, 503);
+    fake.fail_next(1, 503);
     let unavailable = store.invoke("get-order", json!({"id": id})).await;
     assert_eq!(
         connector_error(&unavailable).0,
@@ -186,7 +187,7 @@ async fn woocommerce_polls_pages_and_verifies_webhooks(build: Build) {
         .map(|n| fake.add_order("processing", &format!("{n}.00")))
         .collect();
     expected.push(fake.set_status(first["id"].as_u64().unwrap(), "cancelled"));
-    let before = fake.seen().len();
+    let before = fake.requests().len();
     let polled = store.poll_ok(trigger, json!({}), Some(&cursor)).await;
     assert_eq!(payloads(&polled.events), expected);
     let last = expected.last().unwrap();
@@ -197,7 +198,7 @@ async fn woocommerce_polls_pages_and_verifies_webhooks(build: Build) {
     );
     let cursor = polled.cursor.unwrap();
     assert_eq!(cursor, last_at);
-    let pages: Vec<String> = fake.seen()[before..]
+    let pages: Vec<String> = fake.requests()[before..]
         .iter()
         .map(|s| s.uri.clone())
         .collect();
@@ -218,7 +219,7 @@ async fn woocommerce_polls_pages_and_verifies_webhooks(build: Build) {
 
     let completed = fake.set_status(expected[3]["id"].as_u64().unwrap(), "completed");
     fake.set_status(expected[4]["id"].as_u64().unwrap(), "on-hold");
-    fake.gate.fail_next(1, 502);
+    fake.fail_next(1, 502);
     assert_eq!(
         kind_of(store.poll(trigger, json!({}), Some(&cursor)).await).0,
         "transient"
@@ -232,38 +233,38 @@ async fn woocommerce_polls_pages_and_verifies_webhooks(build: Build) {
     let created = fake.add_order("processing", "799.00");
     let delivery = fake.order_created_delivery(&created);
     let output = store
-        .webhook("order-created", delivery.clone())
+        .webhook("order-created", &delivery)
         .await
         .result
         .unwrap();
     assert_eq!(output.events.len(), 1);
     assert_eq!(
         output.events[0].id,
-        header_of(&delivery, "X-WC-Webhook-Delivery-ID")
+        delivery.header("X-WC-Webhook-Delivery-ID").unwrap()
     );
     assert_eq!(payloads(&output.events), std::slice::from_ref(&created));
     assert!(output.response.is_none());
 
     let mut tampered = delivery.clone();
-    tampered.1[0] = b' ';
-    let unsigned = with_header(&delivery, "X-WC-Webhook-Signature", None);
+    tampered.body[0] = b' ';
+    let unsigned = delivery.clone().with_header("X-WC-Webhook-Signature", None);
     for bad in [tampered, unsigned] {
-        let (kind, error) = kind_of(store.webhook("order-created", bad).await);
+        let (kind, error) = kind_of(store.webhook("order-created", &bad).await);
         assert_eq!(kind, "invalid_input");
         assert!(error.to_string().contains("signature"), "{error}");
     }
     // A connection without the webhook secret cannot accept deliveries.
     let properties =
-        json!({"base_url": fake.origin, "username": CONSUMER_KEY, "password": CONSUMER_SECRET});
+        json!({"base_url": fake.origin(), "username": CONSUMER_KEY, "password": CONSUMER_SECRET});
     let no_secret = Conn::create(&host, "woocommerce", properties).await;
-    let (_, error) = kind_of(no_secret.webhook("order-created", delivery).await);
+    let (_, error) = kind_of(no_secret.webhook("order-created", &delivery).await);
     assert!(error.to_string().contains("webhook_secret"), "{error}");
     // Another topic on the same URL is acknowledged and produces nothing.
     let mut updated = fake.order_created_delivery(&created);
-    updated = with_header(&updated, "X-WC-Webhook-Topic", Some("order.updated".into()));
+    updated = updated.with_header("X-WC-Webhook-Topic", Some("order.updated"));
     assert!(
         store
-            .webhook("order-created", updated)
+            .webhook("order-created", &updated)
             .await
             .result
             .unwrap()
@@ -272,7 +273,7 @@ async fn woocommerce_polls_pages_and_verifies_webhooks(build: Build) {
     );
 
     // The ping WooCommerce sends when a webhook is saved is acknowledged.
-    let ping = store.webhook("order-created", fake.ping_delivery(7)).await;
+    let ping = store.webhook("order-created", &fake.ping_delivery(7)).await;
     assert!(ping.result.unwrap().events.is_empty());
 
     // Subscribing registers nothing (the store owner adds the webhook with

@@ -1,24 +1,30 @@
-//! A host started in-process on `127.0.0.1:0`, an API client, and a fake of
-//! the example connector's third-party API.
+//! What the integration tests share: a host started in-process on
+//! `127.0.0.1:0` with its API client, the configurations tests start hosts
+//! with, and waiting by polling with a deadline. `fake` is the framework of
+//! the third-party fakes, `clock` their time text, `metrics` the scrape of
+//! `/metrics` (shared with the load benchmark), `serve` the real binary in a
+//! child process.
+
+pub mod clock;
+pub mod fake;
+pub mod metrics;
+pub mod serve;
 
 use std::{
-    future::Future,
-    net::SocketAddr,
     path::Path,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use axum::{
-    Json, Router,
-    extract::{Path as UrlPath, State},
-    http::{HeaderMap, StatusCode},
-    routing::{get, post},
-};
+use axum::http::StatusCode;
 use serde_json::{Value, json};
 use switchyard::{app::App, config::ServeConfig};
 
 pub const TOKEN: &str = "test-operator-token-0123456789";
+
+/// How long a test waits for something that should happen before it gives
+/// up: generous, because other builds share the machine's two cores.
+pub const DEADLINE: Duration = Duration::from_secs(60);
 
 pub fn config(dir: &Path) -> ServeConfig {
     let mut config = ServeConfig::for_data_dir(dir.join("data"));
@@ -26,6 +32,20 @@ pub fn config(dir: &Path) -> ServeConfig {
     config.max_instances = 16;
     config.call_timeout_ms = 5_000;
     config
+}
+
+/// A host whose plugins may reach the fakes on 127.0.0.2 (and nothing else
+/// on loopback), with a short request timeout.
+pub fn sandbox_config(dir: &Path) -> ServeConfig {
+    let mut cfg = config(dir);
+    cfg.allow_networks = vec!["127.0.0.2/32".parse().unwrap()];
+    cfg.http_timeout_ms = 1_000;
+    cfg
+}
+
+/// An HTTP client for loopback: no proxy from the environment in between.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
 pub struct TestHost {
@@ -45,7 +65,7 @@ impl TestHost {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let router = switchyard::api::router(app.api_state())
-            .into_make_service_with_connect_info::<SocketAddr>();
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
         let server = tokio::spawn(async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(async {
@@ -57,7 +77,7 @@ impl TestHost {
         TestHost {
             app,
             url: format!("http://{addr}"),
-            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+            http: client(),
             shutdown: Some(tx),
             server: Some(server),
         }
@@ -73,8 +93,20 @@ impl TestHost {
         wait_until("the storage is released", closed).await;
     }
 
+    /// Calls the API with the operator's token.
     pub async fn call(
         &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.call_as(TOKEN, method, path, body).await
+    }
+
+    /// Calls the API with `token` (a tenant's, or a wrong one).
+    pub async fn call_as(
+        &self,
+        token: &str,
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
@@ -82,7 +114,7 @@ impl TestHost {
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.url))
-            .bearer_auth(TOKEN);
+            .bearer_auth(token);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -95,8 +127,14 @@ impl TestHost {
 
     /// Creates a connection to `plugin` named after it; returns its id.
     pub async fn connect(&self, plugin: &str, properties: Value) -> String {
+        self.connect_as(TOKEN, plugin, properties).await
+    }
+
+    /// Creates a connection to `plugin` in the tenant of `token`.
+    pub async fn connect_as(&self, token: &str, plugin: &str, properties: Value) -> String {
         let (status, body) = self
-            .call(
+            .call_as(
+                token,
                 reqwest::Method::POST,
                 "/v1/connections",
                 Some(json!({"plugin": plugin, "name": plugin, "properties": properties})),
@@ -156,6 +194,11 @@ impl TestHost {
         )
         .await
     }
+
+    /// The host's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        metrics::scrape(&self.http, &self.url, TOKEN).await
+    }
 }
 
 pub async fn read(response: reqwest::Response) -> (StatusCode, Value) {
@@ -169,12 +212,34 @@ pub async fn read(response: reqwest::Response) -> (StatusCode, Value) {
     (status, value)
 }
 
-/// Polls `check` until it holds, failing after a generous deadline.
+/// Polls `check` until it holds, failing after [`DEADLINE`].
 pub async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + DEADLINE;
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Polls the API until `check` accepts the value at `path`, failing after
+/// [`DEADLINE`]; returns that value.
+pub async fn wait_for(
+    host: &TestHost,
+    path: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (status, body) = host.get(path).await;
+        if status == 200 && check(&body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting until {what}; last: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -189,76 +254,4 @@ pub fn error_message(body: &Value, code: &str) -> String {
         .as_str()
         .expect("error message")
         .to_string()
-}
-
-/// A fake of the example connector's REST API: `/me`, `/items`.
-#[derive(Clone, Default)]
-pub struct FakeItems {
-    pub seen: Arc<Mutex<Vec<SeenRequest>>>,
-}
-
-#[derive(Debug, Clone)]
-pub struct SeenRequest {
-    pub idempotency_key: Option<String>,
-    pub body: Value,
-}
-
-impl FakeItems {
-    pub async fn start(&self) -> (SocketAddr, impl Future<Output = ()>) {
-        let router = Router::new()
-            .route("/me", get(me))
-            .route("/items", post(create_item))
-            .route("/items/{id}", get(get_item))
-            .with_state(self.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-        (addr, async move { server.abort() })
-    }
-}
-
-/// The API key the fake accepts.
-pub const API_KEY: &str = "k-fake-items-1";
-
-async fn me(headers: HeaderMap) -> Result<Json<Value>, StatusCode> {
-    match header(&headers, "x-api-key").as_deref() {
-        Some(API_KEY) => Ok(Json(json!({"user": "acme"}))),
-        _ => Err(StatusCode::UNAUTHORIZED),
-    }
-}
-
-fn header(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-}
-
-async fn create_item(
-    State(fake): State<FakeItems>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> (StatusCode, Json<Value>) {
-    fake.seen.lock().unwrap().push(SeenRequest {
-        idempotency_key: header(&headers, "idempotency-key"),
-        body: body.clone(),
-    });
-    let mut item = body;
-    item["id"] = json!("item-1");
-    (StatusCode::CREATED, Json(item))
-}
-
-async fn get_item(
-    State(fake): State<FakeItems>,
-    UrlPath(id): UrlPath<String>,
-) -> Result<Json<Value>, StatusCode> {
-    fake.seen.lock().unwrap().push(SeenRequest {
-        idempotency_key: None,
-        body: Value::Null,
-    });
-    if id == "item-1" {
-        Ok(Json(json!({"id": id, "name": "Widget"})))
-    } else {
-        Err(StatusCode::NOT_FOUND)
-    }
 }
