@@ -401,6 +401,11 @@ impl<'a> Runner<'a> {
         at: &str,
     ) -> Result<Verdict, Error> {
         for (i, rule) in own.iter().chain(self.spec.responses.iter()).enumerate() {
+            // Where the rule is written: the operation's, or the spec's.
+            let place = match i.checked_sub(own.len()) {
+                None => format!("{at}.responses[{i}]"),
+                Some(j) => format!("responses[{j}]"),
+            };
             let status_matches = rule.status.is_empty()
                 || rule
                     .status
@@ -412,7 +417,7 @@ impl<'a> Runner<'a> {
             if let Some(when) = &rule.when
                 && !self
                     .templates
-                    .holds(when, scope, &format!("{at}.responses[{i}].when"))?
+                    .holds(when, scope, &format!("{place}.when"))?
             {
                 continue;
             }
@@ -420,16 +425,16 @@ impl<'a> Runner<'a> {
                 return Ok(Verdict::Continue);
             }
             if let Some(output) = &rule.output {
-                let out =
-                    self.templates
-                        .value(output, scope, &format!("{at}.responses[{i}].output"))?;
+                let out = self
+                    .templates
+                    .value(output, scope, &format!("{place}.output"))?;
                 return Ok(Verdict::Output(out));
             }
             if let Some(kind) = rule.error {
                 let message = match &rule.message {
                     Some(m) => self
                         .templates
-                        .text(m, scope, &format!("{at}.responses[{i}].message"))?
+                        .text(m, scope, &format!("{place}.message"))?
                         .unwrap_or_default(),
                     None => default_message(response),
                 };
@@ -442,7 +447,11 @@ impl<'a> Runner<'a> {
                         let ms = match &rule.retry_after_ms {
                             Some(template) => self
                                 .templates
-                                .render(&Value::String(template.clone()), scope, at)?
+                                .render(
+                                    &Value::String(template.clone()),
+                                    scope,
+                                    &format!("{place}.retry_after_ms"),
+                                )?
                                 .as_ref()
                                 .and_then(number),
                             None => None,

@@ -4,7 +4,8 @@
 //! JSON type and may be undefined (a query parameter is then left out);
 //! any other string with `{{` or `{%` renders to text; everything else is
 //! copied as it is. Undefined values are false in conditions (minijinja's
-//! semi-strict mode), so `params.statuses` can be tested for presence.
+//! semi-strict mode), so `params.statuses` can be tested for presence, and
+//! a condition that compares or reads into an undefined value is false.
 
 use std::collections::BTreeMap;
 
@@ -146,14 +147,19 @@ impl Templates {
         )
     }
 
-    /// Evaluates a condition: anything but a true value is false.
+    /// Evaluates a condition: anything but a true value is false, and so is
+    /// a condition that reads what the data does not have
+    /// (`response.body.success == false` on a body without `success`).
     pub(crate) fn holds(&self, expr: &str, scope: &Scope, at: &str) -> Result<bool, Error> {
-        let out = self
+        let expression = self
             .env
             .compile_expression(expr)
-            .and_then(|e| e.eval(scope.0.clone()))
             .map_err(|e| template_error(at, &e))?;
-        Ok(!out.is_undefined() && out.is_true())
+        match expression.eval(scope.0.clone()) {
+            Ok(out) => Ok(!out.is_undefined() && out.is_true()),
+            Err(e) if e.kind() == minijinja::ErrorKind::UndefinedError => Ok(false),
+            Err(e) => Err(template_error(at, &e)),
+        }
     }
 }
 
@@ -167,4 +173,45 @@ fn template_error(at: &str, error: &minijinja::Error) -> Error {
         source = cause.source();
     }
     Error::invalid_input(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn conditions_on_missing_data_are_false() {
+        let templates = Templates::new();
+        let scope = Scope::new(BTreeMap::from([
+            ("response", json!({"status": 200, "body": {"ok": 1}})),
+            ("params", json!({})),
+        ]));
+        let table = [
+            ("response.body.success == false", false),
+            ("response.body.ok == 1", true),
+            (
+                "response.status == 200 and response.body.error is not defined",
+                true,
+            ),
+            ("params.statuses", false),
+            ("not params.statuses", true),
+            ("response.body.missing.deeper == 'x'", false),
+        ];
+        for (expr, expected) in table {
+            assert_eq!(
+                templates.holds(expr, &scope, "t").unwrap(),
+                expected,
+                "{expr}"
+            );
+        }
+        // What is wrong with the expression itself is still an error.
+        assert!(templates.holds("response.status ==", &scope, "t").is_err());
+        assert!(
+            templates
+                .holds("response.status + 'a'", &scope, "t")
+                .is_err()
+        );
+    }
 }
