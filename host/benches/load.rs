@@ -6,8 +6,8 @@
 //! The connector is the `bench` fixture (no rate limit of its own, unlike the
 //! example connector's 10 requests/s), so the host is what is measured.
 //!
-//! `cargo bench -p switchyard --bench load [-- ingest|e2e|polling]`
-//! (all three by default). `SWITCHYARD_BENCH_POLL_FLOWS` (default 10000) and
+//! `cargo bench -p switchyard --bench load [-- ingest|ingest-entity|e2e|loop|polling]`
+//! (all of them by default). `SWITCHYARD_BENCH_POLL_FLOWS` (default 10000) and
 //! `SWITCHYARD_BENCH_POLL_SECS` (default 70) size the polling run.
 
 use std::{
@@ -170,22 +170,22 @@ async fn webhook_flow(
     client: &reqwest::Client,
     fake: SocketAddr,
     condition: &str,
+    entity: Option<Value>,
 ) -> String {
     let conn = connection(server, client, fake).await;
+    let mut definition = json!({
+        "name": "bench",
+        "lane": "fast",
+        "trigger": {"plugin": "bench", "trigger": "event", "connection": conn},
+        "conditions": [condition],
+        "steps": [{"key": "create", "plugin": "bench", "action": "send", "connection": conn,
+                   "input": {"event": "{{ trigger.id }}", "sku": "{{ trigger.sku }}"}}],
+    });
+    if let Some(entity) = entity {
+        definition["entity"] = entity;
+    }
     let flow = server
-        .api(
-            client,
-            reqwest::Method::POST,
-            "/v1/flows",
-            json!({
-                "name": "bench",
-                "lane": "fast",
-                "trigger": {"plugin": "bench", "trigger": "event", "connection": conn},
-                "conditions": [condition],
-                "steps": [{"key": "create", "plugin": "bench", "action": "send", "connection": conn,
-                           "input": {"event": "{{ trigger.id }}", "sku": "{{ trigger.sku }}"}}],
-            }),
-        )
+        .api(client, reqwest::Method::POST, "/v1/flows", definition)
         .await["id"]
         .as_str()
         .unwrap()
@@ -321,8 +321,14 @@ async fn open_loop(
     (total, latencies, started, failed.load(Ordering::Relaxed))
 }
 
-async fn ingest() {
-    println!("## Webhook ingest (durable acknowledgement)");
+/// `entity`: the flow keeps per-entity state, each delivery a new entity
+/// (the costliest case: a state read and a state write per event).
+async fn ingest(entity: bool) {
+    if entity {
+        println!("## Webhook ingest with entity state (durable acknowledgement)");
+    } else {
+        println!("## Webhook ingest (durable acknowledgement)");
+    }
     let server = Server::start(&[]);
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -331,7 +337,9 @@ async fn ingest() {
         .unwrap();
     let fake = start_fake(Fake::default()).await;
     // The condition never holds: runs are recorded as skipped, no action runs.
-    let url = webhook_flow(&server, &client, fake, "trigger.type == \"packed\"").await;
+    let entity = entity
+        .then(|| json!({"type": "item", "key": "{{ trigger.id }}", "fields": ["qty", "type"]}));
+    let url = webhook_flow(&server, &client, fake, "trigger.type == \"packed\"", entity).await;
     closed_loop(&client, &url, 16, 2, "bench-skip", 0).await; // warm-up
     let (n, lat, elapsed) = closed_loop(&client, &url, 64, 10, "bench-skip", 1_000_000).await;
     println!(
@@ -372,7 +380,7 @@ async fn end_to_end() {
         .unwrap();
     let fake = Fake::default();
     let addr = start_fake(fake.clone()).await;
-    let url = webhook_flow(&server, &client, addr, "trigger.type == \"packed\"").await;
+    let url = webhook_flow(&server, &client, addr, "trigger.type == \"packed\"", None).await;
     let total: usize = std::env::var("SWITCHYARD_BENCH_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -696,7 +704,10 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         if wants("ingest") {
-            ingest().await;
+            ingest(false).await;
+        }
+        if wants("ingest-entity") {
+            ingest(true).await;
         }
         if wants("e2e") {
             end_to_end().await;

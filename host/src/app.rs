@@ -23,6 +23,11 @@ use crate::{
     store::sled::SledStore,
     tasks::Tasks,
     tenants::Tenants,
+    topics::{
+        Topics,
+        streams::Streams,
+        webhooks::{FeedSettings, Feeds},
+    },
     triggers::{TriggerSettings, Triggers},
 };
 
@@ -38,6 +43,9 @@ pub struct App {
     pub flows: Arc<Flows>,
     pub runs: Arc<Runs>,
     pub triggers: Arc<Triggers>,
+    pub topics: Arc<Topics>,
+    pub streams: Arc<Streams>,
+    pub feeds: Arc<Feeds>,
     pub metrics: Arc<Metrics>,
     tasks: Arc<Tasks>,
     store: Weak<SledStore>,
@@ -65,7 +73,7 @@ impl App {
         );
         let connections = Arc::new(Connections::new(
             store.kv.clone(),
-            master_key,
+            master_key.clone(),
             registry.clone(),
             Default::default(),
         ));
@@ -82,7 +90,24 @@ impl App {
             store.kv.clone(),
             connections.clone(),
             calls.clone(),
+            sandbox.clone(),
+        ));
+        let topics = Arc::new(Topics::new(
+            store.kv.clone(),
+            store.topics.clone(),
+            tasks.clone(),
+        ));
+        let streams = Arc::new(Streams::new(store.kv.clone(), topics.clone()));
+        let feeds = Arc::new(Feeds::new(
+            store.kv.clone(),
+            topics.clone(),
             sandbox,
+            master_key,
+            tasks.clone(),
+            FeedSettings {
+                public_url: config.public_url.clone(),
+                ..FeedSettings::default()
+            },
         ));
         let flows = Arc::new(Flows::new(
             store.kv.clone(),
@@ -97,6 +122,7 @@ impl App {
             store.entities.clone(),
             flows.clone(),
             calls.clone(),
+            topics.clone(),
             metrics.clone(),
             tasks.clone(),
             settings.clone(),
@@ -127,6 +153,9 @@ impl App {
             flows,
             runs,
             triggers,
+            topics,
+            streams,
+            feeds,
             metrics,
             tasks,
             store: Arc::downgrade(&sled),
@@ -137,10 +166,12 @@ impl App {
     }
 
     /// Starts the background work: run dispatchers, the trigger scheduler,
-    /// the webhook inbox worker and retention. [`App::shutdown`] stops them.
+    /// the webhook inbox worker, retention, and batched webhooks. [`App::shutdown`] stops them.
     pub fn start(&self) {
         self.runs.start();
         self.triggers.start();
+        self.topics.start();
+        self.feeds.start();
     }
 
     /// Stops the background work; runs in flight finish their current step.
@@ -166,6 +197,9 @@ impl App {
             flows: self.flows.clone(),
             runs: self.runs.clone(),
             triggers: self.triggers.clone(),
+            topics: self.topics.clone(),
+            streams: self.streams.clone(),
+            feeds: self.feeds.clone(),
             metrics: self.metrics.clone(),
             engine: self.engine.clone(),
             settings: Arc::new(ApiSettings {

@@ -41,10 +41,28 @@ pub enum Tree {
     /// `[sha256]` → a declarative interpreter component's record (its bytes
     /// are the blob of that hash).
     Interpreters,
+    /// `[tenant, topic]` → a topic's settings.
+    Topics,
+    /// `[tenant]` → the tenant's limits of the topics' API.
+    TopicLimits,
+    /// `[tenant, stream]` → a stream and its committed positions.
+    Streams,
+    /// `[tenant, subscription]` → a batched webhook subscription.
+    Feeds,
+    /// `[tenant, subscription, batch]` → one batch of changes and its
+    /// delivery state.
+    FeedBatches,
+    /// `[tenant, subscription, batch]` → when the batch is next sent: the
+    /// batches still to deliver.
+    FeedPending,
+    /// `[token]` → where a batch's fetch URL points.
+    FeedTokens,
+    /// `[tenant, subscription, at (16 hex digits)]` → one delivery attempt.
+    FeedAttempts,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 13] = [
+    pub const ALL: [Tree; 21] = [
         Tree::Meta,
         Tree::Plugins,
         Tree::PluginRefs,
@@ -58,6 +76,14 @@ impl Tree {
         Tree::Subscriptions,
         Tree::SubscriptionIndex,
         Tree::Interpreters,
+        Tree::Topics,
+        Tree::TopicLimits,
+        Tree::Streams,
+        Tree::Feeds,
+        Tree::FeedBatches,
+        Tree::FeedPending,
+        Tree::FeedTokens,
+        Tree::FeedAttempts,
     ];
 
     /// The tree's stable name (kept by every backend).
@@ -76,6 +102,14 @@ impl Tree {
             Tree::Subscriptions => "subscriptions",
             Tree::SubscriptionIndex => "subscription_index",
             Tree::Interpreters => "interpreters",
+            Tree::Topics => "topics",
+            Tree::TopicLimits => "topic_limits",
+            Tree::Streams => "streams",
+            Tree::Feeds => "feeds",
+            Tree::FeedBatches => "feed_batches",
+            Tree::FeedPending => "feed_pending",
+            Tree::FeedTokens => "feed_tokens",
+            Tree::FeedAttempts => "feed_attempts",
         }
     }
 }

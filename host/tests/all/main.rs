@@ -6,6 +6,7 @@
 
 mod abuse;
 mod auth;
+mod change_ingest;
 mod cli;
 mod connectors_rust;
 mod crash;
@@ -26,6 +27,7 @@ mod polyglot;
 mod runs;
 mod sandbox;
 mod secrets;
+mod streams;
 mod support;
 mod tenants;
 mod tidy;
