@@ -11,6 +11,8 @@ use crate::{
     calls::Calls,
     config::ServeConfig,
     connections::Connections,
+    console,
+    drafts::Drafts,
     engine::{Engine, LoadError},
     error::ServiceError,
     flows::{Flows, HostCatalogue},
@@ -29,6 +31,7 @@ use crate::{
         webhooks::{FeedSettings, Feeds},
     },
     triggers::{TriggerSettings, Triggers},
+    users::Users,
 };
 
 /// The running host: every service, built once.
@@ -47,6 +50,8 @@ pub struct App {
     pub streams: Arc<Streams>,
     pub feeds: Arc<Feeds>,
     pub metrics: Arc<Metrics>,
+    pub users: Arc<Users>,
+    pub drafts: Arc<Drafts>,
     tasks: Arc<Tasks>,
     store: Weak<SledStore>,
 }
@@ -142,6 +147,8 @@ impl App {
                 retention: settings.retention,
             },
         ));
+        let users = Arc::new(Users::new(store.kv.clone(), config.session_secs));
+        let drafts = Arc::new(Drafts::new(store.kv.clone()));
         let app = App {
             config,
             engine,
@@ -157,6 +164,8 @@ impl App {
             streams,
             feeds,
             metrics,
+            users,
+            drafts,
             tasks,
             store: Arc::downgrade(&sled),
         };
@@ -202,6 +211,8 @@ impl App {
             feeds: self.feeds.clone(),
             metrics: self.metrics.clone(),
             engine: self.engine.clone(),
+            users: self.users.clone(),
+            drafts: self.drafts.clone(),
             settings: Arc::new(ApiSettings {
                 public_url: self.config.public_url.clone(),
                 max_upload_bytes: self.config.max_upload_mib << 20,
@@ -212,6 +223,13 @@ impl App {
                 public_metrics: self.config.public_metrics,
             }),
         }
+    }
+
+    /// Everything the host serves: the API and, beside it, the console
+    /// (which takes the same services).
+    pub fn router(&self) -> axum::Router {
+        let state = self.api_state();
+        crate::api::router(state.clone()).merge(console::router(state))
     }
 
     async fn load_dirs(&self) {
