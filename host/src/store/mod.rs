@@ -9,13 +9,16 @@
 //! - [`Inbox`]: webhook deliveries accepted and not yet processed, and the
 //!   ones that were rejected;
 //! - [`TriggerStore`]: where each polling or scheduled trigger stands;
-//! - [`EntityStore`]: what each flow last saw of each entity.
+//! - [`EntityStore`]: what each flow last saw of each entity;
+//! - [`FileStore`]: buckets and their objects (records here, bytes as
+//!   blobs), file triggers' ledgers and record jobs' progress.
 //!
 //! Services build neither byte keys nor backend batches: they name a tree and
 //! the parts of a key, or call a typed operation. [`sled`] is the embedded
 //! backend; `app.rs` is the only place that names it.
 
 mod entities;
+mod files;
 mod inbox;
 mod kv;
 mod runs;
@@ -25,6 +28,10 @@ mod triggers;
 use std::sync::Arc;
 
 pub use entities::{EntityState, EntityStore, EntityWrite, IngestCounts, RunEntity};
+pub use files::{
+    BlobFile, BucketRecord, FileStore, JobCounts, JobOutput, JobProgress, LedgerEntry,
+    LedgerStatus, ObjectRecord, PendingBatch, UploadPart, UploadRecord,
+};
 pub use inbox::{Delivery, Inbox, InboxKey, Rejected};
 pub use kv::{Kv, KvExt, Tree, Write};
 pub use runs::{
@@ -62,6 +69,7 @@ pub struct Stores {
     pub inbox: Arc<dyn Inbox>,
     pub triggers: Arc<dyn TriggerStore>,
     pub entities: Arc<dyn EntityStore>,
+    pub files: Arc<dyn FileStore>,
 }
 
 /// A boxed future, for the async operations of object-safe store traits.
