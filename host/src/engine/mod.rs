@@ -3,6 +3,7 @@
 //! `InstancePre` per plugin version, and runs every call in a fresh store with
 //! an epoch deadline and a memory cap.
 
+mod auth_ext;
 mod bindings;
 mod call;
 mod convert;
@@ -80,6 +81,8 @@ pub enum LoadError {
 #[derive(Clone)]
 pub struct LoadedPlugin {
     pre: ConnectorPre<HostState>,
+    /// A 0.2.0 connector's view, for its `auth` export.
+    auth: Option<bindings::v0_2::ConnectorPre<HostState>>,
 }
 
 pub struct Engine {
@@ -186,8 +189,10 @@ impl Engine {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Imports(short(&e)))?;
+        // A component that also exports the 0.2.0 `auth` declares its scheme there.
+        let auth = bindings::v0_2::ConnectorPre::new(pre.clone()).ok();
         let pre = ConnectorPre::new(pre).map_err(|e| LoadError::Exports(short(&e)))?;
-        Ok(LoadedPlugin { pre })
+        Ok(LoadedPlugin { pre, auth })
     }
 
     fn compile_cached(&self, sha256: &str, bytes: &[u8]) -> Result<Component, LoadError> {
@@ -343,12 +348,28 @@ impl Engine {
         plugin: &LoadedPlugin,
         timeout: Duration,
     ) -> CallOutcome<RawManifest> {
-        self.run(plugin, CallEnv::default(), timeout, async |c, s| {
-            Ok(Ok(convert::manifest(
-                c.switchyard_connector_plugin().call_describe(s).await?,
-            )))
-        })
-        .await
+        let mut outcome = self
+            .run(plugin, CallEnv::default(), timeout, async |c, s| {
+                Ok(Ok(convert::manifest(
+                    c.switchyard_connector_plugin().call_describe(s).await?,
+                )))
+            })
+            .await;
+        if let Ok(manifest) = &mut outcome.result {
+            match self.declared_auth(plugin, timeout).await {
+                Ok(Some(scheme)) if manifest.auth == crate::manifest::AuthScheme::None => {
+                    manifest.auth = scheme;
+                }
+                Ok(Some(_)) => {
+                    outcome.result = Err(CallError::Trap {
+                        message: "the component exports the 0.2.0 `auth` and its manifest declares an auth scheme too; its manifest's `auth` must be `none`".into(),
+                    });
+                }
+                Ok(None) => {}
+                Err(message) => outcome.result = Err(CallError::Trap { message }),
+            }
+        }
+        outcome
     }
 
     pub async fn test_connection(
