@@ -51,6 +51,9 @@ pub enum ServiceError {
     /// The object is not in a state that allows the operation.
     #[error("{0}")]
     State(String),
+    /// More than a limit allows: a tenant's storage quota, a file's size.
+    #[error("{0}")]
+    TooLarge(String),
     /// A third party, through its plugin, failed or refused.
     #[error("{message}")]
     Upstream {

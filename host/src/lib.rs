@@ -2,8 +2,9 @@
 //! components), sandboxes their network access, and runs their flows.
 //!
 //! The modules follow the data path. Ways in: `api`, `cli`. Wiring: `app`.
-//! Services: `tenants`, `registry`, `connections`, `flows`, `triggers`
-//! (webhooks, polls, schedules), `runs` (queue and executor). One call path
+//! Services: `tenants`, `registry`, `connections`, `flows`, `files`
+//! (buckets, formats, record jobs), `triggers` (webhooks, polls, schedules,
+//! files), `runs` (queue and executor). One call path
 //! into plugins: `calls`, through the `connector` trait to the wasmtime
 //! `engine`; the only way out of a plugin: `sandbox`. Beneath them:
 //! `store` (traits and the sled backend), `manifest`, `schema`, `secrets`,
@@ -19,6 +20,7 @@ pub mod connections;
 pub mod connector;
 pub mod engine;
 pub mod error;
+pub mod files;
 pub mod flows;
 pub mod fuzzing;
 pub mod manifest;
