@@ -12,6 +12,7 @@ use crate::{
     config::ServeConfig,
     connections::Connections,
     engine::Engine,
+    files::Buckets,
     flows::{Flows, HostCatalogue},
     metrics::Metrics,
     oauth::OAuth,
@@ -22,7 +23,7 @@ use crate::{
     store::sled::SledStore,
     tasks::Tasks,
     tenants::Tenants,
-    triggers::{TriggerSettings, Triggers},
+    triggers::{TriggerSettings, Triggers, files::FileTriggers},
 };
 
 /// The running host: every service, built once.
@@ -37,6 +38,8 @@ pub struct App {
     pub flows: Arc<Flows>,
     pub runs: Arc<Runs>,
     pub triggers: Arc<Triggers>,
+    pub buckets: Arc<Buckets>,
+    pub file_triggers: Arc<FileTriggers>,
     pub metrics: Arc<Metrics>,
     tasks: Arc<Tasks>,
     store: Weak<SledStore>,
@@ -90,12 +93,17 @@ impl App {
                 connections: connections.clone(),
             }),
         ));
+        let files = config.files();
+        std::fs::create_dir_all(&files.tempdir)
+            .with_context(|| format!("creating {}", files.tempdir.display()))?;
+        let buckets = Arc::new(Buckets::new(store.files.clone(), files));
         let settings = config.runtime();
         let runs = Arc::new(Runs::new(
             store.runs.clone(),
             store.entities.clone(),
             flows.clone(),
             calls.clone(),
+            buckets.clone(),
             metrics.clone(),
             tasks.clone(),
             settings.clone(),
@@ -115,6 +123,13 @@ impl App {
                 retention: settings.retention,
             },
         ));
+        let file_triggers = Arc::new(FileTriggers::new(
+            flows.clone(),
+            runs.clone(),
+            buckets.clone(),
+            calls.clone(),
+            tasks.clone(),
+        ));
         let app = App {
             config,
             engine,
@@ -126,6 +141,8 @@ impl App {
             flows,
             runs,
             triggers,
+            buckets,
+            file_triggers,
             metrics,
             tasks,
             store: Arc::downgrade(&sled),
@@ -136,10 +153,13 @@ impl App {
     }
 
     /// Starts the background work: run dispatchers, the trigger scheduler,
-    /// the webhook inbox worker and retention. [`App::shutdown`] stops them.
+    /// the webhook inbox worker, file triggers and retention.
+    /// [`App::shutdown`] stops them.
     pub fn start(&self) {
         self.runs.start();
         self.triggers.start();
+        self.file_triggers.start();
+        self.buckets.start(&self.tasks);
     }
 
     /// Stops the background work; runs in flight finish their current step.
@@ -165,6 +185,8 @@ impl App {
             flows: self.flows.clone(),
             runs: self.runs.clone(),
             triggers: self.triggers.clone(),
+            buckets: self.buckets.clone(),
+            file_triggers: self.file_triggers.clone(),
             metrics: self.metrics.clone(),
             engine: self.engine.clone(),
             settings: Arc::new(ApiSettings {

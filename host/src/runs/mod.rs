@@ -38,6 +38,7 @@ pub use test_step::StepTest;
 
 use crate::{
     calls::Calls,
+    files::Buckets,
     flows::Flows,
     metrics::Metrics,
     store::{EntityStore, IngestCounts, Lane, RunStore},
@@ -79,6 +80,8 @@ pub struct Runs {
     entity_store: Arc<dyn EntityStore>,
     flows: Arc<Flows>,
     calls: Arc<Calls>,
+    /// Record jobs read and write files in buckets.
+    files: Arc<Buckets>,
     metrics: Arc<Metrics>,
     tasks: Arc<Tasks>,
     settings: RuntimeSettings,
@@ -101,6 +104,7 @@ impl Runs {
         entity_store: Arc<dyn EntityStore>,
         flows: Arc<Flows>,
         calls: Arc<Calls>,
+        files: Arc<Buckets>,
         metrics: Arc<Metrics>,
         tasks: Arc<Tasks>,
         settings: RuntimeSettings,
@@ -110,6 +114,7 @@ impl Runs {
             entity_store,
             flows,
             calls,
+            files,
             metrics,
             tasks,
             settings,
