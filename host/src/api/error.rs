@@ -143,6 +143,7 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::InvalidFlow(_) => (S::BAD_REQUEST, "invalid_flow"),
             ServiceError::State(_) => (S::CONFLICT, "wrong_state"),
+            ServiceError::TooLarge(_) => (S::PAYLOAD_TOO_LARGE, "too_large"),
             ServiceError::Upstream { failure, .. } => match failure {
                 UpstreamFailure::Failed => (S::BAD_GATEWAY, "upstream_failed"),
                 UpstreamFailure::Unavailable => (S::SERVICE_UNAVAILABLE, "upstream_unavailable"),

@@ -7,6 +7,7 @@
 mod connections;
 mod error;
 mod extract;
+mod files;
 mod flows;
 mod hooks;
 mod limits;
@@ -33,13 +34,14 @@ use crate::{
     calls::Calls,
     connections::Connections,
     engine::Engine,
+    files::Buckets,
     flows::Flows,
     metrics::Metrics,
     oauth::OAuth,
     registry::Registry,
     runs::Runs,
     tenants::{Principal, Tenants},
-    triggers::Triggers,
+    triggers::{Triggers, files::FileTriggers},
 };
 
 /// What the handlers may use: one service each, picked by type.
@@ -53,6 +55,8 @@ pub struct ApiState {
     pub flows: Arc<Flows>,
     pub runs: Arc<Runs>,
     pub triggers: Arc<Triggers>,
+    pub buckets: Arc<Buckets>,
+    pub file_triggers: Arc<FileTriggers>,
     pub metrics: Arc<Metrics>,
     pub engine: Arc<Engine>,
     pub settings: Arc<ApiSettings>,
@@ -96,6 +100,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(tenants::routes())
         .merge(flows::routes())
         .merge(runs::routes())
+        .merge(files::routes())
         .route_layer(middleware::from_fn_with_state(
             state.tenants.clone(),
             require_token,
