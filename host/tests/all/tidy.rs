@@ -20,7 +20,7 @@ const LAYERS: &[&[&str]] = &[
     &["registry", "tenants"],
     &["connections"],
     &["calls"],
-    &["oauth", "flows"],
+    &["oauth", "flows", "files"],
     &["runs"],
     &["triggers"],
     &["api"],
