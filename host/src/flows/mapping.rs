@@ -129,7 +129,7 @@ pub fn shared(value: &Value) -> minijinja::Value {
 pub fn context<'a>(
     pairs: impl IntoIterator<Item = (&'a str, minijinja::Value)>,
 ) -> minijinja::Value {
-    minijinja::Value::from_iter(pairs.into_iter().map(|(k, v)| (k.to_string(), v)))
+    minijinja::Value::from_pairs(pairs.into_iter().map(|(k, v)| (k.to_string(), v)))
 }
 
 #[cfg(test)]

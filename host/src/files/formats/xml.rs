@@ -43,6 +43,7 @@ impl XmlReader {
         let mut reader = Reader::from_reader(BufReader::with_capacity(1 << 16, file));
         // A resumed reader starts inside elements whose start it never saw.
         reader.config_mut().check_end_names = false;
+        reader.config_mut().allow_unmatched_ends = true;
         let stack = start
             .resume
             .get("inside")
