@@ -71,6 +71,7 @@ pub enum AuthScheme {
     /// host. `region` is a region name or `{{property}}`; `service` is the
     /// service's signing name (`s3`). Declared through the 0.2.0 contract's
     /// `auth` export (`wit/connector@0.2.0`).
+    #[serde(rename = "aws_sigv4")]
     AwsSigV4 {
         region: String,
         service: String,

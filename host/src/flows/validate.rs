@@ -377,7 +377,8 @@ impl Checker<'_> {
         if kind != StepKind::Action {
             for (present, field) in [
                 (step.connection.is_some(), "connection"),
-                (step.retry.is_some(), "retry"),
+                // A record job calls an action too, on the step's schedule.
+                (step.retry.is_some() && kind != StepKind::Records, "retry"),
                 (
                     !step.input.as_object().is_some_and(|o| o.is_empty()),
                     "input",
