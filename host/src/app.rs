@@ -11,6 +11,8 @@ use crate::{
     calls::Calls,
     config::ServeConfig,
     connections::Connections,
+    console,
+    drafts::Drafts,
     engine::Engine,
     files::Buckets,
     flows::{Flows, HostCatalogue},
@@ -23,7 +25,13 @@ use crate::{
     store::sled::SledStore,
     tasks::Tasks,
     tenants::Tenants,
+    topics::{
+        Topics,
+        streams::Streams,
+        webhooks::{FeedSettings, Feeds},
+    },
     triggers::{TriggerSettings, Triggers, files::FileTriggers},
+    users::Users,
 };
 
 /// The running host: every service, built once.
@@ -40,7 +48,12 @@ pub struct App {
     pub triggers: Arc<Triggers>,
     pub buckets: Arc<Buckets>,
     pub file_triggers: Arc<FileTriggers>,
+    pub topics: Arc<Topics>,
+    pub streams: Arc<Streams>,
+    pub feeds: Arc<Feeds>,
     pub metrics: Arc<Metrics>,
+    pub users: Arc<Users>,
+    pub drafts: Arc<Drafts>,
     tasks: Arc<Tasks>,
     store: Weak<SledStore>,
 }
@@ -67,7 +80,7 @@ impl App {
         );
         let connections = Arc::new(Connections::new(
             store.kv.clone(),
-            master_key,
+            master_key.clone(),
             registry.clone(),
             Default::default(),
         ));
@@ -84,7 +97,24 @@ impl App {
             store.kv.clone(),
             connections.clone(),
             calls.clone(),
+            sandbox.clone(),
+        ));
+        let topics = Arc::new(Topics::new(
+            store.kv.clone(),
+            store.topics.clone(),
+            tasks.clone(),
+        ));
+        let streams = Arc::new(Streams::new(store.kv.clone(), topics.clone()));
+        let feeds = Arc::new(Feeds::new(
+            store.kv.clone(),
+            topics.clone(),
             sandbox,
+            master_key,
+            tasks.clone(),
+            FeedSettings {
+                public_url: config.public_url.clone(),
+                ..FeedSettings::default()
+            },
         ));
         let flows = Arc::new(Flows::new(
             store.kv.clone(),
@@ -104,6 +134,7 @@ impl App {
             flows.clone(),
             calls.clone(),
             buckets.clone(),
+            topics.clone(),
             metrics.clone(),
             tasks.clone(),
             settings.clone(),
@@ -130,6 +161,8 @@ impl App {
             calls.clone(),
             tasks.clone(),
         ));
+        let users = Arc::new(Users::new(store.kv.clone(), config.session_secs));
+        let drafts = Arc::new(Drafts::new(store.kv.clone()));
         let app = App {
             config,
             engine,
@@ -143,7 +176,12 @@ impl App {
             triggers,
             buckets,
             file_triggers,
+            topics,
+            streams,
+            feeds,
             metrics,
+            users,
+            drafts,
             tasks,
             store: Arc::downgrade(&sled),
         };
@@ -153,11 +191,13 @@ impl App {
     }
 
     /// Starts the background work: run dispatchers, the trigger scheduler,
-    /// the webhook inbox worker, file triggers and retention.
-    /// [`App::shutdown`] stops them.
+    /// the webhook inbox worker, retention, batched webhooks and file
+    /// triggers. [`App::shutdown`] stops them.
     pub fn start(&self) {
         self.runs.start();
         self.triggers.start();
+        self.topics.start();
+        self.feeds.start();
         self.file_triggers.start();
         self.buckets.start(&self.tasks);
     }
@@ -187,8 +227,13 @@ impl App {
             triggers: self.triggers.clone(),
             buckets: self.buckets.clone(),
             file_triggers: self.file_triggers.clone(),
+            topics: self.topics.clone(),
+            streams: self.streams.clone(),
+            feeds: self.feeds.clone(),
             metrics: self.metrics.clone(),
             engine: self.engine.clone(),
+            users: self.users.clone(),
+            drafts: self.drafts.clone(),
             settings: Arc::new(ApiSettings {
                 public_url: self.config.public_url.clone(),
                 max_upload_bytes: self.config.max_upload_mib << 20,
@@ -199,6 +244,13 @@ impl App {
                 public_metrics: self.config.public_metrics,
             }),
         }
+    }
+
+    /// Everything the host serves: the API and, beside it, the console
+    /// (which takes the same services).
+    pub fn router(&self) -> axum::Router {
+        let state = self.api_state();
+        crate::api::router(state.clone()).merge(console::router(state))
     }
 
     async fn load_dirs(&self) {

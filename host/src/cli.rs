@@ -7,7 +7,9 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
-use crate::{api, app::App, config::ServeConfig};
+use crate::{app::App, config::ServeConfig};
+
+mod changes;
 
 mod files;
 
@@ -39,6 +41,8 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of the `serve` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run the host: admin API, plugin engine, storage in one process.
     Serve(ServeConfig),
@@ -68,6 +72,15 @@ enum Command {
     /// only that tenant's connections.
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Topics: logs of change records that flows publish and partners read.
+    #[command(subcommand)]
+    Topic(changes::TopicCommand),
+    /// Streams over topics: read, commit, seek, stats.
+    #[command(subcommand)]
+    Stream(changes::StreamCommand),
+    /// Batched, signed webhooks of a topic's changes.
+    #[command(subcommand)]
+    Subscription(changes::SubscriptionCommand),
     /// Run one action of a plugin by hand and print its output, logs and
     /// HTTP exchanges.
     ///
@@ -113,8 +126,13 @@ enum FlowCommand {
     Deactivate { id: String },
     /// Show a flow's trigger: webhook URL, or cursor and last poll.
     Trigger { id: String },
-    /// Show deliveries the flow's webhook rejected, with the reasons.
+    /// Show what the flow's trigger events came to (by path: webhook, poll,
+    /// reconcile; dropped as no-op or out of order; coalesced) and the
+    /// deliveries its webhook rejected, with the reasons.
     Deliveries { id: String },
+    /// Resume a flow paused because it kept firing for one entity (a loop);
+    /// the events held while it was paused are cancelled runs to replay.
+    Resume { id: String },
     /// Start a run with EVENT (JSON) as the trigger event and wait for its
     /// result (a synchronous flow).
     ///
@@ -310,6 +328,11 @@ async fn flow(client: &Client, command: FlowCommand) -> anyhow::Result<()> {
                     &format!("/v1/flows/{id}/deactivate"),
                     Body::None,
                 )
+                .await?
+        }
+        FlowCommand::Resume { id } => {
+            client
+                .send(Method::POST, &format!("/v1/flows/{id}/resume"), Body::None)
                 .await?
         }
         FlowCommand::Trigger { id } => {
@@ -695,6 +718,18 @@ pub async fn main() -> anyhow::Result<()> {
             let client = Client::new(&cli.server, cli.token)?;
             files::job(&client, command).await
         }
+        Command::Topic(command) => {
+            let client = Client::new(&cli.server, cli.token)?;
+            changes::topic(&client, command).await
+        }
+        Command::Stream(command) => {
+            let client = Client::new(&cli.server, cli.token)?;
+            changes::stream(&client, command).await
+        }
+        Command::Subscription(command) => {
+            let client = Client::new(&cli.server, cli.token)?;
+            changes::subscription(&client, command).await
+        }
         Command::Connection(command) => {
             let client = Client::new(&cli.server, cli.token)?;
             connection(&client, command).await
@@ -743,10 +778,14 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {listen}"))?;
     println!("switchyard listening on http://{}", listener.local_addr()?);
+    app.feeds
+        .set_base_url(&format!("http://{}", listener.local_addr()?));
     std::io::stdout().flush().ok();
     app.start();
     // The peer's address is what the public endpoints' rate limits key on.
-    let service = api::router(app.api_state()).into_make_service_with_connect_info::<SocketAddr>();
+    let service = app
+        .router()
+        .into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, service)
         .with_graceful_shutdown(shutdown_signal())
         .await

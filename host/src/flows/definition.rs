@@ -189,7 +189,7 @@ pub const DEFAULT_INTERVAL_SECS: u64 = 60;
 
 /// One step of a flow. Which kind it is follows from the fields it has:
 /// `plugin` and `action` (an action), `paths`, `for_each`, `delay`, `stop`,
-/// `fail`, `respond` or `call_flow`. Any step may have `if:`; actions and
+/// `fail`, `respond`, `call_flow` or `publish`. Any step may have `if:`; actions and
 /// flow calls may have `on_error`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -236,6 +236,27 @@ pub struct StepSpec {
     /// A record job: a file (or a connector's pages) record by record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub records: Option<Box<RecordsSpec>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<PublishSpec>,
+}
+
+/// Appends a change record to one of the tenant's topics (made with the
+/// defaults when it does not exist), once per run and step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishSpec {
+    pub topic: String,
+    /// A template: the record's key (records of one key keep their order).
+    pub key: String,
+    /// A template: the record's type, e.g. `order.updated`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A template: the record's data (the key's new state).
+    #[serde(default)]
+    pub data: Value,
+    /// The key was deleted: a tombstone, `data` is not used.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delete: bool,
 }
 
 /// The kinds of step.
@@ -251,6 +272,7 @@ pub enum StepKind {
     Respond,
     CallFlow,
     Records,
+    Publish,
 }
 
 impl StepKind {
@@ -265,6 +287,7 @@ impl StepKind {
             StepKind::Respond => "respond",
             StepKind::CallFlow => "call_flow",
             StepKind::Records => "records",
+            StepKind::Publish => "publish",
         }
     }
 }
@@ -285,6 +308,7 @@ impl StepSpec {
             (self.respond.is_some(), StepKind::Respond),
             (self.call_flow.is_some(), StepKind::CallFlow),
             (self.records.is_some(), StepKind::Records),
+            (self.publish.is_some(), StepKind::Publish),
         ] {
             if present {
                 kinds.push(kind);

@@ -43,6 +43,7 @@ use crate::{
     metrics::Metrics,
     store::{EntityStore, IngestCounts, Lane, RunStore},
     tasks::Tasks,
+    topics::Topics,
 };
 
 /// Limits and windows of the runtime, from the operator's settings.
@@ -82,6 +83,7 @@ pub struct Runs {
     calls: Arc<Calls>,
     /// Record jobs read and write files in buckets.
     files: Arc<Buckets>,
+    topics: Arc<Topics>,
     metrics: Arc<Metrics>,
     tasks: Arc<Tasks>,
     settings: RuntimeSettings,
@@ -105,6 +107,7 @@ impl Runs {
         flows: Arc<Flows>,
         calls: Arc<Calls>,
         files: Arc<Buckets>,
+        topics: Arc<Topics>,
         metrics: Arc<Metrics>,
         tasks: Arc<Tasks>,
         settings: RuntimeSettings,
@@ -115,6 +118,7 @@ impl Runs {
             flows,
             calls,
             files,
+            topics,
             metrics,
             tasks,
             settings,
@@ -134,6 +138,22 @@ impl Runs {
         if let Err(e) = self.entity_store.add_counts(tenant, flow, &delta) {
             tracing::warn!(flow, "cannot count the flow's events: {e}");
         }
+    }
+
+    /// What a flow's trigger events came to (flows with an entity).
+    pub fn ingest_counts(
+        &self,
+        tenant: &str,
+        flow: &str,
+    ) -> Result<IngestCounts, crate::error::ServiceError> {
+        self.flows.get(tenant, flow)?;
+        Ok(self.entity_store.counts(tenant, flow)?)
+    }
+
+    /// Forgets what the runs kept of a deleted flow beside its runs: its
+    /// entities' states and its event counts.
+    pub fn forget_flow(&self, tenant: &str, flow: &str) -> Result<(), crate::error::ServiceError> {
+        Ok(self.entity_store.forget_entities(tenant, flow)?)
     }
 
     /// The next number in the arrival order of entities' runs.

@@ -1,6 +1,6 @@
 //! The key-value trait for low-churn records: plugin versions, tenants,
-//! connections, flows and their versions, webhook routes, OAuth flows in
-//! progress. Values are JSON; keys are lists of parts that the backend joins
+//! connections, flows and their versions and drafts, webhook routes, OAuth
+//! flows in progress, users, their sessions and the audit log. Values are JSON; keys are lists of parts that the backend joins
 //! (parts never contain NUL), so a prefix of parts selects a group, e.g. every
 //! connection of one tenant.
 
@@ -38,10 +38,40 @@ pub enum Tree {
     /// `[tenant, fingerprint]` → the subscription of one plugin version,
     /// trigger, connection and params.
     SubscriptionIndex,
+    /// `[tenant, user]` → a person who signs in to the console.
+    Users,
+    /// `[email (lower case)]` → `{tenant, user}`: emails are unique on a host.
+    UserEmails,
+    /// `[sha256(invitation token)]` → an invitation waiting to be accepted.
+    Invitations,
+    /// `[sha256(session id)]` → a signed-in browser session.
+    Sessions,
+    /// `[tenant, at (ms, 15 digits), random]` → who changed what, oldest first.
+    Audit,
+    /// `[tenant, draft]` → a flow being edited in the console, not published.
+    FlowDrafts,
+    /// `[tenant, topic]` → a topic's settings.
+    Topics,
+    /// `[tenant]` → the tenant's limits of the topics' API.
+    TopicLimits,
+    /// `[tenant, stream]` → a stream and its committed positions.
+    Streams,
+    /// `[tenant, subscription]` → a batched webhook subscription.
+    Feeds,
+    /// `[tenant, subscription, batch]` → one batch of changes and its
+    /// delivery state.
+    FeedBatches,
+    /// `[tenant, subscription, batch]` → when the batch is next sent: the
+    /// batches still to deliver.
+    FeedPending,
+    /// `[token]` → where a batch's fetch URL points.
+    FeedTokens,
+    /// `[tenant, subscription, at (16 hex digits)]` → one delivery attempt.
+    FeedAttempts,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 12] = [
+    pub const ALL: [Tree; 26] = [
         Tree::Meta,
         Tree::Plugins,
         Tree::PluginRefs,
@@ -54,6 +84,20 @@ impl Tree {
         Tree::Hooks,
         Tree::Subscriptions,
         Tree::SubscriptionIndex,
+        Tree::Users,
+        Tree::UserEmails,
+        Tree::Invitations,
+        Tree::Sessions,
+        Tree::Audit,
+        Tree::FlowDrafts,
+        Tree::Topics,
+        Tree::TopicLimits,
+        Tree::Streams,
+        Tree::Feeds,
+        Tree::FeedBatches,
+        Tree::FeedPending,
+        Tree::FeedTokens,
+        Tree::FeedAttempts,
     ];
 
     /// The tree's stable name (kept by every backend).
@@ -71,6 +115,20 @@ impl Tree {
             Tree::Hooks => "hooks",
             Tree::Subscriptions => "subscriptions",
             Tree::SubscriptionIndex => "subscription_index",
+            Tree::Users => "users",
+            Tree::UserEmails => "user_emails",
+            Tree::Invitations => "invitations",
+            Tree::Sessions => "sessions",
+            Tree::Audit => "audit",
+            Tree::FlowDrafts => "flow_drafts",
+            Tree::Topics => "topics",
+            Tree::TopicLimits => "topic_limits",
+            Tree::Streams => "streams",
+            Tree::Feeds => "feeds",
+            Tree::FeedBatches => "feed_batches",
+            Tree::FeedPending => "feed_pending",
+            Tree::FeedTokens => "feed_tokens",
+            Tree::FeedAttempts => "feed_attempts",
         }
     }
 }

@@ -12,6 +12,8 @@
 //! - [`EntityStore`]: what each flow last saw of each entity;
 //! - [`FileStore`]: buckets and their objects (records here, bytes as
 //!   blobs), file triggers' ledgers and record jobs' progress.
+//! - [`TopicStore`]: topics' change records by partition and offset, and
+//!   the current state per key.
 //!
 //! Services build neither byte keys nor backend batches: they name a tree and
 //! the parts of a key, or call a typed operation. [`sled`] is the embedded
@@ -23,6 +25,7 @@ mod inbox;
 mod kv;
 mod runs;
 pub mod sled;
+mod topics;
 mod triggers;
 
 use std::sync::Arc;
@@ -38,6 +41,7 @@ pub use runs::{
     Along, Attempt, KEPT_ATTEMPTS, Lane, ParentRun, QueueEntry, RunError, RunEvent, RunFilter,
     RunRecord, RunResponse, RunStatus, RunStore, Seen, StepRecord, StepStatus, Visit,
 };
+pub use topics::{PartitionHead, TopicRecord, TopicStore};
 pub use triggers::{PollRecord, Sample, TriggerState, TriggerStore};
 
 /// Errors at the storage boundary.
@@ -70,10 +74,22 @@ pub struct Stores {
     pub triggers: Arc<dyn TriggerStore>,
     pub entities: Arc<dyn EntityStore>,
     pub files: Arc<dyn FileStore>,
+    pub topics: Arc<dyn TopicStore>,
 }
 
 /// A boxed future, for the async operations of object-safe store traits.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Whether text can be a part of a storage key: backends join parts with
+/// NUL, so a part must not hold one. Services check names from outside
+/// with this before they use them in a key.
+pub fn check_key_part(part: &str) -> std::result::Result<(), String> {
+    if part.contains('\0') {
+        Err("must not contain NUL".into())
+    } else {
+        Ok(())
+    }
+}
 
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(place: &str, bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {

@@ -7,6 +7,12 @@
 //! events are queued in the same atomic batch that saves its new cursor: the
 //! cursor never runs ahead of the events it covered. The first poll only
 //! records where to start, unless the flow asks for existing items.
+//!
+//! A webhook flow with `trigger.reconcile` is in the set too: its entry
+//! polls the paired trigger every so often ("webhook primary, API
+//! secondary"), and the events go through the flow's entity state like the
+//! webhooks', so only what the webhooks missed starts runs. A paused flow
+//! is not polled: its cursor waits where it is until the flow is resumed.
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -120,10 +126,7 @@ impl Triggers {
     /// saved state says (now for a new one).
     pub(super) fn schedule_flow(&self, flow: &FlowRecord) -> Result<(), ServiceError> {
         // File triggers have a watcher of their own (`files.rs`).
-        if !flow.active
-            || flow.spec.trigger.file.is_some()
-            || self.flows.trigger_kind(flow)? == Some(TriggerKind::Webhook)
-        {
+        if !flow.active || flow.spec.trigger.file.is_some() || self.polled(flow)?.is_none() {
             return Ok(());
         }
         let state = self.trigger_state(&flow.tenant, &flow.id)?;
@@ -133,6 +136,28 @@ impl Triggers {
             state.next_due.max(now_ms()),
         );
         Ok(())
+    }
+
+    /// What the flow's entry in the set polls: its own trigger, the
+    /// reconciliation behind its webhooks, or nothing (a webhook flow
+    /// without one). A schedule has no trigger to poll but is in the set.
+    fn polled(&self, flow: &FlowRecord) -> Result<Option<Polled>, ServiceError> {
+        let trigger = &flow.spec.trigger;
+        Ok(match self.flows.trigger_kind(flow)? {
+            None => Some(Polled::Schedule),
+            Some(TriggerKind::Polling) => Some(Polled::Trigger {
+                trigger: trigger.trigger.clone(),
+                params: trigger.params.clone(),
+                every_ms: interval_ms(flow),
+                source: "poll",
+            }),
+            Some(TriggerKind::Webhook) => trigger.reconcile.as_ref().map(|r| Polled::Trigger {
+                trigger: r.trigger.clone(),
+                params: r.params.clone(),
+                every_ms: r.every_secs.max(1) * 1000,
+                source: "reconcile",
+            }),
+        })
     }
 
     pub(super) fn unschedule_flow(&self, tenant: &str, id: &str) {
@@ -189,16 +214,42 @@ impl Triggers {
     /// batch that queues the events it covered.
     async fn fire(&self, (tenant, id): &FlowKey, due: u64) -> Option<u64> {
         let flow = self.flows.get(tenant, id).ok().filter(|f| f.active)?;
+        let polled = match self.polled(&flow) {
+            Ok(Some(polled)) => polled,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(flow = %flow.id, "cannot tell what to poll: {e}");
+                return Some(now_ms() + 60_000);
+            }
+        };
+        let every_ms = match &polled {
+            Polled::Schedule => interval_ms(&flow),
+            Polled::Trigger { every_ms, .. } => *every_ms,
+        };
+        if flow.paused.is_some() {
+            // Looked at again later: resuming puts it back at once.
+            return Some(now_ms() + every_ms);
+        }
         let mut state = self.trigger_state(tenant, id).unwrap_or_default();
         let now = now_ms();
         // Where the last committed poll left off, restored if this one fails.
         let committed = (state.cursor.clone(), state.seeded);
-        let fetched = if flow.pinned.trigger.is_none() {
-            let events = vec![schedule_event(due, now)];
-            self.record_samples(&flow, &events, "schedule");
-            Ok(events)
-        } else {
-            self.poll(&flow, &mut state, now).await
+        let (fetched, source) = match &polled {
+            Polled::Schedule => {
+                let events = vec![schedule_event(due, now)];
+                self.record_samples(&flow, &events, "schedule");
+                (Ok(events), "schedule")
+            }
+            Polled::Trigger {
+                trigger,
+                params,
+                source,
+                ..
+            } => (
+                self.poll(&flow, trigger, params, source, &mut state, now)
+                    .await,
+                *source,
+            ),
         };
         state.last_run_at = Some(now);
         state.polls += 1;
@@ -206,12 +257,7 @@ impl Triggers {
             state.failures = 0;
             state.last_error = None;
             state.last_events = events.len();
-            state.next_due = next_due(&flow, now_ms());
-            let source = if flow.pinned.trigger.is_none() {
-                "schedule"
-            } else {
-                "poll"
-            };
+            state.next_due = next_due(&flow, every_ms, now_ms());
             let along = Along::TriggerState {
                 tenant,
                 flow: id,
@@ -232,7 +278,7 @@ impl Triggers {
                 self.metrics.poll("error");
                 tracing::warn!(flow = %flow.id, "poll failed: {message}");
                 state.last_error = Some(message);
-                let backoff = Backoff::poll(interval_ms(&flow)).delay(state.failures);
+                let backoff = Backoff::poll(every_ms).delay(state.failures);
                 state.next_due = retry_at.unwrap_or(now_ms() + backoff);
                 if let Err(e) = self.states.save_state(tenant, id, &state) {
                     tracing::error!(flow = %flow.id, "cannot save the trigger state: {e}");
@@ -248,12 +294,15 @@ impl Triggers {
     async fn poll(
         &self,
         flow: &FlowRecord,
+        trigger: &str,
+        params: &serde_json::Value,
+        source: &str,
         state: &mut TriggerState,
         now: u64,
     ) -> Result<Vec<Event>, PollFailure> {
         let purpose = Purpose::Poll {
             flow: flow.id.clone(),
-            trigger: flow.spec.trigger.trigger.clone(),
+            trigger: trigger.to_string(),
         };
         let cursor_before = state.cursor.clone();
         let call = self
@@ -266,12 +315,7 @@ impl Triggers {
         // polls are refused until it is resumed.
         let outcome = self
             .calls
-            .poll(
-                call,
-                &flow.spec.trigger.trigger,
-                &flow.spec.trigger.params.to_string(),
-                state.cursor.as_deref(),
-            )
+            .poll(call, trigger, &params.to_string(), state.cursor.as_deref())
             .await;
         let mut record = PollRecord {
             at: now,
@@ -285,7 +329,7 @@ impl Triggers {
         let result = match outcome.result {
             Ok(output) => {
                 record.events = output.events.len();
-                self.record_samples(flow, &output.events, "poll");
+                self.record_samples(flow, &output.events, source);
                 let seeding =
                     !state.seeded && state.cursor.is_none() && !flow.spec.trigger.include_existing;
                 state.seeded = true;
@@ -345,6 +389,19 @@ pub(super) fn schedule_event(due: u64, now: u64) -> Event {
     }
 }
 
+/// What a flow's entry in the schedule does when due.
+enum Polled {
+    /// A pure schedule: its tick is the event.
+    Schedule,
+    /// A poll of `trigger` every `every_ms`, its events from `source`.
+    Trigger {
+        trigger: String,
+        params: serde_json::Value,
+        every_ms: u64,
+        source: &'static str,
+    },
+}
+
 struct PollFailure {
     message: String,
     retry_at: Option<u64>,
@@ -359,8 +416,9 @@ fn interval_ms(flow: &FlowRecord) -> u64 {
         * 1000
 }
 
-/// When a flow's trigger fires next after `now`.
-pub fn next_due(flow: &FlowRecord, now: u64) -> u64 {
+/// When a flow's trigger fires next after `now`: at its cron schedule's
+/// next time, or `every_ms` later.
+pub fn next_due(flow: &FlowRecord, every_ms: u64, now: u64) -> u64 {
     if let Some(schedule) = &flow.spec.trigger.schedule
         && let Ok(cron) = parse_schedule(schedule)
     {
@@ -369,7 +427,7 @@ pub fn next_due(flow: &FlowRecord, now: u64) -> u64 {
             return next.timestamp_millis() as u64;
         }
     }
-    now + interval_ms(flow)
+    now + every_ms
 }
 
 fn iso(ms: u64) -> String {

@@ -6,8 +6,11 @@
 
 mod abuse;
 mod auth;
+mod change_ingest;
 mod cli;
 mod connectors_rust;
+mod console;
+mod console_browser;
 mod crash;
 mod digest;
 mod fake_items;
@@ -22,11 +25,13 @@ mod flow_model;
 mod flows;
 mod fuzz_corpus;
 mod limits;
+mod openapi;
 mod plugins;
 mod polyglot;
 mod runs;
 mod sandbox;
 mod secrets;
+mod streams;
 mod support;
 mod tenants;
 mod tidy;

@@ -11,6 +11,7 @@ mod inbox;
 mod keys;
 mod kv;
 mod runs;
+mod topics;
 mod triggers;
 
 use std::{
@@ -72,6 +73,7 @@ impl SledStore {
             triggers: self.clone(),
             entities: self.clone(),
             files: self.clone(),
+            topics: self.clone(),
         }
     }
 

@@ -22,6 +22,11 @@ use switchyard::{app::App, config::ServeConfig};
 
 pub const TOKEN: &str = "test-operator-token-0123456789";
 
+/// Where the third parties are told the host is (Shopify and the warehouse
+/// deliver to https only); [`TestHost::deliver`] posts what they send there
+/// to the test host.
+pub const PUBLIC_URL: &str = "https://switchyard.test";
+
 /// How long a test waits for something that should happen before it gives
 /// up: generous, because other builds share the machine's two cores.
 pub const DEADLINE: Duration = Duration::from_secs(60);
@@ -63,8 +68,10 @@ impl TestHost {
         app.start();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        app.feeds.set_base_url(&format!("http://{addr}"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let router = switchyard::api::router(app.api_state())
+        let router = app
+            .router()
             .into_make_service_with_connect_info::<std::net::SocketAddr>();
         let server = tokio::spawn(async move {
             axum::serve(listener, router)
@@ -175,6 +182,31 @@ impl TestHost {
         .await
     }
 
+    /// Posts a delivery a fake made to the host's ingress as the third
+    /// party does: to the registered address (under [`PUBLIC_URL`]), with
+    /// its headers and body.
+    pub async fn deliver(&self, delivery: &fake::Delivery) -> (StatusCode, Value) {
+        self.post_hook(&delivery.address, &delivery.headers, delivery.body.clone())
+            .await
+    }
+
+    /// Posts `body` with `headers` to a webhook `address` under [`PUBLIC_URL`].
+    pub async fn post_hook(
+        &self,
+        address: &str,
+        headers: &[(String, String)],
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let path = address
+            .strip_prefix(PUBLIC_URL)
+            .unwrap_or_else(|| panic!("a delivery to somewhere else: {address}"));
+        let mut request = self.http.post(format!("{}{path}", self.url)).body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        read(request.send().await.unwrap()).await
+    }
+
     /// The host's `/metrics` text.
     pub async fn metrics(&self) -> String {
         metrics::scrape(&self.http, &self.url, TOKEN).await
@@ -234,4 +266,14 @@ pub fn error_message(body: &Value, code: &str) -> String {
         .as_str()
         .expect("error message")
         .to_string()
+}
+
+/// Tests that measure latency take this exclusively, and tests that load
+/// the machine heavily (a browser) take it shared, so the two never run at
+/// the same time in one test process (nextest runs each test in a process
+/// of its own, where it costs nothing).
+pub fn machine() -> &'static tokio::sync::RwLock<()> {
+    static MACHINE: std::sync::LazyLock<tokio::sync::RwLock<()>> =
+        std::sync::LazyLock::new(Default::default);
+    &MACHINE
 }
