@@ -42,7 +42,10 @@ fn csv(delimiter: &str, header: bool, encoding: Option<&str>) -> FormatSpec {
 }
 
 /// (format, file, the records' values; `Err` where a record cannot be read).
-fn cases() -> Vec<(&'static str, FormatSpec, Vec<u8>, Vec<Result<Value, ()>>)> {
+/// A case: its name, the format, the file, the values (`Err` for a bad record).
+type Case = (&'static str, FormatSpec, Vec<u8>, Vec<Result<Value, ()>>);
+
+fn cases() -> Vec<Case> {
     vec![
         (
             "csv with quoting and a short row",

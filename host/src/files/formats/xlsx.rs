@@ -65,10 +65,10 @@ impl XlsxReader {
         let mut skip = start.index;
         if header {
             // The header is row 0; records are counted after it.
-            if let Some((_, names)) = this.row()? {
-                if this.columns.is_none() {
-                    this.columns = Some(names.iter().map(super::cell_text).collect());
-                }
+            if let Some((_, names)) = this.row()?
+                && this.columns.is_none()
+            {
+                this.columns = Some(names.iter().map(super::cell_text).collect());
             }
         }
         while skip > 0 && this.row()?.is_some() {

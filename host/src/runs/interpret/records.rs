@@ -40,7 +40,7 @@ const CHECKPOINT_MS: u128 = 1_000;
 
 /// How the job ended, for the step.
 enum Ended {
-    Done(JobProgress),
+    Done(Box<JobProgress>),
     Failed(String),
     Suspended(Outcome),
 }
@@ -103,7 +103,7 @@ impl Interpreter<'_> {
             }
         };
         match ended {
-            Ended::Done(progress) => self.records_done(step, record, progress),
+            Ended::Done(progress) => self.records_done(step, record, *progress),
             Ended::Failed(message) => {
                 let error = self.error(&address, "records", message);
                 self.failed(step, record, error)
@@ -519,7 +519,7 @@ impl Interpreter<'_> {
         let finished =
             tokio::task::spawn_blocking(move || job.finish(&buckets, succeeded, error)).await;
         match finished {
-            Ok(Ok(progress)) if succeeded => Ended::Done(progress),
+            Ok(Ok(progress)) if succeeded => Ended::Done(Box::new(progress)),
             Ok(Ok(progress)) => Ended::Failed(format!(
                 "{} ({} records read, {} failed; see {})",
                 message.unwrap_or_default(),
