@@ -15,6 +15,7 @@ use crate::{
     drafts::Drafts,
     engine::{Engine, LoadError},
     error::ServiceError,
+    files::Buckets,
     flows::{Flows, HostCatalogue},
     metrics::Metrics,
     oauth::OAuth,
@@ -30,7 +31,7 @@ use crate::{
         streams::Streams,
         webhooks::{FeedSettings, Feeds},
     },
-    triggers::{TriggerSettings, Triggers},
+    triggers::{TriggerSettings, Triggers, files::FileTriggers},
     users::Users,
 };
 
@@ -46,6 +47,8 @@ pub struct App {
     pub flows: Arc<Flows>,
     pub runs: Arc<Runs>,
     pub triggers: Arc<Triggers>,
+    pub buckets: Arc<Buckets>,
+    pub file_triggers: Arc<FileTriggers>,
     pub topics: Arc<Topics>,
     pub streams: Arc<Streams>,
     pub feeds: Arc<Feeds>,
@@ -121,12 +124,17 @@ impl App {
                 connections: connections.clone(),
             }),
         ));
+        let files = config.files();
+        std::fs::create_dir_all(&files.tempdir)
+            .with_context(|| format!("creating {}", files.tempdir.display()))?;
+        let buckets = Arc::new(Buckets::new(store.files.clone(), files));
         let settings = config.runtime();
         let runs = Arc::new(Runs::new(
             store.runs.clone(),
             store.entities.clone(),
             flows.clone(),
             calls.clone(),
+            buckets.clone(),
             topics.clone(),
             metrics.clone(),
             tasks.clone(),
@@ -147,6 +155,13 @@ impl App {
                 retention: settings.retention,
             },
         ));
+        let file_triggers = Arc::new(FileTriggers::new(
+            flows.clone(),
+            runs.clone(),
+            buckets.clone(),
+            calls.clone(),
+            tasks.clone(),
+        ));
         let users = Arc::new(Users::new(store.kv.clone(), config.session_secs));
         let drafts = Arc::new(Drafts::new(store.kv.clone()));
         let app = App {
@@ -160,6 +175,8 @@ impl App {
             flows,
             runs,
             triggers,
+            buckets,
+            file_triggers,
             topics,
             streams,
             feeds,
@@ -175,12 +192,15 @@ impl App {
     }
 
     /// Starts the background work: run dispatchers, the trigger scheduler,
-    /// the webhook inbox worker, retention, and batched webhooks. [`App::shutdown`] stops them.
+    /// the webhook inbox worker, retention, batched webhooks and file
+    /// triggers. [`App::shutdown`] stops them.
     pub fn start(&self) {
         self.runs.start();
         self.triggers.start();
         self.topics.start();
         self.feeds.start();
+        self.file_triggers.start();
+        self.buckets.start(&self.tasks);
     }
 
     /// Stops the background work; runs in flight finish their current step.
@@ -206,6 +226,8 @@ impl App {
             flows: self.flows.clone(),
             runs: self.runs.clone(),
             triggers: self.triggers.clone(),
+            buckets: self.buckets.clone(),
+            file_triggers: self.file_triggers.clone(),
             topics: self.topics.clone(),
             streams: self.streams.clone(),
             feeds: self.feeds.clone(),

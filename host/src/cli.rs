@@ -11,6 +11,8 @@ use crate::{app::App, config::ServeConfig};
 
 mod changes;
 
+mod files;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "switchyard",
@@ -57,6 +59,15 @@ enum Command {
     /// Inspect runs, replay failed ones (the dead-letter list), cancel.
     #[command(subcommand)]
     Run(RunCommand),
+    /// Manage buckets: a tenant's file storage.
+    #[command(subcommand)]
+    Bucket(files::BucketCommand),
+    /// Upload, download, list and delete files in buckets.
+    #[command(subcommand)]
+    File(files::FileCommand),
+    /// Record jobs: progress, rejected records, replays; file triggers' ledgers.
+    #[command(subcommand)]
+    Job(files::JobCommand),
     /// Manage tenants (operator only): each gets its own API token, which sees
     /// only that tenant's connections.
     #[command(subcommand)]
@@ -742,6 +753,18 @@ pub async fn main() -> anyhow::Result<()> {
         Command::Tenant(command) => {
             let client = Client::new(&cli.server, cli.token)?;
             tenant(&client, command).await
+        }
+        Command::Bucket(command) => {
+            let client = Client::new(&cli.server, cli.token)?;
+            files::bucket(&client, command).await
+        }
+        Command::File(command) => {
+            let client = Client::new(&cli.server, cli.token)?;
+            files::file(&client, command).await
+        }
+        Command::Job(command) => {
+            let client = Client::new(&cli.server, cli.token)?;
+            files::job(&client, command).await
         }
         Command::Topic(command) => {
             let client = Client::new(&cli.server, cli.token)?;

@@ -8,6 +8,7 @@ use ipnet::IpNet;
 use crate::{
     api::{PublicLimits, Rate},
     engine::EngineConfig,
+    files::FileSettings,
     runs::RuntimeSettings,
     sandbox::SandboxConfig,
 };
@@ -142,6 +143,14 @@ pub struct ServeConfig {
     /// How long finished runs are kept, in hours.
     #[arg(long, env = "SWITCHYARD_RUN_RETENTION_HOURS", default_value_t = 168)]
     pub run_retention_hours: u64,
+
+    /// Space one tenant's files may take in its buckets, in MiB (0: no limit).
+    #[arg(long, env = "SWITCHYARD_TENANT_QUOTA_MIB", default_value_t = 10_240)]
+    pub tenant_quota_mib: u64,
+
+    /// Largest file (or part of a file) one request may upload, in MiB.
+    #[arg(long, env = "SWITCHYARD_MAX_FILE_MIB", default_value_t = 5_120)]
+    pub max_file_mib: u64,
 }
 
 impl ServeConfig {
@@ -175,6 +184,8 @@ impl ServeConfig {
             connection_concurrency: 16,
             dedup_window_hours: 72,
             run_retention_hours: 168,
+            tenant_quota_mib: 10_240,
+            max_file_mib: 5_120,
         }
     }
 
@@ -195,6 +206,14 @@ impl ServeConfig {
             dedup_window: Duration::from_secs(self.dedup_window_hours * 3600),
             retention: Duration::from_secs(self.run_retention_hours * 3600),
             ..RuntimeSettings::default()
+        }
+    }
+
+    pub fn files(&self) -> FileSettings {
+        FileSettings {
+            tenant_quota_bytes: self.tenant_quota_mib << 20,
+            max_file_bytes: self.max_file_mib << 20,
+            tempdir: self.data_dir.join("tmp"),
         }
     }
 

@@ -54,6 +54,9 @@ pub enum ServiceError {
     /// The object is not in a state that allows the operation.
     #[error("{0}")]
     State(String),
+    /// More than a limit allows: a tenant's storage quota, a file's size.
+    #[error("{0}")]
+    TooLarge(String),
     /// The credentials are missing or wrong.
     #[error("{0}")]
     Unauthorized(String),

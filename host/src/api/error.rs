@@ -155,6 +155,7 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::InvalidFlow(_) => (S::BAD_REQUEST, "invalid_flow"),
             ServiceError::State(_) => (S::CONFLICT, "wrong_state"),
+            ServiceError::TooLarge(_) => (S::PAYLOAD_TOO_LARGE, "too_large"),
             ServiceError::Unauthorized(_) => (S::UNAUTHORIZED, "unauthorized"),
             ServiceError::Forbidden(_) => (S::FORBIDDEN, "forbidden"),
             ServiceError::TooMany { retry_after, .. } => {

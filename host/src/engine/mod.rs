@@ -9,6 +9,7 @@
 //! interpreter's `InstancePre` (compiled once, shared) and its spec, which
 //! the store of each call hands the guest through that import.
 
+mod auth_ext;
 mod bindings;
 mod call;
 mod convert;
@@ -100,6 +101,8 @@ pub struct LoadedPlugin {
     /// A declarative version's spec (canonical JSON), handed to the
     /// interpreter by the `spec` import; `None` for a connector.
     spec: Option<Arc<str>>,
+    /// A 0.2.0 connector's view, for its `auth` export.
+    auth: Option<bindings::v0_2::ConnectorPre<HostState>>,
 }
 
 impl LoadedPlugin {
@@ -108,6 +111,7 @@ impl LoadedPlugin {
         LoadedPlugin {
             pre: self.pre.clone(),
             spec: Some(spec),
+            auth: self.auth.clone(),
         }
     }
 }
@@ -264,8 +268,14 @@ impl Engine {
         let pre = linker
             .instantiate_pre(component)
             .map_err(|e| LoadError::Imports(short(&e)))?;
+        // A component that also exports the 0.2.0 `auth` declares its scheme there.
+        let auth = bindings::v0_2::ConnectorPre::new(pre.clone()).ok();
         let pre = ConnectorPre::new(pre).map_err(|e| LoadError::Exports(short(&e)))?;
-        Ok(LoadedPlugin { pre, spec: None })
+        Ok(LoadedPlugin {
+            pre,
+            spec: None,
+            auth,
+        })
     }
 
     fn compile_cached(&self, sha256: &str, bytes: &[u8]) -> Result<Component, LoadError> {
@@ -422,12 +432,28 @@ impl Engine {
         plugin: &LoadedPlugin,
         timeout: Duration,
     ) -> CallOutcome<RawManifest> {
-        self.run(plugin, CallEnv::default(), timeout, async |c, s| {
-            Ok(Ok(convert::manifest(
-                c.switchyard_connector_plugin().call_describe(s).await?,
-            )))
-        })
-        .await
+        let mut outcome = self
+            .run(plugin, CallEnv::default(), timeout, async |c, s| {
+                Ok(Ok(convert::manifest(
+                    c.switchyard_connector_plugin().call_describe(s).await?,
+                )))
+            })
+            .await;
+        if let Ok(manifest) = &mut outcome.result {
+            match self.declared_auth(plugin, timeout).await {
+                Ok(Some(scheme)) if manifest.auth == crate::manifest::AuthScheme::None => {
+                    manifest.auth = scheme;
+                }
+                Ok(Some(_)) => {
+                    outcome.result = Err(CallError::Trap {
+                        message: "the component exports the 0.2.0 `auth` and its manifest declares an auth scheme too; its manifest's `auth` must be `none`".into(),
+                    });
+                }
+                Ok(None) => {}
+                Err(message) => outcome.result = Err(CallError::Trap { message }),
+            }
+        }
+        outcome
     }
 
     pub async fn test_connection(

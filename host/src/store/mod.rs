@@ -10,6 +10,8 @@
 //!   ones that were rejected;
 //! - [`TriggerStore`]: where each polling or scheduled trigger stands;
 //! - [`EntityStore`]: what each flow last saw of each entity;
+//! - [`FileStore`]: buckets and their objects (records here, bytes as
+//!   blobs), file triggers' ledgers and record jobs' progress.
 //! - [`TopicStore`]: topics' change records by partition and offset, and
 //!   the current state per key.
 //!
@@ -18,6 +20,7 @@
 //! backend; `app.rs` is the only place that names it.
 
 mod entities;
+mod files;
 mod inbox;
 mod kv;
 mod runs;
@@ -28,6 +31,10 @@ mod triggers;
 use std::sync::Arc;
 
 pub use entities::{EntityState, EntityStore, EntityWrite, IngestCounts, RunEntity};
+pub use files::{
+    BlobFile, BucketRecord, FileStore, JobCounts, JobOutput, JobProgress, LedgerEntry,
+    LedgerStatus, ObjectRecord, PendingBatch, UploadPart, UploadRecord,
+};
 pub use inbox::{Delivery, Inbox, InboxKey, Rejected};
 pub use kv::{Kv, KvExt, Tree, Write};
 pub use runs::{
@@ -66,6 +73,7 @@ pub struct Stores {
     pub inbox: Arc<dyn Inbox>,
     pub triggers: Arc<dyn TriggerStore>,
     pub entities: Arc<dyn EntityStore>,
+    pub files: Arc<dyn FileStore>,
     pub topics: Arc<dyn TopicStore>,
 }
 

@@ -125,7 +125,8 @@ impl Triggers {
     /// Adds an active polling or scheduled flow to the set, due when its
     /// saved state says (now for a new one).
     pub(super) fn schedule_flow(&self, flow: &FlowRecord) -> Result<(), ServiceError> {
-        if !flow.active || self.polled(flow)?.is_none() {
+        // File triggers have a watcher of their own (`files.rs`).
+        if !flow.active || flow.spec.trigger.file.is_some() || self.polled(flow)?.is_none() {
             return Ok(());
         }
         let state = self.trigger_state(&flow.tenant, &flow.id)?;

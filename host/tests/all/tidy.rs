@@ -20,7 +20,7 @@ const LAYERS: &[&[&str]] = &[
     &["registry", "tenants", "users", "topics"],
     &["connections"],
     &["calls"],
-    &["oauth", "flows", "drafts"],
+    &["oauth", "flows", "drafts", "files"],
     &["runs"],
     &["triggers"],
     &["api", "console"],
