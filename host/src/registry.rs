@@ -260,6 +260,27 @@ impl Registry {
                 reason: reason.clone(),
             });
         }
+        // Uploaded through another node of a shared store since this one
+        // started: loaded (and compiled into this node's cache) on first use.
+        if let Some(record) = self
+            .kv
+            .get_json::<PluginRecord>(Tree::Plugins, &[key, &version.to_string()])?
+        {
+            let load = || load_all(&*self.kv, &self.engine, vec![record]);
+            let (loaded, broken) = match tokio::runtime::Handle::try_current() {
+                Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                    tokio::task::block_in_place(load)
+                }
+                _ => load(),
+            };
+            self.loaded.write().expect("registry lock").extend(loaded);
+            self.broken.write().expect("registry lock").extend(broken);
+            if self.loaded.read().expect("registry lock").contains_key(&id)
+                || self.broken.read().expect("registry lock").contains_key(&id)
+            {
+                return self.get(key, version);
+            }
+        }
         Err(ServiceError::NotFound(format!(
             "plugin {key}@{version} does not exist"
         )))

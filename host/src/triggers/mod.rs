@@ -3,6 +3,7 @@
 //! the third party (the plugin's `subscribe`) or puts it on the schedule.
 //! [`Triggers`] is the service; the three files are its parts.
 
+mod follow;
 pub mod ingress;
 pub mod scheduler;
 mod subscriptions;
@@ -112,6 +113,7 @@ impl Triggers {
     pub fn start(self: &Arc<Self>) {
         self.start_scheduler();
         self.start_inbox_worker();
+        self.start_following();
     }
 
     pub fn settings(&self) -> &TriggerSettings {

@@ -29,7 +29,7 @@ use crate::{
     },
     manifest::TriggerKind,
     runs::retry::Backoff,
-    store::{Along, PollRecord, TriggerState},
+    store::{Along, PollRecord, StoreError, TriggerState},
 };
 
 /// The due-time set of polling and scheduled flows.
@@ -63,6 +63,24 @@ impl Scheduler {
         d.order.insert((due, key));
         drop(d);
         self.wake.notify_one();
+    }
+
+    /// Puts a flow in the set at `due` unless it is there or being polled.
+    pub fn ensure(&self, key: FlowKey, due: u64) {
+        let mut d = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        if d.at.contains_key(&key) || d.polling.contains(&key) {
+            return;
+        }
+        d.at.insert(key.clone(), due);
+        d.order.insert((due, key));
+        drop(d);
+        self.wake.notify_one();
+    }
+
+    /// The flows in the set or being polled.
+    pub fn keys(&self) -> Vec<FlowKey> {
+        let d = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        d.at.keys().chain(d.polling.iter()).cloned().collect()
     }
 
     pub fn unschedule(&self, key: &FlowKey) {
@@ -185,8 +203,22 @@ impl Triggers {
     /// batch that queues the events it covered.
     async fn fire(&self, (tenant, id): &FlowKey, due: u64) -> Option<u64> {
         let flow = self.flows.get(tenant, id).ok().filter(|f| f.active)?;
+        // Another node may hold the trigger (several hosts on one store).
+        match self.states.lease(tenant, id, now_ms()) {
+            Ok(None) => {}
+            Ok(Some(again)) => return Some(again),
+            Err(e) => {
+                tracing::warn!(flow = %flow.id, "cannot take the trigger's lease: {e}");
+                return Some(now_ms() + interval_ms(&flow));
+            }
+        }
         let mut state = self.trigger_state(tenant, id).unwrap_or_default();
         let now = now_ms();
+        // A schedule whose slot another node already fired (it held the
+        // trigger a moment ago): on to the slot the store says is next.
+        if flow.pinned.trigger.is_none() && state.next_due > due.max(now) + 1_000 {
+            return Some(state.next_due);
+        }
         // Where the last committed poll left off, restored if this one fails.
         let committed = (state.cursor.clone(), state.seeded);
         let fetched = if flow.pinned.trigger.is_none() {
@@ -208,17 +240,33 @@ impl Triggers {
             } else {
                 "poll"
             };
-            let along = Along::TriggerState {
-                tenant,
-                flow: id,
-                state: &state,
+            let along = if flow.pinned.trigger.is_none() {
+                Along::Slot {
+                    tenant,
+                    flow: id,
+                    fire_at: due,
+                    state: &state,
+                }
+            } else {
+                Along::TriggerState {
+                    tenant,
+                    flow: id,
+                    state: &state,
+                }
             };
-            self.runs
-                .enqueue_events(&flow, events, source, along)
-                .map_err(|e| PollFailure {
+            match self.runs.enqueue_events(&flow, events, source, along) {
+                Ok(_) => Ok(()),
+                // The slot was fired already, by another node: not a failure.
+                Err(ServiceError::Store(StoreError::Conflict(_)))
+                    if flow.pinned.trigger.is_none() =>
+                {
+                    Ok(())
+                }
+                Err(e) => Err(PollFailure {
                     message: e.to_string(),
                     retry_at: None,
-                })
+                }),
+            }
         });
         match outcome {
             Ok(_) => self.metrics.poll("ok"),
