@@ -19,7 +19,11 @@ use crate::{
     runs::Runs,
     sandbox::HttpSandbox,
     secrets::MasterKey,
-    store::sled::SledStore,
+    store::{
+        Stores,
+        postgres::{PgSettings, PgStore},
+        sled::SledStore,
+    },
     tasks::Tasks,
     tenants::Tenants,
     triggers::{TriggerSettings, Triggers},
@@ -39,7 +43,7 @@ pub struct App {
     pub triggers: Arc<Triggers>,
     pub metrics: Arc<Metrics>,
     tasks: Arc<Tasks>,
-    store: Weak<SledStore>,
+    store: Weak<dyn std::any::Any + Send + Sync>,
 }
 
 impl App {
@@ -48,9 +52,7 @@ impl App {
     pub async fn open(config: ServeConfig) -> anyhow::Result<(App, Option<String>)> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-        let sled = SledStore::open(&config.data_dir)
-            .with_context(|| format!("opening storage in {}", config.data_dir.display()))?;
-        let store = sled.stores();
+        let (store, backend) = open_store(&config)?;
         let (tenants, new_token) = Tenants::open(store.kv.clone(), config.token.as_deref())?;
         let engine = Arc::new(Engine::new(config.engine())?);
         let master_key = Arc::new(MasterKey::load_or_create(
@@ -128,9 +130,9 @@ impl App {
             triggers,
             metrics,
             tasks,
-            store: Arc::downgrade(&sled),
+            store: Arc::downgrade(&backend),
         };
-        drop(sled);
+        drop(backend);
         app.load_dirs().await;
         Ok((app, new_token))
     }
@@ -179,6 +181,17 @@ impl App {
         }
     }
 
+    /// The name this host goes by among the hosts of a shared store.
+    pub fn node_name(config: &ServeConfig) -> String {
+        config.node.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|name| name.trim().to_string())
+                .ok()
+                .filter(|name| !name.is_empty())
+                .unwrap_or_else(|| "switchyard".to_string())
+        })
+    }
+
     async fn load_dirs(&self) {
         for dir in &self.config.load_dirs {
             let entries = match std::fs::read_dir(dir) {
@@ -212,4 +225,37 @@ impl App {
             }
         }
     }
+}
+
+/// Opens the store the settings name: sled in the data directory, or a
+/// shared PostgreSQL database.
+fn open_store(
+    config: &ServeConfig,
+) -> anyhow::Result<(Stores, Arc<dyn std::any::Any + Send + Sync>)> {
+    if config.store == "sled" {
+        let sled = SledStore::open(&config.data_dir)
+            .with_context(|| format!("opening storage in {}", config.data_dir.display()))?;
+        return Ok((sled.stores(), sled));
+    }
+    if !(config.store.starts_with("postgres://") || config.store.starts_with("postgresql://")) {
+        anyhow::bail!(
+            "--store must be `sled` or a postgres:// URL, not `{}`",
+            config.store.split('@').next_back().unwrap_or_default()
+        );
+    }
+    // Every host must open the secrets the others sealed.
+    if config.master_key.is_none() {
+        anyhow::bail!(
+            "with a shared store every host needs the same master key: pass --master-key \
+             (or SWITCHYARD_MASTER_KEY)"
+        );
+    }
+    let pg = PgStore::open(PgSettings {
+        url: config.store.clone(),
+        node: App::node_name(config),
+        lease: std::time::Duration::from_secs(config.node_lease_secs),
+        connections: 16,
+    })
+    .context("opening the PostgreSQL store")?;
+    Ok((pg.stores(), pg))
 }

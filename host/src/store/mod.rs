@@ -18,6 +18,7 @@
 mod entities;
 mod inbox;
 mod kv;
+pub mod postgres;
 mod runs;
 pub mod sled;
 mod triggers;
