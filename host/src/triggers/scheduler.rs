@@ -408,7 +408,10 @@ pub fn next_due(flow: &FlowRecord, now: u64) -> u64 {
     if let Some(schedule) = &flow.spec.trigger.schedule
         && let Ok(cron) = parse_schedule(schedule)
     {
-        let from = chrono::DateTime::from_timestamp_millis(now as i64).unwrap_or_default();
+        // From the whole second: cron slots fall on whole seconds, and a
+        // late tick must not shift the ones after it.
+        let from =
+            chrono::DateTime::from_timestamp_millis((now - now % 1000) as i64).unwrap_or_default();
         if let Ok(next) = cron.find_next_occurrence(&from, false) {
             return next.timestamp_millis() as u64;
         }
