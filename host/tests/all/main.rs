@@ -7,6 +7,7 @@
 mod abuse;
 mod auth;
 mod cli;
+mod cluster;
 mod connectors_rust;
 mod crash;
 mod digest;
@@ -21,6 +22,7 @@ mod fuzz_corpus;
 mod limits;
 mod plugins;
 mod polyglot;
+mod postgres;
 mod runs;
 mod sandbox;
 mod secrets;
