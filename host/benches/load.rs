@@ -6,8 +6,8 @@
 //! The connector is the `bench` fixture (no rate limit of its own, unlike the
 //! example connector's 10 requests/s), so the host is what is measured.
 //!
-//! `cargo bench -p switchyard --bench load [-- ingest|e2e|polling]`
-//! (all three by default). `SWITCHYARD_BENCH_POLL_FLOWS` (default 10000) and
+//! `cargo bench -p switchyard --bench load [-- ingest|ingest-entity|e2e|loop|polling|topics]`
+//! (all of them by default). `SWITCHYARD_BENCH_POLL_FLOWS` (default 10000) and
 //! `SWITCHYARD_BENCH_POLL_SECS` (default 70) size the polling run.
 //!
 //! `-- postgres` (only when named): one, two and three hosts on one
@@ -175,22 +175,22 @@ async fn webhook_flow(
     client: &reqwest::Client,
     fake: SocketAddr,
     condition: &str,
+    entity: Option<Value>,
 ) -> String {
     let conn = connection(server, client, fake).await;
+    let mut definition = json!({
+        "name": "bench",
+        "lane": "fast",
+        "trigger": {"plugin": "bench", "trigger": "event", "connection": conn},
+        "conditions": [condition],
+        "steps": [{"key": "create", "plugin": "bench", "action": "send", "connection": conn,
+                   "input": {"event": "{{ trigger.id }}", "sku": "{{ trigger.sku }}"}}],
+    });
+    if let Some(entity) = entity {
+        definition["entity"] = entity;
+    }
     let flow = server
-        .api(
-            client,
-            reqwest::Method::POST,
-            "/v1/flows",
-            json!({
-                "name": "bench",
-                "lane": "fast",
-                "trigger": {"plugin": "bench", "trigger": "event", "connection": conn},
-                "conditions": [condition],
-                "steps": [{"key": "create", "plugin": "bench", "action": "send", "connection": conn,
-                           "input": {"event": "{{ trigger.id }}", "sku": "{{ trigger.sku }}"}}],
-            }),
-        )
+        .api(client, reqwest::Method::POST, "/v1/flows", definition)
         .await["id"]
         .as_str()
         .unwrap()
@@ -326,8 +326,14 @@ async fn open_loop(
     (total, latencies, started, failed.load(Ordering::Relaxed))
 }
 
-async fn ingest() {
-    println!("## Webhook ingest (durable acknowledgement)");
+/// `entity`: the flow keeps per-entity state, each delivery a new entity
+/// (the costliest case: a state read and a state write per event).
+async fn ingest(entity: bool) {
+    if entity {
+        println!("## Webhook ingest with entity state (durable acknowledgement)");
+    } else {
+        println!("## Webhook ingest (durable acknowledgement)");
+    }
     let server = Server::start(&[]);
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -336,7 +342,9 @@ async fn ingest() {
         .unwrap();
     let fake = start_fake(Fake::default()).await;
     // The condition never holds: runs are recorded as skipped, no action runs.
-    let url = webhook_flow(&server, &client, fake, "trigger.type == \"packed\"").await;
+    let entity = entity
+        .then(|| json!({"type": "item", "key": "{{ trigger.id }}", "fields": ["qty", "type"]}));
+    let url = webhook_flow(&server, &client, fake, "trigger.type == \"packed\"", entity).await;
     closed_loop(&client, &url, 16, 2, "bench-skip", 0).await; // warm-up
     let (n, lat, elapsed) = closed_loop(&client, &url, 64, 10, "bench-skip", 1_000_000).await;
     println!(
@@ -377,7 +385,7 @@ async fn end_to_end() {
         .unwrap();
     let fake = Fake::default();
     let addr = start_fake(fake.clone()).await;
-    let url = webhook_flow(&server, &client, addr, "trigger.type == \"packed\"").await;
+    let url = webhook_flow(&server, &client, addr, "trigger.type == \"packed\"", None).await;
     let total: usize = std::env::var("SWITCHYARD_BENCH_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -688,6 +696,186 @@ fn histogram_quantiles(text: &str, name: &str) -> (String, String, String) {
     (find(0.5), find(0.99), max)
 }
 
+/// Topics and streams: appends, reading to one reader and to four, and the
+/// time from a publish to a long-polling reader.
+async fn topics() {
+    println!("## Topics and streams");
+    let server = Server::start(&[]);
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap();
+    server
+        .api(
+            &client,
+            reqwest::Method::POST,
+            "/v1/topics",
+            json!({"name": "bench", "partitions": 4}),
+        )
+        .await;
+    // Appends: 16 publishers, each request 100 records (and then 1).
+    for per_request in [100usize, 1] {
+        let next = Arc::new(AtomicUsize::new(0));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let (client, url, next) = (client.clone(), server.url.clone(), next.clone());
+                tokio::spawn(async move {
+                    while Instant::now() < deadline {
+                        let first = next.fetch_add(per_request, Ordering::Relaxed);
+                        let records: Vec<Value> = (first..first + per_request)
+                            .map(|n| json!({"key": format!("k{}", n % 10_000), "type": "t", "data": {"n": n}}))
+                            .collect();
+                        let response = client
+                            .post(format!("{url}/v1/topics/bench/records"))
+                            .bearer_auth(TOKEN)
+                            .json(&json!({"records": records}))
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(response.status(), 201);
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let n = next.load(Ordering::Relaxed);
+        println!(
+            "appends, 16 publishers, {per_request} record(s) per request: {n} records in {:.1} s, {:.0} records/s",
+            started.elapsed().as_secs_f64(),
+            n as f64 / started.elapsed().as_secs_f64()
+        );
+    }
+    // Reading everything published so far: one reader, then four.
+    for readers in [1usize, 4] {
+        let stream = server
+            .api(
+                &client,
+                reqwest::Method::POST,
+                "/v1/streams",
+                json!({"topic": "bench", "lease_ms": 60_000}),
+            )
+            .await["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..readers)
+            .map(|r| {
+                let (client, url, stream) = (client.clone(), server.url.clone(), stream.clone());
+                tokio::spawn(async move {
+                    let mut count = 0usize;
+                    let mut cursor: Option<String> = None;
+                    let mut empty = 0;
+                    // Every reader first asks once, so shares settle.
+                    loop {
+                        let mut request = client
+                            .get(format!("{url}/v1/streams/{stream}/records"))
+                            .bearer_auth(TOKEN)
+                            .query(&[("reader", format!("r{r}")), ("limit", "1000".into())]);
+                        if let Some(cursor) = &cursor {
+                            request = request.query(&[("cursor", cursor)]);
+                        }
+                        let batch: Value = request.send().await.unwrap().json().await.unwrap();
+                        let got = batch["records"].as_array().map_or(0, Vec::len);
+                        count += got;
+                        cursor = batch["cursor"].as_str().map(str::to_string);
+                        if got == 0 {
+                            empty += 1;
+                            if empty >= 3 {
+                                return count;
+                            }
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        } else {
+                            empty = 0;
+                            client
+                                .post(format!("{url}/v1/streams/{stream}/commit"))
+                                .bearer_auth(TOKEN)
+                                .json(&json!({"reader": format!("r{r}"), "cursor": cursor}))
+                                .send()
+                                .await
+                                .unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.unwrap();
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "stream to {readers} reader(s), batches of 1000 committed: {total} records in {secs:.1} s, {:.0} records/s",
+            total as f64 / secs
+        );
+    }
+    // Publish -> reader: one record every 10 ms, a reader long-polling.
+    let stream = server
+        .api(
+            &client,
+            reqwest::Method::POST,
+            "/v1/streams",
+            json!({"topic": "bench", "start": "latest", "partitions": 1}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let origin = Instant::now();
+    let reader = {
+        let (client, url) = (client.clone(), server.url.clone());
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut cursor: Option<String> = None;
+            while latencies.len() < 500 {
+                let mut request = client
+                    .get(format!("{url}/v1/streams/{stream}/records"))
+                    .bearer_auth(TOKEN)
+                    .query(&[("reader", "lat"), ("wait_ms", "5000"), ("limit", "100")]);
+                if let Some(cursor) = &cursor {
+                    request = request.query(&[("cursor", cursor)]);
+                }
+                let batch: Value = request.send().await.unwrap().json().await.unwrap();
+                let now = origin.elapsed().as_micros() as u64;
+                for record in batch["records"].as_array().into_iter().flatten() {
+                    let sent = record["data"]["sent_us"].as_u64().unwrap();
+                    latencies.push(Duration::from_micros(now - sent));
+                }
+                cursor = batch["cursor"].as_str().map(str::to_string);
+            }
+            latencies
+        })
+    };
+    // Let the reader's first long poll begin.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 0..500u64 {
+        tokio::time::sleep_until((origin + Duration::from_millis(200 + 10 * i)).into()).await;
+        let sent_us = origin.elapsed().as_micros() as u64;
+        server
+            .api(&client, reqwest::Method::POST, "/v1/topics/bench/records",
+                 json!({"records": [{"key": format!("lat{i}"), "type": "t", "data": {"sent_us": sent_us}}]}))
+            .await;
+    }
+    let mut latencies = reader.await.unwrap();
+    latencies.sort();
+    println!(
+        "publish -> long-polling reader, 100/s: p50 {}, p99 {}, max {}",
+        ms(percentile(&latencies, 0.50)),
+        ms(percentile(&latencies, 0.99)),
+        ms(*latencies.last().unwrap())
+    );
+    println!(
+        "server RSS: {:.1} MiB, CPU {:.1} s",
+        server.rss_mib(),
+        server.cpu_seconds()
+    );
+}
+
 /// Several hosts on one PostgreSQL database: the same end-to-end load as
 /// `e2e`, its deliveries sent round-robin to the hosts.
 async fn postgres() {
@@ -862,7 +1050,10 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         if wants("ingest") {
-            ingest().await;
+            ingest(false).await;
+        }
+        if wants("ingest-entity") {
+            ingest(true).await;
         }
         if wants("e2e") {
             end_to_end().await;
@@ -872,6 +1063,9 @@ fn main() {
         }
         if wants("polling") {
             polling().await;
+        }
+        if wants("topics") {
+            topics().await;
         }
         // Needs a PostgreSQL server: only when asked for by name.
         if selected.iter().any(|s| s == "postgres") {

@@ -26,6 +26,11 @@ use crate::{
     },
     tasks::Tasks,
     tenants::Tenants,
+    topics::{
+        Topics,
+        streams::Streams,
+        webhooks::{FeedSettings, Feeds},
+    },
     triggers::{TriggerSettings, Triggers},
 };
 
@@ -41,6 +46,9 @@ pub struct App {
     pub flows: Arc<Flows>,
     pub runs: Arc<Runs>,
     pub triggers: Arc<Triggers>,
+    pub topics: Arc<Topics>,
+    pub streams: Arc<Streams>,
+    pub feeds: Arc<Feeds>,
     pub metrics: Arc<Metrics>,
     tasks: Arc<Tasks>,
     store: Weak<dyn std::any::Any + Send + Sync>,
@@ -66,7 +74,7 @@ impl App {
         );
         let connections = Arc::new(Connections::new(
             store.kv.clone(),
-            master_key,
+            master_key.clone(),
             registry.clone(),
             Default::default(),
         ));
@@ -83,7 +91,24 @@ impl App {
             store.kv.clone(),
             connections.clone(),
             calls.clone(),
+            sandbox.clone(),
+        ));
+        let topics = Arc::new(Topics::new(
+            store.kv.clone(),
+            store.topics.clone(),
+            tasks.clone(),
+        ));
+        let streams = Arc::new(Streams::new(store.kv.clone(), topics.clone()));
+        let feeds = Arc::new(Feeds::new(
+            store.kv.clone(),
+            topics.clone(),
             sandbox,
+            master_key,
+            tasks.clone(),
+            FeedSettings {
+                public_url: config.public_url.clone(),
+                ..FeedSettings::default()
+            },
         ));
         let flows = Arc::new(Flows::new(
             store.kv.clone(),
@@ -98,6 +123,7 @@ impl App {
             store.entities.clone(),
             flows.clone(),
             calls.clone(),
+            topics.clone(),
             metrics.clone(),
             tasks.clone(),
             settings.clone(),
@@ -128,6 +154,9 @@ impl App {
             flows,
             runs,
             triggers,
+            topics,
+            streams,
+            feeds,
             metrics,
             tasks,
             store: Arc::downgrade(&backend),
@@ -138,10 +167,12 @@ impl App {
     }
 
     /// Starts the background work: run dispatchers, the trigger scheduler,
-    /// the webhook inbox worker and retention. [`App::shutdown`] stops them.
+    /// the webhook inbox worker, retention, and batched webhooks. [`App::shutdown`] stops them.
     pub fn start(&self) {
         self.runs.start();
         self.triggers.start();
+        self.topics.start();
+        self.feeds.start();
     }
 
     /// Stops the background work; runs in flight finish their current step.
@@ -167,6 +198,9 @@ impl App {
             flows: self.flows.clone(),
             runs: self.runs.clone(),
             triggers: self.triggers.clone(),
+            topics: self.topics.clone(),
+            streams: self.streams.clone(),
+            feeds: self.feeds.clone(),
             metrics: self.metrics.clone(),
             engine: self.engine.clone(),
             settings: Arc::new(ApiSettings {

@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 
 use crate::{api, app::App, config::ServeConfig};
 
+mod changes;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "switchyard",
@@ -57,6 +59,15 @@ enum Command {
     /// only that tenant's connections.
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Topics: logs of change records that flows publish and partners read.
+    #[command(subcommand)]
+    Topic(changes::TopicCommand),
+    /// Streams over topics: read, commit, seek, stats.
+    #[command(subcommand)]
+    Stream(changes::StreamCommand),
+    /// Batched, signed webhooks of a topic's changes.
+    #[command(subcommand)]
+    Subscription(changes::SubscriptionCommand),
     /// Run one action of a plugin by hand and print its output, logs and
     /// HTTP exchanges.
     ///
@@ -102,8 +113,13 @@ enum FlowCommand {
     Deactivate { id: String },
     /// Show a flow's trigger: webhook URL, or cursor and last poll.
     Trigger { id: String },
-    /// Show deliveries the flow's webhook rejected, with the reasons.
+    /// Show what the flow's trigger events came to (by path: webhook, poll,
+    /// reconcile; dropped as no-op or out of order; coalesced) and the
+    /// deliveries its webhook rejected, with the reasons.
     Deliveries { id: String },
+    /// Resume a flow paused because it kept firing for one entity (a loop);
+    /// the events held while it was paused are cancelled runs to replay.
+    Resume { id: String },
     /// Start a run with EVENT (JSON) as the trigger event and wait for its
     /// result (a synchronous flow).
     ///
@@ -299,6 +315,11 @@ async fn flow(client: &Client, command: FlowCommand) -> anyhow::Result<()> {
                     &format!("/v1/flows/{id}/deactivate"),
                     Body::None,
                 )
+                .await?
+        }
+        FlowCommand::Resume { id } => {
+            client
+                .send(Method::POST, &format!("/v1/flows/{id}/resume"), Body::None)
                 .await?
         }
         FlowCommand::Trigger { id } => {
@@ -672,6 +693,18 @@ pub async fn main() -> anyhow::Result<()> {
             let client = Client::new(&cli.server, cli.token)?;
             tenant(&client, command).await
         }
+        Command::Topic(command) => {
+            let client = Client::new(&cli.server, cli.token)?;
+            changes::topic(&client, command).await
+        }
+        Command::Stream(command) => {
+            let client = Client::new(&cli.server, cli.token)?;
+            changes::stream(&client, command).await
+        }
+        Command::Subscription(command) => {
+            let client = Client::new(&cli.server, cli.token)?;
+            changes::subscription(&client, command).await
+        }
         Command::Connection(command) => {
             let client = Client::new(&cli.server, cli.token)?;
             connection(&client, command).await
@@ -720,6 +753,8 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {listen}"))?;
     println!("switchyard listening on http://{}", listener.local_addr()?);
+    app.feeds
+        .set_base_url(&format!("http://{}", listener.local_addr()?));
     std::io::stdout().flush().ok();
     app.start();
     // The peer's address is what the public endpoints' rate limits key on.

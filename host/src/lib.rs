@@ -32,4 +32,5 @@ pub mod secrets;
 pub mod store;
 pub mod tasks;
 pub mod tenants;
+pub mod topics;
 pub mod triggers;

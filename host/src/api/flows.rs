@@ -52,6 +52,7 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/v1/flows/{id}/upgrade", post(upgrade))
         .route("/v1/flows/{id}/activate", post(activate))
         .route("/v1/flows/{id}/deactivate", post(deactivate))
+        .route("/v1/flows/{id}/resume", post(resume))
         .route("/v1/flows/{id}/trigger", get(trigger))
         .route("/v1/flows/{id}/deliveries", get(deliveries))
         .route("/v1/flows/{id}/run", post(run))
@@ -66,6 +67,7 @@ fn summary(f: &FlowRecord) -> Value {
         "name": f.spec.name,
         "version": f.version,
         "active": f.active,
+        "paused": f.paused,
         "trigger": match &f.pinned.trigger {
             Some(v) => format!("{}@{v} {}", key_of(&f.spec.trigger.plugin), f.spec.trigger.trigger),
             None => format!("schedule {}", f.spec.trigger.schedule.as_deref().unwrap_or("")),
@@ -220,13 +222,27 @@ async fn trigger(
     Ok(Json(p.triggers.trigger_view(&flow, &base)?))
 }
 
+/// What a flow's trigger events came to: by which path they came, how many
+/// were dropped (no-op, out of order) or coalesced, and the deliveries
+/// rejected with their reasons.
 async fn deliveries(
     State(triggers): State<Arc<Triggers>>,
+    State(runs): State<Arc<Runs>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let rejected = triggers.rejected_deliveries(principal.tenant(), &id)?;
-    Ok(Json(json!({"rejected": rejected})))
+    let counts = runs.ingest_counts(principal.tenant(), &id)?;
+    Ok(Json(json!({"events": counts, "rejected": rejected})))
+}
+
+/// Resumes a flow paused because it kept firing for one entity.
+async fn resume(
+    State(triggers): State<Arc<Triggers>>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<FlowRecord>, ApiError> {
+    Ok(Json(triggers.resume_flow(principal.tenant(), &id)?))
 }
 
 #[derive(Deserialize)]
@@ -355,11 +371,13 @@ async fn versions(
 
 async fn delete(
     State(p): State<Publishing>,
+    State(runs): State<Arc<Runs>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     p.triggers.deactivate_flow(principal.tenant(), &id).await?;
     p.flows.delete(principal.tenant(), &id)?;
     p.triggers.forget(principal.tenant(), &id)?;
+    runs.forget_flow(principal.tenant(), &id)?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -238,6 +238,39 @@ impl Limits {
     }
 }
 
+/// Budgets per API token at a rate each tenant sets (the get-object
+/// endpoint): a burst of one second's worth, then the rate. Tokens are
+/// keyed by their hash, so the map holds no secret.
+#[derive(Default)]
+pub(super) struct TokenLimits {
+    by_rate: Mutex<HashMap<u32, Arc<Keyed<String>>>>,
+}
+
+impl TokenLimits {
+    pub(super) fn check(&self, token_hash: &str, per_second: u32) -> Result<(), ApiError> {
+        let rate = Rate {
+            per_second,
+            burst: per_second,
+        };
+        let Some(gcra) = Gcra::new(rate) else {
+            return Ok(());
+        };
+        let keyed = self
+            .by_rate
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(per_second)
+            .or_insert_with(|| Arc::new(Keyed::new(gcra, MAX_KEYS)))
+            .clone();
+        keyed.check(token_hash).map_err(|wait| {
+            too_many(
+                wait,
+                &format!("over this token's {per_second} get-object requests per second"),
+            )
+        })
+    }
+}
+
 /// Middleware of the public routes: the source address's budget, before
 /// anything else is done for the request.
 pub(super) async fn per_source(

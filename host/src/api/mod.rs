@@ -13,6 +13,7 @@ mod limits;
 mod plugins;
 mod runs;
 mod tenants;
+mod topics;
 
 use std::sync::Arc;
 
@@ -39,6 +40,7 @@ use crate::{
     registry::Registry,
     runs::Runs,
     tenants::{Principal, Tenants},
+    topics::{Topics, streams::Streams, webhooks::Feeds},
     triggers::Triggers,
 };
 
@@ -53,6 +55,9 @@ pub struct ApiState {
     pub flows: Arc<Flows>,
     pub runs: Arc<Runs>,
     pub triggers: Arc<Triggers>,
+    pub topics: Arc<Topics>,
+    pub streams: Arc<Streams>,
+    pub feeds: Arc<Feeds>,
     pub metrics: Arc<Metrics>,
     pub engine: Arc<Engine>,
     pub settings: Arc<ApiSettings>,
@@ -96,6 +101,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(tenants::routes())
         .merge(flows::routes())
         .merge(runs::routes())
+        .merge(topics::routes())
         .route_layer(middleware::from_fn_with_state(
             state.tenants.clone(),
             require_token,
@@ -104,6 +110,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .merge(hooks::metrics_routes())
         .merge(connections::public_routes().route_layer(per_source.clone()))
+        .merge(topics::public_routes().route_layer(per_source.clone()))
         .merge(authed)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         // Plugin uploads set a larger limit on their route (the innermost

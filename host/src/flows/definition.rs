@@ -184,7 +184,7 @@ pub const DEFAULT_INTERVAL_SECS: u64 = 60;
 
 /// One step of a flow. Which kind it is follows from the fields it has:
 /// `plugin` and `action` (an action), `paths`, `for_each`, `delay`, `stop`,
-/// `fail`, `respond` or `call_flow`. Any step may have `if:`; actions and
+/// `fail`, `respond`, `call_flow` or `publish`. Any step may have `if:`; actions and
 /// flow calls may have `on_error`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -228,6 +228,27 @@ pub struct StepSpec {
     pub respond: Option<RespondSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_flow: Option<CallFlowSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<PublishSpec>,
+}
+
+/// Appends a change record to one of the tenant's topics (made with the
+/// defaults when it does not exist), once per run and step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishSpec {
+    pub topic: String,
+    /// A template: the record's key (records of one key keep their order).
+    pub key: String,
+    /// A template: the record's type, e.g. `order.updated`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A template: the record's data (the key's new state).
+    #[serde(default)]
+    pub data: Value,
+    /// The key was deleted: a tombstone, `data` is not used.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delete: bool,
 }
 
 /// The kinds of step.
@@ -242,6 +263,7 @@ pub enum StepKind {
     Fail,
     Respond,
     CallFlow,
+    Publish,
 }
 
 impl StepKind {
@@ -255,6 +277,7 @@ impl StepKind {
             StepKind::Fail => "fail",
             StepKind::Respond => "respond",
             StepKind::CallFlow => "call_flow",
+            StepKind::Publish => "publish",
         }
     }
 }
@@ -274,6 +297,7 @@ impl StepSpec {
             (self.fail.is_some(), StepKind::Fail),
             (self.respond.is_some(), StepKind::Respond),
             (self.call_flow.is_some(), StepKind::CallFlow),
+            (self.publish.is_some(), StepKind::Publish),
         ] {
             if present {
                 kinds.push(kind);

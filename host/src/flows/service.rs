@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::definition::{Catalogue, FlowSpec, Pinned, StepKind, actions, walk};
 use crate::{
-    clock::now_secs,
+    clock::{now_ms, now_secs},
     connections::Connections,
     error::ServiceError,
     manifest::{Manifest, TriggerKind},
@@ -41,6 +41,10 @@ pub struct FlowRecord {
     /// its trigger's events start no runs until it is resumed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<String>,
+    /// When the flow was last resumed: what it did for an entity before
+    /// then does not count towards a loop again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_at: Option<u64>,
     pub created_at: u64,
     pub updated_at: u64,
 }
@@ -179,6 +183,7 @@ impl Flows {
                     webhook_token: None,
                     subscription: None,
                     paused: None,
+                    resumed_at: None,
                     created_at: now,
                     updated_at: now,
                 }
@@ -334,6 +339,9 @@ impl Flows {
             || reason.is_none() && record.paused.is_none()
         {
             return Ok(false);
+        }
+        if reason.is_none() {
+            record.resumed_at = Some(now_ms());
         }
         record.paused = reason;
         self.write(&record, Vec::new())?;

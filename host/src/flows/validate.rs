@@ -223,6 +223,14 @@ impl Checker<'_> {
                 "hydrate: needs `entity` (which entity a thin event is about: fetches of one entity are merged)".into(),
             );
         }
+        if super::definition::walk(&flow.steps)
+            .iter()
+            .any(|step| step.key == "hydrate")
+        {
+            self.problems.push(
+                "steps: the key `hydrate` names the flow's `hydrate` step; rename this step".into(),
+            );
+        }
         let plugin = if hydrate.plugin.is_empty() {
             flow.trigger.plugin.clone()
         } else {
@@ -443,6 +451,29 @@ impl Checker<'_> {
                     );
                 }
                 self.templates(&format!("{at}.respond.body"), &respond.body, scope);
+            }
+            StepKind::Publish => {
+                let publish = step.publish.as_ref().expect("kind says publish");
+                if let Err(e) = crate::topics::check_name("topic", &publish.topic) {
+                    self.problems.push(format!("{at}.publish.topic: {e}"));
+                }
+                for (field, text) in [("key", &publish.key), ("type", &publish.kind)] {
+                    if text.trim().is_empty() {
+                        self.problems
+                            .push(format!("{at}.publish.{field}: must not be empty"));
+                    }
+                    self.templates(
+                        &format!("{at}.publish.{field}"),
+                        &Value::String(text.clone()),
+                        scope,
+                    );
+                }
+                if !publish.delete && publish.data.is_null() {
+                    self.problems.push(format!(
+                        "{at}.publish.data: give the record's data (or `delete: true` for a tombstone)"
+                    ));
+                }
+                self.templates(&format!("{at}.publish.data"), &publish.data, scope);
             }
             StepKind::CallFlow => {
                 let call = step.call_flow.as_ref().expect("kind says call_flow");

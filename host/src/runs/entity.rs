@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use super::Runs;
 use crate::{
     error::ServiceError,
-    flows::{CoalesceSpec, FlowRecord, RunLimit, template},
+    flows::{FlowRecord, RunLimit, template},
     store::{EntityState, EntityWrite, IngestCounts, RunEntity, RunError, RunRecord, RunStatus},
 };
 
@@ -136,6 +136,10 @@ pub(super) struct Entities<'a> {
     /// States decided in this batch, by entity key (a batch may hold
     /// several events of one entity).
     pending: HashMap<String, EntityState>,
+    /// For coalescing: the entity's oldest run still waiting to start (in
+    /// the store or in this batch): when it was created and the state it
+    /// started from.
+    waiting: HashMap<String, Option<(u64, Value)>>,
     pub(super) counts: IngestCounts,
 }
 
@@ -146,6 +150,7 @@ impl<'a> Entities<'a> {
             flow,
             now,
             pending: HashMap::new(),
+            waiting: HashMap::new(),
             counts: IngestCounts::default(),
         }
     }
@@ -172,9 +177,15 @@ impl<'a> Entities<'a> {
             key: key.clone(),
             seq: self.runs.next_seq(),
         });
-        if let Some(coalesce) = spec.coalesce {
-            run.due_at = self.coalesced_due(&key, coalesce)?;
-        }
+        let waiting = match spec.coalesce {
+            Some(coalesce) => {
+                let waiting = self.first_waiting(&key)?;
+                let first = waiting.as_ref().map_or(self.now, |(at, _)| *at);
+                run.due_at = (self.now + coalesce.window_ms).min(first + coalesce.max_delay_ms);
+                waiting
+            }
+            None => None,
+        };
         if self.flow.spec.hydrate.is_some() {
             // The thin event says which entity; what changed is known once
             // the full entity is fetched.
@@ -215,11 +226,37 @@ impl<'a> Entities<'a> {
             }
             Decision::Run { changes } => {
                 metrics.entity_event(if state.is_some() { "changed" } else { "new" });
-                let (next, looping) =
-                    next_state(state.as_ref(), projection, version, self.now, spec.max_runs);
+                let (next, looping) = next_state(
+                    state.as_ref(),
+                    projection,
+                    version,
+                    self.now,
+                    (
+                        spec.max_runs,
+                        self.flow.resumed_at.unwrap_or(0),
+                        waiting.is_some(),
+                    ),
+                );
                 self.pending.insert(key.clone(), next);
-                run.previous = Some(state.map(|s| s.data).unwrap_or(Value::Null));
-                run.changes = Some(changes);
+                let previous = state.map(|s| s.data).unwrap_or(Value::Null);
+                match waiting {
+                    // This run replaces the waiting one: what changed is
+                    // counted from where that one started.
+                    Some((_, from)) => {
+                        run.changes = Some(self::changes(&from, &projection_of(run, spec)));
+                        run.previous = Some(from);
+                    }
+                    None => {
+                        run.changes = Some(changes);
+                        run.previous = Some(previous.clone());
+                    }
+                }
+                if spec.coalesce.is_some() {
+                    let slot = self.waiting.entry(key.clone()).or_insert(None);
+                    if slot.is_none() {
+                        *slot = Some((self.now, run.previous.clone().unwrap_or(previous)));
+                    }
+                }
                 if looping {
                     let message = pause_for_loop(self.runs, self.flow, &key);
                     return Ok(self.fail(run, "loop", message));
@@ -229,30 +266,34 @@ impl<'a> Entities<'a> {
         }
     }
 
-    /// When a coalescing run is due: a window after this event, but never
-    /// later than `max_delay_ms` after the oldest run of the entity still
-    /// waiting (the one this event will replace).
-    fn coalesced_due(&self, key: &str, coalesce: CoalesceSpec) -> Result<u64, ServiceError> {
+    /// The entity's oldest run still waiting to start (coalescing: the one
+    /// a new event replaces): when it was created and the `previous` it
+    /// started from.
+    fn first_waiting(&mut self, key: &str) -> Result<Option<(u64, Value)>, ServiceError> {
+        if let Some(waiting) = self.waiting.get(key) {
+            return Ok(waiting.clone());
+        }
         let Some(spec) = &self.flow.spec.entity else {
-            return Ok(self.now);
+            return Ok(None);
         };
-        let waiting = self.runs.entity_store.entity_runs(
+        let ids = self.runs.entity_store.entity_runs(
             &self.flow.tenant,
             &self.flow.id,
             &spec.kind,
             key,
         )?;
-        let mut first = self.now;
-        for id in &waiting {
+        let mut found = None;
+        for id in &ids {
             if let Some(run) = self.runs.store.run(&self.flow.tenant, id)?
                 && run.status == RunStatus::Queued
                 && run.steps.is_empty()
             {
-                first = first.min(run.created_at);
+                found = Some((run.created_at, run.previous.unwrap_or(Value::Null)));
                 break;
             }
         }
-        Ok((self.now + coalesce.window_ms).min(first + coalesce.max_delay_ms))
+        self.waiting.insert(key.to_string(), found.clone());
+        Ok(found)
     }
 
     fn fail(&mut self, run: &mut RunRecord, kind: &str, message: String) -> bool {
@@ -292,23 +333,27 @@ impl<'a> Entities<'a> {
 }
 
 /// An entity's state after an event that changed it, and whether the flow
-/// is looping on it (more runs for it than `limit` allows).
+/// is looping on it (more runs for it than `limit` allows; runs before
+/// `since`, when the flow was last resumed, do not count). An event that
+/// replaces a run still waiting (coalescing) is not one more run.
 pub(super) fn next_state(
     state: Option<&EntityState>,
     projection: Value,
     version: Option<Value>,
     now: u64,
-    limit: RunLimit,
+    (limit, since, replaces): (RunLimit, u64, bool),
 ) -> (EntityState, bool) {
     let window = limit.minutes.saturating_mul(60_000);
     let mut fires: Vec<u64> = state
         .map(|s| s.fires.clone())
         .unwrap_or_default()
         .into_iter()
-        .filter(|at| now.saturating_sub(*at) < window)
+        .filter(|at| now.saturating_sub(*at) < window && *at >= since)
         .collect();
-    let looping = too_many_runs(&fires, now, limit.count, window);
-    fires.push(now);
+    let looping = !replaces && too_many_runs(&fires, now, limit.count, window);
+    if !replaces {
+        fires.push(now);
+    }
     // At most what the limit needs to be judged.
     let keep = fires.len().saturating_sub(limit.count as usize + 1);
     fires.drain(..keep);
@@ -352,6 +397,11 @@ pub(super) fn condition_context(flow: &FlowRecord, run: &RunRecord) -> Value {
         "changes": run.changes.clone().unwrap_or(Value::Null),
         "previous": run.previous.clone().unwrap_or(Value::Null),
     })
+}
+
+/// The projection of a run's event (what matters of it).
+fn projection_of(run: &RunRecord, spec: &crate::flows::EntitySpec) -> Value {
+    project(&run.event.payload, &spec.fields)
 }
 
 fn render_text(template: &str, context: &Value) -> Result<String, String> {

@@ -34,6 +34,7 @@ use crate::{
     calls::{Purpose, Refused, Target, parse_output},
     clock::now_ms,
     engine::CallError,
+    error::ServiceError,
     flows::{FlowRecord, PathsMode, StepKind, StepSpec, actions, template},
     registry::parse_plugin_ref,
     schema::check_against,
@@ -41,6 +42,7 @@ use crate::{
         Attempt, EntityState, EntityWrite, KEPT_ATTEMPTS, ParentRun, RunEntity, RunError,
         RunRecord, RunResponse, RunStatus, StepRecord, StepStatus,
     },
+    topics::NewRecord,
 };
 
 /// How often a run waiting for a flow it called looks at it, in case the
@@ -183,6 +185,7 @@ impl<'a> Interpreter<'a> {
             .into_iter()
             .zip(&flow.pinned.steps)
             .map(|(s, v)| (s.key.as_str(), v))
+            .chain(flow.pinned.hydrate.as_ref().map(|v| ("hydrate", v)))
             .collect();
         Interpreter {
             runs,
@@ -236,6 +239,30 @@ impl<'a> Interpreter<'a> {
                     "coalesced",
                     format!(
                         "a newer event of {} `{}` replaced this one; its run has the latest state",
+                        entity.kind, entity.key
+                    ),
+                ));
+            }
+        }
+        if spec.echo.is_some() && hydrate.is_none() && run.steps.is_empty() {
+            // Decided when it arrived; since then a run of this flow may
+            // have written exactly what the event shows (its echo arrived
+            // before that run had finished).
+            let state =
+                self.runs
+                    .entity_store
+                    .entity(&run.tenant, &run.flow_id, &entity.kind, &entity.key);
+            if let Ok(Some(state)) = state
+                && state.updated_at > run.created_at
+                && state.data == super::entity::project(&run.event.payload, &spec.fields)
+            {
+                self.runs.metrics.entity_event("no_op");
+                self.runs.count(&run.tenant, &run.flow_id, |c| c.no_op += 1);
+                return Outcome::Skip(self.error(
+                    "entity",
+                    "echo",
+                    format!(
+                        "the event shows what this flow wrote to {} `{}` itself (entity.echo)",
                         entity.kind, entity.key
                     ),
                 ));
@@ -364,8 +391,13 @@ impl<'a> Interpreter<'a> {
         self.runs
             .metrics
             .entity_event(if state.is_some() { "changed" } else { "new" });
-        let (next, looping) =
-            super::entity::next_state(state.as_ref(), projection, version, now, spec.max_runs);
+        let (next, looping) = super::entity::next_state(
+            state.as_ref(),
+            projection,
+            version,
+            now,
+            (spec.max_runs, self.flow.resumed_at.unwrap_or(0), false),
+        );
         let write = EntityWrite {
             tenant: tenant.clone(),
             flow: flow_id,
@@ -611,6 +643,87 @@ impl<'a> Interpreter<'a> {
             }
             StepKind::Respond => self.respond(step, scope, record),
             StepKind::CallFlow => self.call_flow(step, scope, record).await,
+            StepKind::Publish => self.publish(step, scope, record).await,
+        }
+    }
+
+    /// Appends the step's record to its topic. The step's idempotency key
+    /// goes with it, so a step run again after a crash finds its record
+    /// instead of writing a second one.
+    async fn publish(&self, step: &StepSpec, scope: &Scope, mut record: StepRecord) -> Outcome {
+        let publish = step.publish.as_ref().expect("kind says publish");
+        let context = self.context(scope);
+        let rendered = (|| {
+            let key = self.text(&publish.key, scope)?;
+            let kind = self.text(&publish.kind, scope)?;
+            let data = if publish.delete {
+                Value::Null
+            } else {
+                template::render(&publish.data, &context)?
+            };
+            Ok::<_, String>((key, kind, data))
+        })();
+        let (key, kind, data) = match rendered {
+            Ok(parts) => parts,
+            Err(e) => {
+                let error = self.error(
+                    &record.key,
+                    "mapping",
+                    format!("steps[{}].publish: {e}", step.key),
+                );
+                return self.failed(step, record, error);
+            }
+        };
+        if data.is_null() && !publish.delete {
+            let error = self.error(
+                &record.key,
+                "mapping",
+                format!(
+                    "steps[{}].publish.data rendered to null; use `delete: true` for a tombstone",
+                    step.key
+                ),
+            );
+            return self.failed(step, record, error);
+        }
+        let tenant = self.lock().tenant.clone();
+        record.input =
+            Some(json!({"topic": publish.topic, "key": key, "type": kind, "data": data}));
+        let new = NewRecord {
+            key,
+            kind,
+            data,
+            idempotency: Some(record.idempotency_key.clone()),
+        };
+        match self
+            .runs
+            .topics
+            .publish(&tenant, &publish.topic, vec![new])
+            .await
+        {
+            Ok(written) => {
+                let written = &written[0];
+                record.output = Some(json!({
+                    "topic": publish.topic,
+                    "partition": written.partition,
+                    "offset": written.offset,
+                }));
+                record.status = StepStatus::Succeeded;
+                record.attempts += 1;
+                self.upsert(record);
+                Outcome::Continue
+            }
+            Err(e) => {
+                let kind = match e {
+                    ServiceError::BadRequest(_) => "invalid-input",
+                    _ => "storage",
+                };
+                let error = self.error(
+                    &record.key,
+                    kind,
+                    format!("steps[{}].publish: {e}", step.key),
+                );
+                self.failed(step, record, error)
+            }
         }
     }
 

@@ -42,6 +42,7 @@ use crate::{
     metrics::Metrics,
     store::{EntityStore, IngestCounts, Lane, RunStore},
     tasks::Tasks,
+    topics::Topics,
 };
 
 /// Limits and windows of the runtime, from the operator's settings.
@@ -79,6 +80,7 @@ pub struct Runs {
     entity_store: Arc<dyn EntityStore>,
     flows: Arc<Flows>,
     calls: Arc<Calls>,
+    topics: Arc<Topics>,
     metrics: Arc<Metrics>,
     tasks: Arc<Tasks>,
     settings: RuntimeSettings,
@@ -101,6 +103,7 @@ impl Runs {
         entity_store: Arc<dyn EntityStore>,
         flows: Arc<Flows>,
         calls: Arc<Calls>,
+        topics: Arc<Topics>,
         metrics: Arc<Metrics>,
         tasks: Arc<Tasks>,
         settings: RuntimeSettings,
@@ -110,6 +113,7 @@ impl Runs {
             entity_store,
             flows,
             calls,
+            topics,
             metrics,
             tasks,
             settings,
@@ -129,6 +133,22 @@ impl Runs {
         if let Err(e) = self.entity_store.add_counts(tenant, flow, &delta) {
             tracing::warn!(flow, "cannot count the flow's events: {e}");
         }
+    }
+
+    /// What a flow's trigger events came to (flows with an entity).
+    pub fn ingest_counts(
+        &self,
+        tenant: &str,
+        flow: &str,
+    ) -> Result<IngestCounts, crate::error::ServiceError> {
+        self.flows.get(tenant, flow)?;
+        Ok(self.entity_store.counts(tenant, flow)?)
+    }
+
+    /// Forgets what the runs kept of a deleted flow beside its runs: its
+    /// entities' states and its event counts.
+    pub fn forget_flow(&self, tenant: &str, flow: &str) -> Result<(), crate::error::ServiceError> {
+        Ok(self.entity_store.forget_entities(tenant, flow)?)
     }
 
     /// The next number in the arrival order of entities' runs.

@@ -129,6 +129,20 @@ impl Runs {
             let payload = serde_json::from_str(&event.payload);
             let mut run = self.new_run(flow, id, source, event.id, payload, now);
             run.parent = parent.clone();
+            if let Some(reason) = flow.paused.as_ref().filter(|_| held_while_paused(source))
+                && !run.status.is_finished()
+            {
+                // Kept, not run: replayed once the flow is resumed.
+                run.status = RunStatus::Cancelled;
+                run.finished_at = Some(now);
+                run.error = Some(RunError {
+                    step: None,
+                    kind: "paused".into(),
+                    message: format!(
+                        "the flow is paused ({reason}); resume it, then replay this run to process the event"
+                    ),
+                });
+            }
             if !run.status.is_finished() && !entities.admit(&mut run)? {
                 continue;
             }
@@ -145,7 +159,9 @@ impl Runs {
                 .add_counts(&flow.tenant, &flow.id, &counts)?;
         }
         if source == "reconcile" {
-            self.metrics.reconciled.inc_by(runs.len() as u64);
+            // What the webhooks missed: the events that start a run.
+            let started = runs.iter().filter(|r| !r.status.is_finished()).count();
+            self.metrics.reconciled.inc_by(started as u64);
         }
         Ok((outcome, runs))
     }
@@ -461,4 +477,11 @@ impl Runs {
 pub struct PruneReport {
     pub runs: usize,
     pub dedup_entries: usize,
+}
+
+/// Whether events from `source` wait while their flow is paused: a
+/// trigger's do; a run started by hand or by another flow is someone's
+/// explicit wish and goes ahead.
+fn held_while_paused(source: &str) -> bool {
+    !matches!(source, "api" | "flow")
 }

@@ -105,7 +105,7 @@ fn snippet(body: &[u8]) -> String {
 /// Milliseconds a `Retry-After` value asks to wait: delay-seconds (also
 /// decimal, as Shopify sends `2.0`) or an HTTP date (one in the past means
 /// now). `None` if it is neither.
-fn retry_after_ms(value: &str, now: SystemTime) -> Option<u64> {
+pub fn retry_after_ms(value: &str, now: SystemTime) -> Option<u64> {
     let value = value.trim();
     if value.bytes().all(|b| b.is_ascii_digit() || b == b'.') && value.contains(char::is_numeric) {
         let seconds: f64 = value.parse().ok()?;

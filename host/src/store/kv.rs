@@ -38,10 +38,28 @@ pub enum Tree {
     /// `[tenant, fingerprint]` → the subscription of one plugin version,
     /// trigger, connection and params.
     SubscriptionIndex,
+    /// `[tenant, topic]` → a topic's settings.
+    Topics,
+    /// `[tenant]` → the tenant's limits of the topics' API.
+    TopicLimits,
+    /// `[tenant, stream]` → a stream and its committed positions.
+    Streams,
+    /// `[tenant, subscription]` → a batched webhook subscription.
+    Feeds,
+    /// `[tenant, subscription, batch]` → one batch of changes and its
+    /// delivery state.
+    FeedBatches,
+    /// `[tenant, subscription, batch]` → when the batch is next sent: the
+    /// batches still to deliver.
+    FeedPending,
+    /// `[token]` → where a batch's fetch URL points.
+    FeedTokens,
+    /// `[tenant, subscription, at (16 hex digits)]` → one delivery attempt.
+    FeedAttempts,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 12] = [
+    pub const ALL: [Tree; 20] = [
         Tree::Meta,
         Tree::Plugins,
         Tree::PluginRefs,
@@ -54,6 +72,14 @@ impl Tree {
         Tree::Hooks,
         Tree::Subscriptions,
         Tree::SubscriptionIndex,
+        Tree::Topics,
+        Tree::TopicLimits,
+        Tree::Streams,
+        Tree::Feeds,
+        Tree::FeedBatches,
+        Tree::FeedPending,
+        Tree::FeedTokens,
+        Tree::FeedAttempts,
     ];
 
     /// The tree's stable name (kept by every backend).
@@ -71,6 +97,14 @@ impl Tree {
             Tree::Hooks => "hooks",
             Tree::Subscriptions => "subscriptions",
             Tree::SubscriptionIndex => "subscription_index",
+            Tree::Topics => "topics",
+            Tree::TopicLimits => "topic_limits",
+            Tree::Streams => "streams",
+            Tree::Feeds => "feeds",
+            Tree::FeedBatches => "feed_batches",
+            Tree::FeedPending => "feed_pending",
+            Tree::FeedTokens => "feed_tokens",
+            Tree::FeedAttempts => "feed_attempts",
         }
     }
 }

@@ -9,7 +9,9 @@
 //! - [`Inbox`]: webhook deliveries accepted and not yet processed, and the
 //!   ones that were rejected;
 //! - [`TriggerStore`]: where each polling or scheduled trigger stands;
-//! - [`EntityStore`]: what each flow last saw of each entity.
+//! - [`EntityStore`]: what each flow last saw of each entity;
+//! - [`TopicStore`]: topics' change records by partition and offset, and
+//!   the current state per key.
 //!
 //! Services build neither byte keys nor backend batches: they name a tree and
 //! the parts of a key, or call a typed operation. [`sled`] is the embedded
@@ -21,6 +23,7 @@ mod kv;
 pub mod postgres;
 mod runs;
 pub mod sled;
+mod topics;
 mod triggers;
 
 use std::sync::Arc;
@@ -32,6 +35,7 @@ pub use runs::{
     Along, Attempt, KEPT_ATTEMPTS, Lane, ParentRun, QueueEntry, RunError, RunEvent, RunFilter,
     RunRecord, RunResponse, RunStatus, RunStore, Seen, StepRecord, StepStatus, Visit,
 };
+pub use topics::{PartitionHead, TopicRecord, TopicStore};
 pub use triggers::{PollRecord, Sample, TriggerState, TriggerStore};
 
 /// Errors at the storage boundary.
@@ -72,6 +76,7 @@ pub struct Stores {
     pub inbox: Arc<dyn Inbox>,
     pub triggers: Arc<dyn TriggerStore>,
     pub entities: Arc<dyn EntityStore>,
+    pub topics: Arc<dyn TopicStore>,
 }
 
 /// A boxed future, for the async operations of object-safe store traits.

@@ -265,7 +265,8 @@ impl Triggers {
     }
 
     /// Routes a delivery's events to every active flow of its subscription,
-    /// each through its own de-duplication, entity state and conditions.
+    /// each through its own de-duplication, entity state and conditions (a
+    /// paused flow keeps them as cancelled runs, to replay once resumed).
     /// The inbox entry goes in the batch of the last flow's runs: after a
     /// crash in between, the delivery is routed again and the flows that
     /// had it already drop the events as duplicates.
@@ -289,27 +290,6 @@ impl Triggers {
             } else {
                 Along::Nothing
             };
-            if let Some(reason) = &flow.paused {
-                // Nothing starts while a looping flow is paused; the events
-                // stay visible with the reason.
-                let rejected = Rejected {
-                    received_at: now_ms(),
-                    reason: format!("the flow is paused: {reason}"),
-                    method: "POST".into(),
-                    bytes: 0,
-                    excerpt: events
-                        .iter()
-                        .map(|e| e.payload.as_str())
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                        .chars()
-                        .take(2048)
-                        .collect(),
-                };
-                let key = if i == last { Some(key) } else { None };
-                self.inbox.reject(key, &flow.tenant, &flow.id, &rejected)?;
-                continue;
-            }
             self.record_samples(flow, &events, "webhook");
             let outcome = self
                 .runs

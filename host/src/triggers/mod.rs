@@ -184,6 +184,17 @@ impl Triggers {
         Ok((flow, warning))
     }
 
+    /// Resumes a flow paused because it kept firing for one entity: its
+    /// trigger's events start runs again (what it did for an entity before
+    /// now no longer counts towards a loop), and a polled trigger is polled
+    /// at once.
+    pub fn resume_flow(&self, tenant: &str, id: &str) -> Result<FlowRecord, ServiceError> {
+        self.flows.set_paused(tenant, id, None)?;
+        let flow = self.flows.get(tenant, id)?;
+        self.schedule_flow(&flow)?;
+        Ok(flow)
+    }
+
     /// After a new version of an active flow is published (`before` is the
     /// record before it): a changed webhook trigger leaves its subscription
     /// and joins (or makes) the one of its new trigger; a polling flow picks

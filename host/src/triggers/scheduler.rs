@@ -7,6 +7,12 @@
 //! events are queued in the same atomic batch that saves its new cursor: the
 //! cursor never runs ahead of the events it covered. The first poll only
 //! records where to start, unless the flow asks for existing items.
+//!
+//! A webhook flow with `trigger.reconcile` is in the set too: its entry
+//! polls the paired trigger every so often ("webhook primary, API
+//! secondary"), and the events go through the flow's entity state like the
+//! webhooks', so only what the webhooks missed starts runs. A paused flow
+//! is not polled: its cursor waits where it is until the flow is resumed.
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -137,7 +143,7 @@ impl Triggers {
     /// Adds an active polling or scheduled flow to the set, due when its
     /// saved state says (now for a new one).
     pub(super) fn schedule_flow(&self, flow: &FlowRecord) -> Result<(), ServiceError> {
-        if !flow.active || self.flows.trigger_kind(flow)? == Some(TriggerKind::Webhook) {
+        if !flow.active || self.polled(flow)?.is_none() {
             return Ok(());
         }
         let state = self.trigger_state(&flow.tenant, &flow.id)?;
@@ -147,6 +153,28 @@ impl Triggers {
             state.next_due.max(now_ms()),
         );
         Ok(())
+    }
+
+    /// What the flow's entry in the set polls: its own trigger, the
+    /// reconciliation behind its webhooks, or nothing (a webhook flow
+    /// without one). A schedule has no trigger to poll but is in the set.
+    fn polled(&self, flow: &FlowRecord) -> Result<Option<Polled>, ServiceError> {
+        let trigger = &flow.spec.trigger;
+        Ok(match self.flows.trigger_kind(flow)? {
+            None => Some(Polled::Schedule),
+            Some(TriggerKind::Polling) => Some(Polled::Trigger {
+                trigger: trigger.trigger.clone(),
+                params: trigger.params.clone(),
+                every_ms: interval_ms(flow),
+                source: "poll",
+            }),
+            Some(TriggerKind::Webhook) => trigger.reconcile.as_ref().map(|r| Polled::Trigger {
+                trigger: r.trigger.clone(),
+                params: r.params.clone(),
+                every_ms: r.every_secs.max(1) * 1000,
+                source: "reconcile",
+            }),
+        })
     }
 
     pub(super) fn unschedule_flow(&self, tenant: &str, id: &str) {
@@ -203,30 +231,56 @@ impl Triggers {
     /// batch that queues the events it covered.
     async fn fire(&self, (tenant, id): &FlowKey, due: u64) -> Option<u64> {
         let flow = self.flows.get(tenant, id).ok().filter(|f| f.active)?;
+        let polled = match self.polled(&flow) {
+            Ok(Some(polled)) => polled,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(flow = %flow.id, "cannot tell what to poll: {e}");
+                return Some(now_ms() + 60_000);
+            }
+        };
+        let every_ms = match &polled {
+            Polled::Schedule => interval_ms(&flow),
+            Polled::Trigger { every_ms, .. } => *every_ms,
+        };
+        if flow.paused.is_some() {
+            // Looked at again later: resuming puts it back at once.
+            return Some(now_ms() + every_ms);
+        }
         // Another node may hold the trigger (several hosts on one store).
         match self.states.lease(tenant, id, now_ms()) {
             Ok(None) => {}
             Ok(Some(again)) => return Some(again),
             Err(e) => {
                 tracing::warn!(flow = %flow.id, "cannot take the trigger's lease: {e}");
-                return Some(now_ms() + interval_ms(&flow));
+                return Some(now_ms() + every_ms);
             }
         }
         let mut state = self.trigger_state(tenant, id).unwrap_or_default();
         let now = now_ms();
         // A schedule whose slot another node already fired (it held the
         // trigger a moment ago): on to the slot the store says is next.
-        if flow.pinned.trigger.is_none() && state.next_due > due.max(now) + 1_000 {
+        if matches!(polled, Polled::Schedule) && state.next_due > due.max(now) + 1_000 {
             return Some(state.next_due);
         }
         // Where the last committed poll left off, restored if this one fails.
         let committed = (state.cursor.clone(), state.seeded);
-        let fetched = if flow.pinned.trigger.is_none() {
-            let events = vec![schedule_event(due, now)];
-            self.record_samples(&flow, &events, "schedule");
-            Ok(events)
-        } else {
-            self.poll(&flow, &mut state, now).await
+        let (fetched, source) = match &polled {
+            Polled::Schedule => {
+                let events = vec![schedule_event(due, now)];
+                self.record_samples(&flow, &events, "schedule");
+                (Ok(events), "schedule")
+            }
+            Polled::Trigger {
+                trigger,
+                params,
+                source,
+                ..
+            } => (
+                self.poll(&flow, trigger, params, source, &mut state, now)
+                    .await,
+                *source,
+            ),
         };
         state.last_run_at = Some(now);
         state.polls += 1;
@@ -234,13 +288,8 @@ impl Triggers {
             state.failures = 0;
             state.last_error = None;
             state.last_events = events.len();
-            state.next_due = next_due(&flow, now_ms());
-            let source = if flow.pinned.trigger.is_none() {
-                "schedule"
-            } else {
-                "poll"
-            };
-            let along = if flow.pinned.trigger.is_none() {
+            state.next_due = next_due(&flow, every_ms, now_ms());
+            let along = if matches!(polled, Polled::Schedule) {
                 Along::Slot {
                     tenant,
                     flow: id,
@@ -258,7 +307,7 @@ impl Triggers {
                 Ok(_) => Ok(()),
                 // The slot was fired already, by another node: not a failure.
                 Err(ServiceError::Store(StoreError::Conflict(_)))
-                    if flow.pinned.trigger.is_none() =>
+                    if matches!(polled, Polled::Schedule) =>
                 {
                     Ok(())
                 }
@@ -276,7 +325,7 @@ impl Triggers {
                 self.metrics.poll("error");
                 tracing::warn!(flow = %flow.id, "poll failed: {message}");
                 state.last_error = Some(message);
-                let backoff = Backoff::poll(interval_ms(&flow)).delay(state.failures);
+                let backoff = Backoff::poll(every_ms).delay(state.failures);
                 state.next_due = retry_at.unwrap_or(now_ms() + backoff);
                 if let Err(e) = self.states.save_state(tenant, id, &state) {
                     tracing::error!(flow = %flow.id, "cannot save the trigger state: {e}");
@@ -292,12 +341,15 @@ impl Triggers {
     async fn poll(
         &self,
         flow: &FlowRecord,
+        trigger: &str,
+        params: &serde_json::Value,
+        source: &str,
         state: &mut TriggerState,
         now: u64,
     ) -> Result<Vec<Event>, PollFailure> {
         let purpose = Purpose::Poll {
             flow: flow.id.clone(),
-            trigger: flow.spec.trigger.trigger.clone(),
+            trigger: trigger.to_string(),
         };
         let cursor_before = state.cursor.clone();
         let call = self
@@ -310,12 +362,7 @@ impl Triggers {
         // polls are refused until it is resumed.
         let outcome = self
             .calls
-            .poll(
-                call,
-                &flow.spec.trigger.trigger,
-                &flow.spec.trigger.params.to_string(),
-                state.cursor.as_deref(),
-            )
+            .poll(call, trigger, &params.to_string(), state.cursor.as_deref())
             .await;
         let mut record = PollRecord {
             at: now,
@@ -329,7 +376,7 @@ impl Triggers {
         let result = match outcome.result {
             Ok(output) => {
                 record.events = output.events.len();
-                self.record_samples(flow, &output.events, "poll");
+                self.record_samples(flow, &output.events, source);
                 let seeding =
                     !state.seeded && state.cursor.is_none() && !flow.spec.trigger.include_existing;
                 state.seeded = true;
@@ -389,6 +436,19 @@ pub(super) fn schedule_event(due: u64, now: u64) -> Event {
     }
 }
 
+/// What a flow's entry in the schedule does when due.
+enum Polled {
+    /// A pure schedule: its tick is the event.
+    Schedule,
+    /// A poll of `trigger` every `every_ms`, its events from `source`.
+    Trigger {
+        trigger: String,
+        params: serde_json::Value,
+        every_ms: u64,
+        source: &'static str,
+    },
+}
+
 struct PollFailure {
     message: String,
     retry_at: Option<u64>,
@@ -403,8 +463,9 @@ fn interval_ms(flow: &FlowRecord) -> u64 {
         * 1000
 }
 
-/// When a flow's trigger fires next after `now`.
-pub fn next_due(flow: &FlowRecord, now: u64) -> u64 {
+/// When a flow's trigger fires next after `now`: at its cron schedule's
+/// next time, or `every_ms` later.
+pub fn next_due(flow: &FlowRecord, every_ms: u64, now: u64) -> u64 {
     if let Some(schedule) = &flow.spec.trigger.schedule
         && let Ok(cron) = parse_schedule(schedule)
     {
@@ -416,7 +477,7 @@ pub fn next_due(flow: &FlowRecord, now: u64) -> u64 {
             return next.timestamp_millis() as u64;
         }
     }
-    now + interval_ms(flow)
+    now + every_ms
 }
 
 fn iso(ms: u64) -> String {

@@ -291,7 +291,9 @@ async fn ack_latencies(urls: &[String], n: usize, tag: &str) -> Vec<Duration> {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), 200, "delivery {tag}-{i}");
+        // 202: on disk, handled later because every instance is busy.
+        let status = response.status().as_u16();
+        assert!(matches!(status, 200 | 202), "delivery {tag}-{i}: {status}");
         latencies.push(started.elapsed());
     }
     latencies.sort();

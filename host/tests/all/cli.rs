@@ -293,3 +293,64 @@ fn operator_workflow_through_the_cli() {
     assert!(!unauthorised.status.success());
     assert!(String::from_utf8_lossy(&unauthorised.stderr).contains("SWITCHYARD_TOKEN"));
 }
+
+#[test]
+fn topics_and_streams_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let load_dir = dir.path().join("connectors");
+    std::fs::create_dir(&load_dir).unwrap();
+    let server = serve(&dir.path().join("data"), &load_dir);
+
+    stdout(&run(
+        &server,
+        &["topic", "create", "orders", "--partitions", "2"],
+    ));
+    for (key, status) in [("1001", "paid"), ("1002", "new"), ("1001", "shipped")] {
+        let data = format!(r#"{{"status":"{status}"}}"#);
+        stdout(&run(
+            &server,
+            &[
+                "topic",
+                "publish",
+                "orders",
+                key,
+                "order.updated",
+                "--data",
+                &data,
+            ],
+        ));
+    }
+    let topics = stdout(&run(&server, &["topic", "list"]));
+    assert!(
+        topics.contains("orders") && topics.contains(" 3 "),
+        "{topics}"
+    );
+    let current = stdout(&run(&server, &["topic", "get", "orders", "1001"]));
+    assert!(current.contains("shipped"), "{current}");
+
+    let created = stdout(&run(
+        &server,
+        &["stream", "create", "orders", "--where", "status=\"paid\""],
+    ));
+    let created: serde_json::Value = serde_json::from_str(&created).unwrap();
+    let id = created["id"].as_str().unwrap();
+    let read = stdout(&run(&server, &["stream", "read", id]));
+    assert!(read.contains("1001") && !read.contains("1002"), "{read}");
+    let cursor = read
+        .lines()
+        .last()
+        .unwrap()
+        .strip_prefix("cursor: ")
+        .unwrap();
+    stdout(&run(&server, &["stream", "commit", id, cursor]));
+    let stats = stdout(&run(&server, &["stream", "stats", id]));
+    assert!(stats.contains("total lag: 0"), "{stats}");
+
+    // A bad filter says what is wrong.
+    let failed = run(
+        &server,
+        &["stream", "create", "orders", "--where", "status"],
+    );
+    assert!(!failed.status.success());
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("FIELD=JSON"));
+}

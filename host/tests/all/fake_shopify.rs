@@ -161,6 +161,23 @@ impl FakeShopify {
         order.clone()
     }
 
+    /// The merchant changes an order in the admin: `fields` replace the
+    /// order's, `updated_at` becomes now, and Shopify makes its
+    /// `orders/updated` deliveries.
+    pub fn edit_order(&self, id: u64, fields: Value) -> Value {
+        let mut state = self.lock();
+        let order = state.orders.get_mut(&id).expect("no such order");
+        if let Value::Object(fields) = fields {
+            for (key, value) in fields {
+                order[key] = value;
+            }
+        }
+        order["updated_at"] = json!(shop_time(now_secs()));
+        let order = order.clone();
+        state.notify("orders/updated", &order);
+        order
+    }
+
     pub fn order(&self, id: u64) -> Option<Value> {
         self.lock().orders.get(&id).cloned()
     }

@@ -6,6 +6,7 @@
 
 mod abuse;
 mod auth;
+mod change_ingest;
 mod cli;
 mod cluster;
 mod connectors_rust;
@@ -26,6 +27,7 @@ mod postgres;
 mod runs;
 mod sandbox;
 mod secrets;
+mod streams;
 mod support;
 mod tenants;
 mod tidy;

@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["manifest", "sandbox"],
     &["engine"],
     &["connector", "error"],
-    &["registry", "tenants"],
+    &["registry", "tenants", "topics"],
     &["connections"],
     &["calls"],
     &["oauth", "flows"],

@@ -22,7 +22,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::http::StatusCode;
 use reqwest::Method;
 use serde_json::{Value, json};
 use switchyard::runs::record::run_id_for;
@@ -33,16 +32,12 @@ use crate::{
     fake_shopify::{self, FakeShopify},
     fake_warehouse::FakeWarehouse,
     support::{
-        DEADLINE, TestHost, client,
+        DEADLINE, PUBLIC_URL, TestHost,
         fake::{Delivery, Mutation, Received},
         metrics::sample,
-        read, sandbox_config, wait_for,
+        sandbox_config, wait_for,
     },
 };
-
-/// Where the third parties are told the host is (Shopify and the warehouse
-/// deliver to https only); deliveries to it are posted to the test host.
-const PUBLIC_URL: &str = "https://switchyard.test";
 
 /// The retry schedule of every step: short, so a test recovers in seconds.
 fn retry() -> Value {
@@ -59,7 +54,6 @@ struct Merchant {
     shopify: String,
     wms: String,
     shipping: String,
-    http: reqwest::Client,
     _dir: tempfile::TempDir,
 }
 
@@ -102,7 +96,6 @@ impl Merchant {
             shopify,
             wms,
             shipping,
-            http: client(),
             _dir: dir,
         }
     }
@@ -147,31 +140,8 @@ impl Merchant {
         .await;
     }
 
-    /// Posts a delivery to the host's ingress as the third party does: to
-    /// the registered address, with its headers and body.
-    async fn post_hook(
-        &self,
-        address: &str,
-        headers: &[(String, String)],
-        body: Vec<u8>,
-    ) -> (StatusCode, Value) {
-        let path = address
-            .strip_prefix(PUBLIC_URL)
-            .unwrap_or_else(|| panic!("a delivery to somewhere else: {address}"));
-        let mut request = self
-            .http
-            .post(format!("{}{path}", self.host.url))
-            .body(body);
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
-        read(request.send().await.unwrap()).await
-    }
-
     async fn deliver(&self, delivery: &Delivery) -> Value {
-        let (status, body) = self
-            .post_hook(&delivery.address, &delivery.headers, delivery.body.clone())
-            .await;
+        let (status, body) = self.host.deliver(delivery).await;
         assert_eq!(status, 200, "{body}");
         body
     }
@@ -195,6 +165,7 @@ impl Merchant {
         let record = self.carrier.shipment(awb).unwrap();
         let delivery = self.carrier.delivery(&record);
         let (status, answer) = self
+            .host
             .post_hook(
                 hooks[0]["url"].as_str().unwrap(),
                 &delivery.headers,

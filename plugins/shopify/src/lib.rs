@@ -83,6 +83,16 @@ impl Connector for Shopify {
                     .event_schema(schemas::order()),
             )
             .trigger(
+                Trigger::webhook("order-changed", "Order changed")
+                    .description(
+                        "An order created or changed (topic orders/updated), signed by Shopify; \
+                         Shopify may send it late, twice or not at all: pair it with \
+                         order-updated for reconciliation",
+                    )
+                    .params_schema(schemas::no_params())
+                    .event_schema(schemas::order()),
+            )
+            .trigger(
                 Trigger::polling("order-updated", "Order updated")
                     .description("Orders created or changed since the last poll, oldest first")
                     .poll_interval_secs(60)
@@ -188,7 +198,7 @@ mod tests {
     #[test]
     fn manifest_declares_everything() {
         let m = Shopify::describe();
-        assert_eq!((m.key.as_str(), m.version.as_str()), ("shopify", "0.1.0"));
+        assert_eq!((m.key.as_str(), m.version.as_str()), ("shopify", "0.1.1"));
         let actions: Vec<_> = m.actions.iter().map(|a| a.key.as_str()).collect();
         assert_eq!(
             actions,
@@ -200,7 +210,7 @@ mod tests {
             ]
         );
         let triggers: Vec<_> = m.triggers.iter().map(|t| t.key.as_str()).collect();
-        assert_eq!(triggers, ["order-created", "order-updated"]);
+        assert_eq!(triggers, ["order-created", "order-changed", "order-updated"]);
         assert_eq!(
             m.allowed_hosts,
             ["https://{shop}.myshopify.com", "{base_url}"]

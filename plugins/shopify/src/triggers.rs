@@ -1,4 +1,5 @@
-//! The triggers: `order-created` by webhook, `order-updated` by polling.
+//! The triggers: `order-created` and `order-changed` by webhook,
+//! `order-updated` by polling.
 
 use serde::Deserialize;
 use switchyard_sdk::cursor::Watermark;
@@ -15,6 +16,7 @@ use crate::api::{self, Shop};
 pub(crate) fn topic(trigger: &str) -> Result<&'static str, Error> {
     match trigger {
         "order-created" => Ok("orders/create"),
+        "order-changed" => Ok("orders/updated"),
         _ => Err(Error::unknown_trigger(trigger)),
     }
 }

@@ -20,6 +20,7 @@ mod kv;
 mod nodes;
 mod runs;
 mod schema;
+mod topics;
 mod triggers;
 
 use std::{
@@ -183,6 +184,7 @@ impl PgStore {
             inbox: self.clone(),
             triggers: self.clone(),
             entities: self.clone(),
+            topics: self.clone(),
         }
     }
 

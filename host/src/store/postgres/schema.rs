@@ -12,20 +12,27 @@ use crate::store::{Result, StoreError, Tree};
 /// The advisory lock key of migrations (any constant of our own).
 const MIGRATION_LOCK: i64 = 0x5357_4954_4348_5944; // "SWITCHYD"
 
-/// The statements of migration 1: every table of the store.
+/// A table per key-value tree (`kv_<tree>`): each tree is one kind of
+/// record, so an operator reads `kv_flows` like any table, vacuum
+/// statistics are per kind, and a tree's scans never touch another's pages.
+/// Keys are the parts joined with NUL, as bytea (text cannot hold NUL), so a
+/// prefix of parts is a key range. Created for every tree this binary
+/// knows at each start (a new tree needs no numbered migration).
+fn kv_tables() -> String {
+    Tree::ALL
+        .iter()
+        .map(|tree| {
+            format!(
+                "CREATE TABLE IF NOT EXISTS kv_{} (key bytea PRIMARY KEY, value bytea NOT NULL);\n",
+                tree.name()
+            )
+        })
+        .collect()
+}
+
+/// The statements of migration 1: the hosts, runs, inbox and triggers.
 fn v1() -> String {
-    // A table per key-value tree: each tree is one kind of record, so an
-    // operator reads `kv_flows` like any table, vacuum statistics are per
-    // kind, and a tree's scans never touch another's pages. Keys are the
-    // parts joined with NUL, as bytea (text cannot hold NUL), so a prefix
-    // of parts is a key range.
     let mut sql = String::new();
-    for tree in Tree::ALL {
-        sql.push_str(&format!(
-            "CREATE TABLE kv_{} (key bytea PRIMARY KEY, value bytea NOT NULL);\n",
-            tree.name()
-        ));
-    }
     sql.push_str(
         r#"
 CREATE TABLE blobs (hash text PRIMARY KEY, bytes bytea NOT NULL);
@@ -171,9 +178,50 @@ CREATE TABLE ingest_counts (
     sql
 }
 
+/// Migration 2: topics (change records by partition and offset, the
+/// current state per key, publishers' idempotency keys).
+fn v2() -> String {
+    r#"
+CREATE TABLE topic_records (
+    tenant text NOT NULL,
+    topic text NOT NULL,
+    partition integer NOT NULL,
+    "offset" bigint NOT NULL,
+    idempotency text,
+    record bytea NOT NULL,
+    PRIMARY KEY (tenant, topic, partition, "offset")
+);
+CREATE TABLE topic_heads (
+    tenant text NOT NULL,
+    topic text NOT NULL,
+    partition integer NOT NULL,
+    head bytea NOT NULL,
+    PRIMARY KEY (tenant, topic, partition)
+);
+CREATE TABLE topic_objects (
+    tenant text NOT NULL,
+    topic text NOT NULL,
+    key text NOT NULL,
+    partition integer NOT NULL,
+    "offset" bigint NOT NULL,
+    record bytea NOT NULL,
+    PRIMARY KEY (tenant, topic, key)
+);
+CREATE TABLE topic_idempotency (
+    tenant text NOT NULL,
+    topic text NOT NULL,
+    idempotency text NOT NULL,
+    partition integer NOT NULL,
+    "offset" bigint NOT NULL,
+    PRIMARY KEY (tenant, topic, idempotency)
+);
+"#
+    .to_string()
+}
+
 /// Every migration, in order: (version, statements).
 fn migrations() -> Vec<(i32, String)> {
-    vec![(1, v1())]
+    vec![(1, v1()), (2, v2())]
 }
 
 /// Applies the migrations this database lacks; returns the versions applied.
@@ -237,5 +285,6 @@ async fn apply(client: &mut Client) -> Result<Vec<i32>> {
         tx.commit().await.map_err(pg)?;
         applied.push(version);
     }
+    client.batch_execute(&kv_tables()).await.map_err(pg)?;
     Ok(applied)
 }

@@ -39,6 +39,15 @@ pub(super) const SAMPLES: &str = "trigger_samples";
 /// `{tenant}\0{flow}\0{at:016x}` → one poll.
 pub(super) const POLLS: &str = "poll_history";
 
+/// `{tenant}\0{topic}\0{partition:08x}{offset:016x}` → a topic's record.
+pub(super) const TOPIC_RECORDS: &str = "topic_records";
+/// `{tenant}\0{topic}\0{partition:08x}` → the partition's head.
+pub(super) const TOPIC_HEADS: &str = "topic_heads";
+/// `{tenant}\0{topic}\0{key}` → the key's newest record (the compacted view).
+pub(super) const TOPIC_OBJECTS: &str = "topic_objects";
+/// `{tenant}\0{topic}\0{idempotency key}` → `{partition}:{offset}`.
+pub(super) const TOPIC_IDEMPOTENCY: &str = "topic_idempotency";
+
 /// Joins key parts with NUL (parts never contain one).
 pub(super) fn join(parts: &[&str]) -> Vec<u8> {
     parts.join("\0").into_bytes()
@@ -138,4 +147,18 @@ pub(super) fn entity_run(run: &RunRecord) -> Option<Vec<u8>> {
     let mut key = prefix(&[&run.tenant, &run.flow_id, &entity.kind, &entity.key]);
     key.extend_from_slice(format!("{:016x}", entity.seq).as_bytes());
     Some(key)
+}
+
+/// A topic record's key: by partition, then offset.
+pub(super) fn topic_record(tenant: &str, topic: &str, partition: u32, offset: u64) -> Vec<u8> {
+    let mut key = prefix(&[tenant, topic]);
+    key.extend_from_slice(format!("{partition:08x}{offset:016x}").as_bytes());
+    key
+}
+
+/// Every record key of one partition starts with this.
+pub(super) fn topic_partition(tenant: &str, topic: &str, partition: u32) -> Vec<u8> {
+    let mut key = prefix(&[tenant, topic]);
+    key.extend_from_slice(format!("{partition:08x}").as_bytes());
+    key
 }

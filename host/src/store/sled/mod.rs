@@ -9,6 +9,7 @@ mod inbox;
 mod keys;
 mod kv;
 mod runs;
+mod topics;
 mod triggers;
 
 use std::{
@@ -69,6 +70,7 @@ impl SledStore {
             inbox: self.clone(),
             triggers: self.clone(),
             entities: self.clone(),
+            topics: self.clone(),
         }
     }
 

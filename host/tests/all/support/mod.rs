@@ -23,6 +23,11 @@ use switchyard::{app::App, config::ServeConfig};
 
 pub const TOKEN: &str = "test-operator-token-0123456789";
 
+/// Where the third parties are told the host is (Shopify and the warehouse
+/// deliver to https only); [`TestHost::deliver`] posts what they send there
+/// to the test host.
+pub const PUBLIC_URL: &str = "https://switchyard.test";
+
 /// How long a test waits for something that should happen before it gives
 /// up: generous, because other builds share the machine's two cores.
 pub const DEADLINE: Duration = Duration::from_secs(60);
@@ -108,6 +113,7 @@ impl TestHost {
         app.start();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        app.feeds.set_base_url(&format!("http://{addr}"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let router = switchyard::api::router(app.api_state())
             .into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -218,6 +224,31 @@ impl TestHost {
             Some(json!({"plugin": plugin, "action": action, "input": input, "properties": properties})),
         )
         .await
+    }
+
+    /// Posts a delivery a fake made to the host's ingress as the third
+    /// party does: to the registered address (under [`PUBLIC_URL`]), with
+    /// its headers and body.
+    pub async fn deliver(&self, delivery: &fake::Delivery) -> (StatusCode, Value) {
+        self.post_hook(&delivery.address, &delivery.headers, delivery.body.clone())
+            .await
+    }
+
+    /// Posts `body` with `headers` to a webhook `address` under [`PUBLIC_URL`].
+    pub async fn post_hook(
+        &self,
+        address: &str,
+        headers: &[(String, String)],
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let path = address
+            .strip_prefix(PUBLIC_URL)
+            .unwrap_or_else(|| panic!("a delivery to somewhere else: {address}"));
+        let mut request = self.http.post(format!("{}{path}", self.url)).body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        read(request.send().await.unwrap()).await
     }
 
     /// The host's `/metrics` text.
