@@ -346,7 +346,7 @@ async fn a_cron_flow_every_second_fires_once_per_second_across_three_hosts() {
         .expect("a whole-second slot");
     let window: Vec<_> = slots
         .iter()
-        .filter(|at| **at < first + chrono::Duration::seconds(30))
+        .filter(|at| **at >= first && **at < first + chrono::Duration::seconds(30))
         .collect();
     let expected: Vec<_> = (0..30)
         .map(|s| first + chrono::Duration::seconds(s))

@@ -822,6 +822,11 @@ async fn two_worker_host(
 ) -> (TestHost, String) {
     let mut cfg = runs_config(dir);
     cfg.normal_workers = 2;
+    // A request the fake holds stays a running run for the whole test
+    // (queueing 150 runs can take longer than the default 5 s deadline on a
+    // busy machine, and a timed-out run would let the next one start).
+    cfg.call_timeout_ms = 120_000;
+    cfg.http_timeout_ms = 120_000;
     setup_host(cfg, backend, fake).await
 }
 
