@@ -82,6 +82,17 @@ pub struct Stores {
 /// A boxed future, for the async operations of object-safe store traits.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Whether text can be a part of a storage key: backends join parts with
+/// NUL, so a part must not hold one. Services check names from outside
+/// with this before they use them in a key.
+pub fn check_key_part(part: &str) -> std::result::Result<(), String> {
+    if part.contains('\0') {
+        Err("must not contain NUL".into())
+    } else {
+        Ok(())
+    }
+}
+
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(place: &str, bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
         place: place.to_string(),

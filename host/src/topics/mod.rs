@@ -537,10 +537,7 @@ fn check_key(key: &str) -> Result<(), String> {
     if key.len() > 512 {
         return Err(format!("{} bytes is over the 512 byte limit", key.len()));
     }
-    if key.contains('\0') {
-        return Err("must not contain NUL".into());
-    }
-    Ok(())
+    crate::store::check_key_part(key)
 }
 
 #[cfg(test)]
