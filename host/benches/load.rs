@@ -912,7 +912,14 @@ async fn postgres() {
             .collect();
         let fake = Fake::default();
         let addr = start_fake(fake.clone()).await;
-        let hook = webhook_flow(&servers[0], &client, addr, "trigger.type == \"packed\"").await;
+        let hook = webhook_flow(
+            &servers[0],
+            &client,
+            addr,
+            "trigger.type == \"packed\"",
+            None,
+        )
+        .await;
         let path = hook[hook.find("/hooks/").unwrap()..].to_string();
         let urls: Arc<Vec<String>> =
             Arc::new(servers.iter().map(|s| format!("{}{path}", s.url)).collect());
