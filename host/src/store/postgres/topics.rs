@@ -156,7 +156,13 @@ impl TopicStore for PgStore {
                     .map_err(pg)?;
                 Ok(c.query(
                     &stmt,
-                    &[&tenant, &topic, &part(partition), &ms(from), &(limit as i64)],
+                    &[
+                        &tenant,
+                        &topic,
+                        &part(partition),
+                        &ms(from),
+                        &(limit as i64),
+                    ],
                 )
                 .await
                 .map_err(pg)?
@@ -174,8 +180,11 @@ impl TopicStore for PgStore {
         topic: &str,
         idempotency: &str,
     ) -> Result<Option<(u32, u64)>> {
-        let (tenant, topic, idempotency) =
-            (tenant.to_string(), topic.to_string(), idempotency.to_string());
+        let (tenant, topic, idempotency) = (
+            tenant.to_string(),
+            topic.to_string(),
+            idempotency.to_string(),
+        );
         self.with(move |c| {
             Box::pin(async move {
                 let stmt = c
@@ -277,12 +286,9 @@ impl TopicStore for PgStore {
                     )
                     .await
                     .map_err(pg)?;
-                c.execute(
-                    &objects,
-                    &[&t, &tp, &p, &ms(below), &ms(tombstones_before)],
-                )
-                .await
-                .map_err(pg)?;
+                c.execute(&objects, &[&t, &tp, &p, &ms(below), &ms(tombstones_before)])
+                    .await
+                    .map_err(pg)?;
                 // In slices, so a long backlog is not one huge transaction.
                 let keys = c
                     .prepare_cached(
