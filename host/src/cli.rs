@@ -41,7 +41,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the host: admin API, plugin engine, storage in one process.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Manage connector plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -676,7 +676,7 @@ enum EnvCommand {
 pub async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(config) => serve(config).await,
+        Command::Serve(config) => serve(*config).await,
         Command::Plugin(command) => {
             let client = Client::new(&cli.server, cli.token)?;
             plugin(&client, command).await

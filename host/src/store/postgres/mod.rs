@@ -48,11 +48,16 @@ pub struct PgSettings {
     pub connections: usize,
 }
 
+/// Wakes a lane's dispatcher.
+type WakeLane = Arc<dyn Fn(Lane) + Send + Sync>;
+/// Tells a service that a tree changed.
+type TreeChanged = Arc<dyn Fn() + Send + Sync>;
+
 /// What other hosts' notifications wake on this one.
 #[derive(Default)]
 struct Listeners {
-    lanes: Mutex<Vec<Arc<dyn Fn(Lane) + Send + Sync>>>,
-    trees: Mutex<Vec<(&'static str, Arc<dyn Fn() + Send + Sync>)>>,
+    lanes: Mutex<Vec<WakeLane>>,
+    trees: Mutex<Vec<(&'static str, TreeChanged)>>,
 }
 
 impl Listeners {
