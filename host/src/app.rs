@@ -11,6 +11,8 @@ use crate::{
     calls::Calls,
     config::ServeConfig,
     connections::Connections,
+    console,
+    drafts::Drafts,
     engine::Engine,
     flows::{Flows, HostCatalogue},
     metrics::Metrics,
@@ -32,6 +34,7 @@ use crate::{
         webhooks::{FeedSettings, Feeds},
     },
     triggers::{TriggerSettings, Triggers},
+    users::Users,
 };
 
 /// The running host: every service, built once.
@@ -50,6 +53,8 @@ pub struct App {
     pub streams: Arc<Streams>,
     pub feeds: Arc<Feeds>,
     pub metrics: Arc<Metrics>,
+    pub users: Arc<Users>,
+    pub drafts: Arc<Drafts>,
     tasks: Arc<Tasks>,
     store: Weak<dyn std::any::Any + Send + Sync>,
 }
@@ -143,6 +148,8 @@ impl App {
                 retention: settings.retention,
             },
         ));
+        let users = Arc::new(Users::new(store.kv.clone(), config.session_secs));
+        let drafts = Arc::new(Drafts::new(store.kv.clone()));
         let app = App {
             config,
             engine,
@@ -158,6 +165,8 @@ impl App {
             streams,
             feeds,
             metrics,
+            users,
+            drafts,
             tasks,
             store: Arc::downgrade(&backend),
         };
@@ -203,6 +212,8 @@ impl App {
             feeds: self.feeds.clone(),
             metrics: self.metrics.clone(),
             engine: self.engine.clone(),
+            users: self.users.clone(),
+            drafts: self.drafts.clone(),
             settings: Arc::new(ApiSettings {
                 public_url: self.config.public_url.clone(),
                 max_upload_bytes: self.config.max_upload_mib << 20,
@@ -224,6 +235,13 @@ impl App {
                 .filter(|name| !name.is_empty())
                 .unwrap_or_else(|| "switchyard".to_string())
         })
+    }
+
+    /// Everything the host serves: the API and, beside it, the console
+    /// (which takes the same services).
+    pub fn router(&self) -> axum::Router {
+        let state = self.api_state();
+        crate::api::router(state.clone()).merge(console::router(state))
     }
 
     async fn load_dirs(&self) {

@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
-use crate::{api, app::App, config::ServeConfig};
+use crate::{app::App, config::ServeConfig};
 
 mod changes;
 
@@ -39,6 +39,8 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of the `serve` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run the host: admin API, plugin engine, storage in one process.
     Serve(Box<ServeConfig>),
@@ -758,7 +760,9 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     std::io::stdout().flush().ok();
     app.start();
     // The peer's address is what the public endpoints' rate limits key on.
-    let service = api::router(app.api_state()).into_make_service_with_connect_info::<SocketAddr>();
+    let service = app
+        .router()
+        .into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, service)
         .with_graceful_shutdown(shutdown_signal())
         .await

@@ -76,6 +76,10 @@ pub struct ServeConfig {
     )]
     pub allow_networks: Vec<IpNet>,
 
+    /// How long a console session lasts after sign-in, in seconds.
+    #[arg(long, env = "SWITCHYARD_SESSION_SECS", default_value_t = 12 * 3600)]
+    pub session_secs: u64,
+
     /// Wall-clock limit of one plugin call, in milliseconds.
     #[arg(long, env = "SWITCHYARD_CALL_TIMEOUT_MS", default_value_t = 30_000)]
     pub call_timeout_ms: u64,
@@ -178,6 +182,7 @@ impl ServeConfig {
             public_url: None,
             load_dirs: Vec::new(),
             allow_networks: Vec::new(),
+            session_secs: 12 * 3600,
             call_timeout_ms: 30_000,
             http_timeout_ms: 30_000,
             memory_limit_mib: 64,

@@ -51,6 +51,15 @@ pub enum ServiceError {
     /// The object is not in a state that allows the operation.
     #[error("{0}")]
     State(String),
+    /// The credentials are missing or wrong.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The caller may not do this (a viewer changing something).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Too many attempts; the caller should wait this many seconds.
+    #[error("{message}")]
+    TooMany { message: String, retry_after: u64 },
     /// A third party, through its plugin, failed or refused.
     #[error("{message}")]
     Upstream {

@@ -1,8 +1,9 @@
 //! Switchyard's host: loads versioned connector plugins (WebAssembly
 //! components), sandboxes their network access, and runs their flows.
 //!
-//! The modules follow the data path. Ways in: `api`, `cli`. Wiring: `app`.
-//! Services: `tenants`, `registry`, `connections`, `flows`, `triggers`
+//! The modules follow the data path. Ways in: `api`, `console`, `cli`.
+//! Wiring: `app`. Services: `tenants`, `users`, `registry`, `connections`,
+//! `flows`, `drafts`, `triggers`
 //! (webhooks, polls, schedules), `runs` (queue and executor). One call path
 //! into plugins: `calls`, through the `connector` trait to the wasmtime
 //! `engine`; the only way out of a plugin: `sandbox`. Beneath them:
@@ -17,6 +18,8 @@ pub mod clock;
 pub mod config;
 pub mod connections;
 pub mod connector;
+pub mod console;
+pub mod drafts;
 pub mod engine;
 pub mod error;
 pub mod flows;
@@ -34,3 +37,4 @@ pub mod tasks;
 pub mod tenants;
 pub mod topics;
 pub mod triggers;
+pub mod users;

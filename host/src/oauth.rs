@@ -31,6 +31,9 @@ struct Pending {
     verifier: String,
     redirect_uri: String,
     expires_at: u64,
+    /// A path of this host to send the browser back to after the callback.
+    #[serde(default)]
+    return_to: Option<String>,
 }
 
 pub struct OAuth {
@@ -56,8 +59,19 @@ impl OAuth {
     }
 
     /// Starts the flow: returns the URL to send the user to. `base_url` is
-    /// where this host is reachable by the browser.
-    pub fn authorize(&self, tenant: &str, id: &str, base_url: &str) -> Result<Value, ServiceError> {
+    /// where this host is reachable by the browser; `return_to`, a path of
+    /// this host where the callback sends the browser when it is done.
+    pub fn authorize(
+        &self,
+        tenant: &str,
+        id: &str,
+        base_url: &str,
+        return_to: Option<&str>,
+    ) -> Result<Value, ServiceError> {
+        // Only a path of this host: never an open redirect.
+        let return_to = return_to
+            .filter(|p| p.starts_with('/') && !p.starts_with("//") && !p.contains('\\'))
+            .map(str::to_string);
         let record = self.connections.get(tenant, id)?;
         let plugin = self.connections.plugin_for(&record)?;
         if !matches!(
@@ -87,17 +101,19 @@ impl OAuth {
             verifier,
             redirect_uri: redirect_uri.clone(),
             expires_at: now_secs() + PENDING_SECS,
+            return_to,
         };
         self.kv.put_json(Tree::OAuthPending, &[&state], &pending)?;
         Ok(json!({"authorize_url": url, "redirect_uri": redirect_uri, "expires_in": PENDING_SECS}))
     }
 
-    /// Finishes the flow: exchanges the code and stores the tokens.
+    /// Finishes the flow: exchanges the code and stores the tokens. Returns
+    /// the connection, and the path to send the browser back to, if any.
     pub async fn callback(
         &self,
         state: &str,
         code: &str,
-    ) -> Result<ConnectionRecord, ServiceError> {
+    ) -> Result<(ConnectionRecord, Option<String>), ServiceError> {
         let pending: Pending = self
             .kv
             .get_json(Tree::OAuthPending, &[state])?
@@ -136,7 +152,9 @@ impl OAuth {
         self.connections
             .auth_states()
             .forget(&pending.connection_id);
-        self.connections
-            .get(&pending.tenant, &pending.connection_id)
+        let record = self
+            .connections
+            .get(&pending.tenant, &pending.connection_id)?;
+        Ok((record, pending.return_to))
     }
 }

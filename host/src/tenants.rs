@@ -39,25 +39,99 @@ impl Tenant {
     }
 }
 
+/// What a member of a tenant may do. The tenant's API token acts as an
+/// owner; the operator is above every role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Reads everything, changes nothing.
+    Viewer,
+    /// Changes connections and flows, replays and cancels runs.
+    Editor,
+    /// Everything an editor does, and manages the tenant's users.
+    Owner,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Owner, Role::Editor, Role::Viewer];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Editor => "editor",
+            Role::Owner => "owner",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+}
+
 /// Who a request acts for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
     Operator,
-    Tenant(String),
+    /// A member of a tenant: its API token (an owner, `user` is `None`) or
+    /// a signed-in user with that user's role.
+    Tenant {
+        tenant: String,
+        role: Role,
+        /// The user's email, for the audit log.
+        user: Option<String>,
+    },
 }
 
 impl Principal {
+    /// The tenant's API token: an owner without a user.
+    pub fn token_of(tenant: impl Into<String>) -> Principal {
+        Principal::Tenant {
+            tenant: tenant.into(),
+            role: Role::Owner,
+            user: None,
+        }
+    }
+
     /// The tenant whose data a request reads and writes. The operator acts
     /// for the default tenant.
     pub fn tenant(&self) -> &str {
         match self {
             Principal::Operator => DEFAULT_TENANT,
-            Principal::Tenant(id) => id,
+            Principal::Tenant { tenant, .. } => tenant,
         }
     }
 
     pub fn is_operator(&self) -> bool {
         matches!(self, Principal::Operator)
+    }
+
+    /// The role within [`Principal::tenant`]: the operator is an owner there.
+    pub fn role(&self) -> Role {
+        match self {
+            Principal::Operator => Role::Owner,
+            Principal::Tenant { role, .. } => *role,
+        }
+    }
+
+    /// May change connections and flows and act on runs.
+    pub fn can_write(&self) -> bool {
+        self.role() >= Role::Editor
+    }
+
+    /// May manage the tenant's users.
+    pub fn can_manage_users(&self) -> bool {
+        self.role() == Role::Owner
+    }
+
+    /// Who this is, as the audit log names it.
+    pub fn actor(&self) -> String {
+        match self {
+            Principal::Operator => "operator".to_string(),
+            Principal::Tenant {
+                user: Some(email), ..
+            } => email.clone(),
+            Principal::Tenant { .. } => "API token".to_string(),
+        }
     }
 }
 
@@ -95,7 +169,22 @@ impl Tenants {
         if given == self.operator {
             return Ok(Some(Principal::Operator));
         }
-        Ok(self.by_token(token)?.map(Principal::Tenant))
+        Ok(self.by_token(token)?.map(Principal::token_of))
+    }
+
+    /// Who a token's digest belongs to (a session remembers the digest of
+    /// the token it was opened with, so a rotated token ends it).
+    pub fn authenticate_digest(&self, digest_hex: &str) -> Result<Option<Principal>, ServiceError> {
+        if digest_hex == hex::encode(self.operator) {
+            return Ok(Some(Principal::Operator));
+        }
+        let tenant: Option<String> = self.kv.get_json(Tree::TenantTokens, &[digest_hex])?;
+        Ok(tenant.map(Principal::token_of))
+    }
+
+    /// The digest under which a token is known.
+    pub fn token_digest(token: &str) -> String {
+        digest(token)
     }
 
     /// Creates a tenant; returns it with its API token (shown only now).

@@ -14,8 +14,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    ApiError, ApiSettings, ApiState,
+    ApiError, ApiSettings, ApiState, audit,
     extract::{Json, Path, Query},
+    writer,
 };
 use crate::{
     calls::Calls,
@@ -23,6 +24,7 @@ use crate::{
     oauth::OAuth,
     runs::Runs,
     tenants::Principal,
+    users::Users,
 };
 
 pub(super) fn routes() -> Router<ApiState> {
@@ -42,28 +44,38 @@ pub(super) fn public_routes() -> Router<ApiState> {
     Router::new().route("/oauth/callback", get(callback))
 }
 
-#[derive(Deserialize)]
-struct CreateBody {
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(super) struct CreateBody {
     /// The plugin key.
     plugin: String,
     #[serde(default)]
     name: String,
     /// All properties, secret ones included; the host splits them.
     #[serde(default)]
+    #[schema(value_type = Object)]
     properties: Map<String, Value>,
 }
 
 async fn create(
     State(connections): State<Arc<Connections>>,
+    State(users): State<Arc<Users>>,
     Extension(principal): Extension<Principal>,
     Json(body): Json<CreateBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    writer(&principal)?;
     let record = connections.create(
         principal.tenant(),
         &body.plugin,
         &body.name,
         body.properties,
     )?;
+    audit(
+        &users,
+        &principal,
+        "connection.create",
+        &record.id,
+        &record.name,
+    );
     Ok((StatusCode::CREATED, Json(connections.view(&record))))
 }
 
@@ -85,35 +97,49 @@ async fn show(
     Ok(Json(connections.view(&record)))
 }
 
-#[derive(Deserialize)]
-struct UpdateBody {
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(super) struct UpdateBody {
     name: Option<String>,
     /// Properties to set; `null` removes one.
     #[serde(default)]
+    #[schema(value_type = Object)]
     properties: Map<String, Value>,
 }
 
 async fn update(
     State(connections): State<Arc<Connections>>,
+    State(users): State<Arc<Users>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     Json(body): Json<UpdateBody>,
 ) -> Result<Json<Value>, ApiError> {
+    writer(&principal)?;
+    let changed: Vec<String> = body.properties.keys().cloned().collect();
     let record = connections.update(
         principal.tenant(),
         &id,
         body.name.as_deref(),
         body.properties,
     )?;
+    audit(
+        &users,
+        &principal,
+        "connection.update",
+        &id,
+        &format!("changed: {}", changed.join(", ")),
+    );
     Ok(Json(connections.view(&record)))
 }
 
 async fn delete(
     State(connections): State<Arc<Connections>>,
+    State(users): State<Arc<Users>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    writer(&principal)?;
     connections.delete(principal.tenant(), &id)?;
+    audit(&users, &principal, "connection.delete", &id, "");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -122,6 +148,7 @@ async fn test(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    writer(&principal)?;
     Ok(Json(calls.check_connection(principal.tenant(), &id).await?))
 }
 
@@ -130,11 +157,14 @@ async fn test(
 async fn resume(
     State(connections): State<Arc<Connections>>,
     State(runs): State<Arc<Runs>>,
+    State(users): State<Arc<Users>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    writer(&principal)?;
     let record = connections.set_status(principal.tenant(), &id, ConnectionStatus::Active)?;
     let resumed = runs.resume_parked(principal.tenant(), &id)?;
+    audit(&users, &principal, "connection.resume", &id, "");
     Ok(Json(json!({
         "connection": connections.view(&record),
         "resumed_runs": resumed,
@@ -148,8 +178,14 @@ async fn authorize(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
+    writer(&principal)?;
     let base = super::base_url(&settings, &headers)?;
-    Ok(Json(oauth.authorize(principal.tenant(), &id, &base)?))
+    Ok(Json(oauth.authorize(
+        principal.tenant(),
+        &id,
+        &base,
+        None,
+    )?))
 }
 
 #[derive(Deserialize)]
@@ -164,7 +200,8 @@ async fn callback(
     State(oauth): State<Arc<OAuth>>,
     State(connections): State<Arc<Connections>>,
     Query(query): Query<CallbackQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     if let Some(error) = query.error {
         return Err(ApiError::bad_request(format!(
             "the provider refused the authorization: {error} {}",
@@ -176,9 +213,30 @@ async fn callback(
             "the callback needs `state` and `code`",
         ));
     };
-    let record = oauth.callback(&state, &code).await?;
+    let (record, return_to) = oauth.callback(&state, &code).await?;
+    // Started from the console: back to the connection's page.
+    // Started from the console: back to the connection's page. A page that
+    // moves on itself, not a redirect: the browser arrives from the
+    // provider's site, and only a navigation from this site's own page
+    // carries the console's `SameSite=Strict` session cookie.
+    if let Some(path) = return_to {
+        let path = html_attribute(&path);
+        let page = format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0;url={path}\"><title>Connected</title></head><body><p>The connection is authorized. <a href=\"{path}\">Back to the console</a>.</p></body></html>"
+        );
+        return Ok(axum::response::Html(page).into_response());
+    }
     Ok(Json(json!({
         "message": "The connection is authorized. You can close this window.",
         "connection": connections.view(&record),
-    })))
+    }))
+    .into_response())
+}
+
+/// Text safe inside a double-quoted HTML attribute.
+fn html_attribute(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }

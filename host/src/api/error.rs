@@ -143,6 +143,12 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::InvalidFlow(_) => (S::BAD_REQUEST, "invalid_flow"),
             ServiceError::State(_) => (S::CONFLICT, "wrong_state"),
+            ServiceError::Unauthorized(_) => (S::UNAUTHORIZED, "unauthorized"),
+            ServiceError::Forbidden(_) => (S::FORBIDDEN, "forbidden"),
+            ServiceError::TooMany { retry_after, .. } => {
+                return ApiError::new(S::TOO_MANY_REQUESTS, "rate_limited", message)
+                    .retry_after(*retry_after);
+            }
             ServiceError::Upstream { failure, .. } => match failure {
                 UpstreamFailure::Failed => (S::BAD_GATEWAY, "upstream_failed"),
                 UpstreamFailure::Unavailable => (S::SERVICE_UNAVAILABLE, "upstream_unavailable"),

@@ -13,8 +13,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    ApiError, ApiSettings, ApiState,
+    ApiError, ApiSettings, ApiState, audit,
     extract::{Json, Path, Query},
+    writer,
 };
 use crate::{
     flows::{FlowRecord, FlowSpec, Flows},
@@ -22,14 +23,16 @@ use crate::{
     store::RunResponse,
     tenants::Principal,
     triggers::Triggers,
+    users::Users,
 };
 
-/// What publishing needs: the flows, and the triggers to bring an active
-/// flow's registration up to date.
+/// What publishing needs: the flows, the triggers to bring an active
+/// flow's registration up to date, and the audit log.
 #[derive(Clone)]
 struct Publishing {
     flows: Arc<Flows>,
     triggers: Arc<Triggers>,
+    users: Arc<Users>,
     settings: Arc<ApiSettings>,
 }
 
@@ -38,6 +41,7 @@ impl axum::extract::FromRef<ApiState> for Publishing {
         Publishing {
             flows: state.flows.clone(),
             triggers: state.triggers.clone(),
+            users: state.users.clone(),
             settings: state.settings.clone(),
         }
     }
@@ -79,6 +83,11 @@ fn summary(f: &FlowRecord) -> Value {
     })
 }
 
+/// The audit log's note of a published version.
+pub(crate) fn publish_note(record: &FlowRecord) -> String {
+    format!("{} (version {})", record.spec.name, record.version)
+}
+
 fn key_of(plugin_ref: &str) -> &str {
     plugin_ref.split('@').next().unwrap_or(plugin_ref)
 }
@@ -89,10 +98,19 @@ fn parse(body: &str) -> Result<FlowSpec, ApiError> {
 
 async fn create(
     State(flows): State<Arc<Flows>>,
+    State(users): State<Arc<Users>>,
     Extension(principal): Extension<Principal>,
     body: String,
 ) -> Result<(StatusCode, Json<FlowRecord>), ApiError> {
+    writer(&principal)?;
     let record = flows.publish(principal.tenant(), None, parse(&body)?, false)?;
+    audit(
+        &users,
+        &principal,
+        "flow.publish",
+        &record.id,
+        &publish_note(&record),
+    );
     Ok((StatusCode::CREATED, Json(record)))
 }
 
@@ -102,6 +120,7 @@ async fn apply(
     headers: HeaderMap,
     body: String,
 ) -> Result<Json<Value>, ApiError> {
+    writer(&principal)?;
     let spec = parse(&body)?;
     let before = p
         .flows
@@ -109,6 +128,13 @@ async fn apply(
         .into_iter()
         .find(|f| f.spec.name == spec.name);
     let record = p.flows.apply(principal.tenant(), spec)?;
+    audit(
+        &p.users,
+        &principal,
+        "flow.publish",
+        &record.id,
+        &publish_note(&record),
+    );
     published(&p, before, record, &headers).await
 }
 
@@ -163,10 +189,18 @@ async fn update(
     headers: HeaderMap,
     body: String,
 ) -> Result<Json<Value>, ApiError> {
+    writer(&principal)?;
     let before = p.flows.get(principal.tenant(), &id)?;
     let record = p
         .flows
         .publish(principal.tenant(), Some(&id), parse(&body)?, false)?;
+    audit(
+        &p.users,
+        &principal,
+        "flow.publish",
+        &id,
+        &publish_note(&record),
+    );
     published(&p, Some(before), record, &headers).await
 }
 
@@ -176,36 +210,50 @@ async fn upgrade(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
+    writer(&principal)?;
     let before = p.flows.get(principal.tenant(), &id)?;
     let record = p
         .flows
         .publish(principal.tenant(), Some(&id), before.spec.clone(), true)?;
+    audit(
+        &p.users,
+        &principal,
+        "flow.upgrade",
+        &id,
+        &publish_note(&record),
+    );
     published(&p, Some(before), record, &headers).await
 }
 
 async fn activate(
     State(triggers): State<Arc<Triggers>>,
     State(settings): State<Arc<ApiSettings>>,
+    State(users): State<Arc<Users>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
+    writer(&principal)?;
     let base = super::base_url(&settings, &headers)?;
     let flow = triggers
         .activate_flow(principal.tenant(), &id, &base)
         .await?;
+    audit(&users, &principal, "flow.activate", &id, "");
     Ok(Json(triggers.trigger_view(&flow, &base)?))
 }
 
 async fn deactivate(
     State(triggers): State<Arc<Triggers>>,
     State(settings): State<Arc<ApiSettings>>,
+    State(users): State<Arc<Users>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
+    writer(&principal)?;
     let base = super::base_url(&settings, &headers)?;
     let (flow, warning) = triggers.deactivate_flow(principal.tenant(), &id).await?;
+    audit(&users, &principal, "flow.deactivate", &id, "");
     let mut view = triggers.trigger_view(&flow, &base)?;
     view["warning"] = json!(warning);
     Ok(Json(view))
@@ -239,10 +287,14 @@ async fn deliveries(
 /// Resumes a flow paused because it kept firing for one entity.
 async fn resume(
     State(triggers): State<Arc<Triggers>>,
+    State(users): State<Arc<Users>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<FlowRecord>, ApiError> {
-    Ok(Json(triggers.resume_flow(principal.tenant(), &id)?))
+    writer(&principal)?;
+    let flow = triggers.resume_flow(principal.tenant(), &id)?;
+    audit(&users, &principal, "flow.resume", &id, "");
+    Ok(Json(flow))
 }
 
 #[derive(Deserialize)]
@@ -263,6 +315,7 @@ async fn run(
     Query(query): Query<RunQuery>,
     body: String,
 ) -> Result<Response, ApiError> {
+    writer(&principal)?;
     let payload: Value = if body.trim().is_empty() {
         json!({})
     } else {
@@ -353,6 +406,8 @@ async fn test_step(
     Extension(principal): Extension<Principal>,
     Json(test): Json<StepTest>,
 ) -> Result<Json<Value>, ApiError> {
+    // It calls the third party: an editor's.
+    writer(&principal)?;
     Ok(Json(runs.test_step(principal.tenant(), test).await?))
 }
 
@@ -375,9 +430,11 @@ async fn delete(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    writer(&principal)?;
     p.triggers.deactivate_flow(principal.tenant(), &id).await?;
     p.flows.delete(principal.tenant(), &id)?;
     p.triggers.forget(principal.tenant(), &id)?;
     runs.forget_flow(principal.tenant(), &id)?;
+    audit(&p.users, &principal, "flow.delete", &id, "");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -10,10 +10,12 @@ mod extract;
 mod flows;
 mod hooks;
 mod limits;
+mod openapi;
 mod plugins;
 mod runs;
 mod tenants;
 mod topics;
+mod users;
 
 use std::sync::Arc;
 
@@ -28,12 +30,16 @@ use axum::{
 use serde_json::{Value, json};
 
 pub use error::ApiError;
+pub(crate) use flows::publish_note;
 pub use limits::{PublicLimits, Rate};
+pub use openapi::openapi;
 
 use crate::{
     calls::Calls,
     connections::Connections,
+    drafts::Drafts,
     engine::Engine,
+    error::ServiceError,
     flows::Flows,
     metrics::Metrics,
     oauth::OAuth,
@@ -42,7 +48,14 @@ use crate::{
     tenants::{Principal, Tenants},
     topics::{Topics, streams::Streams, webhooks::Feeds},
     triggers::Triggers,
+    users::{Users, sessions::Lookup},
 };
+
+/// The cookie that carries a console session's id.
+pub const SESSION_COOKIE: &str = "sy_session";
+/// The header htmx (and any script of a signed-in browser) sends the
+/// session's CSRF token in.
+pub const CSRF_HEADER: &str = "x-csrf-token";
 
 /// What the handlers may use: one service each, picked by type.
 #[derive(Clone, FromRef)]
@@ -60,6 +73,8 @@ pub struct ApiState {
     pub feeds: Arc<Feeds>,
     pub metrics: Arc<Metrics>,
     pub engine: Arc<Engine>,
+    pub users: Arc<Users>,
+    pub drafts: Arc<Drafts>,
     pub settings: Arc<ApiSettings>,
 }
 
@@ -101,14 +116,19 @@ pub fn router(state: ApiState) -> Router {
         .merge(tenants::routes())
         .merge(flows::routes())
         .merge(runs::routes())
+        .merge(users::routes())
         .merge(topics::routes())
         .route_layer(middleware::from_fn_with_state(
-            state.tenants.clone(),
+            Auth {
+                tenants: state.tenants.clone(),
+                users: state.users.clone(),
+            },
             require_token,
         ));
     let api = Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .merge(hooks::metrics_routes())
+        .merge(openapi::routes())
         .merge(connections::public_routes().route_layer(per_source.clone()))
         .merge(topics::public_routes().route_layer(per_source.clone()))
         .merge(authed)
@@ -127,14 +147,76 @@ pub fn router(state: ApiState) -> Router {
     api.merge(hooks).with_state(state)
 }
 
+/// What the API's authentication needs.
+#[derive(Clone)]
+struct Auth {
+    tenants: Arc<Tenants>,
+    users: Arc<Users>,
+}
+
 async fn require_token(
-    State(tenants): State<Arc<Tenants>>,
+    State(auth): State<Auth>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let principal = authenticate(&tenants, request.headers())?;
+    let principal = if bearer(request.headers()).is_some() {
+        authenticate(&auth.tenants, request.headers())?
+    } else {
+        from_session(&auth, &request)?
+    };
     request.extensions_mut().insert(principal);
     Ok(next.run(request).await)
+}
+
+/// A signed-in browser calling the API: its session cookie, and for
+/// anything but a read the session's CSRF token in `X-CSRF-Token` (a
+/// cookie alone is sent by any page the browser visits).
+fn from_session(auth: &Auth, request: &Request) -> Result<Principal, ApiError> {
+    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+    let Some(id) = session_cookie(request.headers()) else {
+        return Err(unauthorized("send `Authorization: Bearer <token>`"));
+    };
+    let active = match auth.users.session(&auth.tenants, id)? {
+        Lookup::Active(active) => active,
+        Lookup::Expired => return Err(unauthorized("the session expired; sign in again")),
+        Lookup::Unknown => return Err(unauthorized("the session is not valid; sign in again")),
+    };
+    if !request.method().is_safe() {
+        let sent = request
+            .headers()
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok());
+        if !sent.is_some_and(|sent| same_secret(sent, &active.csrf)) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "csrf",
+                "a request with a session cookie that changes something needs the session's `X-CSRF-Token`",
+            ));
+        }
+    }
+    Ok(active.principal)
+}
+
+/// Compares two secrets in time that does not depend on where they differ.
+pub(crate) fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// The session id of the `sy_session` cookie.
+pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value)
+        .filter(|v| !v.is_empty())
 }
 
 /// Who the request's bearer token belongs to; 401 without a valid one.
@@ -192,6 +274,43 @@ pub(crate) fn operator_only(principal: &Principal, what: &str) -> Result<(), Api
             "forbidden",
             format!("only the operator may {what}"),
         ))
+    }
+}
+
+/// Refuses a change to a viewer: every handler that changes a
+/// connection, flow or run calls this first.
+pub(crate) fn writer(principal: &Principal) -> Result<(), ApiError> {
+    if principal.can_write() {
+        Ok(())
+    } else {
+        Err(ApiError::from(ServiceError::Forbidden(
+            "a viewer can read but not change anything; ask an owner for the editor role".into(),
+        )))
+    }
+}
+
+/// Refuses user management to anyone but an owner.
+pub(crate) fn owner(principal: &Principal) -> Result<(), ApiError> {
+    if principal.can_manage_users() {
+        Ok(())
+    } else {
+        Err(ApiError::from(ServiceError::Forbidden(
+            "only an owner may manage users".into(),
+        )))
+    }
+}
+
+/// Records a change in the audit log. A failure to record is logged, not
+/// answered: the change itself is done.
+pub(crate) fn audit(
+    users: &Users,
+    principal: &Principal,
+    action: &str,
+    target: &str,
+    detail: &str,
+) {
+    if let Err(e) = users.audit(principal, action, target, detail) {
+        tracing::error!("recording {action} of {target} in the audit log: {e}");
     }
 }
 

@@ -198,8 +198,8 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
-struct DeprecateBody {
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(super) struct DeprecateBody {
     #[serde(default = "yes")]
     deprecated: bool,
 }
@@ -232,8 +232,8 @@ async fn env_list(
     Ok(Json(env_view(&record)))
 }
 
-#[derive(Deserialize)]
-struct EnvValue {
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(super) struct EnvValue {
     value: String,
     /// Sealed, write-only, and for the host's auth only (never the guest).
     #[serde(default)]
@@ -268,17 +268,19 @@ async fn env_unset(
     Ok(Json(env_view(&record)))
 }
 
-#[derive(Deserialize)]
-struct InvokeBody {
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(super) struct InvokeBody {
     /// `key`, `key@1.2.0` or `key@^1`.
     plugin: String,
     action: String,
     #[serde(default)]
+    #[schema(value_type = Object)]
     input: Value,
     /// A stored connection to run with.
     connection: Option<String>,
     /// Or non-secret connection properties for this one call.
     #[serde(default)]
+    #[schema(value_type = Object)]
     properties: HashMap<String, Value>,
 }
 
@@ -287,6 +289,7 @@ async fn invoke(
     Extension(principal): Extension<Principal>,
     Json(body): Json<InvokeBody>,
 ) -> Result<Json<Value>, ApiError> {
+    super::writer(&principal)?;
     let input = if body.input.is_null() {
         json!({})
     } else {

@@ -12,12 +12,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    ApiError, ApiState,
+    ApiError, ApiState, audit,
     extract::{Json, Path, Query},
+    writer,
 };
 use crate::{
     runs::{RunFilter, RunRecord, Runs},
     tenants::Principal,
+    users::Users,
 };
 
 pub(super) fn routes() -> Router<ApiState> {
@@ -87,15 +89,19 @@ async fn show(
 
 async fn replay(
     State(runs): State<Arc<Runs>>,
+    State(users): State<Arc<Users>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(summary(&runs.replay_run(principal.tenant(), &id)?)))
+    writer(&principal)?;
+    let run = runs.replay_run(principal.tenant(), &id)?;
+    audit(&users, &principal, "run.replay", &id, &run.flow_id);
+    Ok(Json(summary(&run)))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ReplayMany {
+pub(super) struct ReplayMany {
     flow: Option<String>,
     since: Option<u64>,
     until: Option<u64>,
@@ -107,6 +113,7 @@ async fn replay_many(
     Extension(principal): Extension<Principal>,
     body: Option<Json<ReplayMany>>,
 ) -> Result<Json<Value>, ApiError> {
+    writer(&principal)?;
     let body = body.map(|Json(body)| body).unwrap_or_default();
     let filter = RunFilter {
         flow: body.flow,
@@ -121,8 +128,12 @@ async fn replay_many(
 
 async fn cancel(
     State(runs): State<Arc<Runs>>,
+    State(users): State<Arc<Users>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(summary(&runs.cancel_run(principal.tenant(), &id)?)))
+    writer(&principal)?;
+    let run = runs.cancel_run(principal.tenant(), &id)?;
+    audit(&users, &principal, "run.cancel", &id, &run.flow_id);
+    Ok(Json(summary(&run)))
 }

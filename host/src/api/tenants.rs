@@ -16,7 +16,10 @@ use super::{
     extract::{Json, Path},
     operator_only,
 };
-use crate::tenants::{Principal, Tenants};
+use crate::{
+    tenants::{Principal, Tenants},
+    users::Users,
+};
 
 pub(super) fn routes() -> Router<ApiState> {
     Router::new()
@@ -26,8 +29,8 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/v1/whoami", get(whoami))
 }
 
-#[derive(Deserialize)]
-struct CreateBody {
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(super) struct CreateBody {
     name: String,
 }
 
@@ -64,11 +67,13 @@ async fn show(
 
 async fn remove(
     State(tenants): State<Arc<Tenants>>,
+    State(users): State<Arc<Users>>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     operator_only(&principal, "delete tenants")?;
     tenants.delete(&id)?;
+    users.remove_tenant(&id)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -85,6 +90,11 @@ async fn rotate(
 async fn whoami(Extension(principal): Extension<Principal>) -> Json<Value> {
     match principal {
         Principal::Operator => Json(json!({"role": "operator"})),
-        Principal::Tenant(id) => Json(json!({"role": "tenant", "tenant": id})),
+        Principal::Tenant { tenant, role, user } => Json(json!({
+            "role": "tenant",
+            "tenant": tenant,
+            "member_role": role,
+            "user": user,
+        })),
     }
 }

@@ -3,6 +3,7 @@
 //! consume. Get-object is rate-limited per token (the tenant's setting) and
 //! answers ETags; a stream's records come as JSON batches (long poll) or as
 //! one chunked NDJSON response; a batch's changes come as NDJSON pages.
+//! What changes anything (a POST or a DELETE) needs the editor role.
 
 use std::{sync::Arc, time::Duration};
 
@@ -22,7 +23,7 @@ use super::{
     ApiError, ApiState, bearer,
     extract::{Json, Path, Query},
     limits::TokenLimits,
-    operator_only,
+    operator_only, writer,
 };
 use crate::{
     tenants::Principal,
@@ -103,6 +104,7 @@ async fn create_topic(
     Extension(principal): Extension<Principal>,
     Json(spec): Json<TopicSpec>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    writer(&principal)?;
     let topic = topics.create(principal.tenant(), spec)?;
     Ok((
         StatusCode::CREATED,
@@ -137,6 +139,7 @@ async fn delete_topic(
     Extension(principal): Extension<Principal>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    writer(&principal)?;
     let tenant = principal.tenant();
     let mut users = state.streams.readers_of(tenant, &name)?;
     users.extend(state.feeds.readers_of(tenant, &name)?);
@@ -169,6 +172,7 @@ async fn publish(
     Path(name): Path<String>,
     Json(body): Json<PublishBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    writer(&principal)?;
     if body.records.is_empty() || body.records.len() > 1_000 {
         return Err(ApiError::bad_request(format!(
             "records: give 1 to 1000 records, not {}",
@@ -340,6 +344,7 @@ async fn create_stream(
     Extension(principal): Extension<Principal>,
     Json(spec): Json<StreamSpec>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    writer(&principal)?;
     let stream = streams.create(principal.tenant(), spec)?;
     let url = format!("/v1/streams/{}/records", stream.id);
     Ok((
@@ -368,6 +373,7 @@ async fn delete_stream(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    writer(&principal)?;
     streams.delete(principal.tenant(), &id)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -490,6 +496,7 @@ async fn commit(
     Path(id): Path<String>,
     Json(body): Json<CommitBody>,
 ) -> Result<Json<Value>, ApiError> {
+    writer(&principal)?;
     let reader = body.reader.unwrap_or_else(|| "default".to_string());
     let stream = streams.commit(principal.tenant(), &id, &reader, &body.cursor)?;
     Ok(Json(json!({"committed": stream.committed})))
@@ -501,6 +508,7 @@ async fn seek(
     Path(id): Path<String>,
     Json(body): Json<Seek>,
 ) -> Result<Json<Value>, ApiError> {
+    writer(&principal)?;
     let stream = streams.seek(principal.tenant(), &id, body)?;
     Ok(Json(
         json!({"committed": stream.committed, "generation": stream.generation}),
@@ -540,6 +548,7 @@ async fn create_feed(
     Extension(principal): Extension<Principal>,
     Json(spec): Json<FeedSpec>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    writer(&principal)?;
     let (feed, secret) = feeds.create(principal.tenant(), spec).await?;
     let mut view = feed_view(&feed);
     view["secret"] = json!(secret);
@@ -571,6 +580,7 @@ async fn delete_feed(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    writer(&principal)?;
     feeds.delete(principal.tenant(), &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -580,6 +590,7 @@ async fn true_up(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    writer(&principal)?;
     Ok(Json(feed_view(
         &feeds.true_up(principal.tenant(), &id).await?,
     )))
@@ -590,6 +601,7 @@ async fn rotate(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    writer(&principal)?;
     let (feed, secret) = feeds.rotate_secret(principal.tenant(), &id).await?;
     let mut view = feed_view(&feed);
     view["secret"] = json!(secret);
@@ -601,6 +613,7 @@ async fn enable(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    writer(&principal)?;
     Ok(Json(feed_view(
         &feeds.enable(principal.tenant(), &id).await?,
     )))
@@ -642,6 +655,7 @@ async fn redeliver(
     Extension(principal): Extension<Principal>,
     Path((id, batch)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
+    writer(&principal)?;
     let batch = feeds.redeliver(principal.tenant(), &id, &batch).await?;
     Ok(Json(json!({"batch": batch.id, "state": batch.state})))
 }
@@ -658,6 +672,7 @@ async fn recover(
     Path(id): Path<String>,
     Json(body): Json<RecoverBody>,
 ) -> Result<Json<Value>, ApiError> {
+    writer(&principal)?;
     let since = crate::topics::streams::parse_time(&body.since)
         .map_err(|e| ApiError::bad_request(format!("since: {e}")))?;
     let ids = feeds.recover(principal.tenant(), &id, since).await?;

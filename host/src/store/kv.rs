@@ -1,6 +1,6 @@
 //! The key-value trait for low-churn records: plugin versions, tenants,
-//! connections, flows and their versions, webhook routes, OAuth flows in
-//! progress. Values are JSON; keys are lists of parts that the backend joins
+//! connections, flows and their versions and drafts, webhook routes, OAuth
+//! flows in progress, users, their sessions and the audit log. Values are JSON; keys are lists of parts that the backend joins
 //! (parts never contain NUL), so a prefix of parts selects a group, e.g. every
 //! connection of one tenant.
 
@@ -38,6 +38,18 @@ pub enum Tree {
     /// `[tenant, fingerprint]` → the subscription of one plugin version,
     /// trigger, connection and params.
     SubscriptionIndex,
+    /// `[tenant, user]` → a person who signs in to the console.
+    Users,
+    /// `[email (lower case)]` → `{tenant, user}`: emails are unique on a host.
+    UserEmails,
+    /// `[sha256(invitation token)]` → an invitation waiting to be accepted.
+    Invitations,
+    /// `[sha256(session id)]` → a signed-in browser session.
+    Sessions,
+    /// `[tenant, at (ms, 15 digits), random]` → who changed what, oldest first.
+    Audit,
+    /// `[tenant, draft]` → a flow being edited in the console, not published.
+    FlowDrafts,
     /// `[tenant, topic]` → a topic's settings.
     Topics,
     /// `[tenant]` → the tenant's limits of the topics' API.
@@ -59,7 +71,7 @@ pub enum Tree {
 }
 
 impl Tree {
-    pub const ALL: [Tree; 20] = [
+    pub const ALL: [Tree; 26] = [
         Tree::Meta,
         Tree::Plugins,
         Tree::PluginRefs,
@@ -72,6 +84,12 @@ impl Tree {
         Tree::Hooks,
         Tree::Subscriptions,
         Tree::SubscriptionIndex,
+        Tree::Users,
+        Tree::UserEmails,
+        Tree::Invitations,
+        Tree::Sessions,
+        Tree::Audit,
+        Tree::FlowDrafts,
         Tree::Topics,
         Tree::TopicLimits,
         Tree::Streams,
@@ -97,6 +115,12 @@ impl Tree {
             Tree::Hooks => "hooks",
             Tree::Subscriptions => "subscriptions",
             Tree::SubscriptionIndex => "subscription_index",
+            Tree::Users => "users",
+            Tree::UserEmails => "user_emails",
+            Tree::Invitations => "invitations",
+            Tree::Sessions => "sessions",
+            Tree::Audit => "audit",
+            Tree::FlowDrafts => "flow_drafts",
             Tree::Topics => "topics",
             Tree::TopicLimits => "topic_limits",
             Tree::Streams => "streams",

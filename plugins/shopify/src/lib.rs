@@ -210,7 +210,10 @@ mod tests {
             ]
         );
         let triggers: Vec<_> = m.triggers.iter().map(|t| t.key.as_str()).collect();
-        assert_eq!(triggers, ["order-created", "order-changed", "order-updated"]);
+        assert_eq!(
+            triggers,
+            ["order-created", "order-changed", "order-updated"]
+        );
         assert_eq!(
             m.allowed_hosts,
             ["https://{shop}.myshopify.com", "{base_url}"]

@@ -115,7 +115,8 @@ impl TestHost {
         let addr = listener.local_addr().unwrap();
         app.feeds.set_base_url(&format!("http://{addr}"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let router = switchyard::api::router(app.api_state())
+        let router = app
+            .router()
             .into_make_service_with_connect_info::<std::net::SocketAddr>();
         let server = tokio::spawn(async move {
             axum::serve(listener, router)
@@ -310,4 +311,14 @@ pub fn error_message(body: &Value, code: &str) -> String {
         .as_str()
         .expect("error message")
         .to_string()
+}
+
+/// Tests that measure latency take this exclusively, and tests that load
+/// the machine heavily (a browser) take it shared, so the two never run at
+/// the same time in one test process (nextest runs each test in a process
+/// of its own, where it costs nothing).
+pub fn machine() -> &'static tokio::sync::RwLock<()> {
+    static MACHINE: std::sync::LazyLock<tokio::sync::RwLock<()>> =
+        std::sync::LazyLock::new(Default::default);
+    &MACHINE
 }
