@@ -26,6 +26,7 @@ macro_rules! ctx {
 mod admin;
 mod assets;
 mod auth;
+mod changes;
 mod connections;
 mod connectors;
 mod editor;
@@ -69,6 +70,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(editor::routes())
         .merge(runs::routes())
         .merge(admin::routes())
+        .merge(changes::routes())
         .route("/sign-out", axum::routing::post(auth::sign_out))
         .route_layer(middleware::from_fn_with_state(state.clone(), guard));
     Router::new()

@@ -45,6 +45,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("run.html", include_str!("templates/run.html")),
     ("run_body.html", include_str!("templates/run_body.html")),
     ("webhooks.html", include_str!("templates/webhooks.html")),
+    ("changes.html", include_str!("templates/changes.html")),
+    ("topic.html", include_str!("templates/topic.html")),
     ("tenants.html", include_str!("templates/tenants.html")),
     ("users.html", include_str!("templates/users.html")),
     ("audit.html", include_str!("templates/audit.html")),

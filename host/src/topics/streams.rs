@@ -162,23 +162,7 @@ impl Streams {
             }
         }
         let heads = self.topics.heads(tenant, &topic)?;
-        let committed = match spec.start.as_deref().unwrap_or("earliest") {
-            "earliest" => heads
-                .iter()
-                .enumerate()
-                .map(|(p, h)| (p as u32, h.first))
-                .collect(),
-            "latest" => heads
-                .iter()
-                .enumerate()
-                .map(|(p, h)| (p as u32, h.next))
-                .collect(),
-            other => {
-                return Err(ServiceError::BadRequest(format!(
-                    "start: `{other}` is neither `earliest` nor `latest`"
-                )));
-            }
-        };
+        let committed = ends(&heads, "start", spec.start.as_deref().unwrap_or("earliest"))?;
         let stream = Stream {
             id: format!("str_{}", hex::encode(rand::random::<[u8; 12]>())),
             topic: topic.name,
@@ -387,23 +371,7 @@ impl Streams {
         let topic = self.topics.get(tenant, &stream.topic)?;
         let heads = self.topics.heads(tenant, &topic)?;
         let positions: BTreeMap<u32, u64> = match (&seek.to, &seek.time, &seek.cursor) {
-            (Some(to), None, None) => match to.as_str() {
-                "earliest" => heads
-                    .iter()
-                    .enumerate()
-                    .map(|(p, h)| (p as u32, h.first))
-                    .collect(),
-                "latest" => heads
-                    .iter()
-                    .enumerate()
-                    .map(|(p, h)| (p as u32, h.next))
-                    .collect(),
-                other => {
-                    return Err(ServiceError::BadRequest(format!(
-                        "to: `{other}` is neither `earliest` nor `latest`"
-                    )));
-                }
-            },
+            (Some(to), None, None) => ends(&heads, "to", to)?,
             (None, Some(time), None) => {
                 let at = parse_time(time).map_err(ServiceError::BadRequest)?;
                 (0..topic.partitions)
@@ -492,6 +460,30 @@ impl Streams {
             .or_insert_with(|| Arc::new(Mutex::new(Leases::new(stream.partitions as usize))))
             .clone()
     }
+}
+
+/// Every partition at its oldest kept record (`earliest`) or after its
+/// newest (`latest`); `field` names the request's field in the error.
+fn ends(
+    heads: &[crate::store::PartitionHead],
+    field: &str,
+    which: &str,
+) -> Result<BTreeMap<u32, u64>, ServiceError> {
+    let end = |h: &crate::store::PartitionHead| match which {
+        "earliest" => Some(h.first),
+        "latest" => Some(h.next),
+        _ => None,
+    };
+    heads
+        .iter()
+        .enumerate()
+        .map(|(p, h)| end(h).map(|offset| (p as u32, offset)))
+        .collect::<Option<_>>()
+        .ok_or_else(|| {
+            ServiceError::BadRequest(format!(
+                "{field}: `{which}` is neither `earliest` nor `latest`"
+            ))
+        })
 }
 
 /// Whether a record passes a stream's type and field filter.

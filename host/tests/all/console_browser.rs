@@ -726,6 +726,49 @@ async fn a_merchant_builds_runs_and_replays_a_flow_in_the_browser() {
     );
     browser.screenshot("26-yaml").await;
 
+    // What the tenant publishes, and who reads it.
+    let records = json!({"records": [
+        {"key": "1001", "type": "order.updated", "data": {"status": "paid", "total": "49.00"}},
+        {"key": "1002", "type": "order.updated", "data": {"status": "packed", "total": "12.50"}},
+        {"key": "1001", "type": "order.updated", "data": {"status": "shipped", "total": "49.00"}},
+    ]});
+    let (status, body) = serve
+        .api(
+            &token,
+            Method::POST,
+            "/v1/topics/orders/records",
+            Some(records),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, stream) = serve
+        .api(
+            &token,
+            Method::POST,
+            "/v1/streams",
+            Some(json!({"topic": "orders"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{stream}");
+    let (status, body) = serve
+        .api(
+            &token,
+            Method::POST,
+            "/v1/webhook-subscriptions",
+            Some(json!({"topic": "orders", "url": "https://erp.example/hooks", "interval_secs": 300})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    browser.open("/changes").await;
+    browser
+        .wait_for_text(stream["id"].as_str().unwrap(), false)
+        .await;
+    assert!(browser.html().await.contains("https://erp.example/hooks"));
+    browser.screenshot("27-changes").await;
+    browser.open("/changes/topics/orders").await;
+    browser.wait_for_text("order.updated", false).await;
+    browser.screenshot("28-topic").await;
+
     // No page showed a secret typed into the connection forms (their
     // values went to the fakes in the runs' HTTP exchanges).
     let (shop_props, wms_props) = (shop.properties(), warehouse.properties());
@@ -757,6 +800,8 @@ async fn a_merchant_builds_runs_and_replays_a_flow_in_the_browser() {
     browser.goto("/connections").await;
     browser.wait_for_text("No connections yet", false).await;
     assert!(!browser.html().await.contains("Warehouse"));
+    browser.goto("/changes").await;
+    browser.wait_for_text("No topics yet", false).await;
 
     browser.stop().await;
     serve.stop().await;
