@@ -23,7 +23,11 @@ use crate::{
     runs::Runs,
     sandbox::HttpSandbox,
     secrets::MasterKey,
-    store::sled::SledStore,
+    store::{
+        Stores,
+        postgres::{PgSettings, PgStore},
+        sled::SledStore,
+    },
     tasks::Tasks,
     tenants::Tenants,
     topics::{
@@ -56,7 +60,7 @@ pub struct App {
     pub users: Arc<Users>,
     pub drafts: Arc<Drafts>,
     tasks: Arc<Tasks>,
-    store: Weak<SledStore>,
+    store: Weak<dyn std::any::Any + Send + Sync>,
 }
 
 impl App {
@@ -65,9 +69,7 @@ impl App {
     pub async fn open(config: ServeConfig) -> anyhow::Result<(App, Option<String>)> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-        let sled = SledStore::open(&config.data_dir)
-            .with_context(|| format!("opening storage in {}", config.data_dir.display()))?;
-        let store = sled.stores();
+        let (store, backend) = open_store(&config)?;
         let (tenants, new_token) = Tenants::open(store.kv.clone(), config.token.as_deref())?;
         let engine = Arc::new(Engine::new(config.engine())?);
         let master_key = Arc::new(MasterKey::load_or_create(
@@ -184,9 +186,9 @@ impl App {
             users,
             drafts,
             tasks,
-            store: Arc::downgrade(&sled),
+            store: Arc::downgrade(&backend),
         };
-        drop(sled);
+        drop(backend);
         app.load_dirs().await;
         Ok((app, new_token))
     }
@@ -247,6 +249,17 @@ impl App {
         }
     }
 
+    /// The name this host goes by among the hosts of a shared store.
+    pub fn node_name(config: &ServeConfig) -> String {
+        config.node.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|name| name.trim().to_string())
+                .ok()
+                .filter(|name| !name.is_empty())
+                .unwrap_or_else(|| "switchyard".to_string())
+        })
+    }
+
     /// Everything the host serves: the API and, beside it, the console
     /// (which takes the same services).
     pub fn router(&self) -> axum::Router {
@@ -304,4 +317,38 @@ impl App {
             }
         }
     }
+}
+
+/// Opens the store the settings name: sled in the data directory, or a
+/// shared PostgreSQL database.
+fn open_store(
+    config: &ServeConfig,
+) -> anyhow::Result<(Stores, Arc<dyn std::any::Any + Send + Sync>)> {
+    if config.store == "sled" {
+        let sled = SledStore::open(&config.data_dir)
+            .with_context(|| format!("opening storage in {}", config.data_dir.display()))?;
+        return Ok((sled.stores(), sled));
+    }
+    if !(config.store.starts_with("postgres://") || config.store.starts_with("postgresql://")) {
+        anyhow::bail!(
+            "--store must be `sled` or a postgres:// URL, not `{}`",
+            config.store.split('@').next_back().unwrap_or_default()
+        );
+    }
+    // Every host must open the secrets the others sealed.
+    if config.master_key.is_none() {
+        anyhow::bail!(
+            "with a shared store every host needs the same master key: pass --master-key \
+             (or SWITCHYARD_MASTER_KEY)"
+        );
+    }
+    let pg = PgStore::open(PgSettings {
+        url: config.store.clone(),
+        node: App::node_name(config),
+        lease: std::time::Duration::from_secs(config.node_lease_secs),
+        connections: 16,
+        files_dir: config.data_dir.join("files"),
+    })
+    .context("opening the PostgreSQL store")?;
+    Ok((pg.stores(), pg))
 }

@@ -45,7 +45,7 @@ pub struct Cli {
 #[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run the host: admin API, plugin engine, storage in one process.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Manage connector plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -737,7 +737,7 @@ enum EnvCommand {
 pub async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(config) => serve(config).await,
+        Command::Serve(config) => serve(*config).await,
         Command::Plugin(command) => {
             let client = Client::new(&cli.server, cli.token)?;
             plugin(&client, command).await

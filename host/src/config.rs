@@ -19,9 +19,33 @@ pub struct ServeConfig {
     #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Directory for the database, plugin binaries and compiled artifacts.
+    /// Directory for the database, plugin binaries and compiled artifacts
+    /// (with `--store postgres://...`: only this node's compiled artifacts).
     #[arg(long, env = "SWITCHYARD_DATA_DIR", default_value = "./switchyard-data")]
     pub data_dir: PathBuf,
+
+    /// Where the records live: `sled` (embedded in the data directory, one
+    /// host) or a PostgreSQL URL (`postgres://user:pass@host/db`), which
+    /// several hosts may share.
+    #[arg(
+        long,
+        env = "SWITCHYARD_STORE",
+        default_value = "sled",
+        hide_env_values = true
+    )]
+    pub store: String,
+
+    /// This host's name among the hosts sharing a PostgreSQL store (each
+    /// needs its own; a host restarted under its name gets a new epoch and
+    /// cannot finish what it claimed before). Default: the machine's name.
+    #[arg(long, env = "SWITCHYARD_NODE")]
+    pub node: Option<String>,
+
+    /// Seconds a host of a shared store may stay silent before the others
+    /// take over its claimed runs, deliveries and trigger leases.
+    #[arg(long, env = "SWITCHYARD_NODE_LEASE_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub node_lease_secs: u64,
 
     /// Operator token for the API. Without one, a token is generated on the
     /// first start, printed once, and only its hash is stored.
@@ -159,6 +183,9 @@ impl ServeConfig {
         ServeConfig {
             listen: ([127, 0, 0, 1], 0).into(),
             data_dir: data_dir.into(),
+            store: "sled".to_string(),
+            node: None,
+            node_lease_secs: 30,
             token: None,
             master_key: None,
             public_url: None,

@@ -465,6 +465,54 @@ impl Registry {
                 reason: reason.clone(),
             });
         }
+        // Uploaded through another node of a shared store since this one
+        // started: loaded (and compiled into this node's cache) on first use.
+        if let Some(record) = self
+            .kv
+            .get_json::<PluginRecord>(Tree::Plugins, &[key, &version.to_string()])?
+        {
+            // A declarative version needs its interpreter, which may have
+            // come the same way: the ones not loaded here yet come along.
+            let missing: Vec<InterpreterRecord> = match &record.kind {
+                PluginKind::Declarative { interpreter, .. }
+                    if !self
+                        .interpreters
+                        .read()
+                        .expect("registry lock")
+                        .contains_key(interpreter) =>
+                {
+                    self.kv.scan_json(Tree::Interpreters, &[])?
+                }
+                _ => Vec::new(),
+            };
+            let known = self.interpreters.read().expect("registry lock").clone();
+            let load = || {
+                let (loaded, broken, mut interpreters) =
+                    load_all(&*self.kv, &self.engine, Vec::new(), missing);
+                interpreters.extend(known);
+                let (versions, failed) =
+                    load_with(&*self.kv, &self.engine, vec![record], &interpreters);
+                (
+                    loaded.into_iter().chain(versions).collect::<Loaded>(),
+                    broken.into_iter().chain(failed).collect::<Broken>(),
+                    interpreters,
+                )
+            };
+            let (loaded, broken, interpreters) = match tokio::runtime::Handle::try_current() {
+                Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                    tokio::task::block_in_place(load)
+                }
+                _ => load(),
+            };
+            *self.interpreters.write().expect("registry lock") = interpreters;
+            self.loaded.write().expect("registry lock").extend(loaded);
+            self.broken.write().expect("registry lock").extend(broken);
+            if self.loaded.read().expect("registry lock").contains_key(&id)
+                || self.broken.read().expect("registry lock").contains_key(&id)
+            {
+                return self.get(key, version);
+            }
+        }
         Err(ServiceError::NotFound(format!(
             "plugin {key}@{version} does not exist"
         )))
@@ -631,8 +679,6 @@ fn load_all(
     records: Vec<PluginRecord>,
     interpreter_records: Vec<InterpreterRecord>,
 ) -> (Loaded, Broken, HashMap<String, LoadedPlugin>) {
-    let mut loaded = HashMap::new();
-    let mut broken = HashMap::new();
     let mut interpreters = HashMap::new();
     for record in interpreter_records {
         let plugin = match kv.get_blob(&record.sha256) {
@@ -651,6 +697,19 @@ fn load_all(
             }
         }
     }
+    let (loaded, broken) = load_with(kv, engine, records, &interpreters);
+    (loaded, broken, interpreters)
+}
+
+/// Loads plugin versions, declarative ones on these interpreters.
+fn load_with(
+    kv: &dyn Kv,
+    engine: &Arc<Engine>,
+    records: Vec<PluginRecord>,
+    interpreters: &HashMap<String, LoadedPlugin>,
+) -> (Loaded, Broken) {
+    let mut loaded = HashMap::new();
+    let mut broken = HashMap::new();
     for mut record in records {
         let id = (record.key.clone(), record.version.clone());
         let plugin = match &record.kind {
@@ -686,7 +745,7 @@ fn load_all(
             }
         }
     }
-    (loaded, broken, interpreters)
+    (loaded, broken)
 }
 
 /// Picks the newest non-deprecated version that satisfies `req`.

@@ -31,7 +31,7 @@ impl Engine {
         };
         let mut store = Store::new(
             &self.engine,
-            HostState::new(CallEnv::default(), limiter, deadline),
+            HostState::new(CallEnv::default(), limiter, deadline, plugin.spec.clone()),
         );
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);

@@ -185,6 +185,11 @@ pub trait Kv: Send + Sync + 'static {
     fn put_blob(&self, hash: &str, bytes: &[u8]) -> Result<()>;
     fn get_blob(&self, hash: &str) -> Result<Option<Vec<u8>>>;
     fn delete_blob(&self, hash: &str) -> Result<()>;
+
+    /// Registers what to call when another node wrote to `tree`, so that a
+    /// node's caches and schedules follow the others'. Called on the store's
+    /// own thread: it must only signal. (One node: never called.)
+    fn watch(&self, _tree: Tree, _changed: std::sync::Arc<dyn Fn() + Send + Sync>) {}
 }
 
 /// Typed helpers over any [`Kv`].

@@ -19,10 +19,12 @@
 //! the parts of a key, or call a typed operation. [`sled`] is the embedded
 //! backend; `app.rs` is the only place that names it.
 
+mod blobs;
 mod entities;
 mod files;
 mod inbox;
 mod kv;
+pub mod postgres;
 mod runs;
 pub mod sled;
 mod topics;
@@ -61,6 +63,15 @@ pub enum StoreError {
     Locked { path: String },
     #[error("corrupt record in `{place}`: {message}")]
     Corrupt { place: String, message: String },
+    /// A write refused because this node no longer holds what it wrote
+    /// under (a run's claim, a trigger's lease), or the record changed since
+    /// it was read: another node took over.
+    #[error("write refused: {0}")]
+    Fenced(String),
+    /// A write that would repeat something recorded once (a run id, a
+    /// schedule's fire slot).
+    #[error("already recorded: {0}")]
+    Conflict(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

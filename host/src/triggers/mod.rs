@@ -5,6 +5,7 @@
 //! [`Triggers`] is the service; the three files are its parts.
 
 pub mod files;
+mod follow;
 pub mod ingress;
 pub mod scheduler;
 mod subscriptions;
@@ -114,6 +115,7 @@ impl Triggers {
     pub fn start(self: &Arc<Self>) {
         self.start_scheduler();
         self.start_inbox_worker();
+        self.start_following();
     }
 
     pub fn settings(&self) -> &TriggerSettings {

@@ -11,12 +11,18 @@ use serde_json::{Value, json};
 use switchyard_tests as artifacts;
 
 use crate::support::{
-    self, TOKEN, TestHost, client,
+    self, Backend, TOKEN, TestHost, client,
     fake::{Common, Fake, FakeApi, Incoming, Reply},
     wait_for, wait_until,
 };
 
 pub const SINK_KEY: &str = "k-sink-1";
+
+// Buckets, the quota and file triggers' ledgers on each store.
+crate::on_both_stores!(
+    buckets_stream_files_in_parts_list_by_glob_and_keep_the_quota,
+    a_young_file_waits_and_the_same_file_dropped_twice_runs_once,
+);
 
 /// A fake API behind the bench connector's `send` (`POST /items`): a body
 /// with `items` is a batch of records, taken and counted (a batch repeated
@@ -158,10 +164,9 @@ async fn finished_runs(host: &TestHost, flow: &str, n: usize) -> Vec<Value> {
     body["runs"].as_array().unwrap().clone()
 }
 
-#[tokio::test]
-async fn buckets_stream_files_in_parts_list_by_glob_and_keep_the_quota() {
+async fn buckets_stream_files_in_parts_list_by_glob_and_keep_the_quota(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = support::config(dir.path());
+    let mut config = backend.apply(support::config(dir.path())).await;
     config.tenant_quota_mib = 1;
     let host = TestHost::start(config).await;
     bucket(&host, "drop").await;
@@ -400,10 +405,9 @@ async fn a_csv_with_bad_rows_puts_exactly_those_rows_in_rejected_csv() {
     host.stop().await;
 }
 
-#[tokio::test]
-async fn a_young_file_waits_and_the_same_file_dropped_twice_runs_once() {
+async fn a_young_file_waits_and_the_same_file_dropped_twice_runs_once(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let host = TestHost::start(support::config(dir.path())).await;
+    let host = TestHost::start(backend.apply(support::config(dir.path())).await).await;
     bucket(&host, "drop").await;
     bucket(&host, "out").await;
     let flow = publish(

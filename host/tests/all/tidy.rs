@@ -200,6 +200,11 @@ fn only_app_names_a_storage_backend_and_only_store_builds_keys() {
         if name != "app.rs" && (code.contains("SledStore") || code.contains("store::sled")) {
             broken.push(format!("{name} names the sled backend; only app.rs may"));
         }
+        if name != "app.rs" && (code.contains("PgStore") || code.contains("store::postgres")) {
+            broken.push(format!(
+                "{name} names the PostgreSQL backend; only app.rs may"
+            ));
+        }
         // The byte-level storage API and NUL-joined keys belong to store/.
         for needle in ["sled::", "Op::", "scan_prefix(", "scan_from("] {
             if code.contains(needle) && !(name == "app.rs" && needle == "sled::") {

@@ -3,17 +3,10 @@
 //! the file triggers' ledgers and the record jobs' progress. Blobs are files
 //! under `<data-dir>/files/<tenant>/`, named by a random id.
 
-use std::{
-    fs::{self, OpenOptions},
-    path::PathBuf,
-};
-
-use rand::RngCore;
-
 use super::{Op, SledStore, backend, keys};
 use crate::store::{
     BlobFile, BucketRecord, FileStore, JobProgress, LedgerEntry, ObjectRecord, Result, StoreError,
-    UploadRecord, decode, encode,
+    UploadRecord, blobs::BlobDir, decode, encode,
 };
 
 /// `{tenant}\0{bucket}` → the bucket.
@@ -30,29 +23,8 @@ const LEDGER: &str = "file_ledger";
 const JOBS: &str = "record_jobs";
 
 impl SledStore {
-    fn files_dir(&self, tenant: &str) -> Result<PathBuf> {
-        // Tenant ids are ours, but they become a directory name: be strict.
-        if tenant.is_empty()
-            || !tenant
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
-            return Err(StoreError::Io {
-                path: tenant.to_string(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a tenant id"),
-            });
-        }
-        Ok(self.blob_dir.with_file_name("files").join(tenant))
-    }
-
-    fn blob_file(&self, tenant: &str, id: &str) -> Result<PathBuf> {
-        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(StoreError::Io {
-                path: id.to_string(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a blob id"),
-            });
-        }
-        Ok(self.files_dir(tenant)?.join(id))
+    fn file_blobs(&self) -> BlobDir {
+        BlobDir::new(self.blob_dir.with_file_name("files"))
     }
 
     fn usage_after(&self, tenant: &str, add: u64, remove: u64) -> Result<Op> {
@@ -205,51 +177,15 @@ impl FileStore for SledStore {
     }
 
     fn create_blob(&self, tenant: &str) -> Result<BlobFile> {
-        let dir = self.files_dir(tenant)?;
-        let io = |path: &PathBuf| {
-            let path = path.display().to_string();
-            move |source| StoreError::Io { path, source }
-        };
-        fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let mut bytes = [0u8; 16];
-        rand::rng().fill_bytes(&mut bytes);
-        let id = hex::encode(bytes);
-        let path = dir.join(&id);
-        let file = OpenOptions::new()
-            .create_new(true)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        Ok(BlobFile { id, file, path })
+        self.file_blobs().create(tenant)
     }
 
     fn open_blob(&self, tenant: &str, id: &str, write: bool) -> Result<BlobFile> {
-        let path = self.blob_file(tenant, id)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(write)
-            .open(&path)
-            .map_err(|source| StoreError::Io {
-                path: path.display().to_string(),
-                source,
-            })?;
-        Ok(BlobFile {
-            id: id.to_string(),
-            file,
-            path,
-        })
+        self.file_blobs().open(tenant, id, write)
     }
 
     fn delete_blob(&self, tenant: &str, id: &str) -> Result<()> {
-        let path = self.blob_file(tenant, id)?;
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::Io {
-                path: path.display().to_string(),
-                source: e,
-            }),
-            _ => Ok(()),
-        }
+        self.file_blobs().delete(tenant, id)
     }
 
     fn ledger_entry(&self, tenant: &str, flow: &str, key: &str) -> Result<Option<LedgerEntry>> {
