@@ -89,7 +89,7 @@ async fn hosts_starting_at_once_apply_the_schema_once() {
     )
     .await;
     let versions: Vec<i32> = versions.iter().map(|r| r.get(0)).collect();
-    assert_eq!(versions, [1, 2], "each migration is recorded once");
+    assert_eq!(versions, [1, 2, 3], "each migration is recorded once");
     let nodes = pg::query(&url, "SELECT name, epoch FROM nodes ORDER BY name").await;
     let nodes: Vec<(String, i64)> = nodes.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(

@@ -122,9 +122,9 @@ impl PgStore {
                 let delta = i64::try_from(new_size).unwrap_or(i64::MAX)
                     - i64::try_from(old_size).unwrap_or(i64::MAX);
                 tx.execute(
-                    "INSERT INTO file_usage (tenant, bytes) VALUES ($1, GREATEST($2, 0))
+                    "INSERT INTO file_usage (tenant, bytes) VALUES ($1, GREATEST($2::bigint, 0))
                      ON CONFLICT (tenant) DO UPDATE
-                     SET bytes = GREATEST(file_usage.bytes + $2, 0)",
+                     SET bytes = GREATEST(file_usage.bytes + $2::bigint, 0)",
                     &[tenant, &delta],
                 )
                 .await
