@@ -8,14 +8,45 @@
 //! connectors have no I/O-free action, so theirs is an unknown action, which
 //! they answer with an `invalid-input` error after parsing the input: a whole
 //! round trip through their bindings and their error path.
+//!
+//! The declarative connector is the interpreter running
+//! `plugins/declarative/woocommerce.yaml`: an unknown action (the spec read
+//! and parsed, the templates' environment built, the error), and its
+//! `get-order` action, whose request is rendered from templates and sent
+//! to `http.send`, which refuses it at once (the bench gives the call no
+//! network): the whole of an action but the network.
 
 use std::{sync::Arc, time::Duration};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use switchyard::{
     config::ServeConfig,
-    engine::{CallEnv, Engine, GuestContext},
+    declarative,
+    engine::{CallEnv, Engine, GuestConnection, GuestContext, LoadedPlugin},
 };
+
+/// The component of `subject`, ready to call.
+fn load(engine: &Engine, subject: &Subject) -> LoadedPlugin {
+    let bytes = std::fs::read(subject.path).unwrap();
+    let sha = Engine::content_hash(&bytes);
+    match subject.spec {
+        None => engine
+            .load(&sha, &bytes)
+            .unwrap_or_else(|e| panic!("loading {}: {e}", subject.key)),
+        Some(name) => {
+            let path = format!(
+                "{}/../plugins/declarative/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let declared = declarative::parse(&std::fs::read_to_string(path).unwrap())
+                .unwrap_or_else(|p| panic!("{name}: {p:?}"));
+            engine
+                .load_interpreter(&sha, &bytes)
+                .unwrap()
+                .with_spec(declared.canonical.into())
+        }
+    }
+}
 
 struct Subject {
     name: &'static str,
@@ -23,15 +54,21 @@ struct Subject {
     key: &'static str,
     action: &'static str,
     succeeds: bool,
+    /// A spec in `plugins/declarative/` that the component (the
+    /// interpreter) runs.
+    spec: Option<&'static str>,
+    input: &'static str,
 }
 
-const SUBJECTS: [Subject; 3] = [
+const SUBJECTS: [Subject; 5] = [
     Subject {
         name: "rust",
         path: switchyard_tests::EXAMPLE,
         key: "example",
         action: "echo",
         succeeds: true,
+        spec: None,
+        input: "{}",
     },
     Subject {
         name: "python",
@@ -39,6 +76,8 @@ const SUBJECTS: [Subject; 3] = [
         key: "shipping",
         action: "bench-unknown",
         succeeds: false,
+        spec: None,
+        input: "{}",
     },
     Subject {
         name: "javascript",
@@ -46,12 +85,35 @@ const SUBJECTS: [Subject; 3] = [
         key: "woocommerce",
         action: "bench-unknown",
         succeeds: false,
+        spec: None,
+        input: "{}",
+    },
+    Subject {
+        name: "declarative",
+        path: switchyard_tests::DECLARATIVE_INTERPRETER,
+        key: "woocommerce",
+        action: "bench-unknown",
+        succeeds: false,
+        spec: Some("woocommerce.yaml"),
+        input: "{}",
+    },
+    Subject {
+        name: "declarative get-order",
+        path: switchyard_tests::DECLARATIVE_INTERPRETER,
+        key: "woocommerce",
+        action: "get-order",
+        succeeds: false,
+        spec: Some("woocommerce.yaml"),
+        input: r#"{"id": 7}"#,
     },
 ];
 
 fn ctx() -> GuestContext {
     GuestContext {
-        connection: None,
+        connection: Some(GuestConnection {
+            id: "bench".into(),
+            properties: r#"{"base_url": "https://shop.example.com"}"#.into(),
+        }),
         env: Vec::new(),
         trace_id: String::new(),
     }
@@ -70,10 +132,7 @@ fn plugin_calls(c: &mut Criterion) {
     let mut group = c.benchmark_group("plugin call");
     group.measurement_time(Duration::from_secs(8));
     for subject in &SUBJECTS {
-        let bytes = std::fs::read(subject.path).unwrap();
-        let plugin = engine
-            .load(&Engine::content_hash(&bytes), &bytes)
-            .unwrap_or_else(|e| panic!("loading {}: {e}", subject.key));
+        let plugin = load(&engine, subject);
         group.bench_function(format!("{}: fresh instance + call", subject.name), |b| {
             b.to_async(&runtime).iter(|| async {
                 let outcome = engine
@@ -82,7 +141,7 @@ fn plugin_calls(c: &mut Criterion) {
                         CallEnv::default(),
                         ctx(),
                         subject.action,
-                        "{}",
+                        subject.input,
                         "k",
                     )
                     .await;
@@ -106,7 +165,7 @@ fn plugin_calls(c: &mut Criterion) {
                                 CallEnv::default(),
                                 ctx(),
                                 subject.action,
-                                "{}",
+                                subject.input,
                                 "k",
                                 iters as u32,
                             )

@@ -13,7 +13,9 @@ use crate::{
     connections::Connections,
     console,
     drafts::Drafts,
-    engine::Engine,
+    engine::{Engine, LoadError},
+    error::ServiceError,
+    files::Buckets,
     flows::{Flows, HostCatalogue},
     metrics::Metrics,
     oauth::OAuth,
@@ -21,7 +23,11 @@ use crate::{
     runs::Runs,
     sandbox::HttpSandbox,
     secrets::MasterKey,
-    store::sled::SledStore,
+    store::{
+        Stores,
+        postgres::{PgSettings, PgStore},
+        sled::SledStore,
+    },
     tasks::Tasks,
     tenants::Tenants,
     topics::{
@@ -29,7 +35,7 @@ use crate::{
         streams::Streams,
         webhooks::{FeedSettings, Feeds},
     },
-    triggers::{TriggerSettings, Triggers},
+    triggers::{TriggerSettings, Triggers, files::FileTriggers},
     users::Users,
 };
 
@@ -45,6 +51,8 @@ pub struct App {
     pub flows: Arc<Flows>,
     pub runs: Arc<Runs>,
     pub triggers: Arc<Triggers>,
+    pub buckets: Arc<Buckets>,
+    pub file_triggers: Arc<FileTriggers>,
     pub topics: Arc<Topics>,
     pub streams: Arc<Streams>,
     pub feeds: Arc<Feeds>,
@@ -52,7 +60,7 @@ pub struct App {
     pub users: Arc<Users>,
     pub drafts: Arc<Drafts>,
     tasks: Arc<Tasks>,
-    store: Weak<SledStore>,
+    store: Weak<dyn std::any::Any + Send + Sync>,
 }
 
 impl App {
@@ -61,9 +69,7 @@ impl App {
     pub async fn open(config: ServeConfig) -> anyhow::Result<(App, Option<String>)> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-        let sled = SledStore::open(&config.data_dir)
-            .with_context(|| format!("opening storage in {}", config.data_dir.display()))?;
-        let store = sled.stores();
+        let (store, backend) = open_store(&config)?;
         let (tenants, new_token) = Tenants::open(store.kv.clone(), config.token.as_deref())?;
         let engine = Arc::new(Engine::new(config.engine())?);
         let master_key = Arc::new(MasterKey::load_or_create(
@@ -120,12 +126,17 @@ impl App {
                 connections: connections.clone(),
             }),
         ));
+        let files = config.files();
+        std::fs::create_dir_all(&files.tempdir)
+            .with_context(|| format!("creating {}", files.tempdir.display()))?;
+        let buckets = Arc::new(Buckets::new(store.files.clone(), files));
         let settings = config.runtime();
         let runs = Arc::new(Runs::new(
             store.runs.clone(),
             store.entities.clone(),
             flows.clone(),
             calls.clone(),
+            buckets.clone(),
             topics.clone(),
             metrics.clone(),
             tasks.clone(),
@@ -146,6 +157,13 @@ impl App {
                 retention: settings.retention,
             },
         ));
+        let file_triggers = Arc::new(FileTriggers::new(
+            flows.clone(),
+            runs.clone(),
+            buckets.clone(),
+            calls.clone(),
+            tasks.clone(),
+        ));
         let users = Arc::new(Users::new(store.kv.clone(), config.session_secs));
         let drafts = Arc::new(Drafts::new(store.kv.clone()));
         let app = App {
@@ -159,6 +177,8 @@ impl App {
             flows,
             runs,
             triggers,
+            buckets,
+            file_triggers,
             topics,
             streams,
             feeds,
@@ -166,20 +186,23 @@ impl App {
             users,
             drafts,
             tasks,
-            store: Arc::downgrade(&sled),
+            store: Arc::downgrade(&backend),
         };
-        drop(sled);
+        drop(backend);
         app.load_dirs().await;
         Ok((app, new_token))
     }
 
     /// Starts the background work: run dispatchers, the trigger scheduler,
-    /// the webhook inbox worker, retention, and batched webhooks. [`App::shutdown`] stops them.
+    /// the webhook inbox worker, retention, batched webhooks and file
+    /// triggers. [`App::shutdown`] stops them.
     pub fn start(&self) {
         self.runs.start();
         self.triggers.start();
         self.topics.start();
         self.feeds.start();
+        self.file_triggers.start();
+        self.buckets.start(&self.tasks);
     }
 
     /// Stops the background work; runs in flight finish their current step.
@@ -205,6 +228,8 @@ impl App {
             flows: self.flows.clone(),
             runs: self.runs.clone(),
             triggers: self.triggers.clone(),
+            buckets: self.buckets.clone(),
+            file_triggers: self.file_triggers.clone(),
             topics: self.topics.clone(),
             streams: self.streams.clone(),
             feeds: self.feeds.clone(),
@@ -222,6 +247,17 @@ impl App {
                 public_metrics: self.config.public_metrics,
             }),
         }
+    }
+
+    /// The name this host goes by among the hosts of a shared store.
+    pub fn node_name(config: &ServeConfig) -> String {
+        config.node.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|name| name.trim().to_string())
+                .ok()
+                .filter(|name| !name.is_empty())
+                .unwrap_or_else(|| "switchyard".to_string())
+        })
     }
 
     /// Everything the host serves: the API and, beside it, the console
@@ -242,16 +278,33 @@ impl App {
             };
             let mut paths: Vec<_> = entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|ext| ext == "wasm"))
+                .filter(|p| {
+                    p.extension().is_some_and(|ext| {
+                        ["wasm", "yaml", "yml"].contains(&&*ext.to_string_lossy())
+                    })
+                })
                 .collect();
-            paths.sort();
+            // Components first: the declarative interpreter must be there
+            // before the specs it runs.
+            paths.sort_by_key(|p| (p.extension().is_none_or(|e| e != "wasm"), p.clone()));
             for path in paths {
                 let result = match std::fs::read(&path) {
-                    Ok(bytes) => self
-                        .registry
-                        .upload(bytes, None)
-                        .await
-                        .map_err(|e| e.to_string()),
+                    Ok(bytes) => match self.registry.upload(bytes.clone(), None).await {
+                        Err(ServiceError::Load(LoadError::Interpreter)) => {
+                            match self.registry.upload_interpreter(bytes).await {
+                                Ok((i, _)) => {
+                                    tracing::info!(
+                                        "loaded the declarative interpreter {} ({})",
+                                        i.version,
+                                        i.sha256
+                                    );
+                                    continue;
+                                }
+                                Err(e) => Err(e.to_string()),
+                            }
+                        }
+                        other => other.map_err(|e| e.to_string()),
+                    },
                     Err(e) => Err(e.to_string()),
                 };
                 match result {
@@ -264,4 +317,38 @@ impl App {
             }
         }
     }
+}
+
+/// Opens the store the settings name: sled in the data directory, or a
+/// shared PostgreSQL database.
+fn open_store(
+    config: &ServeConfig,
+) -> anyhow::Result<(Stores, Arc<dyn std::any::Any + Send + Sync>)> {
+    if config.store == "sled" {
+        let sled = SledStore::open(&config.data_dir)
+            .with_context(|| format!("opening storage in {}", config.data_dir.display()))?;
+        return Ok((sled.stores(), sled));
+    }
+    if !(config.store.starts_with("postgres://") || config.store.starts_with("postgresql://")) {
+        anyhow::bail!(
+            "--store must be `sled` or a postgres:// URL, not `{}`",
+            config.store.split('@').next_back().unwrap_or_default()
+        );
+    }
+    // Every host must open the secrets the others sealed.
+    if config.master_key.is_none() {
+        anyhow::bail!(
+            "with a shared store every host needs the same master key: pass --master-key \
+             (or SWITCHYARD_MASTER_KEY)"
+        );
+    }
+    let pg = PgStore::open(PgSettings {
+        url: config.store.clone(),
+        node: App::node_name(config),
+        lease: std::time::Duration::from_secs(config.node_lease_secs),
+        connections: 16,
+        files_dir: config.data_dir.join("files"),
+    })
+    .context("opening the PostgreSQL store")?;
+    Ok((pg.stores(), pg))
 }

@@ -11,6 +11,8 @@ use crate::{app::App, config::ServeConfig};
 
 mod changes;
 
+mod files;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "switchyard",
@@ -43,7 +45,7 @@ pub struct Cli {
 #[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run the host: admin API, plugin engine, storage in one process.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Manage connector plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -57,6 +59,15 @@ enum Command {
     /// Inspect runs, replay failed ones (the dead-letter list), cancel.
     #[command(subcommand)]
     Run(RunCommand),
+    /// Manage buckets: a tenant's file storage.
+    #[command(subcommand)]
+    Bucket(files::BucketCommand),
+    /// Upload, download, list and delete files in buckets.
+    #[command(subcommand)]
+    File(files::FileCommand),
+    /// Record jobs: progress, rejected records, replays; file triggers' ledgers.
+    #[command(subcommand)]
+    Job(files::JobCommand),
     /// Manage tenants (operator only): each gets its own API token, which sees
     /// only that tenant's connections.
     #[command(subcommand)]
@@ -631,7 +642,9 @@ async fn connection(client: &Client, command: ConnectionCommand) -> anyhow::Resu
 
 #[derive(Debug, Subcommand)]
 enum PluginCommand {
-    /// Upload a component (.wasm). Re-uploading identical bytes is a no-op.
+    /// Upload a component (.wasm), a declarative spec (.yaml, .yml, .json)
+    /// or the declarative interpreter. Re-uploading identical bytes is a
+    /// no-op; a refused spec lists every problem with its line.
     Push {
         file: PathBuf,
         /// Refuse the upload unless the manifest declares this version.
@@ -654,6 +667,52 @@ enum PluginCommand {
     /// Manage a version's environment variables (copied to its next version).
     #[command(subcommand)]
     Env(EnvCommand),
+    /// Run one operation of an unpublished spec against real data, with caps:
+    /// prints each page's request and response (secrets cut out), the
+    /// records or output, and a JSON Schema inferred from them.
+    ///
+    /// Example: switchyard plugin test shop.yaml --connection conn_... \
+    ///   --trigger order-updated --params '{}' --pages 2
+    Test {
+        /// The spec (YAML or JSON).
+        file: PathBuf,
+        /// A stored connection of the spec's key.
+        #[arg(long)]
+        connection: Option<String>,
+        /// Or a property for this test only, secrets included (repeat).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// A property as JSON (repeat).
+        #[arg(long = "set-json", value_name = "KEY=JSON")]
+        set_json: Vec<String>,
+        /// The action to run...
+        #[arg(long, conflicts_with = "trigger")]
+        action: Option<String>,
+        /// ...with this input (JSON).
+        #[arg(long, default_value = "{}")]
+        input: String,
+        /// Or the trigger to poll (or to hand `--delivery`).
+        #[arg(long)]
+        trigger: Option<String>,
+        /// Its params (JSON).
+        #[arg(long, default_value = "{}")]
+        params: String,
+        /// Poll from this cursor (from the beginning without one).
+        #[arg(long)]
+        cursor: Option<String>,
+        /// A webhook delivery: JSON `{"headers": {...}, "body": ...}`.
+        #[arg(long)]
+        delivery: Option<String>,
+        /// Pages the test may read.
+        #[arg(long, default_value_t = 5)]
+        pages: u32,
+        /// Records the test may collect.
+        #[arg(long, default_value_t = 100)]
+        records: u32,
+        /// Time the test may take, in milliseconds.
+        #[arg(long, default_value_t = 30_000)]
+        timeout_ms: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -678,7 +737,7 @@ enum EnvCommand {
 pub async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(config) => serve(config).await,
+        Command::Serve(config) => serve(*config).await,
         Command::Plugin(command) => {
             let client = Client::new(&cli.server, cli.token)?;
             plugin(&client, command).await
@@ -694,6 +753,18 @@ pub async fn main() -> anyhow::Result<()> {
         Command::Tenant(command) => {
             let client = Client::new(&cli.server, cli.token)?;
             tenant(&client, command).await
+        }
+        Command::Bucket(command) => {
+            let client = Client::new(&cli.server, cli.token)?;
+            files::bucket(&client, command).await
+        }
+        Command::File(command) => {
+            let client = Client::new(&cli.server, cli.token)?;
+            files::file(&client, command).await
+        }
+        Command::Job(command) => {
+            let client = Client::new(&cli.server, cli.token)?;
+            files::job(&client, command).await
         }
         Command::Topic(command) => {
             let client = Client::new(&cli.server, cli.token)?;
@@ -802,7 +873,27 @@ async fn plugin(client: &Client, command: PluginCommand) -> anyhow::Result<()> {
                 Some(v) => format!("/v1/plugins?version={v}"),
                 None => "/v1/plugins".to_string(),
             };
-            let result = client.send(Method::POST, &path, Body::Bytes(bytes)).await?;
+            let body = if bytes.starts_with(b"\0asm") {
+                Body::Bytes(bytes)
+            } else {
+                Body::Text(String::from_utf8(bytes).with_context(|| {
+                    format!("{} is neither a component nor a text spec", file.display())
+                })?)
+            };
+            let result = client.send(Method::POST, &path, body).await?;
+            if let Some(i) = result.get("interpreter") {
+                let verb = if result["created"] == json!(true) {
+                    "uploaded"
+                } else {
+                    "already registered:"
+                };
+                println!(
+                    "{verb} the declarative interpreter {} (sha256 {})",
+                    str_of(&i["version"]),
+                    str_of(&i["sha256"])
+                );
+                return Ok(());
+            }
             let p = &result["plugin"];
             let verb = if result["created"] == json!(true) {
                 "uploaded"
@@ -815,6 +906,45 @@ async fn plugin(client: &Client, command: PluginCommand) -> anyhow::Result<()> {
                 str_of(&p["version"]),
                 str_of(&p["sha256"])
             );
+        }
+        PluginCommand::Test {
+            file,
+            connection,
+            set,
+            set_json,
+            action,
+            input,
+            trigger,
+            params,
+            cursor,
+            delivery,
+            pages,
+            records,
+            timeout_ms,
+        } => {
+            let spec = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let json_arg = |text: &str, what: &str| -> anyhow::Result<Value> {
+                serde_json::from_str(text).with_context(|| format!("--{what} is not valid JSON"))
+            };
+            let mut body = json!({
+                "spec": spec,
+                "connection": connection,
+                "properties": properties_from(&set, &set_json, &[])?,
+                "action": action,
+                "input": json_arg(&input, "input")?,
+                "trigger": trigger,
+                "params": json_arg(&params, "params")?,
+                "cursor": cursor,
+                "limits": {"pages": pages, "records": records, "time_ms": timeout_ms},
+            });
+            if let Some(delivery) = delivery {
+                body["delivery"] = json_arg(&delivery, "delivery")?;
+            }
+            let result = client
+                .send(Method::POST, "/v1/plugins/test", Body::Json(body))
+                .await?;
+            print_json(&result);
         }
         PluginCommand::List => {
             let result = client.send(Method::GET, "/v1/plugins", Body::None).await?;

@@ -8,6 +8,7 @@ use ipnet::IpNet;
 use crate::{
     api::{PublicLimits, Rate},
     engine::EngineConfig,
+    files::FileSettings,
     runs::RuntimeSettings,
     sandbox::SandboxConfig,
 };
@@ -18,9 +19,33 @@ pub struct ServeConfig {
     #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Directory for the database, plugin binaries and compiled artifacts.
+    /// Directory for the database, plugin binaries and compiled artifacts
+    /// (with `--store postgres://...`: only this node's compiled artifacts).
     #[arg(long, env = "SWITCHYARD_DATA_DIR", default_value = "./switchyard-data")]
     pub data_dir: PathBuf,
+
+    /// Where the records live: `sled` (embedded in the data directory, one
+    /// host) or a PostgreSQL URL (`postgres://user:pass@host/db`), which
+    /// several hosts may share.
+    #[arg(
+        long,
+        env = "SWITCHYARD_STORE",
+        default_value = "sled",
+        hide_env_values = true
+    )]
+    pub store: String,
+
+    /// This host's name among the hosts sharing a PostgreSQL store (each
+    /// needs its own; a host restarted under its name gets a new epoch and
+    /// cannot finish what it claimed before). Default: the machine's name.
+    #[arg(long, env = "SWITCHYARD_NODE")]
+    pub node: Option<String>,
+
+    /// Seconds a host of a shared store may stay silent before the others
+    /// take over its claimed runs, deliveries and trigger leases.
+    #[arg(long, env = "SWITCHYARD_NODE_LEASE_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub node_lease_secs: u64,
 
     /// Operator token for the API. Without one, a token is generated on the
     /// first start, printed once, and only its hash is stored.
@@ -142,6 +167,14 @@ pub struct ServeConfig {
     /// How long finished runs are kept, in hours.
     #[arg(long, env = "SWITCHYARD_RUN_RETENTION_HOURS", default_value_t = 168)]
     pub run_retention_hours: u64,
+
+    /// Space one tenant's files may take in its buckets, in MiB (0: no limit).
+    #[arg(long, env = "SWITCHYARD_TENANT_QUOTA_MIB", default_value_t = 10_240)]
+    pub tenant_quota_mib: u64,
+
+    /// Largest file (or part of a file) one request may upload, in MiB.
+    #[arg(long, env = "SWITCHYARD_MAX_FILE_MIB", default_value_t = 5_120)]
+    pub max_file_mib: u64,
 }
 
 impl ServeConfig {
@@ -150,6 +183,9 @@ impl ServeConfig {
         ServeConfig {
             listen: ([127, 0, 0, 1], 0).into(),
             data_dir: data_dir.into(),
+            store: "sled".to_string(),
+            node: None,
+            node_lease_secs: 30,
             token: None,
             master_key: None,
             public_url: None,
@@ -175,6 +211,8 @@ impl ServeConfig {
             connection_concurrency: 16,
             dedup_window_hours: 72,
             run_retention_hours: 168,
+            tenant_quota_mib: 10_240,
+            max_file_mib: 5_120,
         }
     }
 
@@ -195,6 +233,14 @@ impl ServeConfig {
             dedup_window: Duration::from_secs(self.dedup_window_hours * 3600),
             retention: Duration::from_secs(self.run_retention_hours * 3600),
             ..RuntimeSettings::default()
+        }
+    }
+
+    pub fn files(&self) -> FileSettings {
+        FileSettings {
+            tenant_quota_bytes: self.tenant_quota_mib << 20,
+            max_file_bytes: self.max_file_mib << 20,
+            tempdir: self.data_dir.join("tmp"),
         }
     }
 

@@ -20,6 +20,9 @@ pub enum ServiceError {
     Describe(CallError),
     #[error("the manifest is invalid:\n- {}", .0.join("\n- "))]
     Manifest(Vec<String>),
+    /// A declarative spec failed its checks: every problem, placed.
+    #[error("the spec is invalid:\n- {}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n- "))]
+    Spec(Vec<crate::declarative::Problem>),
     #[error("the manifest says version {found}, but the upload was for version {expected}")]
     VersionMismatch { expected: Version, found: Version },
     #[error(
@@ -51,6 +54,9 @@ pub enum ServiceError {
     /// The object is not in a state that allows the operation.
     #[error("{0}")]
     State(String),
+    /// More than a limit allows: a tenant's storage quota, a file's size.
+    #[error("{0}")]
+    TooLarge(String),
     /// The credentials are missing or wrong.
     #[error("{0}")]
     Unauthorized(String),

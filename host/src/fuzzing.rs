@@ -561,6 +561,7 @@ impl WebhookHarness {
                 "webhook_secret".to_string(),
                 WEBHOOK_SECRET.to_string(),
             )])),
+            ..CallEnv::default()
         };
         let ctx = GuestContext {
             connection: Some(GuestConnection {

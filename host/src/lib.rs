@@ -3,11 +3,12 @@
 //!
 //! The modules follow the data path. Ways in: `api`, `console`, `cli`.
 //! Wiring: `app`. Services: `tenants`, `users`, `registry`, `connections`,
-//! `flows`, `drafts`, `triggers`
-//! (webhooks, polls, schedules), `runs` (queue and executor). One call path
+//! `flows`, `drafts`, `files` (buckets, formats, record jobs), `triggers`
+//! (webhooks, polls, schedules, files), `runs` (queue and executor). One call path
 //! into plugins: `calls`, through the `connector` trait to the wasmtime
 //! `engine`; the only way out of a plugin: `sandbox`. Beneath them:
-//! `store` (traits and the sled backend), `manifest`, `schema`, `secrets`,
+//! `store` (traits and the sled backend), `manifest`, `declarative` (specs
+//! checked at push), `schema`, `secrets`,
 //! `metrics`, `clock`, `tasks`.
 
 pub mod api;
@@ -19,9 +20,11 @@ pub mod config;
 pub mod connections;
 pub mod connector;
 pub mod console;
+pub mod declarative;
 pub mod drafts;
 pub mod engine;
 pub mod error;
+pub mod files;
 pub mod flows;
 pub mod fuzzing;
 pub mod manifest;

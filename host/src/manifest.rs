@@ -66,6 +66,16 @@ pub enum AuthScheme {
         header_value: String,
     },
     Digest,
+    /// AWS Signature Version 4 with the connection's `access_key_id` and
+    /// `secret_access_key` (and optional `session_token`), signed by the
+    /// host. `region` is a region name or `{{property}}`; `service` is the
+    /// service's signing name (`s3`). Declared through the 0.2.0 contract's
+    /// `auth` export (`wit/connector@0.2.0`).
+    #[serde(rename = "aws_sigv4")]
+    AwsSigV4 {
+        region: String,
+        service: String,
+    },
 }
 
 impl AuthScheme {
@@ -76,6 +86,7 @@ impl AuthScheme {
             AuthScheme::Basic | AuthScheme::Digest => &[("username", false), ("password", true)],
             AuthScheme::ApiKey { .. } => &[("api_key", true)],
             AuthScheme::Bearer => &[("token", true)],
+            AuthScheme::AwsSigV4 { .. } => &[("access_key_id", false), ("secret_access_key", true)],
             AuthScheme::None | AuthScheme::Oauth2 { .. } | AuthScheme::Session { .. } => &[],
         }
     }
@@ -274,6 +285,9 @@ impl RawManifest {
         {
             problems.push("auth: api-key needs a header or parameter name".to_string());
         }
+        if let AuthScheme::AwsSigV4 { region, service } = &self.auth {
+            problems.extend(aws_sigv4_problems(region, service, &connection_properties));
+        }
         // The host reads credentials from fixed property names: they must be
         // declared, and declared secret, so they never reach the guest.
         for (name, secret) in self.auth.credential_properties() {
@@ -328,6 +342,11 @@ impl RawManifest {
             .map(|a| {
                 let at = format!("actions[{}]", a.key);
                 check_key(&at, &a.key, &mut problems);
+                if a.key == CUSTOM_API_CALL {
+                    problems.push(format!(
+                        "{at}: the key is reserved: every connector has a custom API call"
+                    ));
+                }
                 if !seen.insert(a.key.clone()) {
                     problems.push(format!("{at}: duplicate action key `{}`", a.key));
                 }
@@ -366,6 +385,86 @@ impl RawManifest {
             _ => Err(problems),
         }
     }
+}
+
+/// The action every connector has without declaring it: one request of
+/// the caller's choosing to an allowed host, through the connection's
+/// sandbox and credentials (the host makes it for a component; the
+/// interpreter for a declarative connector).
+pub const CUSTOM_API_CALL: &str = "custom-api-call";
+
+/// Adds the custom API call to a manifest's actions (once).
+pub fn add_custom_api_call(manifest: &mut Manifest) {
+    if manifest.actions.iter().any(|a| a.key == CUSTOM_API_CALL) {
+        return;
+    }
+    manifest.actions.push(Action {
+        key: CUSTOM_API_CALL.to_string(),
+        name: "Custom API call".to_string(),
+        description: "Any request to the connector's API (a path relative to its base, or an \
+            absolute URL of an allowed host), with the connection's credentials and limits"
+            .to_string(),
+        kind: ActionKind::Other,
+        input_schema: serde_json::json!({
+            "type": "object",
+            "required": ["path"],
+            "properties": {
+                "method": {"enum": ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"], "default": "GET"},
+                "path": {"type": "string", "minLength": 1, "description": "Relative to the connector's base URL, or an absolute URL of an allowed host"},
+                "query": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}},
+                "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                "body": {"description": "JSON, or text sent as it is"}
+            },
+            "additionalProperties": false
+        }),
+        output_schema: serde_json::json!({
+            "type": "object",
+            "required": ["status", "headers", "body"],
+            "properties": {
+                "status": {"type": "integer"},
+                "headers": {"type": "object"},
+                "body": {}
+            }
+        }),
+    });
+}
+
+/// What is wrong with an `aws-sigv4` scheme's region and service: the
+/// service is a signing name (`s3`), the region a name (`eu-west-1`) or
+/// one placeholder of a declared, non-secret property (`{{region}}`).
+fn aws_sigv4_problems(region: &str, service: &str, properties: &[Property]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let name_like = |text: &str| {
+        !text.is_empty()
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    if !name_like(service) {
+        problems.push(format!(
+            "auth: aws-sigv4 service `{service}` is not a signing name such as `s3`"
+        ));
+    }
+    match region
+        .strip_prefix("{{")
+        .and_then(|r| r.strip_suffix("}}"))
+        .map(str::trim)
+    {
+        Some(name) => match properties.iter().find(|p| p.key == name) {
+            None => problems.push(format!(
+                "auth: aws-sigv4 region `{region}` uses `{name}`, which is not a connection property"
+            )),
+            Some(p) if p.secret => problems.push(format!(
+                "auth: aws-sigv4 region `{region}` uses the secret property `{name}`"
+            )),
+            Some(_) => {}
+        },
+        None if !name_like(region) => problems.push(format!(
+            "auth: aws-sigv4 region `{region}` is neither a region name nor `{{{{property}}}}`"
+        )),
+        None => {}
+    }
+    problems
 }
 
 /// Keys are what flows and URLs refer to: lowercase, digits, `-` and `_`.

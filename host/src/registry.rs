@@ -2,6 +2,12 @@
 //! deletion, semver resolution, per-version environment variables (plain
 //! ones for the guest, secret ones sealed for the host's auth), and the
 //! loaded (ready to instantiate) plugins.
+//!
+//! A version is a component (code) or a declarative spec. A spec runs in
+//! the declarative interpreter, a component uploaded once and kept by its
+//! hash: a declarative version's record names the interpreter it was pushed
+//! with and holds its canonical spec, so a later interpreter never changes
+//! a published version.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -15,9 +21,10 @@ use serde::{Deserialize, Serialize};
 use crate::{
     clock::now_secs,
     connector::{Connector, WasmConnector},
+    declarative::{self, Declared},
     engine::{Engine, LoadError, LoadedPlugin},
     error::ServiceError,
-    manifest::Manifest,
+    manifest::{self, Manifest},
     secrets::MasterKey,
     store::{Kv, KvExt, Tree},
 };
@@ -43,6 +50,35 @@ pub struct PluginRecord {
     /// an app's OAuth client or partner key); never the guest, nor the API.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secret_env: BTreeMap<String, String>,
+    /// A component, or a spec run by the interpreter.
+    #[serde(default)]
+    pub kind: PluginKind,
+}
+
+/// What a plugin version is made of.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum PluginKind {
+    /// A WebAssembly component (its bytes are the blob `sha256`).
+    #[default]
+    Component,
+    /// A declarative spec (its text is the blob `sha256`), run by the
+    /// interpreter component `interpreter` (a sha256).
+    Declarative {
+        interpreter: String,
+        /// The spec as the interpreter reads it (`declarative_spec::Envelope`).
+        canonical: String,
+    },
+}
+
+/// A stored declarative interpreter.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InterpreterRecord {
+    pub sha256: String,
+    pub size: usize,
+    /// The version it describes itself with.
+    pub version: String,
+    pub uploaded_at: u64,
 }
 
 /// A plugin version, ready to call.
@@ -62,6 +98,10 @@ impl PluginVersion {
 pub struct Registry {
     kv: Arc<dyn Kv>,
     engine: Arc<Engine>,
+    /// Interpreters by sha256, compiled once, shared by every declarative
+    /// version pushed with them; and the newest, which new pushes use.
+    interpreters: RwLock<HashMap<String, LoadedPlugin>>,
+    newest_interpreter: RwLock<Option<InterpreterRecord>>,
     /// Seals and opens secret environment variables.
     key: Arc<MasterKey>,
     loaded: RwLock<Loaded>,
@@ -85,16 +125,21 @@ impl Registry {
         key: Arc<MasterKey>,
     ) -> Result<Self, ServiceError> {
         let records: Vec<PluginRecord> = kv.scan_json(Tree::Plugins, &[])?;
-        let (loaded, broken) = {
+        let mut interpreters: Vec<InterpreterRecord> = kv.scan_json(Tree::Interpreters, &[])?;
+        interpreters.sort_by_key(|i| i.uploaded_at);
+        let newest_interpreter = interpreters.last().cloned();
+        let (loaded, broken, interpreters) = {
             let kv = kv.clone();
             let engine = engine.clone();
-            tokio::task::spawn_blocking(move || load_all(&*kv, &engine, records))
+            tokio::task::spawn_blocking(move || load_all(&*kv, &engine, records, interpreters))
                 .await
                 .expect("loading plugins does not panic")
         };
         Ok(Registry {
             kv,
             engine,
+            interpreters: RwLock::new(interpreters),
+            newest_interpreter: RwLock::new(newest_interpreter),
             key,
             loaded: RwLock::new(loaded),
             broken: RwLock::new(broken),
@@ -104,11 +149,20 @@ impl Registry {
 
     /// Validates and stores a component. Returns the record and whether it
     /// is new (`false`: the same bytes were already stored under its version).
+    /// A spec (YAML or JSON text) is pushed as a declarative version; the
+    /// interpreter component is refused here with `LoadError::Interpreter`
+    /// (see [`Registry::upload_interpreter`]).
     pub async fn upload(
         &self,
         bytes: Vec<u8>,
         expected_version: Option<Version>,
     ) -> Result<(PluginRecord, bool), ServiceError> {
+        if declarative::is_spec(&bytes) {
+            let text = String::from_utf8(bytes).map_err(|e| {
+                ServiceError::BadRequest(format!("the spec is not UTF-8 text: {e}"))
+            })?;
+            return self.push_spec(&text, expected_version).await;
+        }
         let sha256 = Engine::content_hash(&bytes);
         let bytes = Arc::new(bytes);
         let plugin = {
@@ -125,6 +179,155 @@ impl Registry {
             .map_err(ServiceError::Describe)?
             .validate()
             .map_err(ServiceError::Manifest)?;
+        self.store(
+            manifest,
+            sha256,
+            bytes,
+            expected_version,
+            PluginKind::Component,
+            plugin,
+        )
+        .await
+    }
+
+    /// Checks a declarative spec and stores it as a plugin version run by
+    /// the newest interpreter. Nothing is stored unless every check passes.
+    pub async fn push_spec(
+        &self,
+        text: &str,
+        expected_version: Option<Version>,
+    ) -> Result<(PluginRecord, bool), ServiceError> {
+        let Declared {
+            manifest,
+            canonical,
+            ..
+        } = declarative::parse(text).map_err(ServiceError::Spec)?;
+        let (interpreter, loaded) = self.interpreter()?;
+        let sha256 = Engine::content_hash(text.as_bytes());
+        let plugin = loaded.with_spec(canonical.as_str().into());
+        let kind = PluginKind::Declarative {
+            interpreter: interpreter.sha256,
+            canonical,
+        };
+        self.store(
+            manifest,
+            sha256,
+            Arc::new(text.as_bytes().to_vec()),
+            expected_version,
+            kind,
+            plugin,
+        )
+        .await
+    }
+
+    /// The newest interpreter, loaded.
+    pub fn interpreter(&self) -> Result<(InterpreterRecord, LoadedPlugin), ServiceError> {
+        let newest = self
+            .newest_interpreter
+            .read()
+            .expect("registry lock")
+            .clone()
+            .ok_or_else(|| {
+                ServiceError::State(
+                    "no declarative interpreter is loaded: upload the interpreter component \
+                     (plugins/declarative/interpreter, declarative_interpreter.wasm) first"
+                        .to_string(),
+                )
+            })?;
+        let loaded = self
+            .interpreters
+            .read()
+            .expect("registry lock")
+            .get(&newest.sha256)
+            .cloned()
+            .ok_or_else(|| {
+                ServiceError::Internal(format!("interpreter {} is not loaded", newest.sha256))
+            })?;
+        Ok((newest, loaded))
+    }
+
+    /// Stores the declarative interpreter component (identical bytes: a
+    /// no-op). New declarative pushes use the newest one uploaded.
+    pub async fn upload_interpreter(
+        &self,
+        bytes: Vec<u8>,
+    ) -> Result<(InterpreterRecord, bool), ServiceError> {
+        let sha256 = Engine::content_hash(&bytes);
+        let bytes = Arc::new(bytes);
+        let plugin = {
+            let (engine, bytes, sha256) = (self.engine.clone(), bytes.clone(), sha256.clone());
+            tokio::task::spawn_blocking(move || engine.load_interpreter(&sha256, &bytes))
+                .await
+                .map_err(|e| LoadError::Compile(format!("the compiler failed: {e}")))??
+        };
+        // Without a spec it describes itself.
+        let described = self.engine.describe(&plugin, DESCRIBE_TIMEOUT).await;
+        let version = described.result.map_err(ServiceError::Describe)?.version;
+        let _guard = self.writes.lock().await;
+        if let Some(existing) = self
+            .kv
+            .get_json::<InterpreterRecord>(Tree::Interpreters, &[&sha256])?
+        {
+            return Ok((existing, false));
+        }
+        let record = InterpreterRecord {
+            sha256: sha256.clone(),
+            size: bytes.len(),
+            version,
+            uploaded_at: now_secs(),
+        };
+        self.kv.put_blob(&sha256, &bytes)?;
+        self.kv.put_json(Tree::Interpreters, &[&sha256], &record)?;
+        self.interpreters
+            .write()
+            .expect("registry lock")
+            .insert(sha256, plugin);
+        *self.newest_interpreter.write().expect("registry lock") = Some(record.clone());
+        Ok((record, true))
+    }
+
+    /// A declarative version that is not stored, for a live test: the
+    /// newest interpreter running `declared` with `limits`.
+    pub fn draft(
+        &self,
+        declared: &Declared,
+        limits: declarative::Limits,
+    ) -> Result<PluginVersion, ServiceError> {
+        let (interpreter, loaded) = self.interpreter()?;
+        let canonical = declarative::with_limits(&declared.spec, limits);
+        let mut manifest = declared.manifest.clone();
+        manifest::add_custom_api_call(&mut manifest);
+        let record = PluginRecord {
+            key: manifest.key.clone(),
+            version: manifest.version.clone(),
+            sha256: String::new(),
+            size: 0,
+            uploaded_at: now_secs(),
+            deprecated: false,
+            manifest,
+            env: BTreeMap::new(),
+            secret_env: BTreeMap::new(),
+            kind: PluginKind::Declarative {
+                interpreter: interpreter.sha256,
+                canonical: canonical.clone(),
+            },
+        };
+        Ok(PluginVersion {
+            record,
+            connector: self.connector(loaded.with_spec(canonical.into())),
+        })
+    }
+
+    /// Stores a checked version (blob first, then the record).
+    async fn store(
+        &self,
+        mut manifest: Manifest,
+        sha256: String,
+        bytes: Arc<Vec<u8>>,
+        expected_version: Option<Version>,
+        kind: PluginKind,
+        plugin: LoadedPlugin,
+    ) -> Result<(PluginRecord, bool), ServiceError> {
         if let Some(expected) = expected_version
             && expected != manifest.version
         {
@@ -133,6 +336,7 @@ impl Registry {
                 found: manifest.version,
             });
         }
+        manifest::add_custom_api_call(&mut manifest);
 
         let _guard = self.writes.lock().await;
         let id = (manifest.key.clone(), manifest.version.clone());
@@ -179,6 +383,7 @@ impl Registry {
             deprecated: false,
             manifest,
             env,
+            kind,
             secret_env,
         };
         // The blob first: a crash in between leaves an unreferenced blob, never
@@ -259,6 +464,54 @@ impl Registry {
                 version: id.1,
                 reason: reason.clone(),
             });
+        }
+        // Uploaded through another node of a shared store since this one
+        // started: loaded (and compiled into this node's cache) on first use.
+        if let Some(record) = self
+            .kv
+            .get_json::<PluginRecord>(Tree::Plugins, &[key, &version.to_string()])?
+        {
+            // A declarative version needs its interpreter, which may have
+            // come the same way: the ones not loaded here yet come along.
+            let missing: Vec<InterpreterRecord> = match &record.kind {
+                PluginKind::Declarative { interpreter, .. }
+                    if !self
+                        .interpreters
+                        .read()
+                        .expect("registry lock")
+                        .contains_key(interpreter) =>
+                {
+                    self.kv.scan_json(Tree::Interpreters, &[])?
+                }
+                _ => Vec::new(),
+            };
+            let known = self.interpreters.read().expect("registry lock").clone();
+            let load = || {
+                let (loaded, broken, mut interpreters) =
+                    load_all(&*self.kv, &self.engine, Vec::new(), missing);
+                interpreters.extend(known);
+                let (versions, failed) =
+                    load_with(&*self.kv, &self.engine, vec![record], &interpreters);
+                (
+                    loaded.into_iter().chain(versions).collect::<Loaded>(),
+                    broken.into_iter().chain(failed).collect::<Broken>(),
+                    interpreters,
+                )
+            };
+            let (loaded, broken, interpreters) = match tokio::runtime::Handle::try_current() {
+                Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                    tokio::task::block_in_place(load)
+                }
+                _ => load(),
+            };
+            *self.interpreters.write().expect("registry lock") = interpreters;
+            self.loaded.write().expect("registry lock").extend(loaded);
+            self.broken.write().expect("registry lock").extend(broken);
+            if self.loaded.read().expect("registry lock").contains_key(&id)
+                || self.broken.read().expect("registry lock").contains_key(&id)
+            {
+                return self.get(key, version);
+            }
         }
         Err(ServiceError::NotFound(format!(
             "plugin {key}@{version} does not exist"
@@ -420,20 +673,66 @@ impl Registry {
 type Loaded = HashMap<(String, Version), PluginVersion>;
 type Broken = HashMap<(String, Version), String>;
 
-fn load_all(kv: &dyn Kv, engine: &Arc<Engine>, records: Vec<PluginRecord>) -> (Loaded, Broken) {
-    let mut loaded = HashMap::new();
-    let mut broken = HashMap::new();
-    for record in records {
-        let id = (record.key.clone(), record.version.clone());
+fn load_all(
+    kv: &dyn Kv,
+    engine: &Arc<Engine>,
+    records: Vec<PluginRecord>,
+    interpreter_records: Vec<InterpreterRecord>,
+) -> (Loaded, Broken, HashMap<String, LoadedPlugin>) {
+    let mut interpreters = HashMap::new();
+    for record in interpreter_records {
         let plugin = match kv.get_blob(&record.sha256) {
             Ok(Some(bytes)) => engine
-                .load(&record.sha256, &bytes)
+                .load_interpreter(&record.sha256, &bytes)
                 .map_err(|e| e.to_string()),
             Ok(None) => Err("its component file is missing from the data directory".to_string()),
             Err(e) => Err(e.to_string()),
         };
         match plugin {
             Ok(plugin) => {
+                interpreters.insert(record.sha256, plugin);
+            }
+            Err(reason) => {
+                tracing::error!(interpreter = %record.sha256, "cannot load the interpreter: {reason}")
+            }
+        }
+    }
+    let (loaded, broken) = load_with(kv, engine, records, &interpreters);
+    (loaded, broken, interpreters)
+}
+
+/// Loads plugin versions, declarative ones on these interpreters.
+fn load_with(
+    kv: &dyn Kv,
+    engine: &Arc<Engine>,
+    records: Vec<PluginRecord>,
+    interpreters: &HashMap<String, LoadedPlugin>,
+) -> (Loaded, Broken) {
+    let mut loaded = HashMap::new();
+    let mut broken = HashMap::new();
+    for mut record in records {
+        let id = (record.key.clone(), record.version.clone());
+        let plugin = match &record.kind {
+            PluginKind::Component => match kv.get_blob(&record.sha256) {
+                Ok(Some(bytes)) => engine
+                    .load(&record.sha256, &bytes)
+                    .map_err(|e| e.to_string()),
+                Ok(None) => {
+                    Err("its component file is missing from the data directory".to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            },
+            PluginKind::Declarative {
+                interpreter,
+                canonical,
+            } => interpreters
+                .get(interpreter)
+                .map(|i: &LoadedPlugin| i.with_spec(canonical.as_str().into()))
+                .ok_or_else(|| format!("its interpreter {interpreter} is not loaded")),
+        };
+        match plugin {
+            Ok(plugin) => {
+                manifest::add_custom_api_call(&mut record.manifest);
                 let connector = Arc::new(WasmConnector {
                     engine: engine.clone(),
                     plugin,

@@ -22,6 +22,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds for a `Retry-After` header.
     pub retry_after: Option<u64>,
+    /// Every problem of a refused spec, placed (`{"path", "line", "message"}`).
+    pub problems: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -31,6 +33,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            problems: None,
         }
     }
 
@@ -51,7 +54,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let Some(problems) = self.problems {
+            error["problems"] = problems;
+        }
+        let body = Json(json!({ "error": error }));
         let mut response = (self.status, body).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response
@@ -134,6 +141,11 @@ impl From<ServiceError> for ApiError {
             ServiceError::Load(_) => (S::UNPROCESSABLE_ENTITY, "invalid_plugin"),
             ServiceError::Describe(_) => (S::UNPROCESSABLE_ENTITY, "describe_failed"),
             ServiceError::Manifest(_) => (S::UNPROCESSABLE_ENTITY, "invalid_manifest"),
+            ServiceError::Spec(problems) => {
+                let mut error = ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_spec", message);
+                error.problems = Some(json!(problems));
+                return error;
+            }
             ServiceError::VersionMismatch { .. } => (S::UNPROCESSABLE_ENTITY, "version_mismatch"),
             ServiceError::Conflict { .. } => (S::CONFLICT, "conflict"),
             ServiceError::InUse { .. } => (S::CONFLICT, "in_use"),
@@ -143,6 +155,7 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::InvalidFlow(_) => (S::BAD_REQUEST, "invalid_flow"),
             ServiceError::State(_) => (S::CONFLICT, "wrong_state"),
+            ServiceError::TooLarge(_) => (S::PAYLOAD_TOO_LARGE, "too_large"),
             ServiceError::Unauthorized(_) => (S::UNAUTHORIZED, "unauthorized"),
             ServiceError::Forbidden(_) => (S::FORBIDDEN, "forbidden"),
             ServiceError::TooMany { retry_after, .. } => {

@@ -7,6 +7,7 @@
 mod connections;
 mod error;
 mod extract;
+mod files;
 mod flows;
 mod hooks;
 mod limits;
@@ -40,6 +41,7 @@ use crate::{
     drafts::Drafts,
     engine::Engine,
     error::ServiceError,
+    files::Buckets,
     flows::Flows,
     metrics::Metrics,
     oauth::OAuth,
@@ -47,7 +49,7 @@ use crate::{
     runs::Runs,
     tenants::{Principal, Tenants},
     topics::{Topics, streams::Streams, webhooks::Feeds},
-    triggers::Triggers,
+    triggers::{Triggers, files::FileTriggers},
     users::{Users, sessions::Lookup},
 };
 
@@ -68,6 +70,8 @@ pub struct ApiState {
     pub flows: Arc<Flows>,
     pub runs: Arc<Runs>,
     pub triggers: Arc<Triggers>,
+    pub buckets: Arc<Buckets>,
+    pub file_triggers: Arc<FileTriggers>,
     pub topics: Arc<Topics>,
     pub streams: Arc<Streams>,
     pub feeds: Arc<Feeds>,
@@ -116,6 +120,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(tenants::routes())
         .merge(flows::routes())
         .merge(runs::routes())
+        .merge(files::routes())
         .merge(users::routes())
         .merge(topics::routes())
         .route_layer(middleware::from_fn_with_state(

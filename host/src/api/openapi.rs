@@ -112,10 +112,36 @@ pub(super) const OPERATIONS: &[Operation] = &[
             "POST",
             "/v1/plugins",
             "plugins",
-            "Upload a plugin version (operator)",
+            "Upload a plugin version: a component, a declarative spec (YAML or JSON text) or the declarative interpreter (operator)",
         ),
         Body::Bytes("application/wasm"),
         201,
+    ),
+    with(
+        op(
+            "POST",
+            "/v1/plugins/validate",
+            "plugins",
+            "A declarative spec's push-time checks, nothing stored: {ok, manifest} or {ok: false, problems: [{path, line, message}]} (operator)",
+        ),
+        Body::Bytes("application/yaml"),
+        200,
+    ),
+    with(
+        op(
+            "POST",
+            "/v1/plugins/test",
+            "plugins",
+            "Run one operation of an unpublished spec, capped: each page's request and response (secrets cut out), the records or output, an inferred JSON Schema (operator)",
+        ),
+        Body::AnyJson,
+        200,
+    ),
+    op(
+        "GET",
+        "/v1/declarative/schema",
+        "plugins",
+        "The JSON Schema of declarative specs, for editors",
     ),
     op(
         "GET",
@@ -481,6 +507,141 @@ pub(super) const OPERATIONS: &[Operation] = &[
         "Cancel an unfinished run (editor)",
     ),
     op("GET", "/v1/dead-letters", "runs", "Failed runs"),
+    // Files: buckets, their objects, uploads in parts, file triggers'
+    // ledgers and record jobs.
+    op("GET", "/v1/buckets", "files", "The tenant's buckets"),
+    with(
+        op("POST", "/v1/buckets", "files", "Create a bucket (editor)"),
+        Body::AnyJson,
+        201,
+    ),
+    op(
+        "GET",
+        "/v1/buckets/{bucket}",
+        "files",
+        "A bucket and its usage",
+    ),
+    with(
+        op(
+            "PATCH",
+            "/v1/buckets/{bucket}",
+            "files",
+            "Change a bucket's retention (editor)",
+        ),
+        Body::AnyJson,
+        200,
+    ),
+    with(
+        op(
+            "DELETE",
+            "/v1/buckets/{bucket}",
+            "files",
+            "Delete an empty bucket (editor)",
+        ),
+        Body::None,
+        204,
+    ),
+    op(
+        "GET",
+        "/v1/buckets/{bucket}/files",
+        "files",
+        "Files by prefix or glob, in pages",
+    ),
+    with(
+        op(
+            "PUT",
+            "/v1/buckets/{bucket}/files/{*path}",
+            "files",
+            "Put a file, streamed (editor)",
+        ),
+        Body::Bytes("application/octet-stream"),
+        201,
+    ),
+    op(
+        "GET",
+        "/v1/buckets/{bucket}/files/{*path}",
+        "files",
+        "A file's bytes (ranges allowed)",
+    ),
+    with(
+        op(
+            "DELETE",
+            "/v1/buckets/{bucket}/files/{*path}",
+            "files",
+            "Delete a file (editor)",
+        ),
+        Body::None,
+        204,
+    ),
+    with(
+        op(
+            "POST",
+            "/v1/buckets/{bucket}/uploads",
+            "files",
+            "Start an upload in parts (editor)",
+        ),
+        Body::AnyJson,
+        201,
+    ),
+    op(
+        "GET",
+        "/v1/buckets/{bucket}/uploads/{id}",
+        "files",
+        "An upload and its parts",
+    ),
+    with(
+        op(
+            "DELETE",
+            "/v1/buckets/{bucket}/uploads/{id}",
+            "files",
+            "Abort an upload (editor)",
+        ),
+        Body::None,
+        204,
+    ),
+    with(
+        op(
+            "PUT",
+            "/v1/buckets/{bucket}/uploads/{id}/parts/{number}",
+            "files",
+            "Put one part of an upload (editor)",
+        ),
+        Body::Bytes("application/octet-stream"),
+        200,
+    ),
+    with(
+        op(
+            "POST",
+            "/v1/buckets/{bucket}/uploads/{id}/complete",
+            "files",
+            "Join the parts into a file (editor)",
+        ),
+        Body::None,
+        201,
+    ),
+    op(
+        "GET",
+        "/v1/flows/{id}/ledger",
+        "files",
+        "The files a file trigger saw, with their status and run",
+    ),
+    op("GET", "/v1/runs/{id}/jobs", "files", "A run's record jobs"),
+    op(
+        "GET",
+        "/v1/runs/{id}/jobs/{step}",
+        "files",
+        "One record job: counts, checkpoint, output files",
+    ),
+    with(
+        op(
+            "POST",
+            "/v1/runs/{id}/jobs/{step}/replay-failed",
+            "files",
+            "Run the job's failed records again (editor)",
+        ),
+        Body::None,
+        202,
+    ),
     // Topics, streams and batched webhooks: the change APIs partners consume.
     with(
         op("POST", "/v1/topics", "topics", "Create a topic (editor)"),
@@ -725,8 +886,11 @@ fn error_response(description: &str) -> utoipa::openapi::response::Response {
 
 fn document() -> OpenApi {
     let mut paths = PathsBuilder::new();
-    let mut merged: Vec<(&str, PathItem)> = Vec::new();
+    let mut merged: Vec<(String, PathItem)> = Vec::new();
     for o in OPERATIONS {
+        // A catch-all segment (`{*path}`, which may hold slashes) is an
+        // ordinary path parameter to OpenAPI.
+        let path = o.path.replace("{*", "{");
         let mut builder = OperationBuilder::new()
             .tag(o.tag)
             .summary(Some(o.summary))
@@ -735,8 +899,7 @@ fn document() -> OpenApi {
                 o.method.to_lowercase(),
                 o.path.replace(['/', '{', '}', '.', '-'], "_")
             )));
-        for name in o
-            .path
+        for name in path
             .split('/')
             .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
         {
@@ -813,9 +976,9 @@ fn document() -> OpenApi {
                 .security(SecurityRequirement::new("bearer", Vec::<String>::new()));
         }
         let item = PathItem::new(method(o.method), builder.build());
-        match merged.iter_mut().find(|(p, _)| *p == o.path) {
+        match merged.iter_mut().find(|(p, _)| *p == path) {
             Some((_, existing)) => existing.merge_operations(item),
-            None => merged.push((o.path, item)),
+            None => merged.push((path, item)),
         }
     }
     for (path, item) in merged {
@@ -833,7 +996,7 @@ fn document() -> OpenApi {
         )
         .paths(paths)
         .tags(Some(
-            ["host", "plugins", "connections", "tenants", "users", "flows", "runs", "topics", "hooks"]
+            ["host", "plugins", "connections", "tenants", "users", "flows", "runs", "files", "topics", "hooks"]
                 .map(|t| TagBuilder::new().name(t).build()),
         ))
         .build();

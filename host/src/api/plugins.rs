@@ -1,6 +1,8 @@
-//! `/v1/plugins`: upload, list, show, resolve, deprecate, delete, environment
-//! variables (secret ones write-only), and `/v1/invoke` to run one action by
-//! hand.
+//! `/v1/plugins`: upload (a component, a declarative spec as YAML or JSON,
+//! or the declarative interpreter), list, show, resolve, deprecate, delete,
+//! environment variables (secret ones write-only), the live test of an
+//! unpublished spec (`/v1/plugins/test`), and `/v1/invoke` to run one
+//! action by hand.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -24,8 +26,10 @@ use super::{
     operator_only,
 };
 use crate::{
-    calls::Calls,
-    registry::{PluginRecord, Registry},
+    calls::{Calls, DraftTest},
+    engine::LoadError,
+    error::ServiceError,
+    registry::{PluginKind, PluginRecord, Registry},
     sandbox::scrub::MASK,
     tenants::Principal,
 };
@@ -39,6 +43,9 @@ pub(super) fn routes(settings: &ApiSettings) -> Router<ApiState> {
                 .get(list)
                 .layer(DefaultBodyLimit::max(upload_limit)),
         )
+        .route("/v1/plugins/test", post(test_spec))
+        .route("/v1/plugins/validate", post(validate_spec))
+        .route("/v1/declarative/schema", get(spec_schema))
         .route("/v1/plugins/{key}", get(versions))
         .route("/v1/plugins/{key}/resolve", get(resolve))
         .route("/v1/plugins/{key}/{version}", get(show).delete(delete))
@@ -63,6 +70,8 @@ struct Summary {
     uploaded_at: u64,
     triggers: Vec<String>,
     actions: Vec<String>,
+    /// `component` or `declarative`.
+    kind: &'static str,
 }
 
 impl From<&PluginRecord> for Summary {
@@ -77,6 +86,10 @@ impl From<&PluginRecord> for Summary {
             uploaded_at: r.uploaded_at,
             triggers: r.manifest.triggers.iter().map(|t| t.key.clone()).collect(),
             actions: r.manifest.actions.iter().map(|a| a.key.clone()).collect(),
+            kind: match r.kind {
+                PluginKind::Component => "component",
+                PluginKind::Declarative { .. } => "declarative",
+            },
         }
     }
 }
@@ -106,7 +119,22 @@ async fn upload(
         ));
     }
     let expected = query.version.as_deref().map(version).transpose()?;
-    let (record, created) = registry.upload(body.to_vec(), expected).await?;
+    let (record, created) = match registry.upload(body.to_vec(), expected).await {
+        // The declarative interpreter: kept for the specs to run on.
+        Err(ServiceError::Load(LoadError::Interpreter)) => {
+            let (interpreter, created) = registry.upload_interpreter(body.to_vec()).await?;
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            return Ok((
+                status,
+                Json(json!({"created": created, "interpreter": interpreter})),
+            ));
+        }
+        other => other?,
+    };
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -116,6 +144,38 @@ async fn upload(
         status,
         Json(json!({"created": created, "plugin": Summary::from(&record)})),
     ))
+}
+
+/// `GET /v1/declarative/schema`: the spec format's JSON Schema, for editors.
+async fn spec_schema() -> Result<Json<Value>, ApiError> {
+    serde_json::from_str(crate::declarative::SCHEMA)
+        .map(Json)
+        .map_err(|e| ApiError::from(ServiceError::Internal(e.to_string())))
+}
+
+/// `POST /v1/plugins/validate`: the checks of a push, nothing stored and
+/// nothing run (an editor calls it as the author types): `{"ok": true,
+/// "manifest": ...}`, or `{"ok": false, "problems": [{path, line, message}]}`.
+async fn validate_spec(
+    Extension(principal): Extension<Principal>,
+    body: String,
+) -> Result<Json<Value>, ApiError> {
+    operator_only(&principal, "validate connector specs")?;
+    Ok(Json(match crate::declarative::parse(&body) {
+        Ok(declared) => json!({"ok": true, "manifest": declared.manifest}),
+        Err(problems) => json!({"ok": false, "problems": problems}),
+    }))
+}
+
+/// `POST /v1/plugins/test`: one operation of an unpublished spec against
+/// real data, with caps; see `calls::DraftTest`.
+async fn test_spec(
+    State(calls): State<Arc<Calls>>,
+    Extension(principal): Extension<Principal>,
+    Json(test): Json<DraftTest>,
+) -> Result<Json<Value>, ApiError> {
+    operator_only(&principal, "test connector specs")?;
+    Ok(Json(calls.test_draft(principal.tenant(), test).await?))
 }
 
 async fn list(State(registry): State<Arc<Registry>>) -> Result<Json<Value>, ApiError> {

@@ -198,6 +198,7 @@ pub(super) fn auth_name(auth: &crate::manifest::AuthScheme) -> &'static str {
         A::Oauth2 { .. } => "OAuth 2.0",
         A::Session { .. } => "session login",
         A::Digest => "digest",
+        A::AwsSigV4 { .. } => "AWS Signature V4",
     }
 }
 

@@ -16,6 +16,11 @@ pub struct CallEnv {
     /// Secret connection properties, used by the host for signature checks.
     /// Never handed to the guest.
     pub secrets: Arc<BTreeMap<String, String>>,
+    /// A deadline other than the engine's (a live test's).
+    pub timeout: Option<Duration>,
+    /// Record every request the guest sends and the response it gets,
+    /// bodies included, secrets cut out (a live test shows them).
+    pub capture: bool,
 }
 
 /// A failure the connector reported; the engine decides what to do from its kind.
@@ -110,6 +115,60 @@ pub struct Journal {
     pub exchanges: Vec<Exchange>,
     /// Lines dropped because the call logged more than the host keeps.
     pub dropped_logs: usize,
+    /// With [`CallEnv::capture`]: each request as the guest sent it and
+    /// the response it got (no credentials: the host adds those later).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pages: Vec<Captured>,
+}
+
+/// One request of a captured call and its answer, as the guest saw them,
+/// with every secret value of the connection cut out.
+#[derive(Debug, Clone, Serialize)]
+pub struct Captured {
+    pub request: CapturedMessage,
+    pub response: Option<CapturedMessage>,
+    pub error: Option<String>,
+}
+
+/// A request or response of a captured call.
+#[derive(Debug, Clone, Serialize)]
+pub struct CapturedMessage {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    pub headers: Vec<(String, String)>,
+    /// The body as text (cut at 64 KiB).
+    pub body: String,
+}
+
+/// Bytes of a captured body kept.
+const CAPTURED_BODY: usize = 64 << 10;
+
+impl CapturedMessage {
+    /// `bytes` as text for a captured message, cut at 64 KiB, with every
+    /// `secrets` value replaced by `********`.
+    pub(crate) fn body_text(bytes: &[u8], secrets: &[&str]) -> String {
+        let mut text =
+            String::from_utf8_lossy(&bytes[..bytes.len().min(CAPTURED_BODY)]).into_owned();
+        if bytes.len() > CAPTURED_BODY {
+            text.push('…');
+        }
+        redact(&text, secrets)
+    }
+}
+
+/// `text` with every secret value (of four characters or more) replaced.
+pub(crate) fn redact(text: &str, secrets: &[&str]) -> String {
+    let mut out = text.to_string();
+    for secret in secrets.iter().filter(|s| s.len() >= 4) {
+        if out.contains(secret) {
+            out = out.replace(secret, "********");
+        }
+    }
+    out
 }
 
 const MAX_LOG_LINES: usize = 1000;

@@ -8,8 +8,11 @@ use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView, p2::pipe::MemoryOutputPipe};
 
+use std::sync::Arc;
+
+use super::bindings::declarative_v0_1::switchyard::declarative::spec;
 use super::bindings::v0_1::switchyard::connector::{http, log, manifest, types, webhooks};
-use super::call::{CallEnv, Journal, LogLevel};
+use super::call::{CallEnv, Captured, CapturedMessage, Journal, LogLevel, redact};
 use crate::sandbox::{LoginFailure, OutboundRequest, SendError, signatures};
 
 /// Bytes of stdout or stderr kept per call; writes past it fail in the guest.
@@ -27,10 +30,17 @@ pub(crate) struct HostState {
     pub(super) login_failure: Option<LoginFailure>,
     stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
+    /// What the `spec` import returns (declarative versions only).
+    spec: Option<Arc<str>>,
 }
 
 impl HostState {
-    pub(super) fn new(env: CallEnv, limiter: Limiter, deadline: Instant) -> Self {
+    pub(super) fn new(
+        env: CallEnv,
+        limiter: Limiter,
+        deadline: Instant,
+        spec: Option<Arc<str>>,
+    ) -> Self {
         let stdout = MemoryOutputPipe::new(OUTPUT_CAP);
         let stderr = MemoryOutputPipe::new(OUTPUT_CAP);
         let wasi = WasiCtx::builder()
@@ -47,6 +57,7 @@ impl HostState {
             login_failure: None,
             stdout,
             stderr,
+            spec,
         }
     }
 
@@ -122,6 +133,14 @@ impl wasmtime::ResourceLimiter for Limiter {
 }
 
 impl types::Host for HostState {}
+
+impl spec::Host for HostState {
+    /// The version's spec; empty when the interpreter runs without one (it
+    /// then describes itself).
+    async fn get(&mut self) -> String {
+        self.spec.as_deref().unwrap_or_default().to_string()
+    }
+}
 impl manifest::Host for HostState {}
 
 impl http::Host for HostState {
@@ -137,6 +156,30 @@ impl http::Host for HostState {
             return Err(http::HttpError::Connection(failure.message.clone()));
         }
         let budget = self.deadline.saturating_duration_since(Instant::now());
+        // Connection secrets and the version's secret variables.
+        let secrets: Vec<String> = if self.env.capture {
+            let held = outbound.credentials.as_ref().map(|c| c.secrets.clone());
+            self.env
+                .secrets
+                .values()
+                .cloned()
+                .chain(held.into_iter().flatten())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+        let captured_request = self.env.capture.then(|| CapturedMessage {
+            method: Some(request.method.clone()),
+            url: Some(redact(&request.url, &secrets)),
+            status: None,
+            headers: request
+                .headers
+                .iter()
+                .map(|h| (h.name.clone(), redact(&h.value, &secrets)))
+                .collect(),
+            body: CapturedMessage::body_text(&request.body, &secrets),
+        });
         let request = OutboundRequest {
             method: request.method,
             url: request.url,
@@ -152,6 +195,26 @@ impl http::Host for HostState {
         };
         let (result, exchanges) = outbound.sandbox.send(&outbound, request, budget).await;
         self.journal.exchanges.extend(exchanges);
+        if let Some(request) = captured_request {
+            self.journal.pages.push(Captured {
+                request,
+                response: result.as_ref().ok().map(|r| CapturedMessage {
+                    method: None,
+                    url: None,
+                    status: Some(r.status),
+                    headers: r
+                        .headers
+                        .iter()
+                        .map(|(n, v)| (n.clone(), redact(v, &secrets)))
+                        .collect(),
+                    body: CapturedMessage::body_text(&r.body, &secrets),
+                }),
+                error: result
+                    .as_ref()
+                    .err()
+                    .map(|e| redact(&e.to_string(), &secrets)),
+            });
+        }
         result
             .map(|r| http::Response {
                 status: r.status,

@@ -2,7 +2,14 @@
 //! artifact cache keyed by content hash and engine compatibility), keeps an
 //! `InstancePre` per plugin version, and runs every call in a fresh store with
 //! an epoch deadline and a memory cap.
+//!
+//! Two linkers: one for 0.1.0 connectors (exactly the contract's imports),
+//! and one for the declarative interpreter, which adds the
+//! `switchyard:declarative/spec` import. A declarative plugin version is the
+//! interpreter's `InstancePre` (compiled once, shared) and its spec, which
+//! the store of each call hands the guest through that import.
 
+mod auth_ext;
 mod bindings;
 mod call;
 mod convert;
@@ -29,7 +36,10 @@ pub use bindings::v0_1::switchyard::connector::types::{
     Connection as GuestConnection, Context as GuestContext,
 };
 use bindings::v0_1::{Connector, ConnectorPre};
-pub use call::{CallEnv, CallError, CallOutcome, ConnectorError, Journal, LogLevel, LogLine};
+pub use call::{
+    CallEnv, CallError, CallOutcome, Captured, CapturedMessage, ConnectorError, Journal, LogLevel,
+    LogLine,
+};
 pub use convert::{Event, PollOutput, WebhookInput, WebhookOutput, WebhookReply};
 use host::{HostState, Limiter, MemoryLimitHit};
 
@@ -72,19 +82,45 @@ pub enum LoadError {
         "the component does not implement the switchyard:connector@0.1.0 `connector` world: {0}"
     )]
     Exports(String),
+    #[error(
+        "the component imports `switchyard:declarative/spec`: it is a declarative interpreter, \
+         not a connector"
+    )]
+    Interpreter,
     #[error("internal: {0:#}")]
     Internal(anyhow::Error),
 }
+
+/// The import that tells the interpreter from a connector.
+const SPEC_IMPORT: &str = "switchyard:declarative/spec@0.1.0";
 
 /// A plugin version ready to be instantiated.
 #[derive(Clone)]
 pub struct LoadedPlugin {
     pre: ConnectorPre<HostState>,
+    /// A declarative version's spec (canonical JSON), handed to the
+    /// interpreter by the `spec` import; `None` for a connector.
+    spec: Option<Arc<str>>,
+    /// A 0.2.0 connector's view, for its `auth` export.
+    auth: Option<bindings::v0_2::ConnectorPre<HostState>>,
+}
+
+impl LoadedPlugin {
+    /// The interpreter running `spec`: a declarative plugin version.
+    pub fn with_spec(&self, spec: Arc<str>) -> LoadedPlugin {
+        LoadedPlugin {
+            pre: self.pre.clone(),
+            spec: Some(spec),
+            auth: self.auth.clone(),
+        }
+    }
 }
 
 pub struct Engine {
     engine: wasmtime::Engine,
     linker: Linker<HostState>,
+    /// The connector linker plus the `spec` import.
+    interpreter_linker: Linker<HostState>,
     config: EngineConfig,
     compat: String,
     compilations: AtomicU64,
@@ -127,6 +163,13 @@ impl Engine {
         )
         .map_err(anyhow::Error::from)
         .context("linking the connector imports")?;
+        let mut interpreter_linker = linker.clone();
+        bindings::declarative_v0_1::switchyard::declarative::spec::add_to_linker::<
+            HostState,
+            wasmtime::component::HasSelf<HostState>,
+        >(&mut interpreter_linker, |s| s)
+        .map_err(anyhow::Error::from)
+        .context("linking the interpreter's spec import")?;
 
         let mut hasher = Sha256Hasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut hasher);
@@ -156,6 +199,7 @@ impl Engine {
         Ok(Engine {
             engine,
             linker,
+            interpreter_linker,
             config,
             compat,
             compilations: AtomicU64::new(0),
@@ -180,14 +224,58 @@ impl Engine {
 
     /// Compiles (or loads from the artifact cache) and links a component.
     /// CPU-heavy: call it from a blocking thread.
+    /// A component that imports the spec is refused with
+    /// [`LoadError::Interpreter`] (see [`Engine::load_interpreter`]).
     pub fn load(&self, sha256: &str, bytes: &[u8]) -> Result<LoadedPlugin, LoadError> {
         let component = self.compile_cached(sha256, bytes)?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
+        if self.imports_spec(&component) {
+            return Err(LoadError::Interpreter);
+        }
+        self.link(&self.linker, &component)
+    }
+
+    /// Compiles (or loads from the cache) and links the declarative
+    /// interpreter, which imports the spec. CPU-heavy.
+    pub fn load_interpreter(&self, sha256: &str, bytes: &[u8]) -> Result<LoadedPlugin, LoadError> {
+        let component = self.compile_cached(sha256, bytes)?;
+        if !self.imports_spec(&component) {
+            return Err(LoadError::Imports(format!(
+                "an interpreter must import `{SPEC_IMPORT}`"
+            )));
+        }
+        self.link(&self.interpreter_linker, &component)
+    }
+
+    /// Whether a component is the interpreter (it imports the spec).
+    /// Compiles it (cached), so the load that follows costs nothing more.
+    pub fn is_interpreter(&self, sha256: &str, bytes: &[u8]) -> Result<bool, LoadError> {
+        let component = self.compile_cached(sha256, bytes)?;
+        Ok(self.imports_spec(&component))
+    }
+
+    fn imports_spec(&self, component: &Component) -> bool {
+        component
+            .component_type()
+            .imports(&self.engine)
+            .any(|(name, _)| name == SPEC_IMPORT)
+    }
+
+    fn link(
+        &self,
+        linker: &Linker<HostState>,
+        component: &Component,
+    ) -> Result<LoadedPlugin, LoadError> {
+        let pre = linker
+            .instantiate_pre(component)
             .map_err(|e| LoadError::Imports(short(&e)))?;
+        // A component that also exports the 0.2.0 `auth` declares its scheme there.
+        let auth = bindings::v0_2::ConnectorPre::new(pre.clone()).ok();
         let pre = ConnectorPre::new(pre).map_err(|e| LoadError::Exports(short(&e)))?;
-        Ok(LoadedPlugin { pre })
+        Ok(LoadedPlugin {
+            pre,
+            spec: None,
+            auth,
+        })
     }
 
     fn compile_cached(&self, sha256: &str, bytes: &[u8]) -> Result<Component, LoadError> {
@@ -235,7 +323,8 @@ impl Engine {
         let limiter = Limiter {
             memory_limit: self.config.memory_limit,
         };
-        let mut store = Store::new(&self.engine, HostState::new(env, limiter, deadline));
+        let state = HostState::new(env, limiter, deadline, plugin.spec.clone());
+        let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|ctx| {
@@ -343,12 +432,28 @@ impl Engine {
         plugin: &LoadedPlugin,
         timeout: Duration,
     ) -> CallOutcome<RawManifest> {
-        self.run(plugin, CallEnv::default(), timeout, async |c, s| {
-            Ok(Ok(convert::manifest(
-                c.switchyard_connector_plugin().call_describe(s).await?,
-            )))
-        })
-        .await
+        let mut outcome = self
+            .run(plugin, CallEnv::default(), timeout, async |c, s| {
+                Ok(Ok(convert::manifest(
+                    c.switchyard_connector_plugin().call_describe(s).await?,
+                )))
+            })
+            .await;
+        if let Ok(manifest) = &mut outcome.result {
+            match self.declared_auth(plugin, timeout).await {
+                Ok(Some(scheme)) if manifest.auth == crate::manifest::AuthScheme::None => {
+                    manifest.auth = scheme;
+                }
+                Ok(Some(_)) => {
+                    outcome.result = Err(CallError::Trap {
+                        message: "the component exports the 0.2.0 `auth` and its manifest declares an auth scheme too; its manifest's `auth` must be `none`".into(),
+                    });
+                }
+                Ok(None) => {}
+                Err(message) => outcome.result = Err(CallError::Trap { message }),
+            }
+        }
+        outcome
     }
 
     pub async fn test_connection(
@@ -357,7 +462,8 @@ impl Engine {
         env: CallEnv,
         ctx: GuestContext,
     ) -> CallOutcome<()> {
-        self.run(plugin, env, self.config.call_timeout, async |c, s| {
+        let timeout = env.timeout.unwrap_or(self.config.call_timeout);
+        self.run(plugin, env, timeout, async |c, s| {
             Ok(c.switchyard_connector_plugin()
                 .call_test_connection(s, &ctx)
                 .await?
@@ -380,7 +486,8 @@ impl Engine {
             input.to_string(),
             idempotency_key.to_string(),
         );
-        self.run(plugin, env, self.config.call_timeout, async |c, s| {
+        let timeout = env.timeout.unwrap_or(self.config.call_timeout);
+        self.run(plugin, env, timeout, async |c, s| {
             Ok(c.switchyard_connector_plugin()
                 .call_perform(s, &ctx, &action, &input, &idempotency_key)
                 .await?
@@ -433,7 +540,8 @@ impl Engine {
             params.to_string(),
             cursor.map(str::to_string),
         );
-        self.run(plugin, env, self.config.call_timeout, async |c, s| {
+        let timeout = env.timeout.unwrap_or(self.config.call_timeout);
+        self.run(plugin, env, timeout, async |c, s| {
             Ok(c.switchyard_connector_plugin()
                 .call_poll(s, &ctx, &trigger, &params, cursor.as_deref())
                 .await?
@@ -457,7 +565,8 @@ impl Engine {
             params.to_string(),
             target_url.to_string(),
         );
-        self.run(plugin, env, self.config.call_timeout, async |c, s| {
+        let timeout = env.timeout.unwrap_or(self.config.call_timeout);
+        self.run(plugin, env, timeout, async |c, s| {
             Ok(c.switchyard_connector_plugin()
                 .call_subscribe(s, &ctx, &trigger, &params, &target_url)
                 .await?
@@ -476,7 +585,8 @@ impl Engine {
         state: &str,
     ) -> CallOutcome<()> {
         let (trigger, params, state) = (trigger.to_string(), params.to_string(), state.to_string());
-        self.run(plugin, env, self.config.call_timeout, async |c, s| {
+        let timeout = env.timeout.unwrap_or(self.config.call_timeout);
+        self.run(plugin, env, timeout, async |c, s| {
             Ok(c.switchyard_connector_plugin()
                 .call_unsubscribe(s, &ctx, &trigger, &params, &state)
                 .await?
@@ -496,7 +606,8 @@ impl Engine {
     ) -> CallOutcome<WebhookOutput> {
         let request = convert::webhook_request(request);
         let (trigger, params) = (trigger.to_string(), params.to_string());
-        self.run(plugin, env, self.config.call_timeout, async |c, s| {
+        let timeout = env.timeout.unwrap_or(self.config.call_timeout);
+        self.run(plugin, env, timeout, async |c, s| {
             Ok(c.switchyard_connector_plugin()
                 .call_handle_webhook(s, &ctx, &trigger, &params, &request)
                 .await?

@@ -7,6 +7,7 @@ use semver::{Version, VersionReq};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::records::{FileTriggerSpec, RecordsSpec};
 pub use crate::store::Lane;
 use crate::{error::ServiceError, manifest::Manifest};
 
@@ -165,6 +166,10 @@ pub struct TriggerSpec {
     /// only what the webhooks missed starts runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconcile: Option<ReconcileSpec>,
+    /// A file trigger: a new file in a bucket (or at a remote location
+    /// polled through `plugin`) starts a run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileTriggerSpec>,
 }
 
 /// Reconciliation behind webhooks: "webhook primary, API secondary".
@@ -228,6 +233,9 @@ pub struct StepSpec {
     pub respond: Option<RespondSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_flow: Option<CallFlowSpec>,
+    /// A record job: a file (or a connector's pages) record by record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<Box<RecordsSpec>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish: Option<PublishSpec>,
 }
@@ -263,6 +271,7 @@ pub enum StepKind {
     Fail,
     Respond,
     CallFlow,
+    Records,
     Publish,
 }
 
@@ -277,6 +286,7 @@ impl StepKind {
             StepKind::Fail => "fail",
             StepKind::Respond => "respond",
             StepKind::CallFlow => "call_flow",
+            StepKind::Records => "records",
             StepKind::Publish => "publish",
         }
     }
@@ -297,6 +307,7 @@ impl StepSpec {
             (self.fail.is_some(), StepKind::Fail),
             (self.respond.is_some(), StepKind::Respond),
             (self.call_flow.is_some(), StepKind::CallFlow),
+            (self.records.is_some(), StepKind::Records),
             (self.publish.is_some(), StepKind::Publish),
         ] {
             if present {
@@ -481,6 +492,10 @@ pub struct Pinned {
     /// The plugin version of `hydrate`'s action.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hydrate: Option<Version>,
+    /// The plugin versions of record jobs' connectors, by `<step>.from`
+    /// (pages) and `<step>.to` (an action).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub records: BTreeMap<String, Version>,
 }
 
 impl FlowSpec {

@@ -5,6 +5,8 @@
 //! language; the runtime (triggers, run queue, retries) builds on it.
 
 pub mod definition;
+pub mod mapping;
+pub mod records;
 mod service;
 pub mod template;
 mod validate;
@@ -13,6 +15,10 @@ pub use definition::{
     Branch, CallFlowSpec, Catalogue, CoalesceSpec, DelaySpec, EntitySpec, FlowSpec, ForEachSpec,
     HydrateSpec, Lane, OnError, PathsMode, PathsSpec, Pinned, ReconcileSpec, RespondSpec,
     RetrySpec, RunLimit, StepKind, StepSpec, TriggerSpec, actions, walk,
+};
+pub use records::{
+    ActionSinkSpec, AfterSuccess, BatchSpec, FileSinkSpec, FileTriggerSpec, PagesSpec, PlaceSpec,
+    RecordsSpec, RemoteSpec, SinkSpec, SourceSpec,
 };
 pub use service::{FlowRecord, Flows, HostCatalogue};
 pub use validate::{MAX_CONCURRENCY, MAX_DELAY_SECS, MAX_DEPTH, MAX_ITEMS_LIMIT};

@@ -68,6 +68,7 @@ impl FlowRecord {
                     .zip(&self.pinned.steps)
                     .map(|(s, v)| (key_of(&s.plugin), v.clone())),
             )
+            .chain(super::records::pinned_plugins(self))
             .chain(self.pinned.hydrate.iter().map(|v| {
                 let plugin = self
                     .spec
@@ -362,8 +363,12 @@ impl Flows {
         Ok(())
     }
 
-    /// The kind of a flow's trigger: `None` for a pure schedule.
+    /// The kind of a flow's trigger: `None` for a pure schedule or a file
+    /// trigger.
     pub fn trigger_kind(&self, flow: &FlowRecord) -> Result<Option<TriggerKind>, ServiceError> {
+        if flow.spec.trigger.file.is_some() {
+            return Ok(None); // a file trigger: neither a webhook nor a poll
+        }
         let Some(version) = &flow.pinned.trigger else {
             return Ok(None);
         };

@@ -18,7 +18,7 @@ use serde_json::Value;
 /// a worker for seconds and its memory for as long.
 const FUEL: u64 = 1_000_000;
 
-static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
+pub(crate) static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut env = Environment::new();
     // A reference to a missing field is an error, not an empty string.
     env.set_undefined_behavior(UndefinedBehavior::Strict);
@@ -42,7 +42,7 @@ const MAX_VALUE_BYTES: usize = 16 << 20;
 /// minijinja repeats sequences lazily (`[0] * 100000000` costs nothing until
 /// read, and its fuel does not count the reading), so the size is measured
 /// first by writing into a counter that stops at the bound.
-fn to_json(value: &minijinja::Value) -> Result<Value, String> {
+pub(crate) fn to_json(value: &minijinja::Value) -> Result<Value, String> {
     struct Counter(usize);
     impl std::io::Write for Counter {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {

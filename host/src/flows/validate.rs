@@ -6,7 +6,9 @@
 //! formed, nesting is bounded, and a loop's items are an array when the
 //! schemas say what they are.
 
-use std::collections::{HashMap, HashSet};
+mod records;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use semver::Version;
 use serde_json::Value;
@@ -54,6 +56,7 @@ impl FlowSpec {
             seen: HashSet::new(),
             outputs: HashMap::new(),
             event_schema: None,
+            record_pins: BTreeMap::new(),
         };
         if self.name.trim().is_empty() {
             check.problems.push("name: must not be empty".to_string());
@@ -77,6 +80,7 @@ impl FlowSpec {
                 trigger,
                 steps: check.pins,
                 hydrate,
+                records: check.record_pins,
             }),
             _ => Err(check.problems),
         }
@@ -106,12 +110,17 @@ struct Checker<'a> {
     /// The output schema of each action step, for what loops go over.
     outputs: HashMap<String, Value>,
     event_schema: Option<Value>,
+    /// The versions record jobs' connectors pin, by `<step>.from` / `.to`.
+    record_pins: BTreeMap<String, Version>,
 }
 
 impl Checker<'_> {
     /// `Some(None)` for a valid pure schedule, `None` when invalid.
     fn trigger(&mut self, flow: &FlowSpec) -> Option<Option<Version>> {
         let spec = &flow.trigger;
+        if let Some(file) = &spec.file {
+            return self.file_trigger(flow, file);
+        }
         if let Some(schedule) = &spec.schedule
             && let Err(e) = parse_schedule(schedule)
         {
@@ -360,7 +369,7 @@ impl Checker<'_> {
             [kind] => *kind,
             [] => {
                 self.problems.push(format!(
-                    "{at}: a step needs one of `plugin` and `action`, `paths`, `for_each`, `delay`, `stop`, `fail`, `respond` or `call_flow`"
+                    "{at}: a step needs one of `plugin` and `action`, `paths`, `for_each`, `delay`, `stop`, `fail`, `respond`, `call_flow` or `records`"
                 ));
                 return;
             }
@@ -376,7 +385,8 @@ impl Checker<'_> {
         if kind != StepKind::Action {
             for (present, field) in [
                 (step.connection.is_some(), "connection"),
-                (step.retry.is_some(), "retry"),
+                // A record job calls an action too, on the step's schedule.
+                (step.retry.is_some() && kind != StepKind::Records, "retry"),
                 (
                     !step.input.as_object().is_some_and(|o| o.is_empty()),
                     "input",
@@ -452,6 +462,7 @@ impl Checker<'_> {
                 }
                 self.templates(&format!("{at}.respond.body"), &respond.body, scope);
             }
+            StepKind::Records => self.records(step, &at, scope),
             StepKind::Publish => {
                 let publish = step.publish.as_ref().expect("kind says publish");
                 if let Err(e) = crate::topics::check_name("topic", &publish.topic) {

@@ -28,6 +28,13 @@ const SCAN: usize = 64;
 impl Runs {
     /// Starts the lane dispatchers. They stop with the host's tasks.
     pub(super) fn start_dispatchers(self: &Arc<Self>) {
+        // Work another node queued wakes the lane as local work does.
+        let weak = Arc::downgrade(self);
+        self.store.on_queued(Arc::new(move |lane| {
+            if let Some(runs) = weak.upgrade() {
+                runs.wake(lane);
+            }
+        }));
         for (lane, workers) in [
             (Lane::Fast, self.settings.fast_workers),
             (Lane::Normal, self.settings.normal_workers),
@@ -73,12 +80,16 @@ impl Runs {
         // Flows found at their (or their connections') limit in this pass.
         let mut blocked = std::collections::HashSet::new();
         let mut failure = None;
-        let wait = self.store.visit_due(lane, now_ms(), SCAN + workers, &mut |entry| {
+        let free = permits.available_permits();
+        let wait = self.store.visit_due(lane, now_ms(), SCAN + workers, free, &mut |entry| {
             if permits.available_permits() == 0 {
                 // A finishing run wakes the dispatcher.
                 return Visit::Full;
             }
-            if blocked.contains(&entry.flow) || self.limits().is_running(&entry.run) {
+            if blocked.contains(&entry.flow) {
+                return Visit::Blocked;
+            }
+            if self.limits().is_running(&entry.run) {
                 return Visit::Next;
             }
             let run = match self.store.run(&entry.tenant, &entry.run) {
@@ -117,7 +128,7 @@ impl Runs {
                 Ok(()) => {}
                 Err(Refusal::AtLimit) => {
                     blocked.insert(entry.flow.clone());
-                    return Visit::Next;
+                    return Visit::Blocked;
                 }
                 Err(Refusal::Running) => return Visit::Next,
             }
@@ -130,12 +141,15 @@ impl Runs {
             tokio::spawn(
                 async move {
                     runs.execute(&run, &flow, permit).await;
+                    if let Err(e) = runs.store.release(&run.tenant, &run.id) {
+                        tracing::warn!(run = %run.id, "cannot release the run's claim: {e}");
+                    }
                     runs.release(&run, &flow, &connections);
                     runs.wake(lane);
                 }
                 .instrument(span),
             );
-            Visit::Next
+            Visit::Start
         })?;
         match failure {
             Some(e) => Err(e.into()),

@@ -11,6 +11,8 @@
 //! or ends; the final write carries the last step's result with the run's
 //! new state, as before.
 
+mod records;
+
 use std::{
     collections::HashMap,
     sync::{
@@ -643,6 +645,7 @@ impl<'a> Interpreter<'a> {
             }
             StepKind::Respond => self.respond(step, scope, record),
             StepKind::CallFlow => self.call_flow(step, scope, record).await,
+            StepKind::Records => self.records(step, scope, record).await,
             StepKind::Publish => self.publish(step, scope, record).await,
         }
     }

@@ -197,15 +197,17 @@ mod tests {
         let mut started = Vec::new();
         let limit = |flow: &str| (flow == "a").then_some(2);
         store
-            .visit_due(Lane::Normal, 1_000, 64, &mut |entry| {
+            .visit_due(Lane::Normal, 1_000, 64, 64, &mut |entry| {
                 let none: Vec<String> = Vec::new();
                 if limits
                     .claim(claim(&entry.run, &entry.flow, limit(&entry.flow), &none))
                     .is_ok()
                 {
                     started.push(entry.run.clone());
+                    Visit::Start
+                } else {
+                    Visit::Blocked
                 }
-                Visit::Next
             })
             .unwrap();
         assert_eq!(started, ["a0", "a1", "b0"]);

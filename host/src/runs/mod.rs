@@ -38,6 +38,7 @@ pub use test_step::StepTest;
 
 use crate::{
     calls::Calls,
+    files::Buckets,
     flows::Flows,
     metrics::Metrics,
     store::{EntityStore, IngestCounts, Lane, RunStore},
@@ -80,6 +81,8 @@ pub struct Runs {
     entity_store: Arc<dyn EntityStore>,
     flows: Arc<Flows>,
     calls: Arc<Calls>,
+    /// Record jobs read and write files in buckets.
+    files: Arc<Buckets>,
     topics: Arc<Topics>,
     metrics: Arc<Metrics>,
     tasks: Arc<Tasks>,
@@ -103,6 +106,7 @@ impl Runs {
         entity_store: Arc<dyn EntityStore>,
         flows: Arc<Flows>,
         calls: Arc<Calls>,
+        files: Arc<Buckets>,
         topics: Arc<Topics>,
         metrics: Arc<Metrics>,
         tasks: Arc<Tasks>,
@@ -113,6 +117,7 @@ impl Runs {
             entity_store,
             flows,
             calls,
+            files,
             topics,
             metrics,
             tasks,

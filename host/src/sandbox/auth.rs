@@ -160,6 +160,7 @@ impl Credentials {
                 .flatten()
                 .collect(),
             AuthScheme::Session { header_name, .. } => vec![header_name.clone()],
+            AuthScheme::AwsSigV4 { .. } => super::sigv4::OWNED_HEADERS.map(String::from).to_vec(),
             _ => Vec::new(),
         }
     }
@@ -403,6 +404,31 @@ impl Credentials {
                 if let Some((challenge, nc)) = &mut auth.digest {
                     *nc += 1;
                     self.answer_digest(challenge, *nc, request)?;
+                }
+            }
+            AuthScheme::AwsSigV4 { region, service } => {
+                let region = match region.strip_prefix("{{").and_then(|r| r.strip_suffix("}}")) {
+                    Some(name) => value(&self.values, name.trim())?,
+                    None => region.as_str(),
+                };
+                let signer = super::sigv4::Signer {
+                    access_key_id: value(&self.values, "access_key_id")?,
+                    secret_access_key: value(&self.values, "secret_access_key")?,
+                    session_token: self.values.get("session_token").map(String::as_str),
+                    region,
+                    service,
+                };
+                let signed = signer
+                    .headers(
+                        request.method.as_str(),
+                        request.url.as_str(),
+                        &request.headers,
+                        &request.body,
+                        SystemTime::now(),
+                    )
+                    .map_err(SendError::Denied)?;
+                for (name, value) in signed {
+                    request.set_header(&name, value);
                 }
             }
         }

@@ -11,6 +11,7 @@ pub mod login;
 pub mod policy;
 pub mod scrub;
 pub mod signatures;
+pub mod sigv4;
 
 pub use http::{
     Exchange, HttpSandbox, Outbound, OutboundRequest, OutboundResponse, SandboxConfig, SendError,

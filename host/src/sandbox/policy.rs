@@ -47,6 +47,23 @@ enum HostMatch {
 }
 
 impl HostPattern {
+    /// `scheme://host[:port]` of a pattern naming one host (not a wildcard):
+    /// where a relative path of a custom API call goes.
+    pub fn origin(&self) -> Option<String> {
+        let HostMatch::Exact(host) = &self.host else {
+            return None;
+        };
+        let default = matches!(
+            (self.scheme.as_str(), self.port),
+            ("https", 443) | ("http", 80)
+        );
+        Some(if default {
+            format!("{}://{host}", self.scheme)
+        } else {
+            format!("{}://{host}:{}", self.scheme, self.port)
+        })
+    }
+
     /// Parses a manifest pattern, substituting `{name}` with connection
     /// properties. A pattern that is a single `{name}` takes the origin of the
     /// URL in that property (e.g. a `base_url`); elsewhere a property value must

@@ -61,6 +61,14 @@ pub trait Inbox: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(InboxKey, Result<Delivery>)>>;
 
+    /// Takes an entry for processing on this node. A store shared by several
+    /// nodes answers `false` when another live node holds it; entries of a
+    /// node that stopped come back. (Within a node, the trigger service
+    /// keeps entries from being processed twice at once.)
+    fn claim(&self, _key: &InboxKey) -> Result<bool> {
+        Ok(true)
+    }
+
     /// Rewrites an entry that failed for now (its attempts and next time).
     fn defer(&self, key: &InboxKey, delivery: &Delivery) -> Result<()>;
 

@@ -38,6 +38,9 @@ pub enum Tree {
     /// `[tenant, fingerprint]` → the subscription of one plugin version,
     /// trigger, connection and params.
     SubscriptionIndex,
+    /// `[sha256]` → a declarative interpreter component's record (its bytes
+    /// are the blob of that hash).
+    Interpreters,
     /// `[tenant, user]` → a person who signs in to the console.
     Users,
     /// `[email (lower case)]` → `{tenant, user}`: emails are unique on a host.
@@ -71,7 +74,7 @@ pub enum Tree {
 }
 
 impl Tree {
-    pub const ALL: [Tree; 26] = [
+    pub const ALL: [Tree; 27] = [
         Tree::Meta,
         Tree::Plugins,
         Tree::PluginRefs,
@@ -84,6 +87,7 @@ impl Tree {
         Tree::Hooks,
         Tree::Subscriptions,
         Tree::SubscriptionIndex,
+        Tree::Interpreters,
         Tree::Users,
         Tree::UserEmails,
         Tree::Invitations,
@@ -115,6 +119,7 @@ impl Tree {
             Tree::Hooks => "hooks",
             Tree::Subscriptions => "subscriptions",
             Tree::SubscriptionIndex => "subscription_index",
+            Tree::Interpreters => "interpreters",
             Tree::Users => "users",
             Tree::UserEmails => "user_emails",
             Tree::Invitations => "invitations",
@@ -180,6 +185,11 @@ pub trait Kv: Send + Sync + 'static {
     fn put_blob(&self, hash: &str, bytes: &[u8]) -> Result<()>;
     fn get_blob(&self, hash: &str) -> Result<Option<Vec<u8>>>;
     fn delete_blob(&self, hash: &str) -> Result<()>;
+
+    /// Registers what to call when another node wrote to `tree`, so that a
+    /// node's caches and schedules follow the others'. Called on the store's
+    /// own thread: it must only signal. (One node: never called.)
+    fn watch(&self, _tree: Tree, _changed: std::sync::Arc<dyn Fn() + Send + Sync>) {}
 }
 
 /// Typed helpers over any [`Kv`].

@@ -10,6 +10,8 @@
 //!   ones that were rejected;
 //! - [`TriggerStore`]: where each polling or scheduled trigger stands;
 //! - [`EntityStore`]: what each flow last saw of each entity;
+//! - [`FileStore`]: buckets and their objects (records here, bytes as
+//!   blobs), file triggers' ledgers and record jobs' progress.
 //! - [`TopicStore`]: topics' change records by partition and offset, and
 //!   the current state per key.
 //!
@@ -17,9 +19,12 @@
 //! the parts of a key, or call a typed operation. [`sled`] is the embedded
 //! backend; `app.rs` is the only place that names it.
 
+mod blobs;
 mod entities;
+mod files;
 mod inbox;
 mod kv;
+pub mod postgres;
 mod runs;
 pub mod sled;
 mod topics;
@@ -28,6 +33,10 @@ mod triggers;
 use std::sync::Arc;
 
 pub use entities::{EntityState, EntityStore, EntityWrite, IngestCounts, RunEntity};
+pub use files::{
+    BlobFile, BucketRecord, FileStore, JobCounts, JobOutput, JobProgress, LedgerEntry,
+    LedgerStatus, ObjectRecord, PendingBatch, UploadPart, UploadRecord,
+};
 pub use inbox::{Delivery, Inbox, InboxKey, Rejected};
 pub use kv::{Kv, KvExt, Tree, Write};
 pub use runs::{
@@ -54,6 +63,15 @@ pub enum StoreError {
     Locked { path: String },
     #[error("corrupt record in `{place}`: {message}")]
     Corrupt { place: String, message: String },
+    /// A write refused because this node no longer holds what it wrote
+    /// under (a run's claim, a trigger's lease), or the record changed since
+    /// it was read: another node took over.
+    #[error("write refused: {0}")]
+    Fenced(String),
+    /// A write that would repeat something recorded once (a run id, a
+    /// schedule's fire slot).
+    #[error("already recorded: {0}")]
+    Conflict(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -66,6 +84,7 @@ pub struct Stores {
     pub inbox: Arc<dyn Inbox>,
     pub triggers: Arc<dyn TriggerStore>,
     pub entities: Arc<dyn EntityStore>,
+    pub files: Arc<dyn FileStore>,
     pub topics: Arc<dyn TopicStore>,
 }
 

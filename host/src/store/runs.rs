@@ -300,6 +300,14 @@ pub enum Along<'a> {
         flow: &'a str,
         state: &'a TriggerState,
     },
+    /// A schedule's fire slot (its due time) and the trigger's new state:
+    /// a slot makes its runs once, whichever node fires it.
+    Slot {
+        tenant: &'a str,
+        flow: &'a str,
+        fire_at: u64,
+        state: &'a TriggerState,
+    },
 }
 
 /// A queued run as its queue entry names it (no record read).
@@ -314,9 +322,15 @@ pub struct QueueEntry {
 /// What a dispatcher made of one due queue entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Visit {
-    /// Started, or not startable now (its flow or connection at a limit):
-    /// go on to the next entry.
+    /// Started on this node: a store that claims keeps the claim until
+    /// [`RunStore::release`].
+    Start,
+    /// Not startable now (running here already, not its entity's turn): go
+    /// on to the next entry.
     Next,
+    /// Its flow or a connection of its steps is at its limit: go on, and
+    /// pass over the flow's other entries for a while.
+    Blocked,
     /// Every worker is busy: stop here.
     Full,
     /// The entry has no run record (it cannot happen through the store's
@@ -326,6 +340,12 @@ pub enum Visit {
 
 /// The store of runs. Changes of one run are serialised by the caller (the
 /// run service's per-run lock), so `update` needs no read of its own.
+///
+/// A store shared by several nodes also fences: a run is *claimed* before
+/// it is offered to a dispatcher ([`RunStore::visit_due`]), and until the
+/// claim is released only the node and attempt that claimed it may write
+/// it; every other `update` is refused unless the record it replaces is
+/// still the stored one. On one node (sled) claims cost nothing.
 pub trait RunStore: Send + Sync + 'static {
     fn run(&self, tenant: &str, id: &str) -> Result<Option<RunRecord>>;
 
@@ -356,15 +376,29 @@ pub trait RunStore: Send + Sync + 'static {
     /// head; when the head holds only entries that `visit` passed over, the
     /// next calls walk on through the queue, resuming where they stopped, so
     /// a backlog that cannot start never hides what is behind it. `head` is
-    /// how many entries the head is. Returns how long to wait before looking
-    /// again unless woken.
+    /// how many entries the head is (running ones included), `free` how many
+    /// runs the caller could start now: a store that claims claims at most
+    /// that many, and puts back every entry not answered [`Visit::Start`].
+    /// Returns how long to wait before looking again unless woken.
     fn visit_due(
         &self,
         lane: Lane,
         now: u64,
         head: usize,
+        free: usize,
         visit: &mut dyn FnMut(&QueueEntry) -> Visit,
     ) -> Result<Duration>;
+
+    /// The execution this node started for a run ([`Visit::Start`]) has
+    /// ended: its claim is let go (its new state was written by `update`).
+    fn release(&self, _tenant: &str, _run: &str) -> Result<()> {
+        Ok(())
+    }
+
+    /// Registers what to call when another node queued work in a lane (a
+    /// wake-up only: dispatchers look at the queue on their own too). It is
+    /// called on the store's own thread and must only signal.
+    fn on_queued(&self, _wake: std::sync::Arc<dyn Fn(Lane) + Send + Sync>) {}
 
     /// The ids of the runs parked behind a connection.
     fn parked(&self, tenant: &str, connection: &str) -> Result<Vec<String>>;

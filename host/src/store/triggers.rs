@@ -48,6 +48,16 @@ pub struct PollRecord {
 }
 
 pub trait TriggerStore: Send + Sync + 'static {
+    /// Takes (or keeps) the lease of a flow's trigger before a poll or a
+    /// schedule tick: `None` when this node holds it and may fire, `Some(at)`
+    /// when another live node does (look again at `at`, ms). A store shared
+    /// by several nodes refuses a poll's writes (its cursor and events, its
+    /// state) once its lease was taken over; the epoch of a lease grows at
+    /// every takeover. One node always holds every lease.
+    fn lease(&self, _tenant: &str, _flow: &str, _now: u64) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
     fn state(&self, tenant: &str, flow: &str) -> Result<Option<TriggerState>>;
     fn save_state(&self, tenant: &str, flow: &str, state: &TriggerState) -> Result<()>;
 

@@ -357,6 +357,18 @@ impl Triggers {
                 if !self.claim_delivery(&key) {
                     continue;
                 }
+                // Another node may be processing it (or have processed it).
+                match self.inbox.claim(&key) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        self.release_delivery(&key);
+                        continue;
+                    }
+                    Err(e) => {
+                        self.release_delivery(&key);
+                        return Err(e.into());
+                    }
+                }
                 let _ = self.process_delivery(&key, &delivery).await;
                 self.release_delivery(&key);
             }

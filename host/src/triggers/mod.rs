@@ -1,8 +1,11 @@
 //! Where runs come from: webhook ingress ([`ingress`]), polling and cron
-//! ([`scheduler`]), and activation, which registers a flow's webhook with
+//! ([`scheduler`]), new files ([`files`], a service of its own), and
+//! activation, which registers a flow's webhook with
 //! the third party (the plugin's `subscribe`) or puts it on the schedule.
 //! [`Triggers`] is the service; the three files are its parts.
 
+pub mod files;
+mod follow;
 pub mod ingress;
 pub mod scheduler;
 mod subscriptions;
@@ -112,6 +115,7 @@ impl Triggers {
     pub fn start(self: &Arc<Self>) {
         self.start_scheduler();
         self.start_inbox_worker();
+        self.start_following();
     }
 
     pub fn settings(&self) -> &TriggerSettings {
@@ -225,6 +229,7 @@ impl Triggers {
             "kind": match self.flows.trigger_kind(flow)? {
                 Some(TriggerKind::Webhook) => "webhook",
                 Some(TriggerKind::Polling) => "polling",
+                None if flow.spec.trigger.file.is_some() => "file",
                 None => "schedule",
             },
             "webhook_url": flow.webhook_token.as_ref().map(|t| webhook_url(base_url, t)),

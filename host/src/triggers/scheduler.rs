@@ -35,7 +35,7 @@ use crate::{
     },
     manifest::TriggerKind,
     runs::retry::Backoff,
-    store::{Along, PollRecord, TriggerState},
+    store::{Along, PollRecord, StoreError, TriggerState},
 };
 
 /// The due-time set of polling and scheduled flows.
@@ -69,6 +69,24 @@ impl Scheduler {
         d.order.insert((due, key));
         drop(d);
         self.wake.notify_one();
+    }
+
+    /// Puts a flow in the set at `due` unless it is there or being polled.
+    pub fn ensure(&self, key: FlowKey, due: u64) {
+        let mut d = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        if d.at.contains_key(&key) || d.polling.contains(&key) {
+            return;
+        }
+        d.at.insert(key.clone(), due);
+        d.order.insert((due, key));
+        drop(d);
+        self.wake.notify_one();
+    }
+
+    /// The flows in the set or being polled.
+    pub fn keys(&self) -> Vec<FlowKey> {
+        let d = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        d.at.keys().chain(d.polling.iter()).cloned().collect()
     }
 
     pub fn unschedule(&self, key: &FlowKey) {
@@ -125,7 +143,8 @@ impl Triggers {
     /// Adds an active polling or scheduled flow to the set, due when its
     /// saved state says (now for a new one).
     pub(super) fn schedule_flow(&self, flow: &FlowRecord) -> Result<(), ServiceError> {
-        if !flow.active || self.polled(flow)?.is_none() {
+        // File triggers have a watcher of their own (`files.rs`).
+        if !flow.active || flow.spec.trigger.file.is_some() || self.polled(flow)?.is_none() {
             return Ok(());
         }
         let state = self.trigger_state(&flow.tenant, &flow.id)?;
@@ -229,8 +248,22 @@ impl Triggers {
             // Looked at again later: resuming puts it back at once.
             return Some(now_ms() + every_ms);
         }
+        // Another node may hold the trigger (several hosts on one store).
+        match self.states.lease(tenant, id, now_ms()) {
+            Ok(None) => {}
+            Ok(Some(again)) => return Some(again),
+            Err(e) => {
+                tracing::warn!(flow = %flow.id, "cannot take the trigger's lease: {e}");
+                return Some(now_ms() + every_ms);
+            }
+        }
         let mut state = self.trigger_state(tenant, id).unwrap_or_default();
         let now = now_ms();
+        // A schedule whose slot another node already fired (it held the
+        // trigger a moment ago): on to the slot the store says is next.
+        if matches!(polled, Polled::Schedule) && state.next_due > due.max(now) + 1_000 {
+            return Some(state.next_due);
+        }
         // Where the last committed poll left off, restored if this one fails.
         let committed = (state.cursor.clone(), state.seeded);
         let (fetched, source) = match &polled {
@@ -257,17 +290,33 @@ impl Triggers {
             state.last_error = None;
             state.last_events = events.len();
             state.next_due = next_due(&flow, every_ms, now_ms());
-            let along = Along::TriggerState {
-                tenant,
-                flow: id,
-                state: &state,
+            let along = if matches!(polled, Polled::Schedule) {
+                Along::Slot {
+                    tenant,
+                    flow: id,
+                    fire_at: due,
+                    state: &state,
+                }
+            } else {
+                Along::TriggerState {
+                    tenant,
+                    flow: id,
+                    state: &state,
+                }
             };
-            self.runs
-                .enqueue_events(&flow, events, source, along)
-                .map_err(|e| PollFailure {
+            match self.runs.enqueue_events(&flow, events, source, along) {
+                Ok(_) => Ok(()),
+                // The slot was fired already, by another node: not a failure.
+                Err(ServiceError::Store(StoreError::Conflict(_)))
+                    if matches!(polled, Polled::Schedule) =>
+                {
+                    Ok(())
+                }
+                Err(e) => Err(PollFailure {
                     message: e.to_string(),
                     retry_at: None,
-                })
+                }),
+            }
         });
         match outcome {
             Ok(_) => self.metrics.poll("ok"),
@@ -421,7 +470,10 @@ pub fn next_due(flow: &FlowRecord, every_ms: u64, now: u64) -> u64 {
     if let Some(schedule) = &flow.spec.trigger.schedule
         && let Ok(cron) = parse_schedule(schedule)
     {
-        let from = chrono::DateTime::from_timestamp_millis(now as i64).unwrap_or_default();
+        // From the whole second: cron slots fall on whole seconds, and a
+        // late tick must not shift the ones after it.
+        let from =
+            chrono::DateTime::from_timestamp_millis((now - now % 1000) as i64).unwrap_or_default();
         if let Ok(next) = cron.find_next_occurrence(&from, false) {
             return next.timestamp_millis() as u64;
         }

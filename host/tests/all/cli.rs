@@ -295,6 +295,95 @@ fn operator_workflow_through_the_cli() {
 }
 
 #[test]
+fn declarative_specs_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let load_dir = dir.path().join("connectors");
+    std::fs::create_dir(&load_dir).unwrap();
+    // The interpreter and a spec in --load-dir: components load first.
+    std::fs::copy(
+        artifacts::DECLARATIVE_INTERPRETER,
+        load_dir.join("z-interpreter.wasm"),
+    )
+    .unwrap();
+    let spec = crate::support::spec_path("shipping.yaml");
+    std::fs::copy(&spec, load_dir.join("a-shipping.yaml")).unwrap();
+    let server = serve(&dir.path().join("data"), &load_dir);
+    let list = stdout(&run(&server, &["plugin", "list"]));
+    assert!(
+        list.lines().any(|l| l.contains("shipping")
+            && l.contains("0.2.0")
+            && l.contains("custom-api-call")),
+        "{list}"
+    );
+
+    // A refused push names every problem's line and path; nothing is stored.
+    let bad = std::fs::read_to_string(&spec).unwrap().replacen(
+        "    kind: search\n",
+        "    kind: search\n    colour: blue\n",
+        1,
+    );
+    let bad_path = dir.path().join("bad.yaml");
+    std::fs::write(&bad_path, bad.replace("0.2.0", "0.3.0")).unwrap();
+    let refused = run(&server, &["plugin", "push", bad_path.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("(/actions/get-tracking/colour): unknown key `colour`")
+            && stderr.contains("line 45"),
+        "{stderr}"
+    );
+    let list = stdout(&run(&server, &["plugin", "list"]));
+    assert!(!list.contains("0.3.0"), "{list}");
+
+    // A good one, then a live test: the sandbox refuses loopback here, and
+    // the test shows the request it refused.
+    let good_path = dir.path().join("good.yaml");
+    std::fs::write(
+        &good_path,
+        std::fs::read_to_string(&spec)
+            .unwrap()
+            .replace("0.2.0", "0.3.0"),
+    )
+    .unwrap();
+    let pushed = stdout(&run(
+        &server,
+        &["plugin", "push", good_path.to_str().unwrap()],
+    ));
+    assert!(pushed.starts_with("uploaded shipping@0.3.0"), "{pushed}");
+    let tested = stdout(&run(
+        &server,
+        &[
+            "plugin",
+            "test",
+            good_path.to_str().unwrap(),
+            "--set",
+            "base_url=http://127.0.0.1:9",
+            "--set",
+            "token=shp-cli-secret",
+            "--action",
+            "get-tracking",
+            "--input",
+            r#"{"awb": "SY1"}"#,
+        ],
+    ));
+    let result: serde_json::Value = serde_json::from_str(&tested).unwrap();
+    assert_eq!(result["ok"], serde_json::json!(false), "{result}");
+    assert_eq!(
+        result["pages"][0]["request"]["url"],
+        serde_json::json!("http://127.0.0.1:9/tracking/SY1"),
+        "{result}"
+    );
+    assert!(
+        result["pages"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("loopback"),
+        "{result}"
+    );
+    assert!(!tested.contains("shp-cli-secret"));
+}
+
+#[test]
 fn topics_and_streams_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let load_dir = dir.path().join("connectors");

@@ -722,9 +722,25 @@ async fn shopify_order_created_webhook() {
 
 #[tokio::test]
 async fn shopify_order_updated_polls_pages_without_losing_or_repeating() {
+    order_updated_polls_pages_without_losing_or_repeating("shopify").await;
+}
+
+/// The same pages, the same cursor and the same events from a spec
+/// (`plugins/declarative/shopify-lite.yaml`): `Link` pages followed as
+/// they are, an inclusive `updated_at_min` cursor, a partial poll kept.
+#[tokio::test]
+async fn declarative_shopify_order_updated_polls_pages_without_losing_or_repeating() {
+    order_updated_polls_pages_without_losing_or_repeating("shopify-lite").await;
+}
+
+async fn order_updated_polls_pages_without_losing_or_repeating(plugin: &str) {
     let rig = Rig::start().await;
+    if plugin != "shopify" {
+        let (status, body) = rig.host.upload_spec(&format!("{plugin}.yaml")).await;
+        assert_eq!(status, 201, "{body}");
+    }
     let shop = FakeShopify::start().await;
-    let conn = rig.connect("shopify", shop.properties()).await;
+    let conn = rig.connect(plugin, shop.properties()).await;
     // Five orders changed an hour ago, two of them in the same second.
     let base = now_secs() - 3600;
     let at = |offset: i64| rfc3339(base + offset, fake_shopify::SHOP_OFFSET_MINUTES);
@@ -737,7 +753,7 @@ async fn shopify_order_updated_polls_pages_without_losing_or_repeating() {
 
     // The first poll starts from now, without asking Shopify anything.
     let seed = rig
-        .poll("shopify", &conn, "order-updated", json!({}), None)
+        .poll(plugin, &conn, "order-updated", json!({}), None)
         .await
         .unwrap();
     assert!(seed.events.is_empty());
@@ -750,7 +766,7 @@ async fn shopify_order_updated_polls_pages_without_losing_or_repeating() {
     let requests_before = shop.requests().len();
     let all = rig
         .poll(
-            "shopify",
+            plugin,
             &conn,
             "order-updated",
             json!({"include_existing": true, "page_size": 2}),
@@ -779,7 +795,7 @@ async fn shopify_order_updated_polls_pages_without_losing_or_repeating() {
     );
     assert!(cursor_since(&cursor).ends_with("-04:00"));
     let next = rig
-        .poll("shopify", &conn, "order-updated", json!({}), Some(&cursor))
+        .poll(plugin, &conn, "order-updated", json!({}), Some(&cursor))
         .await
         .unwrap();
     assert!(next.events.is_empty(), "{:?}", next.events);
@@ -790,7 +806,7 @@ async fn shopify_order_updated_polls_pages_without_losing_or_repeating() {
     for _ in 0..6 {
         let out = rig
             .poll(
-                "shopify",
+                plugin,
                 &conn,
                 "order-updated",
                 json!({"include_existing": true, "page_size": 2, "max_pages": 1}),
@@ -806,7 +822,7 @@ async fn shopify_order_updated_polls_pages_without_losing_or_repeating() {
     // A change after the seed is reported, with a new event id.
     let touched = shop.touch_order(ids[1]);
     let out = rig
-        .poll("shopify", &conn, "order-updated", json!({}), Some(&seeded))
+        .poll(plugin, &conn, "order-updated", json!({}), Some(&seeded))
         .await
         .unwrap();
     let got = events(&out);
@@ -823,7 +839,7 @@ async fn shopify_order_updated_polls_pages_without_losing_or_repeating() {
     shop.fail_after(1, 1, 503);
     let partial = rig
         .poll(
-            "shopify",
+            plugin,
             &conn,
             "order-updated",
             json!({"include_existing": true, "page_size": 2}),
@@ -840,7 +856,7 @@ async fn shopify_order_updated_polls_pages_without_losing_or_repeating() {
     );
     let rest = rig
         .poll(
-            "shopify",
+            plugin,
             &conn,
             "order-updated",
             json!({"page_size": 2}),

@@ -66,6 +66,11 @@ impl FakeItems {
         items.feed.push((seq, json!({"id": id, "seq": seq})));
     }
 
+    /// An item leaves the feed (deleted upstream): later reads miss it.
+    pub fn remove_from_feed(&self, id: &str) {
+        self.lock().feed.retain(|(_, item)| item["id"] != json!(id));
+    }
+
     /// The items created, in order: the key each came with and the body sent.
     pub fn created(&self) -> Vec<(String, Value)> {
         self.mutations()

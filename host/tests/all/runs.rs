@@ -2,7 +2,9 @@
 //! API: webhook and polling triggers, conditions and mappings, retries across
 //! a failing fake, dead letters and replay, de-duplication, auth pauses,
 //! synchronous runs, cron schedules, retention, metrics, lanes and
-//! concurrency limits, and tenant isolation of runs.
+//! concurrency limits, and tenant isolation of runs. Every test runs on
+//! both stores (sled, and PostgreSQL on the test cluster): the engine must
+//! behave the same on either.
 
 use std::{
     sync::{
@@ -21,7 +23,7 @@ use switchyard_tests as artifacts;
 use crate::{
     fake_items::{FakeItems, sign},
     support::{
-        TestHost, client, config,
+        Backend, TestHost, client, config,
         fake::{Incoming, Server},
         metrics::sample,
         read, wait_for, wait_until,
@@ -38,12 +40,12 @@ fn runs_config(dir: &std::path::Path) -> ServeConfig {
 
 /// A host that may reach the fakes, the example plugin, and a connection
 /// to `fake`.
-async fn setup(dir: &std::path::Path, fake: &FakeItems) -> (TestHost, String) {
-    setup_host(runs_config(dir), fake).await
+async fn setup(dir: &std::path::Path, backend: Backend, fake: &FakeItems) -> (TestHost, String) {
+    setup_host(runs_config(dir), backend, fake).await
 }
 
-async fn setup_host(cfg: ServeConfig, fake: &FakeItems) -> (TestHost, String) {
-    let host = TestHost::start(cfg).await;
+async fn setup_host(cfg: ServeConfig, backend: Backend, fake: &FakeItems) -> (TestHost, String) {
+    let host = TestHost::start(backend.apply(cfg).await).await;
     let (status, body) = host.upload_file(artifacts::EXAMPLE).await;
     assert_eq!(status, 201, "{body}");
     let connection = host.connect("example", fake.properties()).await;
@@ -115,11 +117,10 @@ async fn wait_for_runs(host: &TestHost, flow: &str, status: &str, n: usize) -> V
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webhook_flow_runs_with_conditions_mappings_and_dedup() {
+async fn webhook_flow_runs_with_conditions_mappings_and_dedup(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeItems::start().await;
-    let (host, conn) = setup(dir.path(), &fake).await;
+    let (host, conn) = setup(dir.path(), backend, &fake).await;
     let flow = publish(&host, webhook_flow(&conn)).await;
 
     let view = activate(&host, &flow).await;
@@ -260,13 +261,12 @@ async fn webhook_flow_runs_with_conditions_mappings_and_dedup() {
     host.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn polling_flow_seeds_first_then_fires_for_new_items_only() {
+async fn polling_flow_seeds_first_then_fires_for_new_items_only(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeItems::start().await;
     fake.add_to_feed("old-1");
     fake.add_to_feed("old-2");
-    let (host, conn) = setup(dir.path(), &fake).await;
+    let (host, conn) = setup(dir.path(), backend, &fake).await;
     let flow = publish(
         &host,
         json!({
@@ -374,11 +374,10 @@ async fn run_flow(
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retries_span_a_failing_fake_with_one_idempotency_key() {
+async fn retries_span_a_failing_fake_with_one_idempotency_key(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeItems::start().await;
-    let (host, conn) = setup(dir.path(), &fake).await;
+    let (host, conn) = setup(dir.path(), backend, &fake).await;
     let flow = publish(
         &host,
         retrying_flow(&conn, json!({"initial_delay_ms": 50, "max_delay_ms": 200})),
@@ -429,11 +428,10 @@ async fn retries_span_a_failing_fake_with_one_idempotency_key() {
     host.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exhausted_runs_go_to_dead_letters_and_replay_from_the_failed_step() {
+async fn exhausted_runs_go_to_dead_letters_and_replay_from_the_failed_step(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeItems::start().await;
-    let (host, conn) = setup(dir.path(), &fake).await;
+    let (host, conn) = setup(dir.path(), backend, &fake).await;
     let flow = publish(
         &host,
         retrying_flow(&conn, json!({"max_attempts": 2, "initial_delay_ms": 20})),
@@ -524,11 +522,10 @@ async fn exhausted_runs_go_to_dead_letters_and_replay_from_the_failed_step() {
     host.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auth_errors_pause_the_connection_until_it_is_resumed() {
+async fn auth_errors_pause_the_connection_until_it_is_resumed(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeItems::start().await;
-    let (host, conn) = setup(dir.path(), &fake).await;
+    let (host, conn) = setup(dir.path(), backend, &fake).await;
     let flow = publish(&host, retrying_flow(&conn, json!({"initial_delay_ms": 20}))).await;
 
     fake.revoke_key(true);
@@ -588,11 +585,10 @@ async fn auth_errors_pause_the_connection_until_it_is_resumed() {
     host.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn schedules_fire_and_retention_prunes_runs_and_dedup_entries() {
+async fn schedules_fire_and_retention_prunes_runs_and_dedup_entries(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeItems::start().await;
-    let (host, conn) = setup(dir.path(), &fake).await;
+    let (host, conn) = setup(dir.path(), backend, &fake).await;
     let flow = publish(&host, json!({
         "name": "Every second",
         "trigger": {"schedule": "* * * * * *"},
@@ -693,11 +689,10 @@ async fn schedules_fire_and_retention_prunes_runs_and_dedup_entries() {
     host.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runs_are_invisible_to_other_tenants() {
+async fn runs_are_invisible_to_other_tenants(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeItems::start().await;
-    let (host, _) = setup(dir.path(), &fake).await;
+    let (host, _) = setup(dir.path(), backend, &fake).await;
     let mut tokens = Vec::new();
     for name in ["acme", "globex"] {
         let (status, body) = host
@@ -781,8 +776,7 @@ async fn black_hole() -> (Server, Arc<AtomicUsize>) {
     (server, accepted)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hanging_poll_does_not_delay_other_flows() {
+async fn a_hanging_poll_does_not_delay_other_flows(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeItems::start().await;
     let mut cfg = runs_config(dir.path());
@@ -790,7 +784,7 @@ async fn a_hanging_poll_does_not_delay_other_flows() {
     // long the healthy flow's polls take on a busy machine.
     cfg.call_timeout_ms = 300_000;
     cfg.http_timeout_ms = 300_000;
-    let (host, conn) = setup_host(cfg, &fake).await;
+    let (host, conn) = setup_host(cfg, backend, &fake).await;
     let (hole, accepted) = black_hole().await;
     let mut properties = fake.properties();
     properties["base_url"] = json!(hole.origin);
@@ -821,10 +815,19 @@ async fn a_hanging_poll_does_not_delay_other_flows() {
 }
 
 /// A host with two normal-lane workers and a connection to `fake`.
-async fn two_worker_host(dir: &std::path::Path, fake: &FakeItems) -> (TestHost, String) {
+async fn two_worker_host(
+    dir: &std::path::Path,
+    backend: Backend,
+    fake: &FakeItems,
+) -> (TestHost, String) {
     let mut cfg = runs_config(dir);
     cfg.normal_workers = 2;
-    setup_host(cfg, fake).await
+    // A request the fake holds stays a running run for the whole test
+    // (queueing 150 runs can take longer than the default 5 s deadline on a
+    // busy machine, and a timed-out run would let the next one start).
+    cfg.call_timeout_ms = 120_000;
+    cfg.http_timeout_ms = 120_000;
+    setup_host(cfg, backend, fake).await
 }
 
 /// Whether a request creates the item of an event whose id starts with `prefix`.
@@ -848,11 +851,10 @@ fn create_item_flow(name: &str, lane: &str, concurrency: Option<u32>, conn: &str
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn flow_concurrency_limits_hold_and_the_fast_lane_overtakes_bulk_work() {
+async fn flow_concurrency_limits_hold_and_the_fast_lane_overtakes_bulk_work(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeItems::start().await;
-    let (host, conn) = two_worker_host(dir.path(), &fake).await;
+    let (host, conn) = two_worker_host(dir.path(), backend, &fake).await;
     fake.set_latency(Duration::from_millis(150));
     let flow = |name: &str, lane: &str, concurrency: Option<u32>| {
         create_item_flow(name, lane, concurrency, &conn)
@@ -888,11 +890,10 @@ async fn flow_concurrency_limits_hold_and_the_fast_lane_overtakes_bulk_work() {
     host.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backlog_held_by_its_limit_does_not_hold_up_other_flows() {
+async fn a_backlog_held_by_its_limit_does_not_hold_up_other_flows(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeItems::start().await;
-    let (host, conn) = two_worker_host(dir.path(), &fake).await;
+    let (host, conn) = two_worker_host(dir.path(), backend, &fake).await;
     let flow =
         |name: &str, concurrency: Option<u32>| create_item_flow(name, "normal", concurrency, &conn);
     // 150 runs of a one-at-a-time flow fill the head of the queue (a
@@ -927,3 +928,16 @@ async fn a_backlog_held_by_its_limit_does_not_hold_up_other_flows() {
     );
     host.stop().await;
 }
+
+crate::on_both_stores!(
+    webhook_flow_runs_with_conditions_mappings_and_dedup,
+    polling_flow_seeds_first_then_fires_for_new_items_only,
+    retries_span_a_failing_fake_with_one_idempotency_key,
+    exhausted_runs_go_to_dead_letters_and_replay_from_the_failed_step,
+    auth_errors_pause_the_connection_until_it_is_resumed,
+    schedules_fire_and_retention_prunes_runs_and_dedup_entries,
+    runs_are_invisible_to_other_tenants,
+    a_hanging_poll_does_not_delay_other_flows,
+    flow_concurrency_limits_hold_and_the_fast_lane_overtakes_bulk_work,
+    a_backlog_held_by_its_limit_does_not_hold_up_other_flows,
+);

@@ -14,13 +14,13 @@ use std::{
 /// own layer and of the layers below, never above.
 const LAYERS: &[&[&str]] = &[
     &["clock", "tasks", "metrics", "secrets", "schema", "store"],
-    &["manifest", "sandbox"],
+    &["manifest", "sandbox", "declarative"],
     &["engine"],
     &["connector", "error"],
     &["registry", "tenants", "users", "topics"],
     &["connections"],
     &["calls"],
-    &["oauth", "flows", "drafts"],
+    &["oauth", "flows", "drafts", "files"],
     &["runs"],
     &["triggers"],
     &["api", "console"],
@@ -199,6 +199,11 @@ fn only_app_names_a_storage_backend_and_only_store_builds_keys() {
         let code = production_part(&text);
         if name != "app.rs" && (code.contains("SledStore") || code.contains("store::sled")) {
             broken.push(format!("{name} names the sled backend; only app.rs may"));
+        }
+        if name != "app.rs" && (code.contains("PgStore") || code.contains("store::postgres")) {
+            broken.push(format!(
+                "{name} names the PostgreSQL backend; only app.rs may"
+            ));
         }
         // The byte-level storage API and NUL-joined keys belong to store/.
         for needle in ["sled::", "Op::", "scan_prefix(", "scan_from("] {

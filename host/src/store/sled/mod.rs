@@ -1,10 +1,12 @@
 //! The embedded backend: sled trees in `<data-dir>/db`, blobs as files in
-//! `<data-dir>/blobs`. One [`SledStore`] implements every store trait, so a
+//! `<data-dir>/blobs` (plugins) and `<data-dir>/files` (tenants' files).
+//! One [`SledStore`] implements every store trait, so a
 //! batch can span them (new runs with the inbox entry they came from, or with
 //! their trigger's cursor).
 
 mod commit;
 mod entities;
+mod files;
 mod inbox;
 mod keys;
 mod kv;
@@ -70,6 +72,7 @@ impl SledStore {
             inbox: self.clone(),
             triggers: self.clone(),
             entities: self.clone(),
+            files: self.clone(),
             topics: self.clone(),
         }
     }

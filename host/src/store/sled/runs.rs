@@ -103,7 +103,7 @@ impl SledStore {
                 )));
             }
             match visit(&entry) {
-                Visit::Next => {}
+                Visit::Start | Visit::Next | Visit::Blocked => {}
                 Visit::Full => return Ok(Pass::Full(key)),
                 Visit::Orphan => self.apply(vec![Op::delete(QUEUE, key)])?,
             }
@@ -157,10 +157,18 @@ impl RunStore for SledStore {
         let mut ops = match along {
             Along::Nothing => Vec::new(),
             Along::InboxDone(key) => vec![Op::delete(INBOX, key.0.clone())],
+            // One node fires a slot once: its runs' ids (from the slot)
+            // are the only record of it needed.
             Along::TriggerState {
                 tenant,
                 flow,
                 state,
+            }
+            | Along::Slot {
+                tenant,
+                flow,
+                state,
+                ..
             } => vec![Op::put_json(
                 TRIGGER_STATE,
                 keys::join(&[tenant, flow]),
@@ -196,6 +204,7 @@ impl RunStore for SledStore {
         lane: Lane,
         now: u64,
         head: usize,
+        _free: usize,
         visit: &mut dyn FnMut(&QueueEntry) -> Visit,
     ) -> Result<Duration> {
         let prefix = [keys::lane_byte(lane)];
@@ -433,7 +442,7 @@ mod tests {
                 "the walk never reached the free flow"
             );
             let wait = store
-                .visit_due(Lane::Fast, 1_000, 8, &mut |entry| {
+                .visit_due(Lane::Fast, 1_000, 8, 8, &mut |entry| {
                     if entry.flow == "free" {
                         started.push(entry.run.clone());
                     }

@@ -3,6 +3,9 @@
 //! WooCommerce connector (`plugins/woocommerce-js`, componentize-js), both
 //! built from source by `switchyard-tests`, uploaded through the API and run
 //! against fakes of their APIs on 127.0.0.2 with host-held credentials.
+//! Every test runs twice: against the code, and against the same connector
+//! written as a declarative spec (`plugins/declarative/*.yaml`, run by the
+//! interpreter component), which must behave the same.
 //!
 //! Actions go through `POST /v1/invoke` (`Calls::invoke`); triggers are
 //! driven the way the scheduler and the webhook ingress drive them: a call
@@ -89,9 +92,33 @@ pub async fn compiled_artifacts() -> &'static Path {
         .await
 }
 
+/// Which build of a connector a test runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Build {
+    /// The component at this path.
+    Code(&'static str),
+    /// The spec of this name in `plugins/declarative/`.
+    Spec(&'static str),
+}
+
+/// A host that may reach 127.0.0.2 with the connector `build` uploaded
+/// through the API (a component, or the interpreter and a spec).
+async fn start_host(dir: &Path, build: Build) -> TestHost {
+    match build {
+        Build::Code(plugin) => start_code_host(dir, plugin).await,
+        Build::Spec(name) => {
+            let host = TestHost::start(sandbox_config(dir)).await;
+            let (status, body) = host.upload_spec(name).await;
+            assert_eq!(status, 201, "{body}");
+            assert_eq!(body["plugin"]["kind"], json!("declarative"), "{body}");
+            host
+        }
+    }
+}
+
 /// A host that may reach 127.0.0.2, with both components compiled in its
 /// artifact cache, and `plugin` uploaded through the API.
-async fn start_host(dir: &Path, plugin: &str) -> TestHost {
+async fn start_code_host(dir: &Path, plugin: &str) -> TestHost {
     let compiled = compiled_artifacts().await;
     let artifacts_dir = dir.join("data").join("artifacts");
     std::fs::create_dir_all(&artifacts_dir).unwrap();

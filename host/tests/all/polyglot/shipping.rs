@@ -6,7 +6,9 @@ use serde_json::{Value, json};
 use switchyard::engine::ConnectorError;
 use switchyard_tests as artifacts;
 
-use super::{Conn, assert_no_secret, connector_error, kind_of, payloads, receiver, start_host};
+use super::{
+    Build, Conn, assert_no_secret, connector_error, kind_of, payloads, receiver, start_host,
+};
 use crate::{
     fake_shipping::{FakeShipping, TOKEN, WEBHOOK_SECRET},
     support::{TestHost, fake::hmac_sha256},
@@ -22,9 +24,18 @@ async fn connection<'a>(host: &'a TestHost, fake: &FakeShipping, token: &str) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_shipping_actions_map_errors_and_book_once() {
+    shipping_actions_map_errors_and_book_once(Build::Code(artifacts::SHIPPING_PY)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declarative_shipping_actions_map_errors_and_book_once() {
+    shipping_actions_map_errors_and_book_once(Build::Spec("shipping.yaml")).await;
+}
+
+async fn shipping_actions_map_errors_and_book_once(build: Build) {
     let fake = FakeShipping::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let host = start_host(dir.path(), artifacts::SHIPPING_PY).await;
+    let host = start_host(dir.path(), build).await;
     let shop = connection(&host, &fake, TOKEN).await;
     assert_eq!(shop.test().await["ok"], json!(true));
 
@@ -132,9 +143,18 @@ async fn python_shipping_actions_map_errors_and_book_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_shipping_polls_pages_and_verifies_webhooks() {
+    shipping_polls_pages_and_verifies_webhooks(Build::Code(artifacts::SHIPPING_PY)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declarative_shipping_polls_pages_and_verifies_webhooks() {
+    shipping_polls_pages_and_verifies_webhooks(Build::Spec("shipping.yaml")).await;
+}
+
+async fn shipping_polls_pages_and_verifies_webhooks(build: Build) {
     let fake = FakeShipping::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let host = start_host(dir.path(), artifacts::SHIPPING_PY).await;
+    let host = start_host(dir.path(), build).await;
     let shop = connection(&host, &fake, TOKEN).await;
     let trigger = "tracking-status";
     let old = fake.add_shipment("900", "DELIVERED");

@@ -7,7 +7,7 @@ use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
 use serde_json::{Value, json};
 use switchyard_tests as artifacts;
 
-use super::{Conn, assert_no_secret, connector_error, kind_of, payloads, start_host};
+use super::{Build, Conn, assert_no_secret, connector_error, kind_of, payloads, start_host};
 use crate::{
     fake_woocommerce::{CONSUMER_KEY, CONSUMER_SECRET, FakeWooCommerce, WEBHOOK_SECRET},
     support::TestHost,
@@ -27,9 +27,18 @@ async fn connection<'a>(host: &'a TestHost, fake: &FakeWooCommerce, secret: &str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn javascript_woocommerce_actions_update_orders_and_map_errors() {
+    woocommerce_actions_update_orders_and_map_errors(Build::Code(artifacts::WOOCOMMERCE_JS)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declarative_woocommerce_actions_update_orders_and_map_errors() {
+    woocommerce_actions_update_orders_and_map_errors(Build::Spec("woocommerce.yaml")).await;
+}
+
+async fn woocommerce_actions_update_orders_and_map_errors(build: Build) {
     let fake = FakeWooCommerce::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let host = start_host(dir.path(), artifacts::WOOCOMMERCE_JS).await;
+    let host = start_host(dir.path(), build).await;
     let store = connection(&host, &fake, CONSUMER_SECRET).await;
     assert_eq!(store.test().await["ok"], json!(true));
 
@@ -144,9 +153,18 @@ async fn javascript_woocommerce_actions_update_orders_and_map_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn javascript_woocommerce_polls_pages_and_verifies_webhooks() {
+    woocommerce_polls_pages_and_verifies_webhooks(Build::Code(artifacts::WOOCOMMERCE_JS)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declarative_woocommerce_polls_pages_and_verifies_webhooks() {
+    woocommerce_polls_pages_and_verifies_webhooks(Build::Spec("woocommerce.yaml")).await;
+}
+
+async fn woocommerce_polls_pages_and_verifies_webhooks(build: Build) {
     let fake = FakeWooCommerce::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let host = start_host(dir.path(), artifacts::WOOCOMMERCE_JS).await;
+    let host = start_host(dir.path(), build).await;
     let store = connection(&host, &fake, CONSUMER_SECRET).await;
     let trigger = "order-updated";
 

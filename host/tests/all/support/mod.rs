@@ -3,11 +3,12 @@
 //! with, and waiting by polling with a deadline. `fake` is the framework of
 //! the third-party fakes, `clock` their time text, `metrics` the scrape of
 //! `/metrics` (shared with the load benchmark), `serve` the real binary in a
-//! child process.
+//! child process, `pg` the PostgreSQL server of the tests.
 
 pub mod clock;
 pub mod fake;
 pub mod metrics;
+pub mod pg;
 pub mod serve;
 
 use std::{
@@ -51,6 +52,50 @@ pub fn sandbox_config(dir: &Path) -> ServeConfig {
 /// An HTTP client for loopback: no proxy from the environment in between.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// The store a test's host runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sled,
+    Postgres,
+}
+
+impl Backend {
+    /// `cfg` on this store: for PostgreSQL a fresh database of the test
+    /// cluster, and the master key every host of a shared store needs.
+    pub async fn apply(self, mut cfg: ServeConfig) -> ServeConfig {
+        if self == Backend::Postgres {
+            cfg.store = pg::fresh_database().await;
+            cfg.master_key = Some(pg::MASTER_KEY.to_string());
+            cfg.node = Some("test-node".to_string());
+        }
+        cfg
+    }
+}
+
+/// Runs each named `async fn(Backend)` as two tests, `on_sled::NAME` and
+/// `on_postgres::NAME`: the same test against both stores.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod on_sled {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Backend::Sled).await
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Backend::Postgres).await
+                }
+            )*
+        }
+    };
 }
 
 pub struct TestHost {
@@ -167,6 +212,26 @@ impl TestHost {
         self.upload(std::fs::read(path).unwrap()).await
     }
 
+    /// Pushes `plugins/declarative/{name}` (a spec), with the declarative
+    /// interpreter uploaded first if it is not there yet.
+    pub async fn upload_spec(&self, name: &str) -> (StatusCode, Value) {
+        let (status, body) = self
+            .upload_file(switchyard_tests::DECLARATIVE_INTERPRETER)
+            .await;
+        assert!(status.is_success(), "{body}");
+        self.upload(std::fs::read(spec_path(name)).unwrap()).await
+    }
+}
+
+/// The path of a spec in `plugins/declarative/`.
+pub fn spec_path(name: &str) -> String {
+    format!(
+        "{}/../plugins/declarative/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+impl TestHost {
     pub async fn invoke(
         &self,
         plugin: &str,

@@ -5,6 +5,15 @@
 //! latency recorded; an auth error pauses the connection). A paused
 //! connection refuses the calls that would only fail again and lock the
 //! account: steps and polls.
+//!
+//! Also here: the custom API call of a component (`custom.rs`, made by the
+//! host through the same sandbox), and the live test of an unpublished
+//! declarative spec (`draft.rs`).
+
+mod custom;
+mod draft;
+
+pub use draft::{DraftDelivery, DraftLimits, DraftTest};
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -20,8 +29,9 @@ use crate::{
         PollOutput, WebhookInput, WebhookOutput,
     },
     error::ServiceError,
+    manifest::CUSTOM_API_CALL,
     metrics::Metrics,
-    registry::{PluginVersion, Registry, parse_plugin_ref},
+    registry::{PluginKind, PluginVersion, Registry, parse_plugin_ref},
     sandbox::{
         HttpSandbox, Outbound,
         auth::{AuthState, Credentials, PersistState, VersionEnv},
@@ -90,6 +100,17 @@ impl From<Refused> for ServiceError {
             paused @ Refused::Paused { .. } => ServiceError::State(paused.to_string()),
         }
     }
+}
+
+/// Where a call's connection comes from.
+enum Source<'a> {
+    /// A stored connection.
+    Stored(&'a ConnectionRecord),
+    /// Non-secret properties for one call (a hand-made invocation).
+    Adhoc(BTreeMap<String, Value>),
+    /// Every property, secret ones included, for one call (a live test of
+    /// a spec that has no connection yet); never stored.
+    Inline(BTreeMap<String, Value>),
 }
 
 /// A call ready to be made.
@@ -196,8 +217,12 @@ impl Calls {
                 reason: reason.clone(),
             });
         }
+        let source = match &connection {
+            Some(c) => Source::Stored(c),
+            None => Source::Adhoc(adhoc),
+        };
         let (env, ctx) = self
-            .setup(&plugin, connection.as_ref(), adhoc, trace_id)
+            .setup(&plugin, source, trace_id)
             .map_err(Refused::Connection)?;
         Ok(Call {
             plugin,
@@ -241,10 +266,17 @@ impl Calls {
             env,
             ctx,
         } = call;
-        let outcome = plugin
-            .connector
-            .perform(env, ctx, action, input, idempotency_key)
-            .await;
+        // A component has no custom API call of its own: the host makes it,
+        // through the same sandbox, credentials and limits.
+        let outcome = if action == CUSTOM_API_CALL && plugin.record.kind == PluginKind::Component {
+            let timeout = env.timeout.unwrap_or(self.sandbox.config().request_timeout);
+            custom::call(env, input, timeout).await
+        } else {
+            plugin
+                .connector
+                .perform(env, ctx, action, input, idempotency_key)
+                .await
+        };
         self.finish(&plugin, connection.as_ref(), &purpose, "perform", &outcome);
         outcome
     }
@@ -485,7 +517,7 @@ impl Calls {
         plugin: &PluginVersion,
         connection: &ConnectionRecord,
     ) -> Result<(Outbound, Arc<Credentials>), ServiceError> {
-        let (env, _) = self.setup(plugin, Some(connection), BTreeMap::new(), trace_id("oauth"))?;
+        let (env, _) = self.setup(plugin, Source::Stored(connection), trace_id("oauth"))?;
         let outbound = env.outbound.ok_or_else(|| {
             ServiceError::Internal("a call with a connection has no way out".into())
         })?;
@@ -501,13 +533,31 @@ impl Calls {
     fn setup(
         &self,
         plugin: &PluginVersion,
-        connection: Option<&ConnectionRecord>,
-        adhoc_properties: BTreeMap<String, Value>,
+        source: Source<'_>,
         trace_id: String,
     ) -> Result<(CallEnv, GuestContext), ServiceError> {
         let manifest = &plugin.record.manifest;
-        let (plain, secrets, connection_id) = match connection {
-            Some(c) => {
+        let connection = match &source {
+            Source::Stored(c) => Some(*c),
+            _ => None,
+        };
+        let inline = matches!(source, Source::Inline(_));
+        let (plain, secrets, connection_id) = match source {
+            Source::Inline(all) => {
+                let (secret, plain): (BTreeMap<_, _>, BTreeMap<_, _>) =
+                    all.into_iter().partition(|(k, _)| {
+                        manifest
+                            .connection_properties
+                            .iter()
+                            .any(|p| p.secret && p.key == *k)
+                    });
+                (
+                    plain,
+                    secret,
+                    format!("draft-{:016x}", rand::rng().next_u64()),
+                )
+            }
+            Source::Stored(c) => {
                 if c.plugin != manifest.key {
                     return Err(ServiceError::BadRequest(format!(
                         "connection `{}` belongs to plugin `{}`, not `{}`",
@@ -520,7 +570,7 @@ impl Calls {
                     c.id.clone(),
                 )
             }
-            None => {
+            Source::Adhoc(adhoc_properties) => {
                 if let Some(secret) = manifest
                     .connection_properties
                     .iter()
@@ -546,24 +596,27 @@ impl Calls {
             })
             .collect();
         // The version's secret variables serve the host's auth only.
-        let secret_env = match connection {
-            Some(_) => self.registry.secret_env(&plugin.record)?,
-            None => BTreeMap::new(),
+        let secret_env = if connection.is_some() || inline {
+            self.registry.secret_env(&plugin.record)?
+        } else {
+            BTreeMap::new()
         };
-        let credentials = connection.map(|c| {
+        // Tokens a stored connection obtains are kept with it; a live
+        // test's (inline properties) are not kept anywhere.
+        let persist: Option<PersistState> = connection.map(|c| {
+            let connections = self.connections.clone();
+            let tenant = c.tenant.clone();
+            Arc::new(move |id: &str, state: &AuthState| {
+                if let Err(e) = connections.save_auth_state(&tenant, id, state) {
+                    tracing::error!(connection = id, "cannot store new tokens: {e}");
+                }
+            }) as PersistState
+        });
+        let credentials = (connection.is_some() || inline).then(|| {
             let mut values = texts(&plain);
             values.extend(texts(&secrets));
-            let persist: PersistState = {
-                let connections = self.connections.clone();
-                let tenant = c.tenant.clone();
-                Arc::new(move |id: &str, state: &AuthState| {
-                    if let Err(e) = connections.save_auth_state(&tenant, id, state) {
-                        tracing::error!(connection = id, "cannot store new tokens: {e}");
-                    }
-                })
-            };
             Arc::new(Credentials {
-                connection_id: c.id.clone(),
+                connection_id: connection_id.clone(),
                 scheme: manifest.auth.clone(),
                 values,
                 secrets: (secrets.values().map(as_text))
@@ -573,9 +626,9 @@ impl Calls {
                     plain: plugin.record.env.clone(),
                     secret: secret_env.clone(),
                 },
-                stored: self.connections.auth_state(c),
+                stored: connection.and_then(|c| self.connections.auth_state(c)),
                 states: self.connections.auth_states().clone(),
-                persist: Some(persist),
+                persist,
                 tokens: Default::default(),
             })
         });
@@ -591,6 +644,7 @@ impl Calls {
                 limiter,
             }),
             secrets: Arc::new(texts(&secrets)),
+            ..CallEnv::default()
         };
         let ctx = GuestContext {
             connection: Some(GuestConnection {
