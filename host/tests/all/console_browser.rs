@@ -767,6 +767,14 @@ async fn a_merchant_builds_runs_and_replays_a_flow_in_the_browser() {
     browser.screenshot("27-changes").await;
     browser.open("/changes/topics/orders").await;
     browser.wait_for_text("order.updated", false).await;
+    // Each partition says how many records it holds (three records on
+    // two of the four partitions by their keys' hash).
+    let page = browser.html().await;
+    assert!(page.contains("(empty)"), "{page}");
+    assert!(
+        page.contains("(1 record)") && page.contains("(2 records)"),
+        "{page}"
+    );
     browser.screenshot("28-topic").await;
 
     // No page showed a secret typed into the connection forms (their
