@@ -142,11 +142,12 @@ fn checked(
             .map(|o| o.value.clone())
             .unwrap_or_else(|| "test".into()),
     };
-    let hint: serde_json::Map<String, Value> = manifest
+    let hint = manifest
         .connection_properties
         .iter()
-        .map(|p| (p.key.clone(), Value::String(String::new())))
-        .collect();
+        .map(|p| format!("{}: \"\"", Value::String(p.key.clone())))
+        .collect::<Vec<_>>()
+        .join(", ");
     Ok(Checked {
         ok: true,
         summary: Some(Summary {
@@ -162,7 +163,7 @@ fn checked(
         operation,
         connections,
         connection,
-        properties_hint: Value::Object(hint).to_string(),
+        properties_hint: format!("{{{hint}}}"),
     })
 }
 
@@ -365,10 +366,15 @@ async fn test(
     let form = fields(&body);
     let text = spec_of(&form);
     let operation = field(&form, "operation").unwrap_or("test").to_string();
+    let label = match operation.split_once(':') {
+        Some(("action", key)) => format!("Action {key}"),
+        Some(("trigger", key)) => format!("Trigger {key}"),
+        _ => "Connection test".to_string(),
+    };
     let refused = |message: String| {
         render::fragment(
             "builder_test.html",
-            ctx! { operation => operation, problem => message },
+            ctx! { label => label, problem => message },
         )
         .map(IntoResponse::into_response)
     };
@@ -475,7 +481,7 @@ async fn test(
                 match (headers.is_empty(), body.is_empty()) {
                     (_, true) => headers,
                     (true, false) => body,
-                    (false, false) => format!("{headers}\n{body}"),
+                    (false, false) => format!("{headers}\n\n{body}"),
                 }
             };
             context! {
@@ -491,7 +497,7 @@ async fn test(
     let html = render::fragment(
         "builder_test.html",
         ctx! {
-            operation => operation,
+            label => label,
             ran => true,
             ok => answer["ok"] == Value::Bool(true),
             error => error,

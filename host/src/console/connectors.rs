@@ -166,6 +166,7 @@ fn list_page(
                 name => newest.manifest.name,
                 description => newest.manifest.description,
                 auth => auth_name(&newest.manifest.auth),
+                declarative => newest.kind != PluginKind::Component,
                 versions => versions.iter().map(|v| ctx! {
                     version => v.version.to_string(),
                     deprecated => v.deprecated,

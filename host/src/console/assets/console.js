@@ -131,6 +131,7 @@
     spec.setSelectionRange(start, start + (lines[line - 1] || "").length);
     var height = parseFloat(getComputedStyle(spec).lineHeight) || 20;
     spec.scrollTop = Math.max(0, (line - 5) * height);
+    spec.scrollLeft = 0;
     specCursor();
   });
   document.addEventListener("keydown", function (event) {
