@@ -1764,6 +1764,37 @@ async fn the_operator_builds_tests_and_pushes_a_spec_in_the_console() {
     );
     let (_, audit) = host.get("/v1/audit").await;
     assert!(audit.to_string().contains("plugin.push"), "{audit}");
+    // Now a stored connection of the key can be chosen for a test, and is
+    // kept chosen as the author types.
+    let conn = host
+        .connect("my-api", json!({"base_url": api.origin, "token": SECRET}))
+        .await;
+    let (_, _, html) = operator
+        .post(
+            "/builder/check",
+            &[("spec", NEW_CONNECTOR), ("connection", &conn)],
+        )
+        .await;
+    assert!(
+        html.contains(&format!("value=\"{conn}\" selected")),
+        "{html}"
+    );
+    let (_, _, html) = operator
+        .post(
+            "/builder/test",
+            &[
+                ("spec", NEW_CONNECTOR),
+                ("operation", "action:get-item"),
+                ("connection", &conn),
+                ("properties", ""),
+                ("input", r#"{"id": "7"}"#),
+            ],
+        )
+        .await;
+    assert!(
+        html.contains("status-succeeded") && html.contains("Blue kettle"),
+        "{html}"
+    );
     // The same text again changes nothing; other text under the version
     // is refused with the reason.
     let (_, location, _) = operator

@@ -145,6 +145,18 @@
     }
   });
 
+  // The builder keeps nothing until a push: leaving with changes asks first.
+  var specChanged = false;
+  document.addEventListener("input", function (event) {
+    if (event.target.id === "spec") { specChanged = true; }
+  });
+  document.addEventListener("submit", function (event) {
+    if (event.target.id === "builder") { specChanged = false; }
+  });
+  window.addEventListener("beforeunload", function (event) {
+    if (specChanged) { event.preventDefault(); event.returnValue = ""; }
+  });
+
   // Confirmation for destructive buttons: <button data-confirm="...">.
   document.addEventListener("submit", function (event) {
     var button = event.submitter;
