@@ -460,40 +460,6 @@ async fn test(
     } else {
         answer["output"].clone()
     };
-    let pages: Vec<minijinja::Value> = answer["pages"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|p| {
-            let message = |m: &Value| {
-                let headers: String = m["headers"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|h| Some(format!("{}: {}\n", h[0].as_str()?, h[1].as_str()?)))
-                    .collect();
-                let body = m["body"].as_str().unwrap_or("");
-                // A JSON body indented, so it reads.
-                let body = serde_json::from_str::<Value>(body)
-                    .map(|v| render::pretty(&v))
-                    .unwrap_or_else(|_| body.to_string());
-                let headers = headers.trim_end().to_string();
-                match (headers.is_empty(), body.is_empty()) {
-                    (_, true) => headers,
-                    (true, false) => body,
-                    (false, false) => format!("{headers}\n\n{body}"),
-                }
-            };
-            context! {
-                method => p["request"]["method"].as_str().unwrap_or("GET"),
-                url => p["request"]["url"].as_str().unwrap_or(""),
-                request => message(&p["request"]),
-                status => p["response"]["status"].as_u64(),
-                response => if p["response"].is_object() { Some(message(&p["response"])) } else { None },
-                error => p["error"].as_str(),
-            }
-        })
-        .collect();
     let html = render::fragment(
         "builder_test.html",
         ctx! {
@@ -505,13 +471,49 @@ async fn test(
             result => result,
             records => answer["records"].as_array().map(Vec::len).unwrap_or(0),
             schema => answer["schema"],
-            pages => pages,
-            exchanges => answer["exchanges"],
+            pages => journal(&answer["pages"]),
             logs => answer["logs"],
             duration_ms => answer["duration_ms"].as_f64().unwrap_or(0.0).round() as u64,
         },
     )?;
     Ok(html.into_response())
+}
+
+/// The requests of a live test and their answers as the page shows them:
+/// each message as its headers, a blank line and its body (JSON indented).
+fn journal(pages: &Value) -> Vec<minijinja::Value> {
+    let text = |m: &Value| {
+        let headers: Vec<String> = m["headers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|h| Some(format!("{}: {}", h[0].as_str()?, h[1].as_str()?)))
+            .collect();
+        let body = m["body"].as_str().unwrap_or("");
+        let body = serde_json::from_str::<Value>(body)
+            .map(|v| render::pretty(&v))
+            .unwrap_or_else(|_| body.to_string());
+        match (headers.is_empty(), body.is_empty()) {
+            (_, true) => headers.join("\n"),
+            (true, false) => body,
+            (false, false) => format!("{}\n\n{body}", headers.join("\n")),
+        }
+    };
+    pages
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            context! {
+                method => p["request"]["method"].as_str().unwrap_or("GET"),
+                url => p["request"]["url"].as_str().unwrap_or(""),
+                request => text(&p["request"]),
+                status => p["response"]["status"].as_u64(),
+                response => p["response"].is_object().then(|| text(&p["response"])),
+                error => p["error"].as_str(),
+            }
+        })
+        .collect()
 }
 
 /// `POST /builder/push`: publishes the spec as a new version and goes to
