@@ -421,6 +421,21 @@ impl Registry {
             .ok_or_else(|| ServiceError::NotFound(format!("plugin {key}@{version} does not exist")))
     }
 
+    /// The text a declarative version was pushed as (YAML or JSON, as its
+    /// author wrote it); `None` for a component.
+    pub fn spec_text(&self, key: &str, version: &Version) -> Result<Option<String>, ServiceError> {
+        let record = self.record(key, version)?;
+        if record.kind == PluginKind::Component {
+            return Ok(None);
+        }
+        let bytes = self.kv.get_blob(&record.sha256)?.ok_or_else(|| {
+            ServiceError::Internal(format!("the spec of {key}@{version} is missing"))
+        })?;
+        String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|e| ServiceError::Internal(format!("the spec of {key}@{version}: {e}")))
+    }
+
     /// The newest non-deprecated version of `key` that satisfies `req`.
     pub fn resolve(&self, key: &str, req: &VersionReq) -> Result<Version, ServiceError> {
         let versions = self.versions(key)?;

@@ -19,7 +19,10 @@ use super::{
     Member, PageError, PageResult, audit, done, field, fields, notice, overview::NoticeQuery,
     render,
 };
-use crate::{api::ApiState, registry::PluginRecord};
+use crate::{
+    api::ApiState,
+    registry::{PluginKind, PluginRecord},
+};
 
 pub(super) fn routes(max_upload: usize) -> Router<ApiState> {
     Router::new()
@@ -113,7 +116,7 @@ fn version(text: &str) -> Result<Version, PageError> {
     })
 }
 
-fn operator(member: &Member) -> Result<(), PageError> {
+pub(super) fn operator(member: &Member) -> Result<(), PageError> {
     if member.principal.is_operator() {
         Ok(())
     } else {
@@ -163,6 +166,7 @@ fn list_page(
                 name => newest.manifest.name,
                 description => newest.manifest.description,
                 auth => auth_name(&newest.manifest.auth),
+                declarative => newest.kind != PluginKind::Component,
                 versions => versions.iter().map(|v| ctx! {
                     version => v.version.to_string(),
                     deprecated => v.deprecated,
@@ -260,6 +264,7 @@ fn detail(
                 sha256 => record.sha256,
                 size_kib => record.size >> 10,
                 uploaded_at => record.uploaded_at,
+                declarative => record.kind != PluginKind::Component,
             },
             m => ctx! {
                 name => m.name,

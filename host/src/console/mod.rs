@@ -26,6 +26,7 @@ macro_rules! ctx {
 mod admin;
 mod assets;
 mod auth;
+mod builder;
 mod changes;
 mod connections;
 mod connectors;
@@ -65,6 +66,7 @@ pub fn router(state: ApiState) -> Router {
     let signed_in = Router::new()
         .route("/", get(overview::show))
         .merge(connectors::routes(max_upload))
+        .merge(builder::routes())
         .merge(connections::routes())
         .merge(flows::routes())
         .merge(editor::routes())
@@ -210,6 +212,11 @@ const NOTICES: &[(&str, &str)] = &[
         "The flow now uses the newest matching plugin versions.",
     ),
     ("uploaded", "The plugin version is uploaded."),
+    ("pushed", "Pushed: this version is published."),
+    (
+        "unchanged",
+        "This version was already pushed with exactly this spec; nothing changed.",
+    ),
     (
         "deprecated",
         "Deprecated: new flows will not pick this version.",

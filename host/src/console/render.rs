@@ -41,6 +41,19 @@ const TEMPLATES: &[(&str, &str)] = &[
         "test_result.html",
         include_str!("templates/test_result.html"),
     ),
+    ("builder.html", include_str!("templates/builder.html")),
+    (
+        "builder_check.html",
+        include_str!("templates/builder_check.html"),
+    ),
+    (
+        "builder_selects.html",
+        include_str!("templates/builder_selects.html"),
+    ),
+    (
+        "builder_test.html",
+        include_str!("templates/builder_test.html"),
+    ),
     ("runs.html", include_str!("templates/runs.html")),
     ("run.html", include_str!("templates/run.html")),
     ("run_body.html", include_str!("templates/run_body.html")),

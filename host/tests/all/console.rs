@@ -1553,3 +1553,291 @@ async fn the_operator_rotates_and_deletes_a_tenant_and_an_owner_removes_a_user()
     assert_eq!(status, StatusCode::NOT_FOUND);
     host.stop().await;
 }
+
+/// The spec a new connector starts from in the builder.
+pub const NEW_CONNECTOR: &str = include_str!("../../src/console/templates/new_connector.yaml");
+
+/// A JSON API for the builder's template: item 7, and a list of items;
+/// it records the `Authorization` header of every request.
+pub fn items_api(seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>) -> axum::Router {
+    use axum::{Json, extract::Path, http::HeaderMap, routing::get};
+    let item = json!({"id": "7", "name": "Blue kettle", "updated_at": "2026-12-01T10:00:00Z"});
+    let list = json!({"items": [item.clone()], "next_cursor": null});
+    let record = move |h: &HeaderMap| {
+        let auth = h
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        seen.lock().unwrap().push(auth);
+    };
+    let r2 = record.clone();
+    axum::Router::new()
+        .route(
+            "/items/{id}",
+            get(move |h: HeaderMap, Path(id): Path<String>| {
+                record(&h);
+                let item = item.clone();
+                async move {
+                    if id == "7" {
+                        (StatusCode::OK, Json(item))
+                    } else {
+                        (
+                            StatusCode::NOT_FOUND,
+                            Json(json!({"error": "no such item"})),
+                        )
+                    }
+                }
+            }),
+        )
+        .route(
+            "/items",
+            get(move |h: HeaderMap| {
+                r2(&h);
+                let list = list.clone();
+                async move { Json(list) }
+            }),
+        )
+}
+
+/// The line of the spec that starts with `start`.
+fn line_of(spec: &str, start: &str) -> usize {
+    spec.lines().position(|l| l.starts_with(start)).unwrap() + 1
+}
+
+#[tokio::test]
+async fn the_operator_builds_tests_and_pushes_a_spec_in_the_console() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = TestHost::start(crate::support::sandbox_config(dir.path())).await;
+    host.upload_file(artifacts::DECLARATIVE_INTERPRETER).await;
+    host.upload_file(artifacts::EXAMPLE).await;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let api = crate::support::fake::Server::start(items_api(seen.clone())).await;
+    const SECRET: &str = "tok_builder_5f2c91";
+    let properties = json!({"base_url": api.origin, "token": SECRET}).to_string();
+    let operator = sign_in_token(&host.url, TOKEN).await;
+
+    // The builder is the operator's, as uploads are.
+    let (_, token) = tenant(&host, "Acme").await;
+    let merchant = sign_in_token(&host.url, &token).await;
+    let (_, html) = merchant.get("/connectors").await;
+    assert!(!html.contains("href=\"/builder\""));
+    assert_eq!(merchant.get("/builder").await.0, StatusCode::FORBIDDEN);
+    let (status, _, _) = merchant
+        .post("/builder/push", &[("spec", NEW_CONNECTOR)])
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // A new connector starts from a template that passes every check, its
+    // action and trigger offered to the test panel.
+    let (_, html) = operator.get("/connectors").await;
+    assert!(html.contains("href=\"/builder\""), "{html}");
+    let (status, html) = operator.get("/builder").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("key: my-api") && html.contains("no problems"),
+        "{html}"
+    );
+    assert!(
+        html.contains("value=\"action:get-item\" selected")
+            && html.contains("value=\"trigger:item-updated\""),
+        "{html}"
+    );
+
+    // As the author types: a problem is placed at its line, and the test
+    // panel keeps what it offered (nothing swapped out of band).
+    let bad = NEW_CONNECTOR.replace("key: my-api", "key: My API!");
+    let (status, _, html) = operator
+        .post(
+            "/builder/check",
+            &[("spec", &bad), ("operation", "action:get-item")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    let line = line_of(&bad, "key:");
+    assert!(
+        html.contains(&format!("data-line=\"{line}\"")) && html.contains("<code>&#x2f;key</code>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("1 problem") && !html.contains("hx-swap-oob"),
+        "{html}"
+    );
+    // Lines are counted as the editor shows them, whatever line ends the
+    // browser sent.
+    let (_, _, html) = operator
+        .post("/builder/check", &[("spec", &bad.replace('\n', "\r\n"))])
+        .await;
+    assert!(html.contains(&format!("data-line=\"{line}\"")), "{html}");
+    // Fixed: the operations come back, the one chosen still chosen.
+    let (_, _, html) = operator
+        .post(
+            "/builder/check",
+            &[
+                ("spec", NEW_CONNECTOR),
+                ("operation", "trigger:item-updated"),
+            ],
+        )
+        .await;
+    assert!(
+        html.contains("no problems")
+            && html.contains("hx-swap-oob")
+            && html.contains("value=\"trigger:item-updated\" selected"),
+        "{html}"
+    );
+
+    // The test panel runs the spec in the editor against the API, with
+    // properties for this test only; the journal shows each request
+    // without the credentials the host added.
+    let test = async |spec: &str, operation: &str, input: &str| {
+        let (status, _, html) = operator
+            .post(
+                "/builder/test",
+                &[
+                    ("spec", spec),
+                    ("operation", operation),
+                    ("connection", ""),
+                    ("properties", &properties),
+                    ("input", input),
+                ],
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{html}");
+        html.replace("&#x2f;", "/")
+    };
+    let html = test(NEW_CONNECTOR, "action:get-item", r#"{"id": "7"}"#).await;
+    assert!(
+        html.contains("status-succeeded") && html.contains("Blue kettle"),
+        "{html}"
+    );
+    assert!(html.contains("GET ") && html.contains("/items/7"), "{html}");
+    assert!(!html.contains(SECRET), "a secret reached the page");
+    assert_eq!(
+        seen.lock().unwrap().last().map(String::as_str),
+        Some(format!("Bearer {SECRET}").as_str()),
+        "the host sent the token"
+    );
+    // The API's 404 is the spec's "not found"; the polling trigger reads
+    // from the beginning.
+    let html = test(NEW_CONNECTOR, "action:get-item", r#"{"id": "8"}"#).await;
+    assert!(
+        html.contains("status-succeeded") && html.contains("404"),
+        "{html}"
+    );
+    let html = test(NEW_CONNECTOR, "trigger:item-updated", "").await;
+    assert!(
+        html.contains("Events (1)") && html.contains("Blue kettle"),
+        "{html}"
+    );
+    // What cannot run says why.
+    let html = test(NEW_CONNECTOR, "action:get-item", "{id: 7").await;
+    assert!(html.contains("The input is not JSON"), "{html}");
+    let html = test(&bad, "action:get-item", r#"{"id": "7"}"#).await;
+    assert!(html.contains("The spec has 1 problem"), "{html}");
+    let html = test(NEW_CONNECTOR, "action:get-item", "{}").await;
+    assert!(html.contains("input of `get-item`"), "{html}");
+
+    // A refused push stores nothing and shows the builder again, with the
+    // spec as it was typed and its problems.
+    let (status, _, html) = operator.post("/builder/push", &[("spec", &bad)]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(
+        html.contains("Not pushed") && html.contains("key: My API!") && html.contains("data-line"),
+        "{html}"
+    );
+    let (_, listed) = host.get("/v1/plugins").await;
+    assert!(!listed.to_string().contains("my-api"), "{listed}");
+
+    // Pushed: the version's page, which offers to edit the spec.
+    let (status, location, _) = operator
+        .post("/builder/push", &[("spec", NEW_CONNECTOR)])
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        location.as_deref(),
+        Some("/connectors/my-api/0.1.0?notice=pushed")
+    );
+    let (_, html) = operator.get("/connectors/my-api/0.1.0?notice=pushed").await;
+    assert!(
+        html.contains("Pushed") && html.contains("href=\"/builder?from=my-api@0.1.0\""),
+        "{html}"
+    );
+    let (_, audit) = host.get("/v1/audit").await;
+    assert!(audit.to_string().contains("plugin.push"), "{audit}");
+    // Now a stored connection of the key can be chosen for a test, and is
+    // kept chosen as the author types.
+    let conn = host
+        .connect("my-api", json!({"base_url": api.origin, "token": SECRET}))
+        .await;
+    let (_, _, html) = operator
+        .post(
+            "/builder/check",
+            &[("spec", NEW_CONNECTOR), ("connection", &conn)],
+        )
+        .await;
+    assert!(
+        html.contains(&format!("value=\"{conn}\" selected")),
+        "{html}"
+    );
+    let (_, _, html) = operator
+        .post(
+            "/builder/test",
+            &[
+                ("spec", NEW_CONNECTOR),
+                ("operation", "action:get-item"),
+                ("connection", &conn),
+                ("properties", ""),
+                ("input", r#"{"id": "7"}"#),
+            ],
+        )
+        .await;
+    assert!(
+        html.contains("status-succeeded") && html.contains("Blue kettle"),
+        "{html}"
+    );
+    // The same text again changes nothing; other text under the version
+    // is refused with the reason.
+    let (_, location, _) = operator
+        .post("/builder/push", &[("spec", NEW_CONNECTOR)])
+        .await;
+    assert_eq!(
+        location.as_deref(),
+        Some("/connectors/my-api/0.1.0?notice=unchanged")
+    );
+    let other = NEW_CONNECTOR.replace("name: My API", "name: My other API");
+    let (status, _, html) = operator.post("/builder/push", &[("spec", &other)]).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{html}");
+    assert!(
+        html.contains("Not pushed") && html.contains("0.1.0"),
+        "{html}"
+    );
+
+    // "Edit spec" opens the version's text as the next version.
+    let (status, html) = operator.get("/builder?from=my-api@0.1.0").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("version: 0.1.1") && html.contains("as version 0.1.1"),
+        "{html}"
+    );
+    let (_, location, _) = operator
+        .post(
+            "/builder/push",
+            &[("spec", &other.replace("version: 0.1.0", "version: 0.1.1"))],
+        )
+        .await;
+    assert_eq!(
+        location.as_deref(),
+        Some("/connectors/my-api/0.1.1?notice=pushed")
+    );
+    let (_, versions) = host.get("/v1/plugins/my-api").await;
+    assert_eq!(
+        versions["versions"].as_array().map(Vec::len),
+        Some(2),
+        "{versions}"
+    );
+    // A component has no spec to edit.
+    let (status, html) = operator.get("/builder?from=example@0.1.0").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{html}");
+    assert!(html.contains("Not a declarative connector"), "{html}");
+    host.stop().await;
+}

@@ -7,9 +7,10 @@
 //! condition and a step whose inputs come from the data picker, tests the
 //! step, publishes, activates, and sees a signed delivery's run succeed; a
 //! run the fake makes fail is replayed from its page and succeeds; another
-//! tenant sees none of it. A second walk covers the operator's pages and a
-//! viewer. Every page is saved as a screenshot in
-//! `target/console-screenshots/`.
+//! tenant sees none of it. A second walk covers the operator's pages (a
+//! declarative connector built, tested against a local API, pushed and
+//! edited again in the builder) and a viewer. Every page is saved as a
+//! screenshot in `target/console-screenshots/`.
 //!
 //! Waits are for elements or states with a deadline, never for a time.
 
@@ -26,6 +27,7 @@ use switchyard_tests as artifacts;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::{
+    console::{NEW_CONNECTOR, items_api},
     fake_shopify::FakeShopify,
     fake_warehouse::FakeWarehouse,
     support::{TOKEN, fake::Delivery, read},
@@ -51,13 +53,21 @@ struct Serve {
 
 impl Serve {
     async fn start() -> Serve {
+        Serve::with_plugins(&[]).await
+    }
+
+    /// With the Shopify and warehouse components and `more` (name, path).
+    async fn with_plugins(more: &[(&str, &str)]) -> Serve {
         let dir = tempfile::tempdir().unwrap();
         let plugins = dir.path().join("plugins");
         std::fs::create_dir_all(&plugins).unwrap();
-        for (name, path) in [
+        for &(name, path) in [
             ("shopify", artifacts::SHOPIFY),
             ("warehouse", artifacts::WAREHOUSE),
-        ] {
+        ]
+        .iter()
+        .chain(more)
+        {
             std::fs::copy(path, plugins.join(format!("{name}.wasm"))).unwrap();
         }
         let mut child = tokio::process::Command::new(BIN)
@@ -819,7 +829,11 @@ async fn a_merchant_builds_runs_and_replays_a_flow_in_the_browser() {
 async fn the_operator_and_a_viewer_in_the_browser() {
     // Chromium loads the machine: not beside a test that measures latency.
     let _busy = crate::support::machine().read().await;
-    let serve = Serve::start().await;
+    let serve = Serve::with_plugins(&[(
+        "declarative-interpreter",
+        artifacts::DECLARATIVE_INTERPRETER,
+    )])
+    .await;
     let browser = Browser::start(&serve.url).await;
     browser.sign_in_token(TOKEN).await;
     browser.goto("/tenants").await;
@@ -831,6 +845,7 @@ async fn the_operator_and_a_viewer_in_the_browser() {
     browser.goto("/connectors").await;
     browser.find("#upload-form").await;
     browser.screenshot("31-connectors").await;
+    build_a_connector(&browser).await;
     browser.sign_out().await;
 
     // The owner invites a viewer, who signs in with a password.
@@ -867,4 +882,64 @@ async fn the_operator_and_a_viewer_in_the_browser() {
     browser.screenshot("34-viewer").await;
     browser.stop().await;
     serve.stop().await;
+}
+
+/// The operator builds a declarative connector: a problem is placed at its
+/// line (a click selects that line), the fixed spec is tested against a
+/// local API, pushed, and edited again as the next version.
+async fn build_a_connector(browser: &Browser) {
+    const SECRET: &str = "tok_browser_builder_93e1";
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let api = crate::support::fake::Server::start(items_api(seen.clone())).await;
+    browser.click("#new-spec").await;
+    browser.find("#problems .status-ok").await;
+    // A key with capitals and spaces: one problem, at the key's line.
+    let bad = NEW_CONNECTOR.replace("key: my-api", "key: My API!");
+    let line = bad.lines().position(|l| l.starts_with("key:")).unwrap() + 1;
+    browser.fill("#spec", &bad).await;
+    browser
+        .wait_for_text("status-failed\">1 problem</span>", false)
+        .await;
+    browser
+        .click(&format!("#problems button[data-line='{line}']"))
+        .await;
+    assert_eq!(
+        browser.find("#spec-cursor").await.text().await.unwrap(),
+        format!("Line {line}, column 1"),
+        "the problem's line is selected"
+    );
+    browser.screenshot("35-builder-problem").await;
+    // Fixed, and tried against the API with properties for this test.
+    browser.fill("#spec", NEW_CONNECTOR).await;
+    browser.wait_for_text("1 action, 1 trigger", false).await;
+    browser.select("#test-operation", "action:get-item").await;
+    let properties = json!({"base_url": api.origin, "token": SECRET});
+    browser
+        .fill("#test-properties", &properties.to_string())
+        .await;
+    browser.fill("#test-input", r#"{"id": "7"}"#).await;
+    browser.click("#run-test").await;
+    browser.find("#test-result .status-succeeded").await;
+    browser.wait_for_text("Blue kettle", false).await;
+    browser.screenshot("36-builder-test").await;
+    assert_eq!(
+        seen.lock().unwrap().last().map(String::as_str),
+        Some(format!("Bearer {SECRET}").as_str())
+    );
+    // Pushed: the new version's page.
+    browser.click("#push").await;
+    browser.wait_for_path("/connectors/my-api/0.1.0").await;
+    browser.wait_for_text("Pushed", false).await;
+    browser.screenshot("37-builder-pushed").await;
+    // Edited again: the next version.
+    browser.click("#edit-spec").await;
+    browser.wait_for_text("version: 0.1.1", false).await;
+    browser.screenshot("38-builder-edit").await;
+    browser.click("#push").await;
+    browser.wait_for_path("/connectors/my-api/0.1.1").await;
+    browser.open("/connectors").await;
+    browser
+        .wait_for_text("href=\"/connectors/my-api/0.1.1\"", false)
+        .await;
+    browser.assert_shown_nowhere(&[SECRET]);
 }

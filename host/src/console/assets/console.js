@@ -104,6 +104,59 @@
     savedEdits = edits;
   });
 
+  // The connector builder: a problem's line button selects that line of
+  // the spec and scrolls to it, the line and column of the cursor are
+  // shown above the spec, and Tab indents (YAML has no tabs).
+  var specCursor = function () {
+    var spec = document.getElementById("spec");
+    var shown = document.getElementById("spec-cursor");
+    if (!spec || !shown) { return; }
+    var before = spec.value.slice(0, spec.selectionStart).split("\n");
+    shown.textContent = "Line " + before.length + ", column " + (before[before.length - 1].length + 1);
+  };
+  ["keyup", "click", "focus"].forEach(function (name) {
+    document.addEventListener(name, function (event) {
+      if (event.target.id === "spec") { specCursor(); }
+    }, true);
+  });
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest("[data-line]");
+    var spec = document.getElementById("spec");
+    if (!link || !spec) { return; }
+    var line = Math.max(1, parseInt(link.dataset.line, 10) || 1);
+    var lines = spec.value.split("\n");
+    var start = 0;
+    for (var i = 0; i < line - 1 && i < lines.length; i++) { start += lines[i].length + 1; }
+    spec.focus();
+    spec.setSelectionRange(start, start + (lines[line - 1] || "").length);
+    var height = parseFloat(getComputedStyle(spec).lineHeight) || 20;
+    spec.scrollTop = Math.max(0, (line - 5) * height);
+    spec.scrollLeft = 0;
+    specCursor();
+  });
+  document.addEventListener("keydown", function (event) {
+    if (event.target.id !== "spec" || event.key !== "Tab" || event.shiftKey || event.ctrlKey || event.altKey || event.metaKey) { return; }
+    event.preventDefault();
+    // Through the editing commands, so undo and the "input" event work.
+    if (!document.execCommand("insertText", false, "  ")) {
+      var spec = event.target, at = spec.selectionStart;
+      spec.setRangeText("  ", at, spec.selectionEnd, "end");
+      spec.dispatchEvent(new Event("input", { bubbles: true }));
+    }
+  });
+
+  // The builder keeps nothing until a push: leaving with changes asks first.
+  var specChanged = false;
+  document.addEventListener("input", function (event) {
+    if (event.target.id === "spec") { specChanged = true; }
+  });
+  document.addEventListener("submit", function (event) {
+    if (event.target.id === "builder") { specChanged = false; }
+  });
+  window.addEventListener("beforeunload", function (event) {
+    if (specChanged) { event.preventDefault(); event.returnValue = ""; }
+  });
+
   // Confirmation for destructive buttons: <button data-confirm="...">.
   document.addEventListener("submit", function (event) {
     var button = event.submitter;
