@@ -56,6 +56,15 @@ pub trait TopicStore: Send + Sync + 'static {
 
     fn head(&self, tenant: &str, topic: &str, partition: u32) -> Result<PartitionHead>;
 
+    /// Whether other hosts append to this store as well (PostgreSQL).
+    /// Then the stored head is the truth and a host's cached head only a
+    /// guess: an append at a taken offset is refused with
+    /// [`StoreError::Conflict`](super::StoreError::Conflict), and every
+    /// append is durable (and readable) once it returns.
+    fn shared(&self) -> bool {
+        false
+    }
+
     /// Up to `limit` records of a partition from offset `from`, in order.
     fn read(
         &self,

@@ -11,6 +11,14 @@
 //! readable end moves only when the group commit has flushed them, so no
 //! reader can act on (and commit past) a record a crash would take back.
 //!
+//! On a store shared by several hosts (PostgreSQL) the store assigns
+//! nothing but refuses an offset that is taken: a host whose cached heads
+//! fell behind another's appends loads them again and retries. A host
+//! commits one append of a topic at a time, so offsets are committed in
+//! order (a second host's append of a taken offset waits for the first
+//! one's commit, then is refused), and readers take the stored end, which
+//! every host's commits move.
+//!
 //! [`streams`] reads topics with checkpoints and partition leases;
 //! [`webhooks`] sends batched, signed webhooks of their changes.
 
@@ -27,6 +35,7 @@ use std::{
     time::Duration,
 };
 
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -35,7 +44,7 @@ use tokio::sync::Notify;
 use crate::{
     clock::now_ms,
     error::ServiceError,
-    store::{Kv, KvExt, PartitionHead, TopicRecord, TopicStore, Tree, Write},
+    store::{Kv, KvExt, PartitionHead, StoreError, TopicRecord, TopicStore, Tree, Write},
     tasks::Tasks,
 };
 
@@ -110,6 +119,11 @@ struct Cached {
 
 type TopicKey = (String, String);
 
+/// How often one publish assigns offsets again after another host took
+/// them, before its publisher gets the conflict (with two hosts racing,
+/// each attempt wins about half the time).
+const APPEND_ATTEMPTS: u32 = 64;
+
 pub struct Topics {
     kv: Arc<dyn Kv>,
     store: Arc<dyn TopicStore>,
@@ -119,6 +133,10 @@ pub struct Topics {
     heads: Mutex<HashMap<TopicKey, Arc<Mutex<Vec<Cached>>>>>,
     /// Per topic: woken when records become readable.
     changed: Mutex<HashMap<TopicKey, Arc<Notify>>>,
+    /// Per topic, on a shared store only: held from assigning offsets to
+    /// their commit, so that this host never commits a later offset before
+    /// an earlier one (a reader taking the stored end would skip the gap).
+    gates: Mutex<HashMap<TopicKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Topics {
@@ -129,6 +147,7 @@ impl Topics {
             tasks,
             heads: Default::default(),
             changed: Default::default(),
+            gates: Default::default(),
         }
     }
 
@@ -208,11 +227,7 @@ impl Topics {
         self.kv
             .write(vec![Write::delete(Tree::Topics, &[tenant, name])])?;
         self.store.drop_topic(tenant, name)?;
-        let key = (tenant.to_string(), name.to_string());
-        self.heads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key);
+        self.forget_heads(tenant, name);
         Ok(())
     }
 
@@ -250,7 +265,49 @@ impl Topics {
                 )));
             }
         }
-        let heads = self.heads_of(tenant, &meta)?;
+        let gate = self.store.shared().then(|| {
+            self.gates
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry((tenant.to_string(), topic.to_string()))
+                .or_default()
+                .clone()
+        });
+        let _held = match &gate {
+            Some(gate) => Some(gate.lock().await),
+            None => None,
+        };
+        let mut attempt = 0;
+        loop {
+            match self.append(tenant, &meta, &records).await {
+                // Another host appended at the offsets this host's cache
+                // gave out: load the heads again and assign new ones.
+                Err(StoreError::Conflict(e))
+                    if self.store.shared() && attempt < APPEND_ATTEMPTS =>
+                {
+                    tracing::debug!(topic, "offsets taken by another host, assigning again: {e}");
+                    self.forget_heads(tenant, topic);
+                    attempt += 1;
+                    // Both hosts' next appends now start from the same
+                    // head: a random pause lets one of them go first.
+                    let pause = rand::rng().random_range(0..=attempt.min(10));
+                    tokio::time::sleep(Duration::from_millis(pause.into())).await;
+                }
+                result => return Ok(result?),
+            }
+        }
+    }
+
+    /// Assigns offsets from the cached heads and writes the records;
+    /// resolves once they are durable and readable.
+    async fn append(
+        &self,
+        tenant: &str,
+        meta: &Topic,
+        records: &[NewRecord],
+    ) -> Result<Vec<TopicRecord>, StoreError> {
+        let topic = meta.name.as_str();
+        let heads = self.heads_of(tenant, meta)?;
         let mut out = Vec::with_capacity(records.len());
         let mut fresh = Vec::new();
         let written = {
@@ -268,11 +325,11 @@ impl Topics {
                 let written = TopicRecord {
                     partition,
                     offset: head.next,
-                    key: record.key,
-                    kind: record.kind,
+                    key: record.key.clone(),
+                    kind: record.kind.clone(),
                     time,
-                    data: record.data,
-                    idempotency: record.idempotency,
+                    data: record.data.clone(),
+                    idempotency: record.idempotency.clone(),
                 };
                 head.next += 1;
                 head.last_time = time;
@@ -301,13 +358,28 @@ impl Topics {
         Ok(out)
     }
 
+    /// Whether other hosts publish to the same topics (a shared store):
+    /// then a reader waiting for records looks again now and then, since
+    /// only this host's appends wake it.
+    pub fn shared(&self) -> bool {
+        self.store.shared()
+    }
+
+    /// Drops a topic's cached heads: the next use loads them from the store.
+    fn forget_heads(&self, tenant: &str, topic: &str) {
+        self.heads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(tenant.to_string(), topic.to_string()));
+    }
+
     fn already(
         &self,
         tenant: &str,
         topic: &str,
         key: &str,
         pending: &[TopicRecord],
-    ) -> Result<Option<TopicRecord>, ServiceError> {
+    ) -> Result<Option<TopicRecord>, StoreError> {
         if let Some(record) = pending
             .iter()
             .find(|r| r.idempotency.as_deref() == Some(key))
@@ -333,10 +405,19 @@ impl Topics {
             .enumerate()
             .map(|(p, c)| {
                 let stored = self.store.head(tenant, &topic.name, p as u32)?;
-                Ok(PartitionHead {
-                    first: stored.first,
-                    next: c.durable,
-                    last_time: c.last_time,
+                Ok(if self.store.shared() {
+                    // Other hosts append too: the store knows the end.
+                    PartitionHead {
+                        next: stored.next.max(c.durable),
+                        last_time: stored.last_time.max(c.last_time),
+                        ..stored
+                    }
+                } else {
+                    PartitionHead {
+                        first: stored.first,
+                        next: c.durable,
+                        last_time: c.last_time,
+                    }
                 })
             })
             .collect()
@@ -351,13 +432,19 @@ impl Topics {
         from: u64,
         limit: usize,
     ) -> Result<Vec<TopicRecord>, ServiceError> {
-        let end = {
+        let cached = {
             let heads = self.heads_of(tenant, topic)?;
             let heads = heads.lock().unwrap_or_else(|e| e.into_inner());
             heads
                 .get(partition as usize)
                 .map(|c| c.durable)
                 .ok_or_else(|| ServiceError::BadRequest(format!("no partition {partition}")))?
+        };
+        let end = if self.store.shared() {
+            // What other hosts appended is readable too.
+            cached.max(self.store.head(tenant, &topic.name, partition)?.next)
+        } else {
+            cached
         };
         if from >= end {
             return Ok(Vec::new());
@@ -472,11 +559,7 @@ impl Topics {
         Ok(())
     }
 
-    fn heads_of(
-        &self,
-        tenant: &str,
-        topic: &Topic,
-    ) -> Result<Arc<Mutex<Vec<Cached>>>, ServiceError> {
+    fn heads_of(&self, tenant: &str, topic: &Topic) -> Result<Arc<Mutex<Vec<Cached>>>, StoreError> {
         let key = (tenant.to_string(), topic.name.clone());
         if let Some(heads) = self
             .heads
@@ -495,7 +578,7 @@ impl Topics {
                     last_time: head.last_time,
                 })
             })
-            .collect::<Result<Vec<_>, crate::store::StoreError>>()?;
+            .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(self
             .heads
             .lock()

@@ -30,6 +30,9 @@ pub const DEFAULT_LEASE_MS: u64 = 10_000;
 /// Records per read unless the reader says, and at most.
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1_000;
+/// How often a long-polling reader on a store shared by several hosts
+/// looks for records that another host appended.
+const SHARED_RECHECK_MS: u64 = 100;
 
 /// A stream as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -244,9 +247,13 @@ impl Streams {
             if !batch.records.is_empty() || tokio::time::Instant::now() >= deadline {
                 return Ok(batch);
             }
-            // Wake before the lease runs out, to renew it.
-            let nap = deadline
-                .min(tokio::time::Instant::now() + Duration::from_millis(stream.lease_ms / 2));
+            // Wake before the lease runs out, to renew it; on a shared
+            // store also to see other hosts' appends, which wake no one here.
+            let mut nap_ms = stream.lease_ms / 2;
+            if self.topics.shared() {
+                nap_ms = nap_ms.min(SHARED_RECHECK_MS);
+            }
+            let nap = deadline.min(tokio::time::Instant::now() + Duration::from_millis(nap_ms));
             tokio::select! {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep_until(nap) => {}

@@ -5,7 +5,8 @@
 //! claims, a silent host's claims go back with their idempotency keys
 //! unchanged, a trigger's lease grows its epoch on takeover and refuses
 //! the old holder's writes, a schedule's slot makes its runs once, and
-//! topic records are kept, read and truncated as on sled.
+//! topic records are kept, read and truncated as on sled, and two hosts
+//! publishing to one partition get offsets of their own.
 
 use std::{
     collections::HashSet,
@@ -347,4 +348,90 @@ async fn topic_records_read_back_by_partition_and_truncate_from_the_front() {
     assert!(store.object("t", "orders", "a").unwrap().is_some());
     store.drop_topic("t", "orders").unwrap();
     assert!(store.objects("t", "orders", None, 10).unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_publishing_to_one_partition_share_its_offsets() {
+    use switchyard::{
+        tasks::Tasks,
+        topics::{NewRecord, TopicSpec, Topics},
+    };
+    let url = pg::fresh_database().await;
+    let hosts: Vec<Arc<Topics>> = ["a", "b"]
+        .into_iter()
+        .map(|node| {
+            let store = open(&url, node, Duration::from_secs(30));
+            Arc::new(Topics::new(
+                store.clone(),
+                store,
+                Arc::new(Tasks::default()),
+            ))
+        })
+        .collect();
+    let spec = TopicSpec {
+        name: "orders".into(),
+        partitions: Some(1),
+        ..Default::default()
+    };
+    hosts[0].create("t", spec).unwrap();
+    // Both hosts load their heads before either appends: each one's cache
+    // is about to fall behind the other's appends.
+    for host in &hosts {
+        let topic = host.get("t", "orders").unwrap();
+        assert_eq!(host.heads("t", &topic).unwrap()[0].next, 0);
+    }
+    let publishers: Vec<_> = (0..40)
+        .map(|n| {
+            let host = hosts[n % 2].clone();
+            tokio::spawn(async move {
+                let records = (0..5)
+                    .map(|i| NewRecord {
+                        key: format!("order-{n}-{i}"),
+                        kind: "order".into(),
+                        data: json!({"n": n, "i": i}),
+                        idempotency: Some(format!("publish-{n}-{i}")),
+                    })
+                    .collect();
+                host.publish("t", "orders", records)
+                    .await
+                    .unwrap_or_else(|e| panic!("publisher {n}: {e}"))
+            })
+        })
+        .collect();
+    let mut offsets = Vec::new();
+    for publisher in publishers {
+        offsets.extend(publisher.await.unwrap().into_iter().map(|r| r.offset));
+    }
+    offsets.sort();
+    assert_eq!(
+        offsets,
+        (0..200).collect::<Vec<u64>>(),
+        "every record its own offset"
+    );
+    // Each host reads what both appended, in one order.
+    let mut seen = Vec::new();
+    for host in &hosts {
+        let topic = host.get("t", "orders").unwrap();
+        assert_eq!(host.heads("t", &topic).unwrap()[0].next, 200);
+        let records = host.read("t", &topic, 0, 0, 1_000).unwrap();
+        let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
+        assert_eq!(keys.iter().collect::<HashSet<_>>().len(), 200);
+        seen.push(keys);
+    }
+    assert_eq!(seen[0], seen[1]);
+    // A publish repeated on the other host finds the first record.
+    let again = hosts[1]
+        .publish(
+            "t",
+            "orders",
+            vec![NewRecord {
+                key: "order-0-0".into(),
+                kind: "order".into(),
+                data: json!({"n": 0, "i": 0}),
+                idempotency: Some("publish-0-0".into()),
+            }],
+        )
+        .await
+        .unwrap();
+    assert!(again[0].offset < 200);
 }

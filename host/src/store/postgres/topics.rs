@@ -3,7 +3,8 @@
 //! compacted view a row per key, publishers' idempotency keys a row each.
 //! An append is one transaction; a second host appending the same offsets
 //! of a partition at the same time is refused by the records' primary key
-//! (nothing is overwritten) and its publisher gets the error.
+//! (nothing is overwritten): the topics service reloads the head and
+//! assigns the offsets again.
 
 use super::{
     PgStore,
@@ -114,25 +115,39 @@ impl TopicStore for PgStore {
 
     fn head(&self, tenant: &str, topic: &str, partition: u32) -> Result<PartitionHead> {
         let (tenant, topic) = (tenant.to_string(), topic.to_string());
-        let bytes: Option<Vec<u8>> = self.with(move |c| {
+        let (bytes, last): (Option<Vec<u8>>, Option<i64>) = self.with(move |c| {
             Box::pin(async move {
+                // Two hosts' appends commit their head rows in either order,
+                // so the row may lag the newest record: the end is whichever
+                // is further (the records' index answers the max at once).
                 let stmt = c
                     .prepare_cached(
-                        "SELECT head FROM topic_heads
-                         WHERE tenant = $1 AND topic = $2 AND partition = $3",
+                        "SELECT (SELECT head FROM topic_heads
+                                 WHERE tenant = $1 AND topic = $2 AND partition = $3),
+                                (SELECT max(\"offset\") FROM topic_records
+                                 WHERE tenant = $1 AND topic = $2 AND partition = $3)",
                     )
                     .await
                     .map_err(pg)?;
-                Ok(c.query_opt(&stmt, &[&tenant, &topic, &part(partition)])
+                let row = c
+                    .query_one(&stmt, &[&tenant, &topic, &part(partition)])
                     .await
-                    .map_err(pg)?
-                    .map(|row| row.get(0)))
+                    .map_err(pg)?;
+                Ok((row.get(0), row.get(1)))
             })
         })?;
-        Ok(bytes
+        let mut head: PartitionHead = bytes
             .map(|b| decode("topic_heads", &b))
             .transpose()?
-            .unwrap_or_default())
+            .unwrap_or_default();
+        if let Some(last) = last {
+            head.next = head.next.max(unms(last) + 1);
+        }
+        Ok(head)
+    }
+
+    fn shared(&self) -> bool {
+        true
     }
 
     fn read(
