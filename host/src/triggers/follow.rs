@@ -9,7 +9,7 @@ use std::{sync::Arc, time::Duration};
 use tokio::sync::Notify;
 
 use super::Triggers;
-use crate::{clock::now_ms, manifest::TriggerKind, store::Tree};
+use crate::{clock::now_ms, store::Tree};
 
 /// How often the schedule is compared with the flows without a wake-up.
 const RESYNC_EVERY: Duration = Duration::from_secs(60);
@@ -36,12 +36,12 @@ impl Triggers {
         });
     }
 
-    /// Adds the active polling and scheduled flows missing from the
-    /// schedule and takes out the ones no longer active.
+    /// Adds the flows missing from the schedule (by the rule that adds
+    /// them at activation) and takes out the ones no longer active.
     fn resync_schedule(&self) -> Result<(), crate::error::ServiceError> {
         let mut wanted = std::collections::HashSet::new();
         for flow in self.flows.all()? {
-            if !flow.active || self.flows.trigger_kind(&flow)? == Some(TriggerKind::Webhook) {
+            if !self.on_schedule(&flow)? {
                 continue;
             }
             let key = (flow.tenant.clone(), flow.id.clone());

@@ -143,8 +143,7 @@ impl Triggers {
     /// Adds an active polling or scheduled flow to the set, due when its
     /// saved state says (now for a new one).
     pub(super) fn schedule_flow(&self, flow: &FlowRecord) -> Result<(), ServiceError> {
-        // File triggers have a watcher of their own (`files.rs`).
-        if !flow.active || flow.spec.trigger.file.is_some() || self.polled(flow)?.is_none() {
+        if !self.on_schedule(flow)? {
             return Ok(());
         }
         let state = self.trigger_state(&flow.tenant, &flow.id)?;
@@ -154,6 +153,17 @@ impl Triggers {
             state.next_due.max(now_ms()),
         );
         Ok(())
+    }
+
+    /// Whether the flow has an entry in the set ([`in_schedule`]).
+    pub(super) fn on_schedule(&self, flow: &FlowRecord) -> Result<bool, ServiceError> {
+        let trigger = &flow.spec.trigger;
+        Ok(in_schedule(
+            flow.active,
+            trigger.file.is_some(),
+            self.flows.trigger_kind(flow)?,
+            trigger.reconcile.is_some(),
+        ))
     }
 
     /// What the flow's entry in the set polls: its own trigger, the
@@ -425,6 +435,25 @@ pub(super) fn bounded_journal(journal: &Journal) -> serde_json::Value {
     })
 }
 
+/// Whether a flow has an entry in the schedule: an active flow with a
+/// polling trigger, a pure schedule (no plugin: `kind` is `None`), or a
+/// webhook trigger with reconciliation behind it. File triggers have a
+/// watcher of their own (`files.rs`): on the schedule they would fire as a
+/// pure schedule.
+pub(super) fn in_schedule(
+    active: bool,
+    file: bool,
+    kind: Option<TriggerKind>,
+    reconciled: bool,
+) -> bool {
+    active
+        && !file
+        && match kind {
+            None | Some(TriggerKind::Polling) => true,
+            Some(TriggerKind::Webhook) => reconciled,
+        }
+}
+
 /// The event of a pure schedule that was due at `due` and fired at `now`.
 pub(super) fn schedule_event(due: u64, now: u64) -> Event {
     Event {
@@ -485,4 +514,34 @@ fn iso(ms: u64) -> String {
     chrono::DateTime::from_timestamp_millis(ms as i64)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_holds_polls_schedules_and_reconciliations_only() {
+        use TriggerKind::{Polling, Webhook};
+        // (active, file trigger, trigger kind, reconciled) -> in the schedule
+        let table = [
+            ((true, false, Some(Polling), false), true),
+            ((true, false, None, false), true),
+            ((true, false, Some(Webhook), true), true),
+            ((true, false, Some(Webhook), false), false),
+            // A file trigger has no plugin, like a pure schedule, but a
+            // watcher of its own: never a tick of the schedule.
+            ((true, true, None, false), false),
+            ((false, false, Some(Polling), false), false),
+            ((false, false, None, false), false),
+            ((false, false, Some(Webhook), true), false),
+        ];
+        for ((active, file, kind, reconciled), wanted) in table {
+            assert_eq!(
+                in_schedule(active, file, kind, reconciled),
+                wanted,
+                "active {active}, file {file}, {kind:?}, reconciled {reconciled}"
+            );
+        }
+    }
 }
