@@ -220,7 +220,9 @@ impl Connector for S3 {
             )
             .action(
                 Action::create("upload-part", "Upload a part")
-                    .description("One part of a multipart upload (base64); the same number replaces it")
+                    .description(
+                        "One part of a multipart upload (base64); the same number replaces it",
+                    )
                     .input_schema(json!({
                         "type": "object",
                         "required": ["bucket", "path", "upload_id", "part_number", "data_base64"],
@@ -429,9 +431,7 @@ impl Connector for S3 {
                     let (Some(number), Some(etag)) =
                         (part["part_number"].as_u64(), part["etag"].as_str())
                     else {
-                        return Err(Error::invalid_input(
-                            "`parts`: each `{part_number, etag}`",
-                        ));
+                        return Err(Error::invalid_input("`parts`: each `{part_number, etag}`"));
                     };
                     body.push_str(&format!(
                         "<Part><PartNumber>{number}</PartNumber><ETag>\"{}\"</ETag></Part>",
@@ -451,7 +451,9 @@ impl Connector for S3 {
                 if let Some(detail) = xml::error(&text) {
                     return Err(Error::transient(format!("completing the upload: {detail}")));
                 }
-                Ok(json!({ "etag": xml::field(&text, "ETag").map(|e| e.trim_matches('"').to_string()) }))
+                Ok(
+                    json!({ "etag": xml::field(&text, "ETag").map(|e| e.trim_matches('"').to_string()) }),
+                )
             }
             "abort-multipart-upload" => {
                 let url = object_url(ctx, &text("bucket")?, &text("path")?)?;
@@ -535,7 +537,10 @@ fn checked(response: Response) -> Result<Response, Error> {
     let detail = xml::error(&response.text());
     // Throttling: S3 answers 503 SlowDown without a Retry-After.
     if let Some(detail) = detail.as_deref().filter(|d| d.starts_with("SlowDown")) {
-        return Err(Error::rate_limited(1_000, format!("{}: {detail}", response.status)));
+        return Err(Error::rate_limited(
+            1_000,
+            format!("{}: {detail}", response.status),
+        ));
     }
     match response.error_for_status() {
         Ok(response) => Ok(response),
