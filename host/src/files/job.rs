@@ -125,7 +125,7 @@ pub struct Job {
 }
 
 /// The names of a job's outputs in its progress.
-const OUTPUT: &str = "output";
+pub const OUTPUT: &str = "output";
 const ERRORS: &str = "errors";
 const REJECTED: &str = "rejected";
 
@@ -579,85 +579,125 @@ impl Job {
             .map_err(text)
     }
 
+    /// Closes the outputs (an XLSX file is written out here) and puts
+    /// their final lengths in the progress, which it returns; nothing
+    /// becomes an object yet (see [`commit`]).
+    pub fn close(mut self) -> Result<JobProgress, String> {
+        let mut finished: Vec<(&str, u64)> = Vec::new();
+        if let Some(output) = self.output.take() {
+            finished.push((OUTPUT, output.finish()?));
+        }
+        finished.push((ERRORS, self.errors.finish()?));
+        finished.push((REJECTED, self.rejected.finish()?));
+        for (name, length) in finished {
+            if let Some(output) = self.progress.outputs.get_mut(name) {
+                output.length = length;
+            }
+        }
+        self.progress.pending = None;
+        Ok(self.progress)
+    }
+
     /// Closes the outputs and makes them objects: the output (with its
     /// manifest) when the job succeeded, the reports when records failed.
     /// Returns the job's final progress.
     pub fn finish(
-        mut self,
+        self,
         buckets: &Buckets,
         succeeded: bool,
         error: Option<String>,
     ) -> Result<JobProgress, String> {
+        let format = self.setup.output.as_ref().map(|(_, f)| f.clone());
         let tenant = self.setup.tenant.clone();
-        let store = buckets.store().clone();
-        let mut files = BTreeMap::new();
-        let outputs = std::mem::take(&mut self.progress.outputs);
-        let mut finished: Vec<(String, u64)> = Vec::new();
-        if let Some(output) = self.output.take() {
-            finished.push((OUTPUT.into(), output.finish()?));
-        }
-        finished.push((ERRORS.into(), self.errors.finish()?));
-        finished.push((REJECTED.into(), self.rejected.finish()?));
-        let failed = self.progress.counts.failed > 0;
-        for (name, length) in finished {
-            let Some(output) = outputs.get(&name) else {
-                continue;
-            };
-            let keep = match name.as_str() {
-                OUTPUT => succeeded,
-                _ => failed,
-            };
-            if !keep {
-                store.delete_blob(&tenant, &output.blob).map_err(text)?;
-                continue;
-            }
-            let object = commit_blob(
-                buckets,
-                &tenant,
-                output,
-                length,
-                content_type(&name, &output.path),
-            )
-            .map_err(text)?;
-            files.insert(name, format!("{}/{}", object.bucket, object.path));
-        }
-        if let (true, Some(output)) = (succeeded, outputs.get(OUTPUT))
-            && files.contains_key(OUTPUT)
-        {
-            let object = buckets
-                .object(&tenant, &output.bucket, &output.path)
-                .map_err(text)?;
-            let manifest = json!({
-                "run": self.progress.run,
-                "step": self.progress.step,
-                "source": self.progress.source,
-                "file": {
-                    "bucket": object.bucket,
-                    "path": object.path,
-                    "size": object.size,
-                    "sha256": object.sha256,
-                    "format": self.setup.output.as_ref().map(|(_, f)| f),
-                },
-                "records": self.progress.counts,
-                "created_at": object.created_at,
-            });
-            let path = format!("{}.manifest.json", output.path);
-            let bytes = serde_json::to_vec_pretty(&manifest).map_err(text)?;
-            buckets
-                .put_bytes(&tenant, &output.bucket, &path, "application/json", &bytes)
-                .map_err(text)?;
-            files.insert("manifest".into(), format!("{}/{path}", output.bucket));
-        }
-        let now = now_ms();
-        self.progress.files = files;
-        self.progress.pending = None;
-        self.progress.state = if succeeded { "succeeded" } else { "failed" }.into();
-        self.progress.error = error;
-        self.progress.updated_at = now;
-        self.progress.finished_at = Some(now);
-        store.put_job(&tenant, &self.progress, true).map_err(text)?;
-        Ok(self.progress)
+        let progress = self.close()?;
+        commit(
+            buckets,
+            &tenant,
+            progress,
+            format.as_ref(),
+            succeeded,
+            error,
+            None,
+        )
     }
+}
+
+/// Makes a closed job's outputs objects and writes its final progress: the
+/// output (with its manifest) when the job succeeded, the reports when
+/// records failed. `exported` names where the output went instead when a
+/// remote destination took it (its blob is then dropped here).
+pub fn commit(
+    buckets: &Buckets,
+    tenant: &str,
+    mut progress: JobProgress,
+    format: Option<&FormatSpec>,
+    succeeded: bool,
+    error: Option<String>,
+    exported: Option<BTreeMap<String, String>>,
+) -> Result<JobProgress, String> {
+    let tenant = tenant.to_string();
+    let store = buckets.store().clone();
+    let mut files = BTreeMap::new();
+    let outputs = std::mem::take(&mut progress.outputs);
+    let failed = progress.counts.failed > 0;
+    for (name, output) in &outputs {
+        let keep = match name.as_str() {
+            OUTPUT => succeeded && exported.is_none(),
+            _ => failed,
+        };
+        if !keep {
+            store.delete_blob(&tenant, &output.blob).map_err(text)?;
+            continue;
+        }
+        let object = commit_blob(
+            buckets,
+            &tenant,
+            output,
+            output.length,
+            content_type(name, &output.path),
+        )
+        .map_err(text)?;
+        files.insert(name.clone(), format!("{}/{}", object.bucket, object.path));
+    }
+    if let (true, Some(output)) = (succeeded, outputs.get(OUTPUT))
+        && files.contains_key(OUTPUT)
+    {
+        let object = buckets
+            .object(&tenant, &output.bucket, &output.path)
+            .map_err(text)?;
+        let manifest = json!({
+            "run": progress.run,
+            "step": progress.step,
+            "source": progress.source,
+            "file": {
+                "bucket": object.bucket,
+                "path": object.path,
+                "size": object.size,
+                "sha256": object.sha256,
+                "format": format,
+            },
+            "records": progress.counts,
+            "created_at": object.created_at,
+        });
+        let path = format!("{}.manifest.json", output.path);
+        let bytes = serde_json::to_vec_pretty(&manifest).map_err(text)?;
+        buckets
+            .put_bytes(&tenant, &output.bucket, &path, "application/json", &bytes)
+            .map_err(text)?;
+        files.insert("manifest".into(), format!("{}/{path}", output.bucket));
+    }
+    if succeeded && let Some(exported) = exported {
+        files.extend(exported);
+    }
+    let now = now_ms();
+    progress.files = files;
+    progress.pending = None;
+    progress.state = if succeeded { "succeeded" } else { "failed" }.into();
+    progress.error = error;
+    progress.updated_at = now;
+    progress.finished_at = Some(now);
+    store.put_job(&tenant, &progress, true).map_err(text)?;
+    Ok(progress)
 }
 
 fn content_type(name: &str, path: &str) -> String {
@@ -690,28 +730,43 @@ fn commit_blob(
     content_type: String,
 ) -> Result<ObjectRecord, ServiceError> {
     check_path(&output.path).map_err(ServiceError::BadRequest)?;
-    let mut file = buckets.store().open_blob(tenant, &output.blob, false)?.file;
-    let mut hash = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 16];
-    loop {
-        let n = file
-            .read(&mut buffer)
-            .map_err(|e| ServiceError::Internal(format!("reading blob {}: {e}", output.blob)))?;
-        if n == 0 {
-            break;
-        }
-        hash.update(&buffer[..n]);
-    }
+    let sha256 = blob_sha256(buckets.store().as_ref(), tenant, &output.blob)?;
     buckets.commit(ObjectRecord {
         tenant: tenant.to_string(),
         bucket: output.bucket.clone(),
         path: output.path.clone(),
         size: length,
-        sha256: hex::encode(hash.finalize()),
+        sha256,
         content_type: Some(content_type),
         created_at: now_ms(),
         blob: output.blob.clone(),
     })
+}
+
+/// The SHA-256 (hex) of a blob, read in 64 KiB chunks.
+pub fn blob_sha256(
+    store: &dyn FileStore,
+    tenant: &str,
+    blob: &str,
+) -> Result<String, ServiceError> {
+    let mut file = store.open_blob(tenant, blob, false)?.file;
+    let mut hash = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 16];
+    loop {
+        let n = file
+            .read(&mut buffer)
+            .map_err(|e| ServiceError::Internal(format!("reading blob {blob}: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buffer[..n]);
+    }
+    Ok(hex::encode(hash.finalize()))
+}
+
+/// The content type of a job's output at `path`.
+pub fn output_content_type(path: &str) -> String {
+    content_type(OUTPUT, path)
 }
 
 /// Records handed over in memory: the items of the pages a job fetches

@@ -18,7 +18,7 @@ pub use definition::{
 };
 pub use records::{
     ActionSinkSpec, AfterSuccess, BatchSpec, FileSinkSpec, FileTriggerSpec, PagesSpec, PlaceSpec,
-    RecordsSpec, RemoteSpec, SinkSpec, SourceSpec,
+    RecordsSpec, RemoteSinkSpec, RemoteSpec, SinkSpec, SourceSpec,
 };
 pub use service::{FlowRecord, Flows, HostCatalogue};
 pub use validate::{MAX_CONCURRENCY, MAX_DELAY_SECS, MAX_DEPTH, MAX_ITEMS_LIMIT};

@@ -2,8 +2,9 @@
 //! bucket, or found by polling a remote location through a connector) and
 //! a record job step (`records`: read a file record by record, or page
 //! through a connector's list action; map, validate, and write the records
-//! to a file in a bucket or send them to a connector's action, one by one
-//! or in batches). The checks these must pass are in `validate/records.rs`;
+//! to a file in a bucket or at a remote location written through a
+//! connector, or send them to a connector's action, one by one or in
+//! batches). The checks these must pass are in `validate/records.rs`;
 //! the job runs in `runs/interpret/records.rs`.
 
 use semver::Version;
@@ -27,7 +28,15 @@ pub(crate) fn pinned_plugins(flow: &FlowRecord) -> Vec<(String, Version)> {
                 "from",
                 records.from.pages.as_ref().map(|p| p.plugin.as_str()),
             ),
-            ("to", records.to.action.as_ref().map(|a| a.plugin.as_str())),
+            (
+                "to",
+                (records.to.action.as_ref().map(|a| a.plugin.as_str())).or(records
+                    .to
+                    .file
+                    .as_ref()
+                    .and_then(|f| f.remote.as_ref())
+                    .map(|r| r.plugin.as_str())),
+            ),
         ];
         for (end, plugin) in ends {
             let (Some(plugin), Some(version)) = (
@@ -239,7 +248,9 @@ pub struct SinkSpec {
 }
 
 /// A file in a bucket, written as a whole when the job is done, with a
-/// manifest (`<path>.manifest.json`) beside it.
+/// manifest (`<path>.manifest.json`) beside it. With `remote`, the file
+/// goes to a remote location through a connector instead, and `bucket` is
+/// where the job's reports go.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSinkSpec {
@@ -249,6 +260,79 @@ pub struct FileSinkSpec {
     /// By the path's extension when left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<FormatSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteSinkSpec>,
+}
+
+/// A remote location a job's file is written to through a connector whose
+/// actions follow the file destination contract (see the connector guide):
+/// the file goes up in parts of a multipart upload, which makes it appear
+/// under its path only when complete; its manifest is written beside it
+/// last with `put`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteSinkSpec {
+    pub plugin: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
+    /// Merged into every call's input (`{"bucket": "exports"}`).
+    #[serde(default = "empty_object")]
+    pub params: Value,
+    /// Bytes per part (default 8 MiB; AWS S3 wants at least 5 MiB for
+    /// every part but the last).
+    #[serde(default = "part_bytes")]
+    pub part_bytes: u64,
+    #[serde(default = "create_action")]
+    pub create: String,
+    #[serde(default = "upload_part_action")]
+    pub upload_part: String,
+    #[serde(default = "complete_action")]
+    pub complete: String,
+    #[serde(default = "abort_action")]
+    pub abort: String,
+    #[serde(default = "put_action")]
+    pub put: String,
+}
+
+/// The bounds of [`RemoteSinkSpec::part_bytes`]: a part crosses into the
+/// plugin as base64 in one call's input.
+pub const PART_BYTES: std::ops::RangeInclusive<u64> = (64 << 10)..=(8 << 20);
+
+fn part_bytes() -> u64 {
+    8 << 20
+}
+
+fn create_action() -> String {
+    "create-multipart-upload".into()
+}
+
+fn upload_part_action() -> String {
+    "upload-part".into()
+}
+
+fn complete_action() -> String {
+    "complete-multipart-upload".into()
+}
+
+fn abort_action() -> String {
+    "abort-multipart-upload".into()
+}
+
+fn put_action() -> String {
+    "put-object".into()
+}
+
+impl RemoteSinkSpec {
+    /// The actions the export calls, with the field that names each.
+    pub fn actions(&self) -> [(&'static str, &str); 5] {
+        [
+            ("create", &self.create),
+            ("upload_part", &self.upload_part),
+            ("complete", &self.complete),
+            ("abort", &self.abort),
+            ("put", &self.put),
+        ]
+    }
 }
 
 /// A bucket and a folder (templates).

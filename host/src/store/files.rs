@@ -146,7 +146,8 @@ pub struct JobOutput {
 pub struct JobProgress {
     pub run: String,
     pub step: String,
-    /// `running`, `waiting` (for a retry), `succeeded`, `failed`.
+    /// `running`, `waiting` (for a retry), `uploading` (the output is
+    /// closed and going to a remote destination), `succeeded`, `failed`.
     pub state: String,
     /// What the job reads (the file, with its hash), for people.
     pub source: Value,

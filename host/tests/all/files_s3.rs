@@ -75,7 +75,7 @@ async fn the_host_signs_s3_requests_and_a_remote_file_is_imported_once_then_move
     let host = TestHost::start(support::sandbox_config(dir.path())).await;
     let (status, body) = host.upload_file(artifacts::S3).await;
     assert_eq!(status, 201, "{body}");
-    let (_, version) = host.get("/v1/plugins/s3/0.1.0").await;
+    let (_, version) = host.get("/v1/plugins/s3/0.2.0").await;
     assert_eq!(
         version["manifest"]["auth"],
         json!({"type": "aws_sigv4", "region": "{{region}}", "service": "s3"}),

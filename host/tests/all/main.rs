@@ -16,6 +16,7 @@ mod crash;
 mod declarative;
 mod declarative_kinds;
 mod digest;
+mod exports_s3;
 mod fake_items;
 mod fake_shipping;
 mod fake_shopify;

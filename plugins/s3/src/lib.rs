@@ -7,10 +7,17 @@
 //! | `put-object` | `PUT /{bucket}/{key}` |
 //! | `copy-object` | `PUT /{bucket}/{to}` with `x-amz-copy-source` |
 //! | `delete-object` | `DELETE /{bucket}/{key}` |
+//! | `create-multipart-upload` | `POST /{bucket}/{key}?uploads` |
+//! | `upload-part` | `PUT /{bucket}/{key}?partNumber=&uploadId=` |
+//! | `complete-multipart-upload` | `POST /{bucket}/{key}?uploadId=` with the parts' ETags |
+//! | `abort-multipart-upload` | `DELETE /{bucket}/{key}?uploadId=` |
 //!
 //! `list-objects`, `get-object`, `copy-object` and `delete-object` follow
-//! the file source contract of file triggers (`docs/connector-guide.md`),
-//! so a flow can watch a bucket of any S3-compatible store.
+//! the file source contract of file triggers, and the multipart actions
+//! with `put-object` the file destination contract of record jobs
+//! (`docs/connector-guide.md`): a flow can watch a bucket of any
+//! S3-compatible store and export to one. `SlowDown` answers are
+//! `rate-limited`, so the host waits and tries again.
 //!
 //! Requests are signed by the host with AWS Signature Version 4: this
 //! connector declares the `aws-sigv4` scheme through the 0.2.0 contract's
@@ -66,8 +73,9 @@ impl Connector for S3 {
         let bucket = json!({ "type": "string", "minLength": 3 });
         Manifest::new("s3", "S3 object storage", env!("CARGO_PKG_VERSION"))
             .description(
-                "Lists, reads (in chunks), writes, copies and deletes objects of S3 and \
-                 S3-compatible stores; every request signed by the host (AWS Signature V4).",
+                "Lists, reads (in chunks), writes (whole or in parts), copies and deletes objects \
+                 of S3 and S3-compatible stores; every request signed by the host (AWS \
+                 Signature V4).",
             )
             // The scheme is AWS Signature V4, declared by the `auth` export.
             .auth(AuthScheme::None)
@@ -190,6 +198,88 @@ impl Connector for S3 {
                     }))
                     .output_schema(json!({ "type": "object" })),
             )
+            .action(
+                Action::create("create-multipart-upload", "Start a multipart upload")
+                    .description(
+                        "Starts writing an object in parts; it appears only when completed",
+                    )
+                    .input_schema(json!({
+                        "type": "object",
+                        "required": ["bucket", "path"],
+                        "properties": {
+                            "bucket": bucket,
+                            "path": path,
+                            "content_type": { "type": "string" }
+                        }
+                    }))
+                    .output_schema(json!({
+                        "type": "object",
+                        "required": ["upload_id"],
+                        "properties": { "upload_id": { "type": "string" } }
+                    })),
+            )
+            .action(
+                Action::create("upload-part", "Upload a part")
+                    .description(
+                        "One part of a multipart upload (base64); the same number replaces it",
+                    )
+                    .input_schema(json!({
+                        "type": "object",
+                        "required": ["bucket", "path", "upload_id", "part_number", "data_base64"],
+                        "properties": {
+                            "bucket": bucket,
+                            "path": path,
+                            "upload_id": { "type": "string", "minLength": 1 },
+                            "part_number": { "type": "integer", "minimum": 1, "maximum": 10000 },
+                            "data_base64": { "type": "string" }
+                        }
+                    }))
+                    .output_schema(json!({
+                        "type": "object",
+                        "required": ["etag"],
+                        "properties": { "etag": { "type": "string" } }
+                    })),
+            )
+            .action(
+                Action::create("complete-multipart-upload", "Complete a multipart upload")
+                    .description("Joins the parts: the object appears under its key, whole")
+                    .input_schema(json!({
+                        "type": "object",
+                        "required": ["bucket", "path", "upload_id", "parts"],
+                        "properties": {
+                            "bucket": bucket,
+                            "path": path,
+                            "upload_id": { "type": "string", "minLength": 1 },
+                            "parts": {
+                                "type": "array",
+                                "minItems": 1,
+                                "items": {
+                                    "type": "object",
+                                    "required": ["part_number", "etag"],
+                                    "properties": {
+                                        "part_number": { "type": "integer", "minimum": 1 },
+                                        "etag": { "type": "string" }
+                                    }
+                                }
+                            }
+                        }
+                    }))
+                    .output_schema(json!({ "type": "object" })),
+            )
+            .action(
+                Action::other("abort-multipart-upload", "Abort a multipart upload")
+                    .description("Drops an unfinished upload and its parts")
+                    .input_schema(json!({
+                        "type": "object",
+                        "required": ["bucket", "path", "upload_id"],
+                        "properties": {
+                            "bucket": bucket,
+                            "path": path,
+                            "upload_id": { "type": "string", "minLength": 1 }
+                        }
+                    }))
+                    .output_schema(json!({ "type": "object" })),
+            )
     }
 
     fn test_connection(ctx: &Context) -> Result<(), Error> {
@@ -293,6 +383,89 @@ impl Connector for S3 {
                 checked(Request::delete(url).send()?)?;
                 Ok(json!({ "deleted": true }))
             }
+            "create-multipart-upload" => {
+                let url = object_url(ctx, &text("bucket")?, &text("path")?)?;
+                let content_type = input["content_type"]
+                    .as_str()
+                    .unwrap_or("application/octet-stream");
+                let response = checked(
+                    Request::post(url)
+                        .query("uploads", "")
+                        .header("Content-Type", content_type)
+                        .send()?,
+                )?;
+                let upload_id = xml::field(&response.text(), "UploadId").ok_or_else(|| {
+                    Error::permanent("the store started an upload but gave no UploadId")
+                })?;
+                Ok(json!({ "upload_id": upload_id }))
+            }
+            "upload-part" => {
+                let url = object_url(ctx, &text("bucket")?, &text("path")?)?;
+                let number = input["part_number"]
+                    .as_u64()
+                    .filter(|n| (1..=10_000).contains(n))
+                    .ok_or_else(|| Error::invalid_input("`part_number` from 1 to 10,000"))?;
+                let body = BASE64
+                    .decode(text("data_base64")?)
+                    .map_err(|e| Error::invalid_input(format!("`data_base64`: {e}")))?;
+                let response = checked(
+                    Request::put(url)
+                        .query("partNumber", &number.to_string())
+                        .query("uploadId", &text("upload_id")?)
+                        .body(body)
+                        .send()?,
+                )?;
+                let etag = response
+                    .header("etag")
+                    .ok_or_else(|| Error::permanent("the store answered a part without an ETag"))?;
+                Ok(json!({ "etag": etag.trim_matches('"') }))
+            }
+            "complete-multipart-upload" => {
+                let url = object_url(ctx, &text("bucket")?, &text("path")?)?;
+                let parts = input["parts"]
+                    .as_array()
+                    .filter(|p| !p.is_empty())
+                    .ok_or_else(|| Error::invalid_input("`parts`: the uploaded parts, in order"))?;
+                let mut body = String::from("<CompleteMultipartUpload>");
+                for part in parts {
+                    let (Some(number), Some(etag)) =
+                        (part["part_number"].as_u64(), part["etag"].as_str())
+                    else {
+                        return Err(Error::invalid_input("`parts`: each `{part_number, etag}`"));
+                    };
+                    body.push_str(&format!(
+                        "<Part><PartNumber>{number}</PartNumber><ETag>\"{}\"</ETag></Part>",
+                        xml::escape(etag.trim_matches('"'))
+                    ));
+                }
+                body.push_str("</CompleteMultipartUpload>");
+                let response = checked(
+                    Request::post(url)
+                        .query("uploadId", &text("upload_id")?)
+                        .header("Content-Type", "application/xml")
+                        .body(body)
+                        .send()?,
+                )?;
+                // S3 may answer 200 and report a failure in the body.
+                let text = response.text();
+                if let Some(detail) = xml::error(&text) {
+                    return Err(Error::transient(format!("completing the upload: {detail}")));
+                }
+                Ok(
+                    json!({ "etag": xml::field(&text, "ETag").map(|e| e.trim_matches('"').to_string()) }),
+                )
+            }
+            "abort-multipart-upload" => {
+                let url = object_url(ctx, &text("bucket")?, &text("path")?)?;
+                let response = Request::delete(url)
+                    .query("uploadId", &text("upload_id")?)
+                    .send()?;
+                // Already gone is what was asked for.
+                if response.status != 404 {
+                    checked(response)?;
+                }
+                Ok(json!({ "aborted": true }))
+            }
             _ => Err(Error::unknown_action(action)),
         }
     }
@@ -362,6 +535,13 @@ fn checked(response: Response) -> Result<Response, Error> {
         return Ok(response);
     }
     let detail = xml::error(&response.text());
+    // Throttling: S3 answers 503 SlowDown without a Retry-After.
+    if let Some(detail) = detail.as_deref().filter(|d| d.starts_with("SlowDown")) {
+        return Err(Error::rate_limited(
+            1_000,
+            format!("{}: {detail}", response.status),
+        ));
+    }
     match response.error_for_status() {
         Ok(response) => Ok(response),
         Err(error) => Err(match detail {
@@ -397,7 +577,11 @@ mod tests {
                 "get-object",
                 "put-object",
                 "copy-object",
-                "delete-object"
+                "delete-object",
+                "create-multipart-upload",
+                "upload-part",
+                "complete-multipart-upload",
+                "abort-multipart-upload"
             ]
         );
         assert_eq!(m.allowed_hosts, ["{endpoint}"]);

@@ -115,6 +115,27 @@ pub(crate) fn error(text: &str) -> Option<String> {
     (!code.is_empty()).then(|| format!("{code}: {message}"))
 }
 
+/// The text of the first element named `name` (`UploadId`, `ETag`).
+pub(crate) fn field(text: &str, name: &str) -> Option<String> {
+    let mut reader = Reader::from_str(text);
+    let mut inside = false;
+    let mut value = String::new();
+    loop {
+        match reader.read_event().ok()? {
+            Event::Start(e) => inside = e.local_name().as_ref() == name.as_bytes(),
+            Event::Text(e) if inside => value.push_str(&e.decode().ok()?),
+            Event::End(_) if inside => return Some(value),
+            Event::Eof => return None,
+            _ => {}
+        }
+    }
+}
+
+/// Text made safe for an XML element.
+pub(crate) fn escape(text: &str) -> String {
+    quick_xml::escape::escape(text).into_owned()
+}
+
 /// A listed object's fields as they arrive.
 mod serde_map {
     use switchyard_sdk::{Value, json};
@@ -153,6 +174,15 @@ mod serde_map {
 mod tests {
     use super::*;
     use switchyard_sdk::json;
+
+    #[test]
+    fn an_upload_id_is_read_from_its_element() {
+        let text = "<?xml version=\"1.0\"?><InitiateMultipartUploadResult><Bucket>b</Bucket>\
+                    <Key>k</Key><UploadId>VXBsb2FkIElE</UploadId></InitiateMultipartUploadResult>";
+        assert_eq!(field(text, "UploadId").as_deref(), Some("VXBsb2FkIElE"));
+        assert_eq!(field(text, "ETag"), None);
+        assert_eq!(escape("a<b&c"), "a&lt;b&amp;c");
+    }
 
     #[test]
     fn a_listing_page() {

@@ -2,7 +2,8 @@
 //! patterns are well formed, formats are known, every template parses and
 //! uses only what it will see (a record's `record` and `index`, a batch's
 //! `batch` and `keys`, a page's `cursor`), connectors have the actions the
-//! job calls, and their versions are pinned like any step's.
+//! job calls (every action of a remote file destination), and their
+//! versions are pinned like any step's.
 
 use semver::Version;
 use serde_json::Value;
@@ -12,7 +13,7 @@ use crate::{
     files::{FormatSpec, check_bucket_name, paths::PathFilter},
     flows::{
         definition::{FlowSpec, StepSpec},
-        records::{AfterSuccess, FileTriggerSpec, MAX_BATCH},
+        records::{AfterSuccess, FileTriggerSpec, MAX_BATCH, PART_BYTES, RemoteSinkSpec},
         template,
     },
 };
@@ -195,6 +196,13 @@ impl Checker<'_> {
                     }
                     None => {}
                 }
+                if let Some(remote) = &file.remote {
+                    self.remote_sink(
+                        &format!("{}.to", step.key),
+                        &format!("{at}.to.file.remote"),
+                        remote,
+                    );
+                }
             }
             (None, Some(action)) => {
                 let place = format!("{at}.to.action");
@@ -245,6 +253,48 @@ impl Checker<'_> {
                 scope,
                 &["run"],
             );
+        }
+    }
+
+    /// A remote file destination: its connector has every action of the
+    /// contract, parts fit a call, and the version is pinned under `pin`.
+    fn remote_sink(&mut self, pin: &str, at: &str, remote: &RemoteSinkSpec) {
+        if !PART_BYTES.contains(&remote.part_bytes) {
+            self.problems.push(format!(
+                "{at}.part_bytes: from {} to {} bytes (AWS S3 wants at least 5 MiB)",
+                PART_BYTES.start(),
+                PART_BYTES.end()
+            ));
+        }
+        if !remote.params.is_object() {
+            self.problems.push(format!(
+                "{at}.params: an object, such as `{{bucket: exports}}`"
+            ));
+        }
+        let Some(manifest) = self.resolve(&remote.plugin, &format!("{at}.plugin")) else {
+            self.pins_complete = false;
+            return;
+        };
+        let mut complete = true;
+        for (field, action) in remote.actions() {
+            if !manifest.actions.iter().any(|a| a.key == action) {
+                self.problems.push(format!(
+                    "{at}.{field}: {}@{} has no action `{action}`; a remote destination needs a connector that uploads in parts (such as `s3`)",
+                    manifest.key, manifest.version
+                ));
+                complete = false;
+            }
+        }
+        self.connection(
+            &manifest,
+            remote.connection.as_deref(),
+            &format!("{at}.connection"),
+        );
+        if complete {
+            self.record_pins
+                .insert(pin.to_string(), manifest.version.clone());
+        } else {
+            self.pins_complete = false;
         }
     }
 

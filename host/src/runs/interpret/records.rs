@@ -6,6 +6,10 @@
 //! before it is sent, so a crash sends it again, once, with the same key.
 //! A transient failure or a rate limit suspends the run on the step's
 //! retry schedule; it resumes from the checkpoint, batch in flight first.
+//! A file for a remote destination is exported once the job is done
+//! (`export.rs`).
+
+mod export;
 
 use std::{collections::HashSet, sync::Arc, time::Instant};
 
@@ -74,6 +78,12 @@ impl Interpreter<'_> {
             // Finished before the run's record caught up (a crash).
             return self.records_done(step, record, done.clone());
         }
+        if let Some(closed) = saved.as_ref().filter(|p| p.state == "uploading") {
+            // The file was done and going to its remote destination: on
+            // with the same upload.
+            let ended = self.upload(step, &mut record, closed.clone()).await;
+            return self.records_ended(step, record, &address, ended);
+        }
         let prepared = match self.job_setup(spec, scope, &tenant, &run_id, &address, &event) {
             Ok(prepared) => prepared,
             Err(e) => {
@@ -102,10 +112,20 @@ impl Interpreter<'_> {
                 self.pages_job(step, &mut record, setup, pages, saved).await
             }
         };
+        self.records_ended(step, record, &address, ended)
+    }
+
+    fn records_ended(
+        &self,
+        step: &StepSpec,
+        record: StepRecord,
+        address: &str,
+        ended: Ended,
+    ) -> Outcome {
         match ended {
             Ended::Done(progress) => self.records_done(step, record, *progress),
             Ended::Failed(message) => {
-                let error = self.error(&address, "records", message);
+                let error = self.error(address, "records", message);
                 self.failed(step, record, error)
             }
             Ended::Suspended(outcome) => {
@@ -505,6 +525,9 @@ impl Interpreter<'_> {
                         Err(Paging::Failed(e)) => return self.end(job, false, Some(e)).await,
                         Err(Paging::Suspend(outcome)) => return Ended::Suspended(outcome),
                     }
+                }
+                Advance::Done if export::remote_of(step).is_some() => {
+                    return self.export(step, record, job).await;
                 }
                 Advance::Done => return self.end(job, true, None).await,
                 Advance::Stop(message) => return self.end(job, false, Some(message)).await,
