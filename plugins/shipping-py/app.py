@@ -24,7 +24,7 @@ from wit_world import exports
 from wit_world.exports import plugin
 from wit_world.imports import manifest as m, types
 
-import switchyard_kit as kit
+import switchyard_sdk as kit
 
 VERSION = "0.1.0"
 

@@ -28,7 +28,10 @@ flock -u 9
 
 stage="$(mktemp -d)"
 trap 'rm -rf "$stage"' EXIT
-# The sources, not bindings an editor may have generated here.
+# The sources, not bindings an editor may have generated here, and the SDK
+# package (sdk/python).
+cp -R "$root/sdk/python/src/switchyard_sdk" "$stage/"
+rm -rf "$stage/switchyard_sdk/__pycache__"
 for file in "$here"/*.py; do
   case "$(basename "$file")" in
     componentize_py_types.py | poll_loop.py) ;;

@@ -6,8 +6,10 @@
 # Installs the locked componentize-js (`npm ci` from package-lock.json) into a
 # copy of this package under $SWITCHYARD_TOOLS_DIR (default:
 # target/polyglot/tools), so the source tree gets no node_modules, and runs
-# build.mjs there. Needs node and npm; non-interactive. (Working on the
-# connector itself, `npm ci && npm run build` here does the same.)
+# build.mjs there with the SDK of this repository (sdk/js). Needs node and
+# npm; non-interactive. (Working on the connector itself,
+# `npm ci && SWITCHYARD_SDK_JS=../../sdk/js/src/index.js npm run build` here
+# does the same.)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -26,5 +28,5 @@ if ! cmp -s "$here/package-lock.json" "$stage/node_modules/.installed-lock.json"
 fi
 rm -rf "$stage/src"
 cp -R "$here/src" "$here/build.mjs" "$stage/"
-SWITCHYARD_WIT="$root/wit/connector@0.1.0" node "$stage/build.mjs" "$out.tmp"
+SWITCHYARD_WIT="$root/wit/connector@0.1.0" SWITCHYARD_SDK_JS="$root/sdk/js/src/index.js" node "$stage/build.mjs" "$out.tmp"
 mv "$out.tmp" "$out"

@@ -148,10 +148,16 @@ fn build_one(
 }
 
 /// The files a connector is built from: its directory (less installed or
-/// generated files) and the WIT, sorted.
+/// generated files), its language's SDK package and the WIT, sorted.
 fn inputs(root: &Path, dir: &Path) -> Vec<PathBuf> {
     let mut files = BTreeSet::new();
-    let mut pending = vec![dir.to_path_buf(), root.join("wit")];
+    // The SDK package of the connector's language is part of its build.
+    let sdk = if dir.to_string_lossy().ends_with("-py") {
+        root.join("sdk/python/src")
+    } else {
+        root.join("sdk/js/src")
+    };
+    let mut pending = vec![dir.to_path_buf(), root.join("wit"), sdk];
     while let Some(path) = pending.pop() {
         let entries =
             fs::read_dir(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));

@@ -19,7 +19,7 @@
  * sees any of them.
  */
 
-import * as kit from './kit.js';
+import * as kit from '@switchyard/sdk';
 
 const VERSION = '0.1.0';
 const API = '/wp-json/wc/v3';

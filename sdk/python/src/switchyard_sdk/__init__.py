@@ -1,9 +1,13 @@
-"""Small helpers over the componentize-py bindings of the Switchyard connector world.
+"""The Switchyard SDK for Python: small helpers over the componentize-py
+bindings of the connector world (`switchyard:connector@0.1.0`; this package's
+version is the contract's).
 
 Plain Python, no dependencies: HTTP through the host's `http.send`, the
-connector-error kinds as exceptions, JSON helpers and manifest builders. Copy
-this file next to your `app.py` when you start a Python connector; it is the
+connector-error kinds as exceptions, JSON helpers and manifest builders; the
 Python counterpart of the Rust SDK's `Request`, `Response` and `Error`.
+componentize-py generates `wit_world` and `componentize_py_types` when it
+builds a connector; `import switchyard_sdk` works inside that build (the
+package's folder on its `-p` path or installed in its environment).
 
 The host adds credentials to every request and checks webhook signatures with
 secrets this code never sees.

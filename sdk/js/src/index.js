@@ -1,10 +1,14 @@
 /**
- * @file Small helpers over the componentize-js bindings of the Switchyard connector world.
+ * @file The Switchyard SDK for JavaScript: small helpers over the
+ * componentize-js bindings of the connector world
+ * (`switchyard:connector@0.1.0`; this package's version is the contract's).
  *
  * Plain JavaScript, no dependencies: HTTP through the host's `http.send`, the
- * connector-error kinds, JSON helpers and manifest builders. Copy this file
- * next to your connector when you start a JavaScript connector; it is the
- * JavaScript counterpart of the Rust SDK's `Request`, `Response` and `Error`.
+ * connector-error kinds, JSON helpers and manifest builders; the JavaScript
+ * counterpart of the Rust SDK's `Request`, `Response` and `Error`.
+ * componentize-js reads a connector's files as they are and resolves only
+ * relative imports (other specifiers are WIT imports): a connector's build
+ * copies this module next to its sources (see `build.mjs` in the templates).
  *
  * WIT values in JavaScript (componentize-js / jco conventions): records are
  * objects with camelCase fields, variants `{ tag, val }`, enums strings,

@@ -1,0 +1,4 @@
+export const lines = [];
+export function log(level, message) {
+  lines.push([level, message]);
+}
