@@ -294,9 +294,11 @@ pub struct RemoteSinkSpec {
     pub put: String,
 }
 
-/// The bounds of [`RemoteSinkSpec::part_bytes`]: a part crosses into the
-/// plugin as base64 in one call's input.
-pub const PART_BYTES: std::ops::RangeInclusive<u64> = (64 << 10)..=(8 << 20);
+/// The bounds of [`RemoteSinkSpec::part_bytes`]: S3 and the stores that
+/// speak its API (MinIO, R2, B2, GCS) refuse a part under 5 MiB unless it is
+/// the last one, at completion, after every part went up; and a part crosses
+/// into the plugin as base64 in one call's input, which bounds it above.
+pub const PART_BYTES: std::ops::RangeInclusive<u64> = (5 << 20)..=(8 << 20);
 
 fn part_bytes() -> u64 {
     8 << 20

@@ -44,7 +44,8 @@ impl Default for SandboxConfig {
             allow_networks: Vec::new(),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
-            max_request_bytes: 4 << 20,
+            // A multipart upload's part (5 to 8 MiB) goes up in one request.
+            max_request_bytes: 16 << 20,
             max_response_bytes: 16 << 20,
         }
     }

@@ -25,6 +25,8 @@ use crate::{
 
 const ACCESS_KEY: &str = "AKIDSWITCHYARDTEST";
 const SECRET_KEY: &str = "s3cr3t/signing+key-for-tests";
+/// Bytes per part: 5 MiB.
+const PART: usize = 5 << 20;
 
 /// What the front of the store saw and what it does to parts.
 #[derive(Default)]
@@ -117,7 +119,8 @@ async fn host_with_s3(dir: &Path, store: &Server) -> (TestHost, String) {
 }
 
 /// A flow exporting each JSON Lines file dropped in `inbox/orders/` as CSV
-/// to `exports/daily/<name>.csv` in the store, in parts of 64 KiB.
+/// to `exports/daily/<name>.csv` in the store, in parts of 5 MiB (the
+/// least the store takes for a part that is not the last).
 fn export_flow(conn: &str) -> Value {
     json!({
         "name": "Daily orders to the warehouse's store",
@@ -132,7 +135,7 @@ fn export_flow(conn: &str) -> Value {
                                 "path": "daily/{{ trigger.file.name }}.csv",
                                 "remote": {"plugin": "s3", "connection": conn,
                                            "params": {"bucket": "exports"},
-                                           "part_bytes": 65536}}},
+                                           "part_bytes": PART}}},
             }}],
     })
 }
@@ -152,17 +155,21 @@ async fn publish(host: &TestHost, flow: Value) -> String {
     id
 }
 
-/// 10,000 orders as JSON Lines: about 600 KB of CSV, ten parts.
+/// 40,000 orders as JSON Lines with long notes: about 17 MiB of CSV, four
+/// parts.
 fn orders() -> Vec<u8> {
+    let note = "packed, weighed and labelled; ".repeat(14);
     let mut lines = String::new();
-    for i in 0..10_000 {
+    for i in 0..ORDERS {
         lines.push_str(&format!(
-            "{{\"id\": {i}, \"sku\": \"SKU-{:05}\", \"note\": \"order {i}, packed and weighed\"}}\n",
+            "{{\"id\": {i}, \"sku\": \"SKU-{:05}\", \"note\": \"order {i}, {note}\"}}\n",
             i % 977
         ));
     }
     lines.into_bytes()
 }
+
+const ORDERS: usize = 40_000;
 
 async fn finished_run(host: &TestHost, flow: &str) -> Value {
     let body = wait_for(
@@ -207,7 +214,7 @@ async fn an_export_goes_up_in_parts_and_appears_whole_with_its_manifest_last() {
     assert_eq!(run["status"], json!("succeeded"), "{run}");
     let run_id = run["id"].as_str().unwrap();
     let (_, job) = host.get(&format!("/v1/runs/{run_id}/jobs/export")).await;
-    assert_eq!(job["records"]["good"], json!(10_000), "{job}");
+    assert_eq!(job["records"]["good"], json!(ORDERS), "{job}");
     assert_eq!(
         job["files"]["output"],
         json!("s3:exports/daily/day1.jsonl.csv"),
@@ -217,7 +224,7 @@ async fn an_export_goes_up_in_parts_and_appears_whole_with_its_manifest_last() {
     // The file is whole: a header and every order.
     let object = std::fs::read(root.join("exports/daily/day1.jsonl.csv")).unwrap();
     let text = String::from_utf8(object.clone()).unwrap();
-    assert_eq!(text.lines().count(), 10_001);
+    assert_eq!(text.lines().count(), ORDERS + 1);
     let header = text.lines().next().unwrap();
     assert!(
         header.contains("sku") && header.contains("note"),
@@ -230,7 +237,7 @@ async fn an_export_goes_up_in_parts_and_appears_whole_with_its_manifest_last() {
     )
     .unwrap();
     assert_eq!(manifest["run"], json!(run_id), "{manifest}");
-    assert_eq!(manifest["records"]["good"], json!(10_000), "{manifest}");
+    assert_eq!(manifest["records"]["good"], json!(ORDERS), "{manifest}");
     assert_eq!(manifest["file"]["size"], json!(object.len()), "{manifest}");
     assert_eq!(
         manifest["file"]["sha256"],
@@ -242,8 +249,8 @@ async fn an_export_goes_up_in_parts_and_appears_whole_with_its_manifest_last() {
         json!("csv"),
         "{manifest}"
     );
-    let parts = object.len().div_ceil(65_536);
-    assert!(parts >= 5, "{} bytes make {parts} parts", object.len());
+    let parts = object.len().div_ceil(PART);
+    assert!(parts >= 3, "{} bytes make {parts} parts", object.len());
     assert_eq!(manifest["file"]["parts"], json!(parts), "{manifest}");
     assert!(
         leftover_uploads(&root).is_empty(),
@@ -359,7 +366,7 @@ async fn a_destination_that_cannot_work_is_refused_when_the_flow_is_saved() {
     assert_eq!(status, 400, "{body}");
     let text = body.to_string();
     for place in [
-        "steps[export].records.to.file.remote.part_bytes: from 65536 to 8388608",
+        "steps[export].records.to.file.remote.part_bytes: from 5242880 to 8388608",
         "steps[export].records.to.file.remote.params: an object",
         "steps[export].records.to.file.remote.connection: s3 needs a connection",
     ] {

@@ -261,7 +261,7 @@ impl Checker<'_> {
     fn remote_sink(&mut self, pin: &str, at: &str, remote: &RemoteSinkSpec) {
         if !PART_BYTES.contains(&remote.part_bytes) {
             self.problems.push(format!(
-                "{at}.part_bytes: from {} to {} bytes (AWS S3 wants at least 5 MiB)",
+                "{at}.part_bytes: from {} to {} bytes (S3 refuses a part under 5 MiB but the last)",
                 PART_BYTES.start(),
                 PART_BYTES.end()
             ));
