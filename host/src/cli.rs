@@ -11,6 +11,12 @@ use crate::{app::App, config::ServeConfig};
 
 mod changes;
 
+mod connector;
+
+mod connector_test;
+
+mod fixtures;
+
 mod files;
 
 #[derive(Debug, Parser)]
@@ -81,6 +87,10 @@ enum Command {
     /// Batched, signed webhooks of a topic's changes.
     #[command(subcommand)]
     Subscription(changes::SubscriptionCommand),
+    /// Write connector projects from templates, and test connectors
+    /// against fixtures (no host needed).
+    #[command(subcommand)]
+    Connector(connector::ConnectorCommand),
     /// Run one action of a plugin by hand and print its output, logs and
     /// HTTP exchanges.
     ///
@@ -762,6 +772,7 @@ pub async fn main() -> anyhow::Result<()> {
             let client = Client::new(&cli.server, cli.token)?;
             files::file(&client, command).await
         }
+        Command::Connector(command) => connector::connector(command).await,
         Command::Job(command) => {
             let client = Client::new(&cli.server, cli.token)?;
             files::job(&client, command).await
