@@ -91,6 +91,13 @@ enum Command {
     /// against fixtures (no host needed).
     #[command(subcommand)]
     Connector(connector::ConnectorCommand),
+    /// Print a shell completion script.
+    ///
+    /// Example: switchyard completions bash > /etc/bash_completion.d/switchyard
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Run one action of a plugin by hand and print its output, logs and
     /// HTTP exchanges.
     ///
@@ -773,6 +780,16 @@ pub async fn main() -> anyhow::Result<()> {
             files::file(&client, command).await
         }
         Command::Connector(command) => connector::connector(command).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "switchyard",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
         Command::Job(command) => {
             let client = Client::new(&cli.server, cli.token)?;
             files::job(&client, command).await

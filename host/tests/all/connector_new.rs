@@ -2,7 +2,7 @@
 //! directory outside this repository, passes its own test (`test.sh`, against
 //! a fake of the API), builds (`build.sh`), and the component it builds
 //! passes `switchyard connector test` against the fixtures the template
-//! comes with. One test per language.
+//! comes with. One test per language. Also here: the CLI's shell completions.
 //!
 //! The builds reuse what the test build already made: the Rust template
 //! builds into the plugins' target directory (wit-bindgen and the SDK are
@@ -210,4 +210,30 @@ fn new_refuses_a_bad_name_and_a_directory_in_use() {
         std::fs::read_to_string(dir.path().join("keep.txt")).unwrap(),
         "mine"
     );
+}
+
+#[test]
+fn completions_for_each_shell() {
+    for (shell, marker, lang, fixture) in [
+        ("bash", "_switchyard()", "--lang", "--fixture"),
+        ("zsh", "#compdef switchyard", "--lang", "--fixture"),
+        ("fish", "complete -c switchyard", "-l lang", "-l fixture"),
+    ] {
+        let output = Command::new(BIN)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        let script = succeeded(shell, &output);
+        assert!(script.contains(marker), "{shell}: {script}");
+        // Subcommands and their options are completed, the new ones too.
+        for word in ["connector", lang, fixture, "plugin"] {
+            assert!(script.contains(word), "{shell} lacks {word}");
+        }
+    }
+    let output = Command::new(BIN)
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("invalid value 'tcsh'"));
 }
