@@ -84,6 +84,17 @@ pub(super) enum Lang {
     Yaml,
 }
 
+impl Lang {
+    fn name(self) -> &'static str {
+        match self {
+            Lang::Rust => "rust",
+            Lang::Python => "python",
+            Lang::Js => "js",
+            Lang::Yaml => "yaml",
+        }
+    }
+}
+
 pub(super) async fn connector(command: ConnectorCommand) -> anyhow::Result<()> {
     match command {
         ConnectorCommand::New {
@@ -101,16 +112,26 @@ pub(super) async fn connector(command: ConnectorCommand) -> anyhow::Result<()> {
                 )?,
             };
             let written = new_project(&name, lang, &dir, &sdk)?;
-            println!("wrote {} ({lang:?}):", dir.display());
+            println!("wrote {} ({}):", dir.display(), lang.name());
             for file in written {
                 println!("  {file}");
             }
+            let dir = dir.display();
             match lang {
-                Lang::Yaml => println!(
-                    "next: switchyard plugin push {}",
-                    dir.join("connector.yaml").display()
-                ),
-                _ => println!("next: cd {} && ./test.sh && ./build.sh", dir.display()),
+                Lang::Yaml => {
+                    println!(
+                        "next: switchyard connector test --action create-item --input \
+                         '{{\"name\": \"a\"}}' {dir}   (with SWITCHYARD_INTERPRETER set)"
+                    );
+                    println!("      switchyard plugin push {dir}/connector.yaml");
+                }
+                _ => {
+                    println!("next: cd {dir} && ./test.sh && ./build.sh");
+                    println!(
+                        "      switchyard connector test --action create-item --input \
+                         '{{\"name\": \"a\"}}' {dir}"
+                    );
+                }
             }
             Ok(())
         }

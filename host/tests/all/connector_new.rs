@@ -53,7 +53,9 @@ fn generate(dir: &Path, name: &str, lang: &str) -> PathBuf {
         .arg(sdk())
         .output()
         .unwrap();
-    succeeded("connector new", &output);
+    let out = succeeded("connector new", &output);
+    assert!(out.contains(&format!("({lang}):")), "{out}");
+    assert!(out.contains("next: "), "{out}");
     project
 }
 
