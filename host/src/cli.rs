@@ -11,6 +11,12 @@ use crate::{app::App, config::ServeConfig};
 
 mod changes;
 
+mod connector;
+
+mod connector_test;
+
+mod fixtures;
+
 mod files;
 
 #[derive(Debug, Parser)]
@@ -81,6 +87,17 @@ enum Command {
     /// Batched, signed webhooks of a topic's changes.
     #[command(subcommand)]
     Subscription(changes::SubscriptionCommand),
+    /// Write connector projects from templates, and test connectors
+    /// against fixtures (no host needed).
+    #[command(subcommand)]
+    Connector(connector::ConnectorCommand),
+    /// Print a shell completion script.
+    ///
+    /// Example: switchyard completions bash > /etc/bash_completion.d/switchyard
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Run one action of a plugin by hand and print its output, logs and
     /// HTTP exchanges.
     ///
@@ -761,6 +778,17 @@ pub async fn main() -> anyhow::Result<()> {
         Command::File(command) => {
             let client = Client::new(&cli.server, cli.token)?;
             files::file(&client, command).await
+        }
+        Command::Connector(command) => connector::connector(command).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "switchyard",
+                &mut std::io::stdout(),
+            );
+            Ok(())
         }
         Command::Job(command) => {
             let client = Client::new(&cli.server, cli.token)?;

@@ -9,6 +9,8 @@ mod auth;
 mod change_ingest;
 mod cli;
 mod cluster;
+mod connector_new;
+mod connector_test;
 mod connectors_rust;
 mod console;
 mod console_browser;
