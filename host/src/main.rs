@@ -1,10 +1,4 @@
-//! The `switchyard` binary: the allocator, logging set-up, then the CLI.
-
-/// mimalloc instead of the system's allocator: a run allocates and frees
-/// thousands of small values (JSON, records, requests), and glibc's malloc
-/// and free were 14% of the server's CPU in the end-to-end load benchmark.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+//! The `switchyard` binary: logging set-up, then the CLI.
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
