@@ -206,16 +206,10 @@ const fn script(path: &'static str, text: &'static str) -> TemplateFile {
     }
 }
 
-const RUST: &[TemplateFile] = &[
-    file("Cargo.toml", include_str!("templates/rust/Cargo.toml")),
-    // The versions this repository's connectors are built and tested with
-    // (cargo drops the packages the project does not use).
-    file("Cargo.lock", include_str!("../../../plugins/Cargo.lock")),
-    file("src/lib.rs", include_str!("templates/rust/lib.rs")),
-    file("README.md", include_str!("templates/rust/README.md")),
-    file(".gitignore", include_str!("templates/rust/gitignore")),
-    script("build.sh", include_str!("templates/rust/build.sh")),
-    script("test.sh", include_str!("templates/rust/test.sh")),
+/// The fixtures of a code project (`connector test` replays them): the
+/// same for every language, since every code project calls the same
+/// example API.
+const FIXTURES: &[TemplateFile] = &[
     file(
         "fixtures/connection.json",
         include_str!("templates/fixtures/connection.json"),
@@ -230,6 +224,18 @@ const RUST: &[TemplateFile] = &[
     ),
 ];
 
+const RUST: &[TemplateFile] = &[
+    file("Cargo.toml", include_str!("templates/rust/Cargo.toml")),
+    // The versions this repository's connectors are built and tested with
+    // (cargo drops the packages the project does not use).
+    file("Cargo.lock", include_str!("../../../plugins/Cargo.lock")),
+    file("src/lib.rs", include_str!("templates/rust/lib.rs")),
+    file("README.md", include_str!("templates/rust/README.md")),
+    file(".gitignore", include_str!("templates/rust/gitignore")),
+    script("build.sh", include_str!("templates/rust/build.sh")),
+    script("test.sh", include_str!("templates/rust/test.sh")),
+];
+
 const PYTHON: &[TemplateFile] = &[
     file("app.py", include_str!("templates/python/app.py")),
     file("test_app.py", include_str!("templates/python/test_app.py")),
@@ -242,18 +248,6 @@ const PYTHON: &[TemplateFile] = &[
     file(".gitignore", include_str!("templates/python/gitignore")),
     script("build.sh", include_str!("templates/python/build.sh")),
     script("test.sh", include_str!("templates/python/test.sh")),
-    file(
-        "fixtures/connection.json",
-        include_str!("templates/fixtures/connection.json"),
-    ),
-    file(
-        "fixtures/create-item.json",
-        include_str!("templates/fixtures/create-item.json"),
-    ),
-    file(
-        "fixtures/new-item.json",
-        include_str!("templates/fixtures/new-item.json"),
-    ),
 ];
 
 const JS: &[TemplateFile] = &[
@@ -296,18 +290,6 @@ const JS: &[TemplateFile] = &[
     file(".gitignore", include_str!("templates/js/gitignore")),
     script("build.sh", include_str!("templates/js/build.sh")),
     script("test.sh", include_str!("templates/js/test.sh")),
-    file(
-        "fixtures/connection.json",
-        include_str!("templates/fixtures/connection.json"),
-    ),
-    file(
-        "fixtures/create-item.json",
-        include_str!("templates/fixtures/create-item.json"),
-    ),
-    file(
-        "fixtures/new-item.json",
-        include_str!("templates/fixtures/new-item.json"),
-    ),
 ];
 
 const YAML: &[TemplateFile] = &[
@@ -330,13 +312,16 @@ const YAML: &[TemplateFile] = &[
     ),
 ];
 
-fn template(lang: Lang) -> &'static [TemplateFile] {
-    match lang {
-        Lang::Rust => RUST,
-        Lang::Python => PYTHON,
-        Lang::Js => JS,
-        Lang::Yaml => YAML,
-    }
+/// The files of a project in `lang`. (A spec's polling trigger pages
+/// differently, so the YAML project brings its own fixtures.)
+fn template(lang: Lang) -> impl Iterator<Item = &'static TemplateFile> {
+    let (own, fixtures) = match lang {
+        Lang::Rust => (RUST, FIXTURES),
+        Lang::Python => (PYTHON, FIXTURES),
+        Lang::Js => (JS, FIXTURES),
+        Lang::Yaml => (YAML, &[][..]),
+    };
+    own.iter().chain(fixtures)
 }
 
 /// Writes the project for `name` in `lang` into `dir` and returns the paths
