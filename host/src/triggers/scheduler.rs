@@ -299,7 +299,12 @@ impl Triggers {
             state.failures = 0;
             state.last_error = None;
             state.last_events = events.len();
-            state.next_due = next_due(&flow, every_ms, now_ms());
+            state.next_due = next_due(
+                &flow,
+                every_ms,
+                now_ms(),
+                matches!(polled, Polled::Schedule).then_some(due),
+            );
             let along = if matches!(polled, Polled::Schedule) {
                 Along::Slot {
                     tenant,
@@ -493,21 +498,38 @@ fn interval_ms(flow: &FlowRecord) -> u64 {
         * 1000
 }
 
+/// How late a missed cron slot may still fire. A host that stalled (a busy
+/// machine, a slow store) fires the slots it missed by up to this much, late
+/// but each with its own `scheduled_at`, one after another; older slots (the
+/// host was down) are skipped, so a restart does not start a burst of runs.
+pub const CATCH_UP_MS: u64 = 10_000;
+
 /// When a flow's trigger fires next after `now`: at its cron schedule's
-/// next time, or `every_ms` later.
-pub fn next_due(flow: &FlowRecord, every_ms: u64, now: u64) -> u64 {
-    if let Some(schedule) = &flow.spec.trigger.schedule
-        && let Ok(cron) = parse_schedule(schedule)
+/// next time, or `every_ms` later. `fired` is the slot a schedule has just
+/// fired (`None` for a poll, which catches up by its cursor anyway).
+pub fn next_due(flow: &FlowRecord, every_ms: u64, now: u64, fired: Option<u64>) -> u64 {
+    next_slot(flow.spec.trigger.schedule.as_deref(), every_ms, now, fired)
+}
+
+/// [`next_due`] for a schedule's text (`None`: every `every_ms`).
+fn next_slot(schedule: Option<&str>, every_ms: u64, now: u64, fired: Option<u64>) -> u64 {
+    let Some(cron) = schedule.and_then(|s| parse_schedule(s).ok()) else {
+        return now + every_ms;
+    };
+    // From the whole second: cron slots fall on whole seconds, and a late
+    // tick must not shift the ones after it.
+    let after = |ms: u64| {
+        let from = chrono::DateTime::from_timestamp_millis((ms - ms % 1000) as i64)?;
+        let next = cron.find_next_occurrence(&from, false).ok()?;
+        Some(next.timestamp_millis() as u64)
+    };
+    if let Some(missed) = fired
+        .and_then(after)
+        .filter(|next| next + CATCH_UP_MS >= now)
     {
-        // From the whole second: cron slots fall on whole seconds, and a
-        // late tick must not shift the ones after it.
-        let from =
-            chrono::DateTime::from_timestamp_millis((now - now % 1000) as i64).unwrap_or_default();
-        if let Ok(next) = cron.find_next_occurrence(&from, false) {
-            return next.timestamp_millis() as u64;
-        }
+        return missed;
     }
-    now + every_ms
+    after(now).unwrap_or(now + every_ms)
 }
 
 fn iso(ms: u64) -> String {
@@ -541,6 +563,39 @@ mod tests {
                 in_schedule(active, file, kind, reconciled),
                 wanted,
                 "active {active}, file {file}, {kind:?}, reconciled {reconciled}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_schedule_catches_up_on_slots_missed_by_a_stall_but_not_after_a_long_one() {
+        let t: u64 = 1_800_000_000_000; // a whole second
+        let every_second = Some("* * * * * *");
+        let every_minute = Some("0 * * * * *");
+        // (schedule, now, the slot just fired) -> next due
+        let table = [
+            // On time: the next slot.
+            ((every_second, t + 20, Some(t)), t + 1_000),
+            // Fired 2.5 s late: the two slots it missed come first, late.
+            ((every_second, t + 2_500, Some(t)), t + 1_000),
+            ((every_second, t + 2_600, Some(t + 1_000)), t + 2_000),
+            // Missed by more than the catch-up window: on from now.
+            ((every_second, t + 20_500, Some(t)), t + 21_000),
+            // A poll (no slot fired) goes on from now.
+            ((every_second, t + 2_500, None), t + 3_000),
+            (
+                (every_minute, t + 5_000, Some(t - t % 60_000)),
+                t - t % 60_000 + 60_000,
+            ),
+            // No schedule: an interval from now.
+            ((None, t + 7, Some(t)), t + 7 + 30_000),
+        ];
+        for ((schedule, now, fired), wanted) in table {
+            assert_eq!(
+                next_slot(schedule, 30_000, now, fired),
+                wanted,
+                "{schedule:?} at +{} ms after {fired:?}",
+                now - t
             );
         }
     }
