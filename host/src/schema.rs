@@ -47,6 +47,9 @@ pub fn check_against(schema: &Value, value: &Value, what: &str) -> Result<(), Sc
         what: what.to_string(),
         message,
     })?;
+    if validator.is_valid(value) {
+        return Ok(());
+    }
     let problems: Vec<String> = validator
         .iter_errors(value)
         .map(|e| {

@@ -124,7 +124,7 @@ impl Runs {
                 }
             };
             let connections = step_connections(&flow);
-            match self.limits().claim(self.claim_of(&run, &flow, &connections)) {
+            match self.limits().claim(self.claim_of(&run.id, &flow, &connections)) {
                 Ok(()) => {}
                 Err(Refusal::AtLimit) => {
                     blocked.insert(entry.flow.clone());
@@ -133,18 +133,19 @@ impl Runs {
                 Err(Refusal::Running) => return Visit::Next,
             }
             let Ok(permit) = permits.clone().try_acquire_owned() else {
-                self.release(&run, &flow, &connections);
+                self.release(&run.id, &flow, &connections);
                 return Visit::Full;
             };
             let runs = self.clone();
             let span = tracing::info_span!("run", run = %run.id, flow = %run.flow_id, tenant = %run.tenant);
+            let (tenant, id) = (run.tenant.clone(), run.id.clone());
             tokio::spawn(
                 async move {
-                    runs.execute(&run, &flow, permit).await;
-                    if let Err(e) = runs.store.release(&run.tenant, &run.id) {
-                        tracing::warn!(run = %run.id, "cannot release the run's claim: {e}");
+                    runs.execute(run, &flow, permit).await;
+                    if let Err(e) = runs.store.release(&tenant, &id) {
+                        tracing::warn!(run = %id, "cannot release the run's claim: {e}");
                     }
-                    runs.release(&run, &flow, &connections);
+                    runs.release(&id, &flow, &connections);
                     runs.wake(lane);
                 }
                 .instrument(span),
@@ -161,15 +162,15 @@ impl Runs {
         self.limits.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The slots `run` needs: its flow's and its steps' connections'.
+    /// The slots a run of `flow` needs: its flow's and its steps' connections'.
     fn claim_of<'a>(
         &self,
-        run: &'a RunRecord,
+        run: &'a str,
         flow: &'a FlowRecord,
         connections: &'a [String],
     ) -> Claim<'a> {
         Claim {
-            run: &run.id,
+            run,
             flow: &flow.id,
             flow_limit: flow.spec.concurrency,
             connections,
@@ -177,7 +178,7 @@ impl Runs {
         }
     }
 
-    fn release(&self, run: &RunRecord, flow: &FlowRecord, connections: &[String]) {
+    fn release(&self, run: &str, flow: &FlowRecord, connections: &[String]) {
         self.limits().release(self.claim_of(run, flow, connections));
     }
 
@@ -202,8 +203,8 @@ impl Runs {
 
     /// Runs the remaining steps of `run` until it finishes, waits (for a
     /// retry, a delay, a called flow), or is parked.
-    async fn execute(&self, queued: &RunRecord, flow: &FlowRecord, _permit: OwnedSemaphorePermit) {
-        let interpreter = Interpreter::new(self, flow, queued.clone());
+    async fn execute(&self, queued: RunRecord, flow: &FlowRecord, _permit: OwnedSemaphorePermit) {
+        let interpreter = Interpreter::new(self, flow, queued);
         let outcome = interpreter.run().await;
         let echo = match outcome {
             Outcome::Continue | Outcome::Stop(_) => interpreter.echo(),
@@ -252,14 +253,15 @@ impl Runs {
             run.waiting_until = None;
         }
         // Written under the run's lock, unless someone cancelled it meanwhile.
-        if let Err(e) = self.write_progress(&run.tenant.clone(), &run.id.clone(), |_| run.clone()) {
-            tracing::info!(run = %run.id, "stopped: {e}");
+        let (tenant, id) = (run.tenant.clone(), run.id.clone());
+        if let Err(e) = self.write_progress(&tenant, &id, move |_| run) {
+            tracing::info!(run = %id, "stopped: {e}");
             return;
         }
         if let Some(echo) = echo
             && let Err(e) = self.entity_store.put_entity(&echo)
         {
-            tracing::warn!(run = %run.id, "cannot record what the flow wrote: {e}");
+            tracing::warn!(run = %id, "cannot record what the flow wrote: {e}");
         }
     }
 }

@@ -509,8 +509,8 @@ impl<'a> Interpreter<'a> {
         let snapshot = self.lock().clone();
         let (tenant, id) = (snapshot.tenant.clone(), snapshot.id.clone());
         self.runs
-            .write_progress(&tenant, &id, |current| {
-                let mut next = snapshot.clone();
+            .write_progress(&tenant, &id, move |current| {
+                let mut next = snapshot;
                 next.status = current.status;
                 next.due_at = current.due_at;
                 next

@@ -63,8 +63,13 @@ impl Delivery {
             method: self.method.clone(),
             query: self.query.clone(),
             headers: self.headers.clone(),
-            body: B64.decode(&self.body).unwrap_or_default(),
+            body: self.body(),
         }
+    }
+
+    /// The delivery's body as it was received.
+    pub fn body(&self) -> Vec<u8> {
+        B64.decode(&self.body).unwrap_or_default()
     }
 }
 
@@ -189,7 +194,6 @@ impl Triggers {
         key: &InboxKey,
         delivery: &Delivery,
     ) -> Result<Answer, ServiceError> {
-        let body = B64.decode(&delivery.body).unwrap_or_default();
         let Some(subscription) = self.subscription(&delivery.tenant, &delivery.subscription)?
         else {
             // Every flow left the subscription after the delivery was accepted.
@@ -238,7 +242,7 @@ impl Triggers {
                     subscription.trigger
                 );
                 tracing::info!(subscription = %subscription.id, "{reason}");
-                self.reject_delivery(delivery, &body, &reason, Some(key))?;
+                self.reject_delivery(delivery, &delivery.body(), &reason, Some(key))?;
                 Ok(Answer::Rejected(reason))
             }
             Err(error) => {
@@ -249,7 +253,7 @@ impl Triggers {
                 if now.saturating_sub(delivery.received_at) > INBOX_GIVE_UP_MS {
                     self.reject_delivery(
                         delivery,
-                        &body,
+                        &delivery.body(),
                         &format!("given up: {reason}"),
                         Some(key),
                     )?;
@@ -273,7 +277,7 @@ impl Triggers {
     fn route(
         &self,
         subscription: &Subscription,
-        events: Vec<Event>,
+        mut events: Vec<Event>,
         key: &InboxKey,
     ) -> Result<(usize, usize), ServiceError> {
         let flows: Vec<FlowRecord> = subscription
@@ -291,9 +295,13 @@ impl Triggers {
                 Along::Nothing
             };
             self.record_samples(flow, &events, "webhook");
-            let outcome = self
-                .runs
-                .enqueue_events(flow, events.clone(), "webhook", along)?;
+            // The last flow takes the events; the others get copies.
+            let these = if i == last {
+                std::mem::take(&mut events)
+            } else {
+                events.clone()
+            };
+            let outcome = self.runs.enqueue_events(flow, these, "webhook", along)?;
             runs += outcome.runs.len();
             duplicates += outcome.duplicates;
         }

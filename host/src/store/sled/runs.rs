@@ -86,29 +86,46 @@ impl SledStore {
             .transpose()
     }
 
-    /// Offers the due runs among `entries` to `visit`.
+    /// Offers the due runs of a lane's queue to `visit`, from `from` and at
+    /// most `limit` of them, reading each entry only when its turn comes: a
+    /// pass that ends early (every worker busy, an entry not due yet) reads
+    /// no further. Returns how the pass ended, how many entries it looked
+    /// at and the key of the last one.
     fn offer(
         &self,
-        entries: Vec<(Vec<u8>, Vec<u8>)>,
+        prefix: &[u8],
+        from: &[u8],
+        limit: usize,
         now: u64,
         visit: &mut dyn FnMut(&QueueEntry) -> Visit,
-    ) -> Result<Pass> {
-        for (key, _) in entries {
+    ) -> Result<(Pass, usize, Option<Vec<u8>>)> {
+        let start = if from > prefix { from } else { prefix };
+        let queue = self.tree(QUEUE)?;
+        let keys = queue
+            .range(start..)
+            .keys()
+            .take_while(|key| key.as_ref().map_or(true, |k| k.starts_with(prefix)))
+            .take(limit);
+        let (mut looked, mut last) = (0, None);
+        for key in keys {
+            let key = key.map_err(super::backend)?.to_vec();
+            looked += 1;
             let Some(entry) = keys::parse_queue(&key) else {
+                last = Some(key);
                 continue;
             };
             if entry.due > now {
-                return Ok(Pass::NotDue(Duration::from_millis(
-                    (entry.due - now).min(1000),
-                )));
+                let wait = Duration::from_millis((entry.due - now).min(1000));
+                return Ok((Pass::NotDue(wait), looked, Some(key)));
             }
             match visit(&entry) {
                 Visit::Start | Visit::Next | Visit::Blocked => {}
-                Visit::Full => return Ok(Pass::Full(key)),
-                Visit::Orphan => self.apply(vec![Op::delete(QUEUE, key)])?,
+                Visit::Full => return Ok((Pass::Full(key.clone()), looked, Some(key))),
+                Visit::Orphan => self.apply(vec![Op::delete(QUEUE, key.clone())])?,
             }
+            last = Some(key);
         }
-        Ok(Pass::End)
+        Ok((Pass::End, looked, last))
     }
 }
 
@@ -204,19 +221,23 @@ impl RunStore for SledStore {
         lane: Lane,
         now: u64,
         head: usize,
-        _free: usize,
+        free: usize,
         visit: &mut dyn FnMut(&QueueEntry) -> Visit,
     ) -> Result<Duration> {
+        // A finishing run wakes the dispatcher: nothing to read until then.
+        if free == 0 {
+            return Ok(IDLE);
+        }
         let prefix = [keys::lane_byte(lane)];
         let mut walk = self.walks[lane as usize]
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let entries = self.scan_from(QUEUE, &prefix, &[], head)?;
-        let last = match entries.last() {
-            Some((key, _)) if entries.len() == head => key.clone(),
+        let (pass, looked, last) = self.offer(&prefix, &[], head, now, visit)?;
+        let last = match last {
+            Some(key) if looked == head => key,
             _ => Vec::new(), // the head is the whole lane
         };
-        match self.offer(entries, now, visit)? {
+        match pass {
             Pass::NotDue(wait) => {
                 walk.resume = None;
                 return Ok(wait);
@@ -240,12 +261,12 @@ impl RunStore for SledStore {
             Some(resume) if resume > after_head => resume,
             _ => after_head,
         };
-        let entries = self.scan_from(QUEUE, &prefix, &from, WALK)?;
-        let rest = match entries.last() {
-            Some((key, _)) if entries.len() == WALK => Some(keys::after(key)),
+        let (pass, looked, last) = self.offer(&prefix, &from, WALK, now, visit)?;
+        let rest = match last {
+            Some(key) if looked == WALK => Some(keys::after(&key)),
             _ => None, // the walk reached the end of the lane
         };
-        Ok(match self.offer(entries, now, visit)? {
+        Ok(match pass {
             Pass::NotDue(wait) => wait,
             Pass::Full(at) => {
                 walk.resume = Some(at);
