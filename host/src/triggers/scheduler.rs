@@ -5,8 +5,12 @@
 //! the set or being polled). The loop starts due polls as tasks, bounded by a
 //! semaphore, so a slow or failing poll never holds up another flow. A poll's
 //! events are queued in the same atomic batch that saves its new cursor: the
-//! cursor never runs ahead of the events it covered. The first poll only
-//! records where to start, unless the flow asks for existing items.
+//! cursor never runs ahead of the events it covered. A flow that does not
+//! ask for existing items is seeded first: the first poll (cursor `None`)
+//! and the polls that page on from it only record where to go on, until a
+//! poll returns no events or a cursor that did not move (caught up). The
+//! pages follow each other at once; `seeded` and the cursor are saved after
+//! each, so a restart goes on seeding where it stopped.
 //!
 //! A webhook flow with `trigger.reconcile` is in the set too: its entry
 //! polls the paired trigger every so often ("webhook primary, API
@@ -299,12 +303,16 @@ impl Triggers {
             state.failures = 0;
             state.last_error = None;
             state.last_events = events.len();
-            state.next_due = next_due(
-                &flow,
-                every_ms,
-                now_ms(),
-                matches!(polled, Polled::Schedule).then_some(due),
-            );
+            state.next_due = if still_seeding(&polled, &state) {
+                now_ms()
+            } else {
+                next_due(
+                    &flow,
+                    every_ms,
+                    now_ms(),
+                    matches!(polled, Polled::Schedule).then_some(due),
+                )
+            };
             let along = if matches!(polled, Polled::Schedule) {
                 Along::Slot {
                     tenant,
@@ -393,9 +401,14 @@ impl Triggers {
             Ok(output) => {
                 record.events = output.events.len();
                 self.record_samples(flow, &output.events, source);
-                let seeding =
-                    !state.seeded && state.cursor.is_none() && !flow.spec.trigger.include_existing;
-                state.seeded = true;
+                let seeding = !state.seeded && !flow.spec.trigger.include_existing;
+                let moved = output.cursor.is_some() && output.cursor != state.cursor;
+                // Seeding ends with the poll that has caught up with the
+                // history: no events, or a cursor that did not move (the
+                // next poll would read the same again).
+                if flow.spec.trigger.include_existing || output.events.is_empty() || !moved {
+                    state.seeded = true;
+                }
                 if output.cursor.is_some() {
                     state.cursor = output.cursor;
                 }
@@ -425,6 +438,18 @@ impl Triggers {
         result
     }
 }
+
+/// Whether a polling trigger is still paging through the history its flow
+/// does not fire for: then the next page is read at once, not a poll
+/// interval later (events that happen meanwhile would be dropped with the
+/// history). After [`SEEDING_POLLS_AT_ONCE`] polls it goes on at the flow's
+/// pace, so a plugin that never catches up cannot spin.
+fn still_seeding(polled: &Polled, state: &TriggerState) -> bool {
+    matches!(polled, Polled::Trigger { .. }) && !state.seeded && state.polls < SEEDING_POLLS_AT_ONCE
+}
+
+/// Polls of a trigger that may follow each other at once while it seeds.
+const SEEDING_POLLS_AT_ONCE: u64 = 100;
 
 /// Polls kept per flow.
 pub const POLLS_KEPT: usize = 20;
