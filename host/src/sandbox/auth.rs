@@ -937,8 +937,16 @@ mod tests {
             (&pointer(""), r#""tok-123""#, Some("tok-123")),
             (&pointer(""), "42", Some("42")),
             (&pointer(""), r#"{"token":"t"}"#, None),
-            (&pointer("/data/token"), r#"{"data":{"token":"t-1"}}"#, Some("t-1")),
-            (&pointer("/data/token"), r#"{"data":{"token":7}}"#, Some("7")),
+            (
+                &pointer("/data/token"),
+                r#"{"data":{"token":"t-1"}}"#,
+                Some("t-1"),
+            ),
+            (
+                &pointer("/data/token"),
+                r#"{"data":{"token":7}}"#,
+                Some("7"),
+            ),
             (&pointer("/data/token"), r#"{"data":{"token":null}}"#, None),
             (&pointer("/list/0"), r#"{"list":["first"]}"#, Some("first")),
             // A pointer starts with `/` (RFC 6901).

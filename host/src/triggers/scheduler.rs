@@ -402,11 +402,13 @@ impl Triggers {
                 record.events = output.events.len();
                 self.record_samples(flow, &output.events, source);
                 let seeding = !state.seeded && !flow.spec.trigger.include_existing;
-                let moved = output.cursor.is_some() && output.cursor != state.cursor;
-                // Seeding ends with the poll that has caught up with the
-                // history: no events, or a cursor that did not move (the
-                // next poll would read the same again).
-                if flow.spec.trigger.include_existing || output.events.is_empty() || !moved {
+                if flow.spec.trigger.include_existing
+                    || caught_up(
+                        &output.events,
+                        state.cursor.as_deref(),
+                        output.cursor.as_deref(),
+                    )
+                {
                     state.seeded = true;
                 }
                 if output.cursor.is_some() {
@@ -437,6 +439,13 @@ impl Triggers {
         }
         result
     }
+}
+
+/// Whether a poll has caught up with the history (seeding ends with it):
+/// it returned no events, or a cursor that did not move (none, or the one
+/// it was given), so the next poll would read the same again.
+fn caught_up(events: &[Event], before: Option<&str>, after: Option<&str>) -> bool {
+    events.is_empty() || after.is_none() || after == before
 }
 
 /// Whether a polling trigger is still paging through the history its flow
@@ -566,6 +575,32 @@ fn iso(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seeding_ends_with_a_poll_that_caught_up() {
+        let some = [Event {
+            id: "1".into(),
+            payload: "{}".into(),
+        }];
+        // (events, cursor given, cursor returned) -> caught up
+        let table: [(&[Event], Option<&str>, Option<&str>, bool); 7] = [
+            (&some, None, Some("2"), false),
+            (&some, Some("2"), Some("4"), false),
+            (&[], Some("4"), Some("4"), true),
+            (&[], Some("4"), None, true),
+            (&[], None, None, true),
+            (&some, Some("4"), Some("4"), true),
+            (&some, Some("4"), None, true),
+        ];
+        for (events, before, after, expected) in table {
+            assert_eq!(
+                caught_up(events, before, after),
+                expected,
+                "{} events, {before:?} -> {after:?}",
+                events.len()
+            );
+        }
+    }
 
     #[test]
     fn the_schedule_holds_polls_schedules_and_reconciliations_only() {
