@@ -6,13 +6,15 @@
 //! timestamp and the ids seen at exactly that instant: records already seen
 //! are skipped, and one changed in that second but after the poll is not lost.
 //! Records must be fed oldest first (ask the API to sort by change time).
+//! Timestamps are RFC 3339 unless the watermark is made with another
+//! [`TimeFormat`] (`2024-10-01 12:00:00` in UTC, Unix seconds).
 
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::time::{format_rfc3339, now_unix_secs, parse_rfc3339};
+use crate::time::{TimeFormat, now_unix_secs};
 
 /// Where a polling trigger goes on from. See the [module docs](self).
 ///
@@ -37,6 +39,8 @@ pub struct Watermark {
     since_ms: i64,
     /// Ids of the records changed at exactly `since`.
     ids: BTreeSet<String>,
+    /// How `since` and the records' change times are written.
+    format: TimeFormat,
 }
 
 /// The cursor text: `{"since": "...", "ids": [...]}`.
@@ -48,29 +52,61 @@ struct Stored {
 }
 
 impl Watermark {
-    /// Before every record: everything is new.
+    /// Before every record: everything is new. RFC 3339 timestamps.
     pub fn beginning() -> Self {
+        Self::beginning_in(TimeFormat::Rfc3339)
+    }
+
+    /// [`beginning`](Self::beginning) for an API that writes its
+    /// timestamps in `format`.
+    pub fn beginning_in(format: TimeFormat) -> Self {
         Self {
             since: None,
             since_ms: i64::MIN,
             ids: BTreeSet::new(),
+            format,
         }
     }
 
-    /// Now by the wall clock, with nothing seen: the cursor a trigger starts
-    /// from when it should not report what happened before it existed.
+    /// Now by the wall clock, with nothing seen: where a trigger starts when
+    /// it should not read the history at all. RFC 3339 timestamps.
     pub fn now() -> Self {
+        Self::now_in(TimeFormat::Rfc3339)
+    }
+
+    /// [`now`](Self::now) written in `format` (what [`since`](Self::since)
+    /// gives the API).
+    pub fn now_in(format: TimeFormat) -> Self {
         let now = now_unix_secs();
         Self {
-            since: Some(format_rfc3339(now)),
+            since: Some(format.format(now)),
             since_ms: now.saturating_mul(1000),
             ids: BTreeSet::new(),
+            format,
         }
     }
 
     /// Reads a cursor made by [`to_cursor`](Self::to_cursor), or a bare RFC
     /// 3339 timestamp (handy when an operator sets a cursor by hand).
     pub fn parse(cursor: &str) -> Result<Self, Error> {
+        Self::parse_in(cursor, TimeFormat::Rfc3339)
+    }
+
+    /// [`parse`](Self::parse) for an API that writes its timestamps in
+    /// `format`: the cursor's timestamp, and those given to
+    /// [`advance`](Self::advance), are read in it.
+    ///
+    /// ```
+    /// use switchyard_sdk::cursor::Watermark;
+    /// use switchyard_sdk::time::TimeFormat;
+    ///
+    /// let utc = TimeFormat::naive_utc();
+    /// let mut mark = Watermark::parse_in("2024-10-01 12:00:00", utc).unwrap();
+    /// assert!(!mark.advance("7", "2024-10-01 11:59:59").unwrap());
+    /// assert!(mark.advance("8", "2024-10-01 12:00:01").unwrap());
+    /// assert_eq!(mark.since(), Some("2024-10-01 12:00:01"));
+    /// ```
+    pub fn parse_in(cursor: &str, format: TimeFormat) -> Result<Self, Error> {
         let cursor = cursor.trim();
         let stored = if cursor.starts_with('{') {
             serde_json::from_str(cursor)
@@ -81,9 +117,9 @@ impl Watermark {
                 ids: BTreeSet::new(),
             }
         };
-        let since_ms = parse_rfc3339(&stored.since).ok_or_else(|| {
+        let since_ms = format.parse(&stored.since).ok_or_else(|| {
             Error::invalid_input(format!(
-                "poll cursor `{}` is not an RFC 3339 timestamp",
+                "poll cursor `{}` is not a timestamp of the format {format:?}",
                 stored.since
             ))
         })?;
@@ -91,6 +127,7 @@ impl Watermark {
             since: Some(stored.since),
             since_ms,
             ids: stored.ids,
+            format,
         })
     }
 
@@ -105,7 +142,7 @@ impl Watermark {
     /// already seen. A timestamp that does not parse is a permanent error:
     /// the API sent something this cursor cannot order.
     pub fn advance(&mut self, id: &str, changed_at: &str) -> Result<bool, Error> {
-        let at = parse_rfc3339(changed_at).ok_or_else(|| {
+        let at = self.format.parse(changed_at).ok_or_else(|| {
             Error::permanent(format!(
                 "record {id} has an unreadable change time `{changed_at}`"
             ))
@@ -167,6 +204,40 @@ mod tests {
     }
 
     #[test]
+    fn keeps_to_the_api_s_time_format() {
+        let utc = TimeFormat::naive_utc();
+        let mut mark = Watermark::beginning_in(utc);
+        assert!(mark.advance("1", "2024-10-01 10:00:00").unwrap());
+        assert!(mark.advance("2", "2024-10-01 12:00:00").unwrap());
+        // RFC 3339 is not this API's format.
+        assert!(matches!(
+            mark.advance("3", "2024-10-01T13:00:00Z"),
+            Err(Error::Permanent(_))
+        ));
+        let cursor = mark.to_cursor().unwrap();
+        assert_eq!(cursor, r#"{"since":"2024-10-01 12:00:00","ids":["2"]}"#);
+        let mut next = Watermark::parse_in(&cursor, utc).unwrap();
+        assert!(!next.advance("2", "2024-10-01 12:00:00").unwrap());
+        assert!(next.advance("4", "2024-10-01 12:00:00").unwrap());
+        assert!(matches!(
+            Watermark::parse(&cursor),
+            Err(Error::InvalidInput(_))
+        ));
+
+        // The same instant written at UTC+02:00 compares equal.
+        let cest = TimeFormat::naive_at_offset(120);
+        let mut mark = Watermark::parse_in("2024-10-01 14:00:00", cest).unwrap();
+        assert!(!mark.advance("1", "2024-10-01 13:59:59").unwrap());
+        assert!(mark.advance("2", "2024-10-01 14:00:00").unwrap());
+
+        let now = Watermark::now_in(TimeFormat::UnixSeconds);
+        let secs: i64 = now.since().unwrap().parse().unwrap();
+        assert!(secs > 1_700_000_000);
+        let now = Watermark::now_in(utc);
+        assert!(utc.parse(now.since().unwrap()).is_some(), "{now:?}");
+    }
+
+    #[test]
     fn reads_bare_timestamps_and_refuses_garbage() {
         let mark = Watermark::parse("2024-10-01T12:00:00Z").unwrap();
         assert_eq!(
@@ -187,6 +258,6 @@ mod tests {
             Err(Error::Permanent(_))
         ));
         let now = Watermark::now();
-        assert!(parse_rfc3339(now.since().unwrap()).is_some());
+        assert!(crate::time::parse_rfc3339(now.since().unwrap()).is_some());
     }
 }

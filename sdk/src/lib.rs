@@ -73,6 +73,7 @@ mod export;
 pub mod http;
 pub mod log;
 pub mod manifest;
+pub mod paging;
 pub mod time;
 pub mod webhooks;
 
@@ -82,6 +83,7 @@ pub use context::{
 };
 pub use error::{Error, Result};
 pub use manifest::{
-    Action, ActionKind, AuthScheme, Manifest, Property, RateLimit, Trigger, TriggerKind,
+    Action, ActionKind, AuthScheme, Manifest, Property, RateLimit, Session, TokenSource, Trigger,
+    TriggerKind,
 };
 pub use serde_json::{self, Value, json};

@@ -402,6 +402,91 @@ impl AuthScheme {
             scopes: scopes.into_iter().map(Into::into).collect(),
         })
     }
+
+    /// A session login: the host runs `session`'s login request, keeps the
+    /// token it answers with and sends it on every request; it logs in
+    /// again once when a request gets a 401.
+    ///
+    /// ```
+    /// use switchyard_sdk::{AuthScheme, Session, TokenSource};
+    ///
+    /// let auth = AuthScheme::session(
+    ///     Session::login("POST", "{{base_url}}/api/login", TokenSource::json_pointer("/data/token"))
+    ///         .login_header("Content-Type", "application/json")
+    ///         .login_body(r#"{"user": "{{username}}", "password": "{{password}}"}"#)
+    ///         .send_as("X-Session-Token", "{{token}}"),
+    /// );
+    /// assert!(matches!(auth, AuthScheme::Session(_)));
+    /// ```
+    pub fn session(session: Session) -> Self {
+        Self::Session(session)
+    }
+}
+
+impl Session {
+    /// A login request of `method` to `url` (`{{name}}` stands for the
+    /// connection property `name`), no headers, no body, the token taken
+    /// from `token_from` and sent as `Authorization: Bearer {{token}}`.
+    pub fn login(
+        method: impl Into<String>,
+        url: impl Into<String>,
+        token_from: TokenSource,
+    ) -> Self {
+        Self {
+            login_method: method.into(),
+            login_url: url.into(),
+            login_headers: Vec::new(),
+            login_body: None,
+            token_from,
+            header_name: "Authorization".into(),
+            header_value: "Bearer {{token}}".into(),
+        }
+    }
+
+    /// Adds a header to the login request (`{{name}}` is replaced as is,
+    /// without escaping). The host sets no `Content-Type` of its own: add
+    /// the body's here.
+    pub fn login_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.login_headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the login request's body. A body that starts (after white
+    /// space) with `{` or `[` is JSON: each `{{name}}` is replaced by the
+    /// value escaped as the inside of a JSON string, so write the quotes
+    /// around it (`"{{password}}"`). Any other body is a form
+    /// (`user={{username}}&password={{password}}`): values are URL-encoded.
+    pub fn login_body(mut self, body: impl Into<String>) -> Self {
+        self.login_body = Some(body.into());
+        self
+    }
+
+    /// Sends the token in the header `name` with `value`, where `{{token}}`
+    /// stands for the token (`Bearer {{token}}`, or `{{token}}` alone).
+    pub fn send_as(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.header_name = name.into();
+        self.header_value = value.into();
+        self
+    }
+}
+
+impl TokenSource {
+    /// The string or number at an RFC 6901 JSON pointer into the login
+    /// answer's body (`/data/token`; a pointer starts with `/`).
+    pub fn json_pointer(pointer: impl Into<String>) -> Self {
+        Self::JsonPointer(pointer.into())
+    }
+
+    /// The whole body, for a login that answers a bare JSON string
+    /// (`"3f1c..."`): the empty JSON pointer.
+    pub fn whole_body() -> Self {
+        Self::JsonPointer(String::new())
+    }
+
+    /// The value of a header of the login answer.
+    pub fn header(name: impl Into<String>) -> Self {
+        Self::Header(name.into())
+    }
 }
 
 impl RateLimit {
@@ -474,6 +559,50 @@ mod tests {
         // Compared as values: key order depends on serde_json's features.
         let output: Value = serde_json::from_str(&wit.actions[0].output_schema).unwrap();
         assert_eq!(output, json!({ "type": "object", "required": ["echo"] }));
+    }
+
+    #[test]
+    fn session_logins_reach_the_host_as_declared() {
+        let wit = Manifest::new("k", "K", "1.0.0")
+            .auth(AuthScheme::session(
+                Session::login("POST", "{{base_url}}/login", TokenSource::whole_body())
+                    .login_header("Content-Type", "application/x-www-form-urlencoded")
+                    .login_body("user={{username}}&password={{password}}")
+                    .send_as("X-Session", "{{token}}"),
+            ))
+            .into_wit();
+        assert_eq!(
+            wit.auth,
+            AuthScheme::Session(Session {
+                login_method: "POST".into(),
+                login_url: "{{base_url}}/login".into(),
+                login_headers: vec![(
+                    "Content-Type".into(),
+                    "application/x-www-form-urlencoded".into()
+                )],
+                login_body: Some("user={{username}}&password={{password}}".into()),
+                token_from: TokenSource::JsonPointer(String::new()),
+                header_name: "X-Session".into(),
+                header_value: "{{token}}".into(),
+            })
+        );
+        // The defaults: no headers, no body, a bearer token.
+        let plain = Session::login(
+            "GET",
+            "https://api.test/token",
+            TokenSource::header("X-Token"),
+        );
+        assert_eq!(plain.login_headers, []);
+        assert_eq!(plain.login_body, None);
+        assert_eq!(plain.token_from, TokenSource::Header("X-Token".into()));
+        assert_eq!(
+            (plain.header_name.as_str(), plain.header_value.as_str()),
+            ("Authorization", "Bearer {{token}}")
+        );
+        assert_eq!(
+            TokenSource::json_pointer("/data/token"),
+            TokenSource::JsonPointer("/data/token".into())
+        );
     }
 
     #[test]

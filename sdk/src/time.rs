@@ -1,8 +1,10 @@
-//! RFC 3339 timestamps without a date library: what "changed since" APIs send and take.
+//! Timestamps without a date library: what "changed since" APIs send and take.
 //!
 //! Connectors compare timestamps from APIs that write them with offsets
 //! (`2024-10-01T08:00:00-04:00` is `2024-10-01T12:00:00Z`), so text order is
 //! not time order: parse both sides with [`parse_rfc3339`] before comparing.
+//! APIs that write `2024-10-01 12:00:00` (no offset, in UTC or in a zone of
+//! their own) or Unix seconds are read and written by a [`TimeFormat`].
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -11,8 +13,23 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// write it) with a space or a lowercase `t` between date and time. `None`
 /// if the text is not one, including impossible dates like February 30.
 pub fn parse_rfc3339(text: &str) -> Option<i64> {
-    let b = text.trim().as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
+    let (local, rest) = parse_date_time(text.trim().as_bytes())?;
+    let offset_minutes = match rest {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let minutes = number(&[*h1, *h2])? * 60 + number(&[*m1, *m2])?;
+            if *sign == b'-' { -minutes } else { minutes }
+        }
+        _ => return None,
+    };
+    Some(local - offset_minutes * 60_000)
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.fff...]` (`T`, `t` or a space between date and
+/// time): the milliseconds since the epoch it would be in UTC, and the text
+/// after it (an RFC 3339 offset, or nothing).
+fn parse_date_time(b: &[u8]) -> Option<(i64, &[u8])> {
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
         return None;
     }
     if !matches!(b[10], b'T' | b't' | b' ') {
@@ -45,17 +62,9 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
         }
         rest = &fraction[digits..];
     }
-    let offset_minutes = match rest {
-        [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let minutes = number(&[*h1, *h2])? * 60 + number(&[*m1, *m2])?;
-            if *sign == b'-' { -minutes } else { minutes }
-        }
-        _ => return None,
-    };
     let days = days_from_civil(year, month, day);
-    let seconds = days * 86_400 + hour * 3_600 + minute * 60 + second - offset_minutes * 60;
-    Some(seconds * 1_000 + millis)
+    let seconds = days * 86_400 + hour * 3_600 + minute * 60 + second;
+    Some((seconds * 1_000 + millis, rest))
 }
 
 /// `2024-10-01T12:00:00Z`: the UTC RFC 3339 text of seconds since the Unix epoch.
@@ -69,6 +78,94 @@ pub fn format_rfc3339(unix_secs: i64) -> String {
         secs % 3_600 / 60,
         secs % 60
     )
+}
+
+/// How an API writes its timestamps; [`TimeFormat::Rfc3339`] by default.
+///
+/// ```
+/// use switchyard_sdk::time::TimeFormat;
+///
+/// // An API that writes its times in UTC+02:00, without saying so.
+/// let format = TimeFormat::naive_at_offset(120);
+/// assert_eq!(format.parse("2024-10-01 14:00:00"), Some(1_727_784_000_000));
+/// assert_eq!(format.format(1_727_784_000), "2024-10-01 14:00:00");
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TimeFormat {
+    /// RFC 3339 with an offset, as [`parse_rfc3339`] reads it; written in
+    /// UTC (`2024-10-01T12:00:00Z`).
+    #[default]
+    Rfc3339,
+    /// `YYYY-MM-DD HH:MM:SS` (a `T` instead of the space and a fraction of
+    /// a second are read too) with no offset in the text: the time is at
+    /// `offset_minutes` east of UTC (0 for UTC, 120 for UTC+02:00, -300 for
+    /// UTC-05:00). A zone with daylight saving time has no fixed offset:
+    /// ask the API for UTC.
+    Naive {
+        /// Minutes east of UTC, from -1439 to 1439.
+        offset_minutes: i32,
+    },
+    /// Whole seconds since the Unix epoch, as decimal text (`1727784000`).
+    UnixSeconds,
+    /// Milliseconds since the Unix epoch, as decimal text (`1727784000000`).
+    UnixMillis,
+}
+
+impl TimeFormat {
+    /// `YYYY-MM-DD HH:MM:SS` in UTC.
+    pub fn naive_utc() -> Self {
+        Self::Naive { offset_minutes: 0 }
+    }
+
+    /// `YYYY-MM-DD HH:MM:SS` at a fixed offset, in minutes east of UTC.
+    pub fn naive_at_offset(offset_minutes: i32) -> Self {
+        Self::Naive { offset_minutes }
+    }
+
+    /// Milliseconds since the Unix epoch of `text`; `None` if it is not a
+    /// timestamp of this format (including impossible dates like February 30).
+    pub fn parse(self, text: &str) -> Option<i64> {
+        match self {
+            Self::Rfc3339 => parse_rfc3339(text),
+            Self::Naive { offset_minutes } => {
+                if offset_minutes.abs() >= 1_440 {
+                    return None;
+                }
+                let (local, rest) = parse_date_time(text.trim().as_bytes())?;
+                if !rest.is_empty() {
+                    return None;
+                }
+                Some(local - i64::from(offset_minutes) * 60_000)
+            }
+            Self::UnixSeconds => unix_number(text)?.checked_mul(1_000),
+            Self::UnixMillis => unix_number(text),
+        }
+    }
+
+    /// The text of `unix_secs` (seconds since the Unix epoch) in this format.
+    pub fn format(self, unix_secs: i64) -> String {
+        match self {
+            Self::Rfc3339 => format_rfc3339(unix_secs),
+            Self::Naive { offset_minutes } => {
+                let local = unix_secs + i64::from(offset_minutes) * 60;
+                let mut text = format_rfc3339(local);
+                text.pop(); // the `Z`
+                text.replace('T', " ")
+            }
+            Self::UnixSeconds => unix_secs.to_string(),
+            Self::UnixMillis => unix_secs.saturating_mul(1_000).to_string(),
+        }
+    }
+}
+
+/// Decimal digits with an optional leading `-`, nothing else.
+fn unix_number(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
 }
 
 /// Seconds since the Unix epoch by the wall clock (the only clock a connector has).
@@ -154,6 +251,95 @@ mod tests {
         ];
         for (text, expected) in cases {
             assert_eq!(parse_rfc3339(text), *expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn parses_each_format() {
+        let noon = Some(1_727_784_000_000);
+        let cases: &[(TimeFormat, &str, Option<i64>)] = &[
+            (TimeFormat::default(), "2024-10-01T12:00:00Z", noon),
+            (TimeFormat::default(), "2024-10-01 12:00:00", None),
+            (TimeFormat::naive_utc(), "2024-10-01 12:00:00", noon),
+            (TimeFormat::naive_utc(), "2024-10-01T12:00:00", noon),
+            (
+                TimeFormat::naive_utc(),
+                " 2024-10-01 12:00:00.250 ",
+                Some(1_727_784_000_250),
+            ),
+            (TimeFormat::naive_utc(), "2024-10-01 12:00:00Z", None),
+            (TimeFormat::naive_utc(), "2024-10-01 12:00:00+02:00", None),
+            (TimeFormat::naive_utc(), "2024-10-01 12:00", None),
+            (TimeFormat::naive_utc(), "2024-02-30 12:00:00", None),
+            (
+                TimeFormat::naive_at_offset(120),
+                "2024-10-01 14:00:00",
+                noon,
+            ),
+            (
+                TimeFormat::naive_at_offset(-300),
+                "2024-10-01 07:00:00",
+                noon,
+            ),
+            (
+                TimeFormat::naive_at_offset(330),
+                "2024-10-01 17:30:00",
+                noon,
+            ),
+            // Across midnight and a year's end.
+            (
+                TimeFormat::naive_at_offset(-60),
+                "2023-12-31 23:00:00",
+                Some(1_704_067_200_000),
+            ),
+            (
+                TimeFormat::naive_at_offset(1_440),
+                "2024-10-01 12:00:00",
+                None,
+            ),
+            (TimeFormat::UnixSeconds, "1727784000", noon),
+            (TimeFormat::UnixSeconds, "-1", Some(-1_000)),
+            (TimeFormat::UnixSeconds, "1727784000.5", None),
+            (TimeFormat::UnixSeconds, "+1", None),
+            (TimeFormat::UnixSeconds, "", None),
+            (TimeFormat::UnixMillis, "1727784000000", noon),
+            (TimeFormat::UnixMillis, "2024-10-01T12:00:00Z", None),
+        ];
+        for (format, text, expected) in cases {
+            assert_eq!(format.parse(text), *expected, "{format:?} {text:?}");
+        }
+    }
+
+    #[test]
+    fn formats_each_format_and_round_trips() {
+        let cases: &[(TimeFormat, i64, &str)] = &[
+            (TimeFormat::Rfc3339, 1_727_784_000, "2024-10-01T12:00:00Z"),
+            (
+                TimeFormat::naive_utc(),
+                1_727_784_000,
+                "2024-10-01 12:00:00",
+            ),
+            (
+                TimeFormat::naive_at_offset(120),
+                1_727_784_000,
+                "2024-10-01 14:00:00",
+            ),
+            (
+                TimeFormat::naive_at_offset(-300),
+                1_727_784_000,
+                "2024-10-01 07:00:00",
+            ),
+            (
+                TimeFormat::naive_at_offset(-60),
+                1_704_067_200,
+                "2023-12-31 23:00:00",
+            ),
+            (TimeFormat::UnixSeconds, 1_727_784_000, "1727784000"),
+            (TimeFormat::UnixMillis, 1_727_784_000, "1727784000000"),
+        ];
+        for (format, secs, text) in cases {
+            assert_eq!(format.format(*secs), *text, "{format:?}");
+            assert_eq!(format.parse(text), Some(secs * 1_000), "{format:?}");
         }
     }
 

@@ -157,8 +157,9 @@ pub struct TriggerSpec {
     /// plugin, when to start a run.
     #[serde(default)]
     pub schedule: Option<String>,
-    /// Fire for the items already there at the first poll (by default the
-    /// first poll only records where to start).
+    /// Fire for the items already there: every page of the first poll and
+    /// the polls that page on from it (by default those only record where
+    /// to go on, until the plugin has caught up).
     #[serde(default)]
     pub include_existing: bool,
     /// Behind a webhook trigger: a polling trigger of the same plugin run

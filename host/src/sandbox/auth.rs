@@ -591,14 +591,9 @@ impl Credentials {
         };
         let url = auth_url::fill("login URL", login_url, &self.values, allowed)
             .map_err(SendError::Denied)?;
-        let body = login_body.as_deref().map(|b| {
-            let escape = if b.trim_start().starts_with(['{', '[']) {
-                Escape::Json
-            } else {
-                Escape::Url
-            };
-            fill(b, &self.values, escape)
-        });
+        let body = login_body
+            .as_deref()
+            .map(|b| fill(b, &self.values, body_escape(b)));
         let request = OutboundRequest {
             method: login_method.clone(),
             url: url.url.into(),
@@ -621,17 +616,7 @@ impl Credentials {
             );
             return Err(self.sign_in_failed(auth, failure));
         }
-        let token = match token_from {
-            TokenSource::Header(name) => response.header(name).map(str::to_string),
-            TokenSource::JsonPointer(pointer) => serde_json::from_slice::<Value>(&response.body)
-                .ok()
-                .and_then(|v| v.pointer(pointer).cloned())
-                .and_then(|v| match v {
-                    Value::String(s) => Some(s),
-                    Value::Number(n) => Some(n.to_string()),
-                    _ => None,
-                }),
-        };
+        let token = session_token(token_from, |name| response.header(name), &response.body);
         let Some(token) = token else {
             return Err(SendError::Login(LoginFailure::broken(format!(
                 "session login answered {} but the token was not at {token_from:?}",
@@ -817,11 +802,23 @@ fn sent<'a>(request: &'a Prepared, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Escape {
     None,
     Url,
     Json,
+}
+
+/// How values are escaped in a session login body: a body that starts
+/// (after white space) with `{` or `[` is JSON, and a value goes in as the
+/// inside of a JSON string (the template puts the quotes); any other body
+/// is a form, and a value is URL-encoded.
+fn body_escape(body: &str) -> Escape {
+    if body.trim_start().starts_with(['{', '[']) {
+        Escape::Json
+    } else {
+        Escape::Url
+    }
 }
 
 /// Replaces `{{name}}` with the connection's value, escaped for where it goes.
@@ -842,6 +839,27 @@ fn fill(template: &str, values: &BTreeMap<String, String>, escape: Escape) -> St
         }
     }
     out
+}
+
+/// The token in a session login's answer: a header's value, or the string
+/// or number at a JSON pointer into the body (the empty pointer `""` is the
+/// whole body, for an API that answers a bare JSON string).
+fn session_token<'a>(
+    from: &TokenSource,
+    header: impl Fn(&str) -> Option<&'a str>,
+    body: &[u8],
+) -> Option<String> {
+    match from {
+        TokenSource::Header(name) => header(name).map(str::to_string),
+        TokenSource::JsonPointer(pointer) => serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| v.pointer(pointer).cloned())
+            .and_then(|v| match v {
+                Value::String(s) => Some(s),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            }),
+    }
 }
 
 /// A PKCE verifier and its S256 challenge (RFC 7636).
@@ -899,6 +917,53 @@ mod tests {
             "u=a%22b%26c&p=x+y"
         );
         assert_eq!(fill("{{missing}}", &values, Escape::None), "{{missing}}");
+        for (body, escape) in [
+            (r#"{"u":"{{user}}"}"#, Escape::Json),
+            ("\n  [\"{{user}}\"]", Escape::Json),
+            ("u={{user}}", Escape::Url),
+            (r#""{{user}}""#, Escape::Url),
+            ("", Escape::Url),
+        ] {
+            assert_eq!(body_escape(body), escape, "{body}");
+        }
+    }
+
+    #[test]
+    fn session_tokens_are_found_where_the_manifest_says() {
+        let pointer = |p: &str| TokenSource::JsonPointer(p.to_string());
+        let header = TokenSource::Header("X-Session".to_string());
+        let cases: &[(&TokenSource, &str, Option<&str>)] = &[
+            // The empty pointer is the whole body: a bare JSON string.
+            (&pointer(""), r#""tok-123""#, Some("tok-123")),
+            (&pointer(""), "42", Some("42")),
+            (&pointer(""), r#"{"token":"t"}"#, None),
+            (
+                &pointer("/data/token"),
+                r#"{"data":{"token":"t-1"}}"#,
+                Some("t-1"),
+            ),
+            (
+                &pointer("/data/token"),
+                r#"{"data":{"token":7}}"#,
+                Some("7"),
+            ),
+            (&pointer("/data/token"), r#"{"data":{"token":null}}"#, None),
+            (&pointer("/list/0"), r#"{"list":["first"]}"#, Some("first")),
+            // A pointer starts with `/` (RFC 6901).
+            (&pointer("data/token"), r#"{"data":{"token":"t-1"}}"#, None),
+            (&pointer(""), "tok-123", None),
+            (&header, "", Some("from-header")),
+        ];
+        for (from, body, expected) in cases {
+            let found = session_token(
+                from,
+                |name| (name == "X-Session").then_some("from-header"),
+                body.as_bytes(),
+            );
+            assert_eq!(found.as_deref(), *expected, "{from:?} in {body}");
+        }
+        let missing = session_token(&TokenSource::Header("X-Other".into()), |_| None, b"");
+        assert_eq!(missing, None);
     }
 
     #[test]

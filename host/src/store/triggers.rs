@@ -13,7 +13,10 @@ use super::Result;
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TriggerState {
     pub cursor: Option<String>,
-    /// The first poll has run (and recorded where to start).
+    /// The trigger has caught up with the items there before its flow (a
+    /// poll returned no events, or a cursor that did not move): its events
+    /// fire from now on. Until then a flow without `include_existing` only
+    /// records the cursors.
     pub seeded: bool,
     pub next_due: u64,
     pub last_run_at: Option<u64>,

@@ -5,8 +5,12 @@
 //! the set or being polled). The loop starts due polls as tasks, bounded by a
 //! semaphore, so a slow or failing poll never holds up another flow. A poll's
 //! events are queued in the same atomic batch that saves its new cursor: the
-//! cursor never runs ahead of the events it covered. The first poll only
-//! records where to start, unless the flow asks for existing items.
+//! cursor never runs ahead of the events it covered. A flow that does not
+//! ask for existing items is seeded first: the first poll (cursor `None`)
+//! and the polls that page on from it only record where to go on, until a
+//! poll returns no events or a cursor that did not move (caught up). The
+//! pages follow each other at once; `seeded` and the cursor are saved after
+//! each, so a restart goes on seeding where it stopped.
 //!
 //! A webhook flow with `trigger.reconcile` is in the set too: its entry
 //! polls the paired trigger every so often ("webhook primary, API
@@ -299,12 +303,16 @@ impl Triggers {
             state.failures = 0;
             state.last_error = None;
             state.last_events = events.len();
-            state.next_due = next_due(
-                &flow,
-                every_ms,
-                now_ms(),
-                matches!(polled, Polled::Schedule).then_some(due),
-            );
+            state.next_due = if still_seeding(&polled, &state) {
+                now_ms()
+            } else {
+                next_due(
+                    &flow,
+                    every_ms,
+                    now_ms(),
+                    matches!(polled, Polled::Schedule).then_some(due),
+                )
+            };
             let along = if matches!(polled, Polled::Schedule) {
                 Along::Slot {
                     tenant,
@@ -393,9 +401,16 @@ impl Triggers {
             Ok(output) => {
                 record.events = output.events.len();
                 self.record_samples(flow, &output.events, source);
-                let seeding =
-                    !state.seeded && state.cursor.is_none() && !flow.spec.trigger.include_existing;
-                state.seeded = true;
+                let seeding = !state.seeded && !flow.spec.trigger.include_existing;
+                if flow.spec.trigger.include_existing
+                    || caught_up(
+                        &output.events,
+                        state.cursor.as_deref(),
+                        output.cursor.as_deref(),
+                    )
+                {
+                    state.seeded = true;
+                }
                 if output.cursor.is_some() {
                     state.cursor = output.cursor;
                 }
@@ -425,6 +440,25 @@ impl Triggers {
         result
     }
 }
+
+/// Whether a poll has caught up with the history (seeding ends with it):
+/// it returned no events, or a cursor that did not move (none, or the one
+/// it was given), so the next poll would read the same again.
+fn caught_up(events: &[Event], before: Option<&str>, after: Option<&str>) -> bool {
+    events.is_empty() || after.is_none() || after == before
+}
+
+/// Whether a polling trigger is still paging through the history its flow
+/// does not fire for: then the next page is read at once, not a poll
+/// interval later (events that happen meanwhile would be dropped with the
+/// history). After [`SEEDING_POLLS_AT_ONCE`] polls it goes on at the flow's
+/// pace, so a plugin that never catches up cannot spin.
+fn still_seeding(polled: &Polled, state: &TriggerState) -> bool {
+    matches!(polled, Polled::Trigger { .. }) && !state.seeded && state.polls < SEEDING_POLLS_AT_ONCE
+}
+
+/// Polls of a trigger that may follow each other at once while it seeds.
+const SEEDING_POLLS_AT_ONCE: u64 = 100;
 
 /// Polls kept per flow.
 pub const POLLS_KEPT: usize = 20;
@@ -541,6 +575,32 @@ fn iso(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seeding_ends_with_a_poll_that_caught_up() {
+        let some = [Event {
+            id: "1".into(),
+            payload: "{}".into(),
+        }];
+        // (events, cursor given, cursor returned) -> caught up
+        let table: [(&[Event], Option<&str>, Option<&str>, bool); 7] = [
+            (&some, None, Some("2"), false),
+            (&some, Some("2"), Some("4"), false),
+            (&[], Some("4"), Some("4"), true),
+            (&[], Some("4"), None, true),
+            (&[], None, None, true),
+            (&some, Some("4"), Some("4"), true),
+            (&some, Some("4"), None, true),
+        ];
+        for (events, before, after, expected) in table {
+            assert_eq!(
+                caught_up(events, before, after),
+                expected,
+                "{} events, {before:?} -> {after:?}",
+                events.len()
+            );
+        }
+    }
 
     #[test]
     fn the_schedule_holds_polls_schedules_and_reconciliations_only() {

@@ -2,7 +2,8 @@
 //! `GET /me`, `POST /items` (which needs an `Idempotency-Key` and creates
 //! one item per key), `GET /items/{id}` (404 when unknown), and `GET
 //! /items?since=SEQ`, the feed the `new-item` polling trigger reads
-//! (`{"items": [...], "next": SEQ}`). Requests carry `X-Api-Key: API_KEY`;
+//! (`{"items": [...], "next": SEQ}`, a page at a time when a page size is
+//! set). Requests carry `X-Api-Key: API_KEY`;
 //! a wrong key, or any key once revoked, gets 401. Faults, the request log
 //! and the applied writes are the framework's (`support::fake`).
 
@@ -33,6 +34,9 @@ pub struct Items {
     created: BTreeMap<String, Value>,
     /// What the feed lists: (sequence, item).
     feed: Vec<(u64, Value)>,
+    /// Items per answer of the feed (all when `None`): the connector pages
+    /// with `since`, one page a poll.
+    page_size: Option<usize>,
 }
 
 impl FakeItems {
@@ -64,6 +68,11 @@ impl FakeItems {
         let mut items = self.lock();
         let seq = items.feed.len() as u64 + 1;
         items.feed.push((seq, json!({"id": id, "seq": seq})));
+    }
+
+    /// The feed answers at most `n` items at a time.
+    pub fn set_page_size(&self, n: usize) {
+        self.lock().page_size = Some(n);
     }
 
     /// An item leaves the feed (deleted upstream): later reads miss it.
@@ -137,8 +146,12 @@ impl FakeApi for Items {
                     .param("since")
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(0);
-                let items: Vec<&(u64, Value)> =
-                    self.feed.iter().filter(|(s, _)| *s > since).collect();
+                let items: Vec<&(u64, Value)> = self
+                    .feed
+                    .iter()
+                    .filter(|(s, _)| *s > since)
+                    .take(self.page_size.unwrap_or(usize::MAX))
+                    .collect();
                 Reply::ok(json!({
                     "items": items.iter().map(|(_, item)| item).collect::<Vec<_>>(),
                     "next": items.last().map(|(s, _)| s.to_string()),

@@ -261,6 +261,111 @@ async fn webhook_flow_runs_with_conditions_mappings_and_dedup(backend: Backend) 
     host.stop().await;
 }
 
+/// What the runs of `flow` echoed (the polled items' ids), sorted.
+async fn echoed_items(host: &TestHost, flow: &str) -> Vec<String> {
+    let (_, runs) = host
+        .get(&format!("/v1/runs?flow={flow}&status=succeeded&limit=500"))
+        .await;
+    let mut fired = Vec::new();
+    for r in runs["runs"].as_array().unwrap() {
+        let (_, run) = host
+            .get(&format!("/v1/runs/{}", r["id"].as_str().unwrap()))
+            .await;
+        let item = &run["steps"][0]["output"]["echo"]["item"];
+        fired.push(item.as_str().unwrap_or("(no item)").to_string());
+    }
+    fired.sort();
+    fired
+}
+
+fn echo_flow(name: &str, connection: &str, include_existing: bool) -> Value {
+    json!({
+        "name": name,
+        "trigger": {"plugin": "example", "trigger": "new-item", "connection": connection,
+                    "interval_secs": 1, "include_existing": include_existing},
+        "steps": [{"key": "echo", "plugin": "example", "action": "echo", "connection": connection,
+                   "input": {"item": "{{ trigger.id }}"}}],
+    })
+}
+
+/// A feed that pages (two items an answer): without `include_existing`,
+/// none of the history fires, not even the pages after the first poll's,
+/// and the seeding state is in the store between pages; with it, every
+/// page fires. Items added after the catch-up fire once each.
+async fn a_paging_first_poll_fires_its_history_only_with_include_existing(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeItems::start().await;
+    fake.set_page_size(2);
+    for n in 1..=5 {
+        fake.add_to_feed(&format!("old-{n}"));
+    }
+    let (host, conn) = setup(dir.path(), backend, &fake).await;
+
+    let flow = publish(&host, echo_flow("Seeded", &conn, false)).await;
+    // The second page is held: the trigger is mid-way through its history.
+    fake.hold(|r| {
+        r.method == HttpMethod::GET && r.path == "/items" && r.param("since") == Some("2")
+    });
+    activate(&host, &flow).await;
+    wait_until("the second page is asked for", || fake.held() == 1).await;
+    let (_, view) = host.get(&format!("/v1/flows/{flow}/trigger")).await;
+    assert_eq!(view["state"]["cursor"], json!("2"), "{view}");
+    assert_eq!(view["state"]["seeded"], json!(false), "{view}");
+    fake.release();
+    let view = wait_for(
+        &host,
+        &format!("/v1/flows/{flow}/trigger"),
+        "the trigger has caught up",
+        |b| b["state"]["seeded"] == json!(true),
+    )
+    .await;
+    assert_eq!(view["state"]["cursor"], json!("5"), "{view}");
+    let sinces: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path == "/items")
+        .map(|r| r.param("since").unwrap_or_default().to_string())
+        .collect();
+    // One page a poll, at once, then an empty one; later polls start at 5.
+    assert_eq!(sinces[..4], ["", "2", "4", "5"], "{sinces:?}");
+    assert!(sinces[4..].iter().all(|s| s == "5"), "{sinces:?}");
+    let (_, runs) = host.get(&format!("/v1/runs?flow={flow}")).await;
+    assert_eq!(runs["runs"], json!([]), "no page of the history fires");
+
+    fake.add_to_feed("new-1");
+    fake.add_to_feed("new-2");
+    fake.add_to_feed("new-3");
+    wait_for_runs(&host, &flow, "succeeded", 3).await;
+    let polls = fake.polls();
+    wait_until("two more polls", || fake.polls() >= polls + 2).await;
+    assert_eq!(
+        echoed_items(&host, &flow).await,
+        ["new-1", "new-2", "new-3"]
+    );
+    host.call(Method::POST, &format!("/v1/flows/{flow}/deactivate"), None)
+        .await;
+
+    // The same history, asked for.
+    let other = FakeItems::start().await;
+    other.set_page_size(2);
+    for n in 1..=5 {
+        other.add_to_feed(&format!("old-{n}"));
+    }
+    let conn = host.connect("example", other.properties()).await;
+    let flow = publish(&host, echo_flow("With history", &conn, true)).await;
+    activate(&host, &flow).await;
+    wait_for_runs(&host, &flow, "succeeded", 5).await;
+    other.add_to_feed("new-1");
+    wait_for_runs(&host, &flow, "succeeded", 6).await;
+    let polls = other.polls();
+    wait_until("two more polls", || other.polls() >= polls + 2).await;
+    assert_eq!(
+        echoed_items(&host, &flow).await,
+        ["new-1", "old-1", "old-2", "old-3", "old-4", "old-5"]
+    );
+    host.stop().await;
+}
+
 async fn polling_flow_seeds_first_then_fires_for_new_items_only(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeItems::start().await;
@@ -932,6 +1037,7 @@ async fn a_backlog_held_by_its_limit_does_not_hold_up_other_flows(backend: Backe
 crate::on_both_stores!(
     webhook_flow_runs_with_conditions_mappings_and_dedup,
     polling_flow_seeds_first_then_fires_for_new_items_only,
+    a_paging_first_poll_fires_its_history_only_with_include_existing,
     retries_span_a_failing_fake_with_one_idempotency_key,
     exhausted_runs_go_to_dead_letters_and_replay_from_the_failed_step,
     auth_errors_pause_the_connection_until_it_is_resumed,
