@@ -19,6 +19,10 @@ mod fixtures;
 
 mod files;
 
+mod progress;
+
+mod watch;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "switchyard",
@@ -87,8 +91,9 @@ enum Command {
     /// Batched, signed webhooks of a topic's changes.
     #[command(subcommand)]
     Subscription(changes::SubscriptionCommand),
-    /// Write connector projects from templates, and test connectors
-    /// against fixtures (no host needed).
+    /// Write connector projects from templates, test connectors against
+    /// fixtures (no host needed), and watch a project to push development
+    /// builds to a host.
     #[command(subcommand)]
     Connector(connector::ConnectorCommand),
     /// Print a shell completion script.
@@ -117,6 +122,11 @@ enum Command {
         /// '{"base_url":"https://api.example.com"}'.
         #[arg(long, default_value = "{}")]
         properties: String,
+        /// The idempotency key the action gets (default: a new one each
+        /// time). Invoke twice with the same key to see what a retried
+        /// step does.
+        #[arg(long)]
+        idempotency_key: Option<String>,
     },
 }
 
@@ -192,15 +202,21 @@ enum FlowCommand {
 
 #[derive(Debug, Subcommand)]
 enum RunCommand {
-    /// List runs, newest first.
+    /// List runs, newest first, a page at a time: when there are more, the
+    /// last line says how to see them.
     List {
         #[arg(long)]
         flow: Option<String>,
         /// queued, retrying, paused, succeeded, skipped, failed or cancelled.
         #[arg(long)]
         status: Option<String>,
+        /// Runs per page (at most 1000).
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// The runs listed after this one: the cursor the previous page
+        /// ended with.
+        #[arg(long, value_name = "CURSOR")]
+        before: Option<String>,
     },
     /// Show a run: the event, every step's input, output, attempts, errors
     /// and HTTP exchanges.
@@ -224,14 +240,16 @@ async fn run_command(client: &Client, command: RunCommand) -> anyhow::Result<()>
             flow,
             status,
             limit,
+            before,
         } => {
-            let mut path = format!("/v1/runs?limit={limit}");
-            if let Some(flow) = flow {
-                path.push_str(&format!("&flow={flow}"));
+            let mut query = url::form_urlencoded::Serializer::new(String::new());
+            query.append_pair("limit", &limit.to_string());
+            for (name, value) in [("flow", flow), ("status", status), ("before", before)] {
+                if let Some(value) = value {
+                    query.append_pair(name, &value);
+                }
             }
-            if let Some(status) = status {
-                path.push_str(&format!("&status={status}"));
-            }
+            let path = format!("/v1/runs?{}", query.finish());
             let result = client.send(Method::GET, &path, Body::None).await?;
             println!(
                 "{:<30} {:<26} {:<10} {:<14} DETAIL",
@@ -252,6 +270,13 @@ async fn run_command(client: &Client, command: RunCommand) -> anyhow::Result<()>
                     detail
                 );
             }
+            if let Some(next) = result["next"].as_str() {
+                let shown = result["runs"].as_array().map_or(0, Vec::len);
+                println!(
+                    "showing {shown} runs, there are older ones: --before {next} for the next \
+                     page, or a larger --limit"
+                );
+            }
             return Ok(());
         }
         RunCommand::Show { id } => {
@@ -264,15 +289,7 @@ async fn run_command(client: &Client, command: RunCommand) -> anyhow::Result<()>
                 .send(Method::POST, &format!("/v1/runs/{id}/replay"), Body::None)
                 .await?
         }
-        RunCommand::ReplayFailed { flow } => {
-            client
-                .send(
-                    Method::POST,
-                    "/v1/runs/replay",
-                    Body::Json(json!({ "flow": flow })),
-                )
-                .await?
-        }
+        RunCommand::ReplayFailed { flow } => replay_failed(client, flow).await?,
         RunCommand::Cancel { id } => {
             client
                 .send(Method::POST, &format!("/v1/runs/{id}/cancel"), Body::None)
@@ -281,6 +298,53 @@ async fn run_command(client: &Client, command: RunCommand) -> anyhow::Result<()>
     };
     print_json(&result);
     Ok(())
+}
+
+/// Replays the dead-letter list (of one flow) run by run, so that a long one
+/// shows its progress: `{"replayed": [ids]}`, as `POST /v1/runs/replay`
+/// answers. A run that changed since the listing (replayed by someone else)
+/// is skipped, as there.
+async fn replay_failed(client: &Client, flow: Option<String>) -> anyhow::Result<Value> {
+    use reqwest::Method;
+    let mut failed = Vec::new();
+    let mut before: Option<String> = None;
+    loop {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        query.append_pair("limit", "1000");
+        if let Some(flow) = &flow {
+            query.append_pair("flow", flow);
+        }
+        if let Some(before) = &before {
+            query.append_pair("before", before);
+        }
+        let page = client
+            .send(
+                Method::GET,
+                &format!("/v1/dead-letters?{}", query.finish()),
+                Body::None,
+            )
+            .await?;
+        let ids = page["runs"].as_array().into_iter().flatten();
+        failed.extend(ids.map(|run| str_of(&run["id"])));
+        match page["next"].as_str() {
+            Some(next) => before = Some(next.to_string()),
+            None => break,
+        }
+    }
+    // Oldest first, as the runs failed.
+    failed.reverse();
+    let bar = progress::items(failed.len() as u64, "replaying");
+    let mut replayed = Vec::new();
+    for id in failed {
+        let path = format!("/v1/runs/{id}/replay");
+        match client.send(Method::POST, &path, Body::None).await {
+            Ok(_) => replayed.push(id),
+            Err(e) => bar.suspend(|| eprintln!("skipped {id}: {e:#}")),
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(json!({ "replayed": replayed }))
 }
 
 async fn flow(client: &Client, command: FlowCommand) -> anyhow::Result<()> {
@@ -779,7 +843,7 @@ pub async fn main() -> anyhow::Result<()> {
             let client = Client::new(&cli.server, cli.token)?;
             files::file(&client, command).await
         }
-        Command::Connector(command) => connector::connector(command).await,
+        Command::Connector(command) => connector::connector(command, &cli.server, cli.token).await,
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
             clap_complete::generate(
@@ -816,6 +880,7 @@ pub async fn main() -> anyhow::Result<()> {
             input,
             connection,
             properties,
+            idempotency_key,
         } => {
             let client = Client::new(&cli.server, cli.token)?;
             let input: Value = serde_json::from_str(&input).context("--input is not valid JSON")?;
@@ -831,6 +896,7 @@ pub async fn main() -> anyhow::Result<()> {
                         "input": input,
                         "connection": connection,
                         "properties": properties,
+                        "idempotency_key": idempotency_key,
                     })),
                 )
                 .await?;
@@ -1144,7 +1210,9 @@ impl Client {
         request = match body {
             Body::None => request,
             Body::Json(v) => request.json(&v),
-            Body::Bytes(b) => request.header("content-type", "application/wasm").body(b),
+            Body::Bytes(b) => request
+                .header("content-type", "application/wasm")
+                .body(upload_body(b)),
             Body::Text(t) => request
                 .header("content-type", "text/plain; charset=utf-8")
                 .body(t),
@@ -1174,6 +1242,30 @@ impl Client {
         }
         Ok(value)
     }
+}
+
+/// The bytes to upload; on a terminal and when large, sent in chunks that
+/// move a progress bar (the bar is done when the last chunk is handed over).
+fn upload_body(bytes: Vec<u8>) -> reqwest::Body {
+    if bytes.len() < progress::UPLOAD_BAR_BYTES || !progress::on_terminal() {
+        return bytes.into();
+    }
+    let bar = progress::bytes(bytes.len() as u64, "uploading");
+    let bytes = bytes::Bytes::from(bytes);
+    let chunks: Vec<bytes::Bytes> = (0..bytes.len())
+        .step_by(64 * 1024)
+        .map(|start| bytes.slice(start..(start + 64 * 1024).min(bytes.len())))
+        .collect();
+    let total = chunks.len();
+    reqwest::Body::wrap_stream(futures::stream::iter(chunks.into_iter().enumerate().map(
+        move |(i, chunk)| {
+            bar.inc(chunk.len() as u64);
+            if i + 1 == total {
+                bar.finish_and_clear();
+            }
+            Ok::<_, std::io::Error>(chunk)
+        },
+    )))
 }
 
 /// Milliseconds since the epoch as an RFC 3339 time.

@@ -31,6 +31,17 @@ use crate::{
 
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Which version an upload is stored as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Versioning {
+    /// The version the manifest declares; with `Some`, only if it is that one.
+    Declared(Option<Version>),
+    /// A development build (`switchyard connector watch`): the next
+    /// `X.Y.Z-dev.N` pre-release of the declared `X.Y.Z`. Requirements
+    /// without a pre-release never match one, so flows keep their release.
+    NextDev,
+}
+
 /// A stored plugin version.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PluginRecord {
@@ -157,11 +168,21 @@ impl Registry {
         bytes: Vec<u8>,
         expected_version: Option<Version>,
     ) -> Result<(PluginRecord, bool), ServiceError> {
+        self.upload_as(bytes, Versioning::Declared(expected_version))
+            .await
+    }
+
+    /// [`Registry::upload`], stored as `versioning` says.
+    pub async fn upload_as(
+        &self,
+        bytes: Vec<u8>,
+        versioning: Versioning,
+    ) -> Result<(PluginRecord, bool), ServiceError> {
         if declarative::is_spec(&bytes) {
             let text = String::from_utf8(bytes).map_err(|e| {
                 ServiceError::BadRequest(format!("the spec is not UTF-8 text: {e}"))
             })?;
-            return self.push_spec(&text, expected_version).await;
+            return self.push_spec_as(&text, versioning).await;
         }
         let sha256 = Engine::content_hash(&bytes);
         let bytes = Arc::new(bytes);
@@ -183,7 +204,7 @@ impl Registry {
             manifest,
             sha256,
             bytes,
-            expected_version,
+            versioning,
             PluginKind::Component,
             plugin,
         )
@@ -196,6 +217,15 @@ impl Registry {
         &self,
         text: &str,
         expected_version: Option<Version>,
+    ) -> Result<(PluginRecord, bool), ServiceError> {
+        self.push_spec_as(text, Versioning::Declared(expected_version))
+            .await
+    }
+
+    async fn push_spec_as(
+        &self,
+        text: &str,
+        versioning: Versioning,
     ) -> Result<(PluginRecord, bool), ServiceError> {
         let Declared {
             manifest,
@@ -213,7 +243,7 @@ impl Registry {
             manifest,
             sha256,
             Arc::new(text.as_bytes().to_vec()),
-            expected_version,
+            versioning,
             kind,
             plugin,
         )
@@ -324,21 +354,38 @@ impl Registry {
         mut manifest: Manifest,
         sha256: String,
         bytes: Arc<Vec<u8>>,
-        expected_version: Option<Version>,
+        versioning: Versioning,
         kind: PluginKind,
         plugin: LoadedPlugin,
     ) -> Result<(PluginRecord, bool), ServiceError> {
-        if let Some(expected) = expected_version
-            && expected != manifest.version
-        {
-            return Err(ServiceError::VersionMismatch {
-                expected,
-                found: manifest.version,
-            });
+        let _guard = self.writes.lock().await;
+        match versioning {
+            Versioning::Declared(Some(expected)) if expected != manifest.version => {
+                return Err(ServiceError::VersionMismatch {
+                    expected,
+                    found: manifest.version,
+                });
+            }
+            Versioning::Declared(_) => {}
+            Versioning::NextDev => {
+                if !manifest.version.pre.is_empty() {
+                    return Err(ServiceError::BadRequest(format!(
+                        "{} declares the pre-release {}: a development build is numbered \
+                         from a release version (X.Y.Z)",
+                        manifest.key, manifest.version
+                    )));
+                }
+                let existing = self.versions(&manifest.key)?;
+                // An unchanged build is the version it already is.
+                if let Some(same) = existing.iter().find(|r| r.sha256 == sha256) {
+                    return Ok((same.clone(), false));
+                }
+                let versions: Vec<&Version> = existing.iter().map(|r| &r.version).collect();
+                manifest.version = next_dev_version(&manifest.version, &versions);
+            }
         }
         manifest::add_custom_api_call(&mut manifest);
 
-        let _guard = self.writes.lock().await;
         let id = (manifest.key.clone(), manifest.version.clone());
         if let Some(existing) = self
             .kv
@@ -676,7 +723,14 @@ impl Registry {
         }
         self.kv
             .delete(Tree::Plugins, &[key, &version.to_string()])?;
-        self.kv.delete_blob(&record.sha256)?;
+        // A development build and a release may be the same bytes.
+        let shared = self
+            .versions(key)?
+            .iter()
+            .any(|r| r.version != *version && r.sha256 == record.sha256);
+        if !shared {
+            self.kv.delete_blob(&record.sha256)?;
+        }
         let id = (key.to_string(), version.clone());
         self.loaded.write().expect("registry lock").remove(&id);
         self.broken.write().expect("registry lock").remove(&id);
@@ -763,6 +817,22 @@ fn load_with(
     (loaded, broken)
 }
 
+/// The development build after those in `existing`: `base` (a release
+/// version) with the pre-release `dev.N`, N one above the highest `dev.N`
+/// of the same release (1 for the first).
+pub fn next_dev_version(base: &Version, existing: &[&Version]) -> Version {
+    let highest = existing
+        .iter()
+        .filter(|v| (v.major, v.minor, v.patch) == (base.major, base.minor, base.patch))
+        .filter_map(|v| v.pre.as_str().strip_prefix("dev.")?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    let mut next = Version::new(base.major, base.minor, base.patch);
+    next.pre = semver::Prerelease::new(&format!("dev.{}", highest + 1))
+        .expect("dev.N is a valid pre-release");
+    next
+}
+
 /// Picks the newest non-deprecated version that satisfies `req`.
 pub fn resolve_version(versions: &[(Version, bool)], req: &VersionReq) -> Option<Version> {
     versions
@@ -837,6 +907,43 @@ mod tests {
         for (req, expected) in table {
             let got = resolve_version(&versions, &VersionReq::parse(req).unwrap());
             assert_eq!(got, expected.map(v), "{req}");
+        }
+    }
+
+    #[test]
+    fn next_dev_versions() {
+        let v = |s: &str| Version::parse(s).unwrap();
+        let table: &[(&str, &[&str], &str)] = &[
+            ("1.2.0", &[], "1.2.0-dev.1"),
+            ("1.2.0", &["1.2.0"], "1.2.0-dev.1"),
+            ("1.2.0", &["1.2.0", "1.2.0-dev.1"], "1.2.0-dev.2"),
+            // The highest, not the count or the newest upload.
+            ("1.2.0", &["1.2.0-dev.9", "1.2.0-dev.2"], "1.2.0-dev.10"),
+            // Other releases' builds and other pre-releases do not count.
+            (
+                "1.2.0",
+                &["1.1.0-dev.5", "1.2.1-dev.3", "1.2.0-beta.4"],
+                "1.2.0-dev.1",
+            ),
+            ("1.2.0", &["1.2.0-dev.x", "1.2.0-dev"], "1.2.0-dev.1"),
+            // Build metadata is not part of a development build's version.
+            ("1.2.0+abc", &["1.2.0-dev.1"], "1.2.0-dev.2"),
+        ];
+        for (base, existing, expected) in table {
+            let existing: Vec<Version> = existing.iter().map(|e| v(e)).collect();
+            let refs: Vec<&Version> = existing.iter().collect();
+            assert_eq!(
+                next_dev_version(&v(base), &refs),
+                v(expected),
+                "{base} after {existing:?}"
+            );
+        }
+        // A development build is never what a requirement without a
+        // pre-release resolves to.
+        let versions = vec![(v("1.2.0"), false), (v("1.2.0-dev.3"), false)];
+        for req in ["*", "^1", "=1.2.0", ">=1.2.0"] {
+            let got = resolve_version(&versions, &VersionReq::parse(req).unwrap());
+            assert_eq!(got, Some(v("1.2.0")), "{req}");
         }
     }
 

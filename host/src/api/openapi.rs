@@ -112,7 +112,7 @@ pub(super) const OPERATIONS: &[Operation] = &[
             "POST",
             "/v1/plugins",
             "plugins",
-            "Upload a plugin version: a component, a declarative spec (YAML or JSON text) or the declarative interpreter (operator)",
+            "Upload a plugin version: a component, a declarative spec (YAML or JSON text) or the declarative interpreter (operator); `version`: refuse another, `dev=true`: store as the next `X.Y.Z-dev.N`",
         ),
         Body::Bytes("application/wasm"),
         201,
@@ -476,7 +476,7 @@ pub(super) const OPERATIONS: &[Operation] = &[
         "GET",
         "/v1/runs",
         "runs",
-        "Run history, newest first (`flow`, `status`, `since`, `until`, `limit`)",
+        "Run history, newest first (`flow`, `status`, `since`, `until`, `limit`; `before`: the `next` of the previous page)",
     ),
     with(
         op(

@@ -26,10 +26,10 @@ use super::{
     operator_only,
 };
 use crate::{
-    calls::{Calls, DraftTest},
+    calls::{Calls, DraftTest, InvokeRequest},
     engine::LoadError,
     error::ServiceError,
-    registry::{PluginKind, PluginRecord, Registry},
+    registry::{PluginKind, PluginRecord, Registry, Versioning},
     sandbox::scrub::MASK,
     tenants::Principal,
 };
@@ -103,6 +103,10 @@ fn version(text: &str) -> Result<Version, ApiError> {
 struct UploadQuery {
     /// The version the uploader expects the manifest to declare.
     version: Option<String>,
+    /// `true`: a development build, stored as the next `X.Y.Z-dev.N` of
+    /// the declared `X.Y.Z` (see `registry::Versioning::NextDev`).
+    #[serde(default)]
+    dev: bool,
 }
 
 async fn upload(
@@ -119,7 +123,16 @@ async fn upload(
         ));
     }
     let expected = query.version.as_deref().map(version).transpose()?;
-    let (record, created) = match registry.upload(body.to_vec(), expected).await {
+    let versioning = match (query.dev, expected) {
+        (false, expected) => Versioning::Declared(expected),
+        (true, None) => Versioning::NextDev,
+        (true, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "`dev` numbers the version itself: leave out `version`",
+            ));
+        }
+    };
+    let (record, created) = match registry.upload_as(body.to_vec(), versioning).await {
         // The declarative interpreter: kept for the specs to run on.
         Err(ServiceError::Load(LoadError::Interpreter)) => {
             let (interpreter, created) = registry.upload_interpreter(body.to_vec()).await?;
@@ -342,6 +355,10 @@ pub(super) struct InvokeBody {
     #[serde(default)]
     #[schema(value_type = Object)]
     properties: HashMap<String, Value>,
+    /// The idempotency key the action gets, to try a retried action by
+    /// hand: two invocations with the same key are one operation to an API
+    /// that honours it. Default: a new key (`invoke-<hex>`) each time.
+    idempotency_key: Option<String>,
 }
 
 async fn invoke(
@@ -359,11 +376,14 @@ async fn invoke(
     let invocation = calls
         .invoke(
             principal.tenant(),
-            &body.plugin,
-            &body.action,
-            input,
-            body.connection.as_deref(),
-            properties,
+            InvokeRequest {
+                plugin: body.plugin,
+                action: body.action,
+                input,
+                connection: body.connection,
+                properties,
+                idempotency_key: body.idempotency_key,
+            },
         )
         .await
         .map_err(ApiError::from)?;

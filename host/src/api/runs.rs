@@ -53,30 +53,40 @@ pub(super) fn summary(run: &RunRecord) -> Value {
     })
 }
 
+/// The paging of a listing: `before` is the `next` of the previous page.
+#[derive(Deserialize)]
+struct Page {
+    before: Option<String>,
+}
+
 async fn list(
     State(runs): State<Arc<Runs>>,
     Extension(principal): Extension<Principal>,
     Query(filter): Query<RunFilter>,
+    Query(page): Query<Page>,
 ) -> Result<Json<Value>, ApiError> {
-    let list = runs.runs(principal.tenant(), &filter)?;
-    Ok(Json(
-        json!({"runs": list.iter().map(summary).collect::<Vec<_>>()}),
-    ))
+    let (list, next) = runs.runs_page(principal.tenant(), &filter, page.before.as_deref())?;
+    Ok(Json(json!({
+        "runs": list.iter().map(summary).collect::<Vec<_>>(),
+        "next": next,
+    })))
 }
 
 async fn dead_letters(
     State(runs): State<Arc<Runs>>,
     Extension(principal): Extension<Principal>,
     Query(filter): Query<RunFilter>,
+    Query(page): Query<Page>,
 ) -> Result<Json<Value>, ApiError> {
     let filter = RunFilter {
         status: Some("failed".into()),
         ..filter
     };
-    let list = runs.runs(principal.tenant(), &filter)?;
-    Ok(Json(
-        json!({"runs": list.iter().map(summary).collect::<Vec<_>>()}),
-    ))
+    let (list, next) = runs.runs_page(principal.tenant(), &filter, page.before.as_deref())?;
+    Ok(Json(json!({
+        "runs": list.iter().map(summary).collect::<Vec<_>>(),
+        "next": next,
+    })))
 }
 
 async fn show(
@@ -121,6 +131,7 @@ async fn replay_many(
         until: body.until,
         limit: body.limit,
         status: None,
+        after: None,
     };
     let replayed = runs.replay_runs(principal.tenant(), &filter)?;
     Ok(Json(json!({"replayed": replayed})))

@@ -129,11 +129,26 @@ impl Call {
     }
 }
 
+/// One action to run by hand: `plugin` is `key`, `key@1.2.0` or `key@^1`;
+/// a stored `connection`, or ad-hoc non-secret `properties`; the
+/// `idempotency_key` the action gets (a new one when `None`).
+#[derive(Debug)]
+pub struct InvokeRequest {
+    pub plugin: String,
+    pub action: String,
+    pub input: Value,
+    pub connection: Option<String>,
+    pub properties: BTreeMap<String, Value>,
+    pub idempotency_key: Option<String>,
+}
+
 /// The outcome of running one action by hand.
 #[derive(Debug, Serialize)]
 pub struct Invocation {
     pub plugin: String,
     pub action: String,
+    /// The key the action got: the one asked for, or the generated one.
+    pub idempotency_key: String,
     pub output: Option<Value>,
     pub error: Option<CallError>,
     pub duration_ms: f64,
@@ -459,13 +474,18 @@ impl Calls {
     pub async fn invoke(
         &self,
         tenant: &str,
-        plugin_ref: &str,
-        action: &str,
-        input: Value,
-        connection: Option<&str>,
-        properties: BTreeMap<String, Value>,
+        request: InvokeRequest,
     ) -> Result<Invocation, ServiceError> {
-        let (key, req) = parse_plugin_ref(plugin_ref)?;
+        let InvokeRequest {
+            plugin: plugin_ref,
+            action,
+            input,
+            connection,
+            properties,
+            idempotency_key,
+        } = request;
+        let action = action.as_str();
+        let (key, req) = parse_plugin_ref(&plugin_ref)?;
         let plugin = self.registry.resolved(&key, &req)?;
         let name = plugin.name();
         let manifest = &plugin.record.manifest;
@@ -481,8 +501,13 @@ impl Calls {
             &input,
             &format!("input of {name} action `{action}`"),
         )?;
+        if idempotency_key.as_deref().is_some_and(str::is_empty) {
+            return Err(ServiceError::BadRequest(
+                "the idempotency key must not be empty".into(),
+            ));
+        }
         let connection = connection
-            .map(|id| self.connections.get(tenant, id))
+            .map(|id| self.connections.get(tenant, &id))
             .transpose()?;
         let call = self.prepare_for(
             plugin,
@@ -491,7 +516,9 @@ impl Calls {
             Purpose::Other,
             trace_id("invoke"),
         )?;
-        let idempotency_key = call.trace_id().to_string();
+        // An author retrying an action by hand gives the key a retried step
+        // would repeat; otherwise every invocation is a new operation.
+        let idempotency_key = idempotency_key.unwrap_or_else(|| call.trace_id().to_string());
         let outcome = self
             .perform(call, action, &input.to_string(), &idempotency_key)
             .await;
@@ -502,6 +529,7 @@ impl Calls {
         Ok(Invocation {
             plugin: name,
             action: action.to_string(),
+            idempotency_key,
             output,
             error,
             duration_ms: outcome.duration.as_secs_f64() * 1e3,

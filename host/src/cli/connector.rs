@@ -3,14 +3,19 @@
 //! binary (`cli/templates/`), ready to build and test where it is written.
 //! `switchyard connector test`: runs one operation of a connector in a host
 //! of its own, through the host's call path (`Calls`), against the fixture
-//! server of `fixtures.rs`.
+//! server of `fixtures.rs`. `switchyard connector watch`: rebuilds a project
+//! on change and pushes development versions (`watch.rs`).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use clap::{Subcommand, ValueEnum};
 
-use super::connector_test::{self, Operation};
+use super::{
+    Client,
+    connector_test::{self, Operation},
+    watch,
+};
 
 #[derive(Debug, Subcommand)]
 pub(super) enum ConnectorCommand {
@@ -42,7 +47,14 @@ pub(super) enum ConnectorCommand {
     /// fixture matches. The connection's `base_url` is the fixture server;
     /// other properties come from FIXTURE_DIR/connection.json.
     ///
+    /// A webhook trigger is handed a recorded delivery (`--webhook FILE`:
+    /// method, query, headers, body); the host checks its signature with
+    /// the secret in the connection's properties, as it does for a real one,
+    /// and the events and the synchronous response are printed.
+    ///
     /// Example: switchyard connector test --action create-item --input '{"name": "a"}' .
+    ///
+    /// Example: switchyard connector test --trigger item-event --webhook delivery.json .
     Test {
         /// A component (`.wasm`), a spec (`.yaml`), or a project directory
         /// (its `connector.yaml`, or the one `.wasm` in its `dist/`).
@@ -56,15 +68,20 @@ pub(super) enum ConnectorCommand {
         /// The idempotency key the action gets.
         #[arg(long, default_value = "connector-test")]
         idempotency_key: String,
-        /// Or the polling trigger to poll...
+        /// Or the trigger to poll (or to hand `--webhook`)...
         #[arg(long)]
         trigger: Option<String>,
         /// ...with these params (JSON)...
         #[arg(long, default_value = "{}")]
         params: String,
         /// ...from this cursor (none: the first poll).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "webhook")]
         cursor: Option<String>,
+        /// ...or, for a webhook trigger, this recorded delivery (JSON:
+        /// `{"method": "POST", "headers": {...}, "body": "..."}`; a string
+        /// body is sent byte for byte).
+        #[arg(long, value_name = "FILE", requires = "trigger")]
+        webhook: Option<PathBuf>,
         /// The fixtures (default: the project's `fixtures/`, or `fixtures/`
         /// beside the component or spec).
         #[arg(long)]
@@ -72,6 +89,26 @@ pub(super) enum ConnectorCommand {
         /// The declarative interpreter component, to test a spec.
         #[arg(long, env = "SWITCHYARD_INTERPRETER")]
         interpreter: Option<PathBuf>,
+    },
+    /// Rebuild a project whenever its sources change and push each good
+    /// build to running hosts as a development version: `X.Y.Z-dev.N` after
+    /// the manifest's `X.Y.Z`, numbered by each host. Flows keep the
+    /// releases they use (a requirement such as `^1.2` or `1.2.0` never
+    /// picks a development build); invoke one by its exact version. A build
+    /// that fails prints its errors and the watch goes on.
+    ///
+    /// Example: switchyard connector watch --dir acme-crm --host http://127.0.0.1:8080
+    Watch {
+        /// The project (a `connector.yaml`, or a `build.sh` that writes the
+        /// component into `dist/`).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// A host to push to (repeat for several; default: --server).
+        #[arg(long = "host", value_name = "URL")]
+        hosts: Vec<String>,
+        /// Build and push once, then exit (non-zero when it failed).
+        #[arg(long)]
+        once: bool,
     },
 }
 
@@ -95,8 +132,26 @@ impl Lang {
     }
 }
 
-pub(super) async fn connector(command: ConnectorCommand) -> anyhow::Result<()> {
+/// Runs a `connector` command; `server` and `token` are where `watch`
+/// pushes when it is given no `--host`.
+pub(super) async fn connector(
+    command: ConnectorCommand,
+    server: &str,
+    token: Option<String>,
+) -> anyhow::Result<()> {
     match command {
+        ConnectorCommand::Watch { dir, hosts, once } => {
+            let hosts = if hosts.is_empty() {
+                vec![server.to_string()]
+            } else {
+                hosts
+            };
+            let clients = hosts
+                .iter()
+                .map(|host| Client::new(host, token.clone()))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            watch::watch(&dir, clients, once).await
+        }
         ConnectorCommand::New {
             name,
             lang,
@@ -143,19 +198,25 @@ pub(super) async fn connector(command: ConnectorCommand) -> anyhow::Result<()> {
             trigger,
             params,
             cursor,
+            webhook,
             fixture,
             interpreter,
         } => {
-            let operation = match (action, trigger) {
-                (Some(action), None) => Operation::Action {
+            let operation = match (action, trigger, webhook) {
+                (Some(action), None, _) => Operation::Action {
                     action,
                     input: json_arg(&input, "input")?,
                     idempotency_key,
                 },
-                (None, Some(trigger)) => Operation::Poll {
+                (None, Some(trigger), None) => Operation::Poll {
                     trigger,
                     params: json_arg(&params, "params")?,
                     cursor,
+                },
+                (None, Some(trigger), Some(file)) => Operation::Webhook {
+                    trigger,
+                    params: json_arg(&params, "params")?,
+                    delivery: connector_test::read_delivery(&file)?,
                 },
                 _ => bail!("say what to run: --action NAME or --trigger NAME"),
             };

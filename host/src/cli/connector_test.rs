@@ -1,12 +1,17 @@
 //! `switchyard connector test`: one operation of a connector, run in a host
 //! of its own (a throwaway data directory) through the host's one call path
-//! (`Calls::prepare`, then `Calls::perform` or `Calls::poll`: the same
-//! engine, sandbox, credentials and limits as a flow's step or poll),
-//! against the fixture server of `fixtures.rs`.
+//! (`Calls::prepare`, then `Calls::perform`, `Calls::poll` or
+//! `Calls::handle_webhook`: the same engine, sandbox, credentials, signature
+//! checks and limits as a flow's step, poll or delivery), against the
+//! fixture server of `fixtures.rs`.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context as _, anyhow, bail};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::fixtures::{self, FixtureServer};
@@ -14,7 +19,7 @@ use crate::{
     app::App,
     calls::{Purpose, Target, parse_output, trace_id},
     config::ServeConfig,
-    engine::{CallError, Journal},
+    engine::{CallError, Journal, WebhookInput},
     manifest::TriggerKind,
     schema::check_against,
     tenants::DEFAULT_TENANT,
@@ -32,6 +37,61 @@ pub(super) enum Operation {
         params: Value,
         cursor: Option<String>,
     },
+    /// A recorded delivery handed to a webhook trigger.
+    Webhook {
+        trigger: String,
+        params: Value,
+        delivery: WebhookInput,
+    },
+}
+
+/// A recorded webhook delivery, as `--webhook FILE` holds it:
+///
+/// ```json
+/// {"method": "POST", "query": "", "headers": {"X-Signature": "sha256=..."},
+///  "body": "{\"id\": \"item-1\"}"}
+/// ```
+///
+/// `body` is the raw body when it is a string (what a signature covers, byte
+/// for byte); any other JSON value is sent as its compact text.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordedDelivery {
+    #[serde(default = "post")]
+    method: String,
+    #[serde(default)]
+    query: String,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    body: Value,
+}
+
+fn post() -> String {
+    "POST".into()
+}
+
+/// Reads a recorded delivery (see [`RecordedDelivery`]).
+pub(super) fn read_delivery(path: &Path) -> anyhow::Result<WebhookInput> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let recorded: RecordedDelivery = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a recorded delivery (`method`, `query`, `headers`, `body`)",
+            path.display()
+        )
+    })?;
+    let body = match recorded.body {
+        Value::String(text) => text.into_bytes(),
+        Value::Null => Vec::new(),
+        other => other.to_string().into_bytes(),
+    };
+    Ok(WebhookInput {
+        method: recorded.method,
+        query: recorded.query,
+        headers: recorded.headers.into_iter().collect(),
+        body,
+    })
 }
 
 /// Runs the test and prints its journal and result; `Ok(false)` when the
@@ -137,8 +197,8 @@ pub(super) async fn run(
                 .ok_or_else(|| anyhow!("{name} has no trigger `{trigger}`"))?;
             if spec.kind != TriggerKind::Polling {
                 bail!(
-                    "`{trigger}` is not a polling trigger: test a webhook trigger with \
-                     `switchyard plugin test --delivery` against a host"
+                    "`{trigger}` is a webhook trigger: pass --webhook FILE with a recorded \
+                     delivery (method, headers, body)"
                 );
             }
             check_against(
@@ -151,21 +211,49 @@ pub(super) async fn run(
                 .calls
                 .poll(call, &trigger, &params.to_string(), cursor.as_deref())
                 .await;
-            let result = outcome.result.map(|poll| {
-                let events: Vec<Value> = poll
-                    .events
-                    .iter()
-                    .map(|e| {
-                        json!({
-                            "id": e.id,
-                            "payload": serde_json::from_str::<Value>(&e.payload)
-                                .unwrap_or(Value::Null),
-                        })
-                    })
-                    .collect();
-                json!({ "events": events, "cursor": poll.cursor })
-            });
+            let result = outcome
+                .result
+                .map(|poll| json!({ "events": events_json(&poll.events), "cursor": poll.cursor }));
             (format!("trigger {trigger}"), result, outcome.journal)
+        }
+        Operation::Webhook {
+            trigger,
+            params,
+            delivery,
+        } => {
+            let spec = manifest
+                .triggers
+                .iter()
+                .find(|t| t.key == trigger)
+                .ok_or_else(|| anyhow!("{name} has no trigger `{trigger}`"))?;
+            if spec.kind != TriggerKind::Webhook {
+                bail!("`{trigger}` is not a webhook trigger: leave out --webhook to poll it");
+            }
+            check_against(
+                &spec.params_schema,
+                &params,
+                &format!("params of `{trigger}`"),
+            )
+            .map_err(|e| anyhow!("{e}"))?;
+            let outcome = app
+                .calls
+                .handle_webhook(call, &trigger, &params.to_string(), delivery)
+                .await;
+            let result = outcome.result.map(|handled| {
+                let response = handled.response.map(|reply| {
+                    json!({
+                        "status": reply.status,
+                        "headers": reply.headers.into_iter().collect::<BTreeMap<_, _>>(),
+                        "body": String::from_utf8_lossy(&reply.body),
+                    })
+                });
+                json!({ "events": events_json(&handled.events), "response": response })
+            });
+            (
+                format!("webhook trigger {trigger}"),
+                result,
+                outcome.journal,
+            )
         }
     };
     app.shutdown().await;
@@ -230,8 +318,21 @@ pub(super) async fn run(
     Ok(ok && unmatched == 0)
 }
 
+/// Events as the test prints them: the id and the payload as JSON.
+fn events_json(events: &[crate::engine::Event]) -> Vec<Value> {
+    events
+        .iter()
+        .map(|e| {
+            json!({
+                "id": e.id,
+                "payload": serde_json::from_str::<Value>(&e.payload).unwrap_or(Value::Null),
+            })
+        })
+        .collect()
+}
+
 /// The component or spec to test, and where its fixtures are by default.
-fn locate(connector: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+pub(super) fn locate(connector: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     if connector.is_file() {
         let beside = connector.parent().unwrap_or(Path::new("."));
         return Ok((connector.to_path_buf(), beside.join("fixtures")));

@@ -109,6 +109,7 @@ async fn list(
             since,
             until,
             limit: Some(if text.trim().is_empty() { 200 } else { 1000 }),
+            after: None,
         };
         let mut runs = state.runs.runs(tenant, &filter)?;
         if !text.trim().is_empty() {

@@ -306,6 +306,37 @@ impl Runs {
         Ok(self.store.runs(tenant, filter)?)
     }
 
+    /// One page of the run history, newest first, and the cursor of the
+    /// next page when there are more: the id of the page's last run, which
+    /// `before` takes back. Asks for one run more only when the page is full.
+    pub fn runs_page(
+        &self,
+        tenant: &str,
+        filter: &RunFilter,
+        before: Option<&str>,
+    ) -> Result<(Vec<RunRecord>, Option<String>), ServiceError> {
+        let mut filter = filter.clone();
+        if let Some(id) = before {
+            let run = self.run(tenant, id).map_err(|_| {
+                ServiceError::BadRequest(format!("`before`: run `{id}` does not exist"))
+            })?;
+            filter.after = Some((run.created_at, run.id));
+        }
+        let page = self.runs(tenant, &filter)?;
+        let next = match page.last() {
+            Some(last) if page.len() == filter.max() => {
+                let rest = RunFilter {
+                    after: Some((last.created_at, last.id.clone())),
+                    limit: Some(1),
+                    ..filter
+                };
+                (!self.runs(tenant, &rest)?.is_empty()).then(|| last.id.clone())
+            }
+            _ => None,
+        };
+        Ok((page, next))
+    }
+
     /// Changes a run under its lock: `change` gets the current record and
     /// returns the new one, or an error that leaves it alone.
     pub(crate) fn change_run(

@@ -260,6 +260,10 @@ pub struct RunFilter {
     /// Created before (ms since the epoch).
     pub until: Option<u64>,
     pub limit: Option<usize>,
+    /// A page's cursor: only the runs listed after this one (older, or as
+    /// old with a smaller id), in the listing's order.
+    #[serde(skip)]
+    pub after: Option<(u64, String)>,
 }
 
 impl RunFilter {
@@ -271,6 +275,10 @@ impl RunFilter {
                 .is_none_or(|s| s == run.status.as_str())
             && self.since.is_none_or(|t| run.created_at >= t)
             && self.until.is_none_or(|t| run.created_at < t)
+            && self
+                .after
+                .as_ref()
+                .is_none_or(|(created_at, id)| (run.created_at, &run.id) < (*created_at, id))
     }
 
     /// How many runs a listing returns: 100 unless asked, at most 1,000.

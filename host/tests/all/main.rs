@@ -11,6 +11,7 @@ mod cli;
 mod cluster;
 mod connector_new;
 mod connector_test;
+mod connector_watch;
 mod connectors_rust;
 mod console;
 mod console_browser;

@@ -357,6 +357,56 @@ async fn invoke_calls_a_local_fake_through_the_sandbox() {
     host.stop().await;
 }
 
+/// An author tries a retried action by hand: two invocations with the same
+/// key are one item to an API that honours the key; without one, each
+/// invocation gets a new key.
+#[tokio::test]
+async fn invoke_with_an_idempotency_key_is_one_operation() {
+    let fake = FakeItems::start_open().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.allow_networks = vec!["127.0.0.2/32".parse().unwrap()];
+    let host = TestHost::start(cfg).await;
+    host.upload_file(artifacts::EXAMPLE).await;
+    let invoke = |key: Option<&str>| {
+        host.call(
+            Method::POST,
+            "/v1/invoke",
+            Some(json!({
+                "plugin": "example",
+                "action": "create-item",
+                "input": {"name": "Widget"},
+                "properties": {"base_url": fake.origin()},
+                "idempotency_key": key,
+            })),
+        )
+    };
+
+    let (status, first) = invoke(Some("retry-7")).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["idempotency_key"], json!("retry-7"), "{first}");
+    let (_, again) = invoke(Some("retry-7")).await;
+    assert_eq!(again["output"], first["output"], "{again}");
+    assert_eq!(
+        fake.posted_keys(),
+        vec![Some("retry-7".to_string()); 2],
+        "the action sent the given key both times"
+    );
+    assert_eq!(fake.created().len(), 1, "the retry created nothing new");
+
+    let (_, generated) = invoke(None).await;
+    let key = generated["idempotency_key"].as_str().unwrap();
+    assert!(key.starts_with("invoke-"), "{generated}");
+    assert_ne!(generated["output"]["id"], first["output"]["id"]);
+    assert_eq!(fake.created().len(), 2);
+
+    let (status, body) = invoke(Some("")).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(error_message(&body, "bad_request").contains("idempotency key must not be empty"));
+    drop(fake);
+    host.stop().await;
+}
+
 #[tokio::test]
 async fn loopback_is_refused_unless_the_operator_allows_it() {
     let fake = FakeItems::start_open().await;

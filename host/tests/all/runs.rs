@@ -865,6 +865,117 @@ async fn runs_are_invisible_to_other_tenants(backend: Backend) {
     host.stop().await;
 }
 
+/// The history comes a page at a time: a full page says where the next one
+/// starts, the last one does not, and `run list` tells the reader so.
+async fn the_run_history_pages_and_says_when_there_is_more(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeItems::start().await;
+    let (host, connection) = setup(dir.path(), backend, &fake).await;
+    let flow = publish(
+        &host,
+        json!({
+            "name": "Echo",
+            "trigger": {"plugin": "example", "trigger": "item-event", "connection": connection},
+            "steps": [{"key": "echo", "plugin": "example", "action": "echo",
+                       "connection": connection, "input": {}}],
+        }),
+    )
+    .await;
+    for n in 0..3 {
+        let (status, run) = run_flow(&host, &flow, json!({"id": format!("p-{n}")}), 10_000).await;
+        assert_eq!(run["status"], json!("succeeded"), "{status} {run}");
+    }
+
+    let ids = |body: &Value| -> Vec<String> {
+        body["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // The whole history, in the listing's order; a page that is exactly
+    // full has no next page.
+    let (_, all) = host.get(&format!("/v1/runs?flow={flow}&limit=3")).await;
+    let ran = ids(&all);
+    assert_eq!((ran.len(), &all["next"]), (3, &Value::Null), "{all}");
+    let (_, first) = host.get(&format!("/v1/runs?flow={flow}&limit=2")).await;
+    assert_eq!(ids(&first), ran[..2], "{first}");
+    assert_eq!(first["next"], json!(ran[1]), "{first}");
+    let (_, second) = host
+        .get(&format!("/v1/runs?flow={flow}&limit=2&before={}", ran[1]))
+        .await;
+    assert_eq!(ids(&second), ran[2..], "{second}");
+    assert_eq!(second["next"], Value::Null, "{second}");
+    let (status, body) = host.get("/v1/runs?before=run-nope").await;
+    assert_eq!(status, 400, "{body}");
+
+    let shown = run_cli(&host, &["list", "--flow", &flow, "--limit", "2"]).await;
+    assert!(
+        shown.contains(&ran[0]) && !shown.contains(&ran[2]),
+        "{shown}"
+    );
+    let last_line = shown.lines().last().unwrap();
+    assert_eq!(
+        last_line,
+        format!(
+            "showing 2 runs, there are older ones: --before {} for the next page, or a larger --limit",
+            ran[1]
+        )
+    );
+    let rest = run_cli(
+        &host,
+        &["list", "--flow", &flow, "--limit", "2", "--before", &ran[1]],
+    )
+    .await;
+    assert!(
+        rest.contains(&ran[2]) && !rest.contains("older ones"),
+        "{rest}"
+    );
+
+    // The dead-letter list pages the same way, and a bulk replay off a
+    // terminal prints its result and no progress bar.
+    let failing = publish(
+        &host,
+        retrying_flow(&connection, json!({"max_attempts": 1})),
+    )
+    .await;
+    fake.fail_next(3, 503);
+    for n in 0..3 {
+        let (_, run) = run_flow(&host, &failing, json!({"id": format!("f-{n}")}), 10_000).await;
+        assert_eq!(run["status"], json!("failed"), "{run}");
+    }
+    let (_, dead) = host.get(&format!("/v1/dead-letters?flow={failing}")).await;
+    let mut failed = ids(&dead);
+    let (_, page) = host
+        .get(&format!("/v1/dead-letters?flow={failing}&limit=2"))
+        .await;
+    assert_eq!(page["next"], json!(failed[1]), "{page}");
+    let replayed = run_cli(&host, &["replay-failed", "--flow", &failing]).await;
+    let replayed: Value = serde_json::from_str(&replayed).unwrap();
+    // Oldest first, as they failed.
+    failed.reverse();
+    assert_eq!(replayed, json!({"replayed": failed}));
+    wait_for_runs(&host, &failing, "succeeded", 3).await;
+    host.stop().await;
+}
+
+/// `switchyard run ARGS` against `host`, its output captured (not a
+/// terminal): what it printed on stdout; it printed nothing on stderr.
+async fn run_cli(host: &TestHost, args: &[&str]) -> String {
+    let output = tokio::process::Command::new(crate::support::serve::BIN)
+        .arg("run")
+        .args(args)
+        .env("SWITCHYARD_URL", &host.url)
+        .env("SWITCHYARD_TOKEN", crate::support::TOKEN)
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "", "{output:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
 /// Accepts connections and never answers: a third party that hangs (until
 /// it is dropped, which closes them); counts the connections.
 async fn black_hole() -> (Server, Arc<AtomicUsize>) {
@@ -1043,6 +1154,7 @@ crate::on_both_stores!(
     auth_errors_pause_the_connection_until_it_is_resumed,
     schedules_fire_and_retention_prunes_runs_and_dedup_entries,
     runs_are_invisible_to_other_tenants,
+    the_run_history_pages_and_says_when_there_is_more,
     a_hanging_poll_does_not_delay_other_flows,
     flow_concurrency_limits_hold_and_the_fast_lane_overtakes_bulk_work,
     a_backlog_held_by_its_limit_does_not_hold_up_other_flows,

@@ -397,6 +397,10 @@ impl RunStore for PgStore {
         let (flow, status) = (filter.flow.clone(), filter.status.clone());
         let (since, until) = (filter.since.map(ms), filter.until.map(ms));
         let limit = filter.max() as i64;
+        let (after_ms, after_id) = match &filter.after {
+            Some((created_at, id)) => (Some(ms(*created_at)), Some(id.clone())),
+            None => (None, None),
+        };
         let rows = self.with(move |c| {
             Box::pin(async move {
                 let stmt = c
@@ -406,14 +410,20 @@ impl RunStore for PgStore {
                            AND ($3::text IS NULL OR status = $3)
                            AND ($4::bigint IS NULL OR created_at >= $4)
                            AND ($5::bigint IS NULL OR created_at < $5)
+                           AND ($7::bigint IS NULL OR (created_at, id) < ($7, $8::text))
                          ORDER BY created_at DESC, id DESC
                          LIMIT $6",
                     )
                     .await
                     .map_err(pg)?;
-                c.query(&stmt, &[&tenant, &flow, &status, &since, &until, &limit])
-                    .await
-                    .map_err(pg)
+                c.query(
+                    &stmt,
+                    &[
+                        &tenant, &flow, &status, &since, &until, &limit, &after_ms, &after_id,
+                    ],
+                )
+                .await
+                .map_err(pg)
             })
         })?;
         Self::decode_rows(&rows)
