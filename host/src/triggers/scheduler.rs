@@ -582,17 +582,18 @@ mod tests {
             id: "1".into(),
             payload: "{}".into(),
         }];
-        // (events, cursor given, cursor returned) -> caught up
-        let table: [(&[Event], Option<&str>, Option<&str>, bool); 7] = [
-            (&some, None, Some("2"), false),
-            (&some, Some("2"), Some("4"), false),
-            (&[], Some("4"), Some("4"), true),
-            (&[], Some("4"), None, true),
-            (&[], None, None, true),
-            (&some, Some("4"), Some("4"), true),
-            (&some, Some("4"), None, true),
+        let none: &[Event] = &[];
+        // ((events, cursor given, cursor returned), caught up)
+        let table = [
+            ((&some[..], None, Some("2")), false),
+            ((&some[..], Some("2"), Some("4")), false),
+            ((none, Some("4"), Some("4")), true),
+            ((none, Some("4"), None), true),
+            ((none, None, None), true),
+            ((&some[..], Some("4"), Some("4")), true),
+            ((&some[..], Some("4"), None), true),
         ];
-        for (events, before, after, expected) in table {
+        for ((events, before, after), expected) in table {
             assert_eq!(
                 caught_up(events, before, after),
                 expected,
