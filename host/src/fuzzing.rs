@@ -544,7 +544,7 @@ impl WebhookHarness {
             tenant: "fuzz".into(),
             subscription: "sub".into(),
         };
-        let delivery = Delivery::received(target, 0, &parts).with_body(&body);
+        let delivery = Delivery::received(&target, 0, &parts).with_body(&body);
         let input = delivery.webhook_input();
         assert_eq!(input.body, body, "the body changed in the inbox");
         let signed = signatures::verify(

@@ -53,7 +53,7 @@ async fn deliver(
     // Refused before the body is read: a flood costs no disk.
     limits.check_hook(&token)?;
     let (parts, body) = request.into_parts();
-    let delivery = Delivery::received(target, received_at, &parts);
+    let delivery = Delivery::received(&target, received_at, &parts);
     let limit = triggers.settings().max_delivery_bytes;
     // A declared length over the limit is refused without reading the body.
     let declared_too_large = parts

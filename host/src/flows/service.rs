@@ -19,7 +19,7 @@ use crate::{
     error::ServiceError,
     manifest::{Manifest, TriggerKind},
     registry::{Registry, parse_plugin_ref},
-    store::{Kv, KvExt, Tree, Write},
+    store::{Decoded, Kv, KvExt, Tree, Write},
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -131,6 +131,8 @@ pub struct Flows {
     catalogue: Arc<dyn Catalogue>,
     /// Published versions as runs execute them (versions never change).
     versions: Mutex<HashMap<(String, String, u32), Arc<FlowRecord>>>,
+    /// Current records as deliveries route to them.
+    current: Decoded<FlowRecord>,
     /// Serialises pausing and resuming.
     pausing: Mutex<()>,
 }
@@ -141,6 +143,7 @@ impl Flows {
             kv,
             catalogue,
             versions: Mutex::default(),
+            current: Decoded::new(Tree::Flows),
             pausing: Mutex::default(),
         }
     }
@@ -301,6 +304,14 @@ impl Flows {
     pub fn get(&self, tenant: &str, id: &str) -> Result<FlowRecord, ServiceError> {
         self.kv
             .get_json(Tree::Flows, &[tenant, id])?
+            .ok_or_else(|| ServiceError::NotFound(format!("flow `{id}` does not exist")))
+    }
+
+    /// The flow's current record, shared: what a delivery routes by
+    /// (decoded again only when the record changed).
+    pub fn current(&self, tenant: &str, id: &str) -> Result<Arc<FlowRecord>, ServiceError> {
+        self.current
+            .get(self.kv.as_ref(), &[tenant, id])?
             .ok_or_else(|| ServiceError::NotFound(format!("flow `{id}` does not exist")))
     }
 

@@ -226,3 +226,49 @@ pub trait KvExt: Kv {
 }
 
 impl<S: Kv + ?Sized> KvExt for S {}
+
+/// Records of one tree kept decoded beside the bytes they were decoded
+/// from, for the few read on every delivery or run (a flow's current
+/// record, a subscription, a hook). A read still goes to the store; only
+/// the decoding is skipped when the stored bytes are the ones decoded
+/// last time. So it is right under any writer, another node's included,
+/// with no invalidation to forget.
+pub struct Decoded<T> {
+    tree: Tree,
+    entries: std::sync::Mutex<std::collections::HashMap<Vec<String>, (Vec<u8>, std::sync::Arc<T>)>>,
+}
+
+/// Entries a [`Decoded`] keeps before it starts again from empty (a host
+/// with more hot records than this decodes some twice, nothing worse).
+const DECODED_KEPT: usize = 4_096;
+
+impl<T: DeserializeOwned> Decoded<T> {
+    pub fn new(tree: Tree) -> Self {
+        Decoded {
+            tree,
+            entries: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The record under `key`, decoded once per version of its bytes.
+    pub fn get(&self, kv: &dyn Kv, key: &[&str]) -> Result<Option<std::sync::Arc<T>>> {
+        let Some(bytes) = kv.get(self.tree, key)? else {
+            return Ok(None);
+        };
+        let key = parts(key);
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((seen, value)) = entries.get(&key)
+            && *seen == bytes
+        {
+            return Ok(Some(value.clone()));
+        }
+        drop(entries);
+        let value = std::sync::Arc::new(decode::<T>(self.tree.name(), &bytes)?);
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= DECODED_KEPT {
+            entries.clear();
+        }
+        entries.insert(key, (bytes, value.clone()));
+        Ok(Some(value))
+    }
+}

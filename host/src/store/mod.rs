@@ -38,7 +38,7 @@ pub use files::{
     LedgerStatus, ObjectRecord, PendingBatch, UploadPart, UploadRecord,
 };
 pub use inbox::{Delivery, Inbox, InboxKey, Rejected};
-pub use kv::{Kv, KvExt, Tree, Write};
+pub use kv::{Decoded, Kv, KvExt, Tree, Write};
 pub use runs::{
     Along, Attempt, KEPT_ATTEMPTS, Lane, ParentRun, QueueEntry, RunError, RunEvent, RunFilter,
     RunRecord, RunResponse, RunStatus, RunStore, Seen, StepRecord, StepStatus, Visit,

@@ -33,10 +33,10 @@ impl Delivery {
     /// and the headers whose values are text (a header value that is not
     /// visible ASCII cannot matter to a signature scheme), without the body
     /// yet ([`Delivery::with_body`]).
-    pub fn received(target: HookTarget, received_at: u64, parts: &http::request::Parts) -> Self {
+    pub fn received(target: &HookTarget, received_at: u64, parts: &http::request::Parts) -> Self {
         Delivery {
-            tenant: target.tenant,
-            subscription: target.subscription,
+            tenant: target.tenant.clone(),
+            subscription: target.subscription.clone(),
             received_at,
             method: parts.method.to_string(),
             query: parts.uri.query().unwrap_or("").to_string(),
@@ -139,7 +139,7 @@ impl Triggers {
         // entry goes with the first record.
         let flows = self
             .subscription(&delivery.tenant, &delivery.subscription)?
-            .map(|s| s.flows)
+            .map(|s| s.flows.clone())
             .unwrap_or_default();
         if flows.is_empty()
             && let Some(key) = key
@@ -280,10 +280,10 @@ impl Triggers {
         mut events: Vec<Event>,
         key: &InboxKey,
     ) -> Result<(usize, usize), ServiceError> {
-        let flows: Vec<FlowRecord> = subscription
+        let flows: Vec<Arc<FlowRecord>> = subscription
             .flows
             .iter()
-            .filter_map(|id| self.flows.get(&subscription.tenant, id).ok())
+            .filter_map(|id| self.flows.current(&subscription.tenant, id).ok())
             .filter(|f| f.active)
             .collect();
         let (mut runs, mut duplicates) = (0, 0);

@@ -27,7 +27,7 @@ use crate::{
     manifest::TriggerKind,
     metrics::Metrics,
     runs::Runs,
-    store::{Inbox, InboxKey, Kv, KvExt, PollRecord, Sample, Tree, TriggerState, TriggerStore},
+    store::{Decoded, Inbox, InboxKey, Kv, PollRecord, Sample, Tree, TriggerState, TriggerStore},
     tasks::Tasks,
 };
 
@@ -66,6 +66,9 @@ pub struct Triggers {
     tasks: Arc<Tasks>,
     settings: TriggerSettings,
     scheduler: Scheduler,
+    /// Subscriptions and hooks as deliveries read them.
+    subscriptions: Decoded<Subscription>,
+    hooks: Decoded<HookTarget>,
     /// Inbox entries being processed now (by their request or the worker).
     processing: Mutex<HashSet<InboxKey>>,
     /// When each flow's samples were last written.
@@ -104,6 +107,8 @@ impl Triggers {
             tasks,
             settings,
             scheduler: Scheduler::default(),
+            subscriptions: Decoded::new(Tree::Subscriptions),
+            hooks: Decoded::new(Tree::Hooks),
             processing: Mutex::default(),
             sampled: Mutex::default(),
             activations: tokio::sync::Mutex::new(()),
@@ -350,8 +355,8 @@ impl Triggers {
     }
 
     /// The flow a webhook token leads to (only while the flow is active).
-    pub fn hook_target(&self, token: &str) -> Result<Option<HookTarget>, ServiceError> {
-        Ok(self.kv.get_json(Tree::Hooks, &[token])?)
+    pub fn hook_target(&self, token: &str) -> Result<Option<Arc<HookTarget>>, ServiceError> {
+        Ok(self.hooks.get(self.kv.as_ref(), &[token])?)
     }
 }
 

@@ -168,8 +168,8 @@ impl Triggers {
         &self,
         tenant: &str,
         id: &str,
-    ) -> Result<Option<Subscription>, ServiceError> {
-        Ok(self.kv.get_json(Tree::Subscriptions, &[tenant, id])?)
+    ) -> Result<Option<std::sync::Arc<Subscription>>, ServiceError> {
+        Ok(self.subscriptions.get(self.kv.as_ref(), &[tenant, id])?)
     }
 
     /// The pinned trigger version of a webhook flow; `None` for other flows.

@@ -44,3 +44,39 @@ impl Kv for SledStore {
 fn join(parts: &[String]) -> Vec<u8> {
     parts.join("\0").into_bytes()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::store::{Decoded, KvExt, Tree};
+
+    use super::SledStore;
+
+    #[test]
+    fn a_decoded_record_is_reused_until_its_bytes_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let cache: Decoded<Vec<u32>> = Decoded::new(Tree::Flows);
+        let key = ["t1", "f1"];
+        assert!(cache.get(store.as_ref(), &key).unwrap().is_none());
+
+        store.put_json(Tree::Flows, &key, &vec![1, 2]).unwrap();
+        let first = cache.get(store.as_ref(), &key).unwrap().unwrap();
+        assert_eq!(*first, [1, 2]);
+        let again = cache.get(store.as_ref(), &key).unwrap().unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "decoded once");
+
+        // Another writer (another node, or this one) changes the record.
+        store.put_json(Tree::Flows, &key, &vec![3]).unwrap();
+        let changed = cache.get(store.as_ref(), &key).unwrap().unwrap();
+        assert_eq!(*changed, [3]);
+        // Another key of the same tree is its own entry.
+        store.put_json(Tree::Flows, &["t1", "f2"], &vec![1, 2]).unwrap();
+        let other = cache.get(store.as_ref(), &["t1", "f2"]).unwrap().unwrap();
+        assert!(!Arc::ptr_eq(&first, &other));
+
+        store.delete(Tree::Flows, &key).unwrap();
+        assert!(cache.get(store.as_ref(), &key).unwrap().is_none());
+    }
+}
