@@ -1,7 +1,8 @@
 //! `switchyard connector watch`: a YAML project (no compiler needed) is
-//! pushed to a host on loopback as `0.1.0-dev.1`, an edit becomes
-//! `0.1.0-dev.2`, a broken edit is reported and pushes nothing, and flows
-//! keep the released `0.1.0`, even when upgraded.
+//! watched against a host on loopback. Its unchanged first build is the
+//! release it already is (`0.1.0`), an edit becomes `0.1.0-dev.1`, a
+//! broken edit is reported and pushes nothing, the next good one is
+//! `0.1.0-dev.2`, and flows keep the released `0.1.0`, even when upgraded.
 
 use std::{path::Path, process::Stdio};
 
@@ -9,7 +10,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use switchyard_tests as artifacts;
 
-use crate::support::{TestHost, config, serve::BIN, wait_until};
+use crate::support::{DEADLINE, TestHost, config, serve::BIN};
 
 /// The versions of `key` the host has, oldest first.
 fn versions(host: &TestHost, key: &str) -> Vec<String> {
@@ -30,6 +31,22 @@ fn write_spec(project: &Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(&spec).unwrap();
     assert!(text.contains(from), "{text}");
     std::fs::write(&spec, text.replace(from, to)).unwrap();
+}
+
+/// Polls `check` until it holds; a timeout shows what the watcher printed.
+async fn wait_for(what: &str, dir: &Path, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while !check() {
+        if std::time::Instant::now() > deadline {
+            let read = |name| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+            panic!(
+                "timed out waiting until {what}\nthe watcher printed:\n{}\n{}",
+                read("watch.log"),
+                read("watch.err")
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 /// The trigger version a flow pinned.
@@ -88,36 +105,46 @@ async fn a_watched_project_is_pushed_as_development_versions() {
         .spawn()
         .unwrap();
 
-    wait_until("the first build is pushed", || {
-        versions(&host, "acme") == ["0.1.0-dev.1", "0.1.0"]
+    // The first build is the release's own bytes: it is that version.
+    wait_for("the first build is found unchanged", dir.path(), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("unchanged: acme@0.1.0 on"))
     })
     .await;
+    assert_eq!(versions(&host, "acme"), ["0.1.0"]);
     write_spec(
         &project,
         "description: Creates items",
         "description: Makes items",
     );
-    wait_until("the edit is pushed", || {
-        versions(&host, "acme") == ["0.1.0-dev.1", "0.1.0-dev.2", "0.1.0"]
+    wait_for("the edit is pushed", dir.path(), || {
+        versions(&host, "acme") == ["0.1.0-dev.1", "0.1.0"]
     })
     .await;
-    let dev2 = host.app.registry.versions("acme").unwrap();
+    let dev1 = host.app.registry.versions("acme").unwrap();
     assert!(
-        dev2.iter().any(|r| r.version.to_string() == "0.1.0-dev.2"
+        dev1.iter().any(|r| r.version.to_string() == "0.1.0-dev.1"
             && r.manifest.description.contains("Makes items")),
-        "the second build is the edited spec"
+        "the development build is the edited spec"
     );
 
     // A spec the host refuses: reported, nothing pushed, still watching.
     let err = dir.path().join("watch.err");
     write_spec(&project, "version: 0.1.0", "version: 0.1.0\nnot_a_field: 1");
-    wait_until("the refusal is reported", || {
+    wait_for("the refusal is reported", dir.path(), || {
         std::fs::read_to_string(&err).is_ok_and(|e| e.contains("refused the build"))
     })
     .await;
-    write_spec(&project, "version: 0.1.0\nnot_a_field: 1", "version: 0.1.0");
-    wait_until("the fix is pushed", || {
-        versions(&host, "acme").contains(&"0.1.0-dev.3".to_string())
+    assert_eq!(versions(&host, "acme"), ["0.1.0-dev.1", "0.1.0"]);
+    std::fs::write(
+        project.join("connector.yaml"),
+        std::fs::read_to_string(project.join("connector.yaml"))
+            .unwrap()
+            .replace("version: 0.1.0\nnot_a_field: 1", "version: 0.1.0")
+            .replace("description: Makes items", "description: Builds items"),
+    )
+    .unwrap();
+    wait_for("the fix is pushed", dir.path(), || {
+        versions(&host, "acme").contains(&"0.1.0-dev.2".to_string())
     })
     .await;
     assert!(watch.try_wait().unwrap().is_none(), "the watch goes on");
@@ -125,7 +152,7 @@ async fn a_watched_project_is_pushed_as_development_versions() {
     watch.wait().await.unwrap();
     let printed = std::fs::read_to_string(&log).unwrap();
     assert!(
-        printed.contains(&format!("pushed acme@0.1.0-dev.2 to {}", host.url)),
+        printed.contains(&format!("pushed acme@0.1.0-dev.1 to {}", host.url)),
         "{printed}"
     );
 
@@ -137,8 +164,8 @@ async fn a_watched_project_is_pushed_as_development_versions() {
     assert_eq!(status, 200, "{upgraded}");
     assert_eq!(pinned(&host, &flow_id).await, json!("0.1.0"));
     // A development build is reached by its exact version.
-    let (_, resolved) = host.get("/v1/plugins/acme/resolve?req==0.1.0-dev.2").await;
-    assert_eq!(resolved["version"], json!("0.1.0-dev.2"), "{resolved}");
+    let (_, resolved) = host.get("/v1/plugins/acme/resolve?req==0.1.0-dev.1").await;
+    assert_eq!(resolved["version"], json!("0.1.0-dev.1"), "{resolved}");
 
     // `--once` pushes an unchanged build as the version it already is.
     let once = tokio::process::Command::new(BIN)
@@ -151,6 +178,6 @@ async fn a_watched_project_is_pushed_as_development_versions() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&once.stdout);
     assert!(once.status.success(), "{once:?}");
-    assert!(stdout.contains("unchanged: acme@0.1.0-dev.3"), "{stdout}");
+    assert!(stdout.contains("unchanged: acme@0.1.0-dev.2"), "{stdout}");
     host.stop().await;
 }
