@@ -72,7 +72,9 @@ mod tests {
         let changed = cache.get(store.as_ref(), &key).unwrap().unwrap();
         assert_eq!(*changed, [3]);
         // Another key of the same tree is its own entry.
-        store.put_json(Tree::Flows, &["t1", "f2"], &vec![1, 2]).unwrap();
+        store
+            .put_json(Tree::Flows, &["t1", "f2"], &vec![1, 2])
+            .unwrap();
         let other = cache.get(store.as_ref(), &["t1", "f2"]).unwrap().unwrap();
         assert!(!Arc::ptr_eq(&first, &other));
 
