@@ -235,8 +235,11 @@ impl<S: Kv + ?Sized> KvExt for S {}
 /// with no invalidation to forget.
 pub struct Decoded<T> {
     tree: Tree,
-    entries: std::sync::Mutex<std::collections::HashMap<Vec<String>, (Vec<u8>, std::sync::Arc<T>)>>,
+    entries: std::sync::Mutex<std::collections::HashMap<Vec<String>, Entry<T>>>,
 }
+
+/// The bytes a record was decoded from, and what they decoded to.
+type Entry<T> = (Vec<u8>, std::sync::Arc<T>);
 
 /// Entries a [`Decoded`] keeps before it starts again from empty (a host
 /// with more hot records than this decodes some twice, nothing worse).
