@@ -1,7 +1,8 @@
-//! The crash test: `switchyard serve` is killed with SIGKILL in the middle of
-//! a load of webhook deliveries and started again on the same data
-//! directory. Every delivery that was acknowledged must reach the fake's
-//! action exactly once (checked by idempotency key), and none twice.
+//! The crash tests: `switchyard serve` is killed with SIGKILL in the middle
+//! of a load of webhook deliveries (once, and five times at random points)
+//! and started again on the same data directory. Every delivery that was
+//! acknowledged must reach the fake's action exactly once (checked by
+//! idempotency key), and none twice. A durable delay survives a kill too.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -42,10 +43,15 @@ async fn api(url: &str, method: reqwest::Method, path: &str, body: Value) -> Val
 /// How many deliveries the load offers in all.
 const TOTAL: usize = 600;
 
-/// 32 senders posting signed deliveries to `url` until [`TOTAL`] are sent or
-/// the host is gone; each acknowledged event id goes into `acked`.
-fn send_load(url: &str, acked: &Arc<Mutex<Vec<String>>>) -> Vec<tokio::task::JoinHandle<()>> {
-    let next = Arc::new(AtomicUsize::new(0));
+/// 32 senders posting signed deliveries to `url`, numbered from `next`,
+/// until `total` are sent or the host is gone; each acknowledged event id
+/// goes into `acked`.
+fn send_load(
+    url: &str,
+    acked: &Arc<Mutex<Vec<String>>>,
+    next: &Arc<AtomicUsize>,
+    total: usize,
+) -> Vec<tokio::task::JoinHandle<()>> {
     (0..32)
         .map(|_| {
             let (acked, next, url) = (acked.clone(), next.clone(), url.to_string());
@@ -58,7 +64,7 @@ fn send_load(url: &str, acked: &Arc<Mutex<Vec<String>>>) -> Vec<tokio::task::Joi
                     .unwrap();
                 loop {
                     let n = next.fetch_add(1, Ordering::SeqCst);
-                    if n >= TOTAL {
+                    if n >= total {
                         break;
                     }
                     let id = format!("evt-{n}");
@@ -100,15 +106,11 @@ async fn wait_until_drained(url: &str, flow: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_deliveries_complete_exactly_once_across_sigkill() {
-    let dir = tempfile::tempdir().unwrap();
-    let (data, load) = (dir.path().join("data"), dir.path().join("connectors"));
-    std::fs::create_dir(&load).unwrap();
-    std::fs::copy(artifacts::EXAMPLE, load.join("example.wasm")).unwrap();
-    let fake = FakeItems::start().await;
-
-    let mut server = serve(&data, &load);
+/// A host on `data` with the example connector, a connection to `fake` and
+/// an active webhook flow whose one step creates an item per delivery
+/// (retried quickly); returns the host, the flow's id and its hook's path.
+async fn item_flow(data: &Path, load: &Path, fake: &FakeItems) -> (Serve, String, String) {
+    let server = serve(data, load);
     let conn = api(
         &server.url,
         reqwest::Method::POST,
@@ -140,12 +142,19 @@ async fn acknowledged_deliveries_complete_exactly_once_across_sigkill() {
         .unwrap()
         .to_string();
     let path = hook[hook.find("/hooks/").unwrap()..].to_string();
+    (server, flow, path)
+}
 
-    // Load: 32 senders; the host is killed once 150 deliveries are acknowledged.
-    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
-    let senders = send_load(&format!("{}{path}", server.url), &acked);
+/// Waits until `acked` holds `count` ids, then kills the host (SIGKILL) and
+/// waits for its senders, which stop when the connection breaks.
+async fn kill_after(
+    server: &mut Serve,
+    acked: &Arc<Mutex<Vec<String>>>,
+    count: usize,
+    senders: Vec<tokio::task::JoinHandle<()>>,
+) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while acked.lock().unwrap().len() < 150 {
+    while acked.lock().unwrap().len() < count {
         assert!(Instant::now() < deadline, "the load did not get going");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -154,20 +163,16 @@ async fn acknowledged_deliveries_complete_exactly_once_across_sigkill() {
     for sender in senders {
         sender.await.unwrap();
     }
-    let acked: HashSet<String> = acked.lock().unwrap().iter().cloned().collect();
-    assert!(
-        acked.len() >= 150 && acked.len() < TOTAL,
-        "{} acknowledged",
-        acked.len()
-    );
-    eprintln!(
-        "killed with {} deliveries acknowledged and {} applied",
-        acked.len(),
-        fake.created().len()
-    );
+}
 
-    // Started again on the same data: everything acknowledged completes.
-    let server = serve(&data, &load);
+/// On the last host: every acknowledged delivery reaches the action, each
+/// under one idempotency key, and no key is applied twice.
+async fn assert_applied_exactly_once(
+    server: &Serve,
+    flow: &str,
+    fake: &FakeItems,
+    acked: &HashSet<String>,
+) {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let applied: HashSet<String> = fake
@@ -186,7 +191,7 @@ async fn acknowledged_deliveries_complete_exactly_once_across_sigkill() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Let the queue drain, then check nothing ran twice.
-    wait_until_drained(&server.url, &flow).await;
+    wait_until_drained(&server.url, flow).await;
     let created = fake.created();
     let mut keys_per_event: HashMap<String, HashSet<String>> = HashMap::new();
     for (key, body) in &created {
@@ -209,6 +214,80 @@ async fn acknowledged_deliveries_complete_exactly_once_across_sigkill() {
         "a key was applied twice"
     );
     assert!(applied_total >= acked.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_deliveries_complete_exactly_once_across_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, load) = (dir.path().join("data"), dir.path().join("connectors"));
+    std::fs::create_dir(&load).unwrap();
+    std::fs::copy(artifacts::EXAMPLE, load.join("example.wasm")).unwrap();
+    let fake = FakeItems::start().await;
+    let (mut server, flow, path) = item_flow(&data, &load, &fake).await;
+
+    // Load: 32 senders; the host is killed once 150 deliveries are acknowledged.
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let next = Arc::new(AtomicUsize::new(0));
+    let senders = send_load(&format!("{}{path}", server.url), &acked, &next, TOTAL);
+    kill_after(&mut server, &acked, 150, senders).await;
+    let acked: HashSet<String> = acked.lock().unwrap().iter().cloned().collect();
+    assert!(
+        acked.len() >= 150 && acked.len() < TOTAL,
+        "{} acknowledged",
+        acked.len()
+    );
+    eprintln!(
+        "killed with {} deliveries acknowledged and {} applied",
+        acked.len(),
+        fake.created().len()
+    );
+
+    // Started again on the same data: everything acknowledged completes.
+    let server = serve(&data, &load);
+    assert_applied_exactly_once(&server, &flow, &fake, &acked).await;
+}
+
+/// Five SIGKILLs at random points of a load: each life of the host is
+/// killed after a random number (1 to 50) of new acknowledgements, so the
+/// kill lands anywhere between accepting, routing, running a step and
+/// writing its result, and each start recovers what the last left (inbox
+/// entries, claimed runs). After a sixth start every acknowledged delivery
+/// is applied exactly once. The seed is printed, to replay a failure with
+/// `CRASH_SEED`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_deliveries_survive_five_kills_at_random_points() {
+    use rand::{Rng, SeedableRng};
+    let seed: u64 = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("kill points from CRASH_SEED={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let (data, load) = (dir.path().join("data"), dir.path().join("connectors"));
+    std::fs::create_dir(&load).unwrap();
+    std::fs::copy(artifacts::EXAMPLE, load.join("example.wasm")).unwrap();
+    let fake = FakeItems::start().await;
+    let (mut server, flow, path) = item_flow(&data, &load, &fake).await;
+
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    // Numbered across lives: an id is sent once, acknowledged or not.
+    let next = Arc::new(AtomicUsize::new(0));
+    for life in 1..=5 {
+        let point = rng.random_range(1..=50);
+        let before = acked.lock().unwrap().len();
+        let senders = send_load(&format!("{}{path}", server.url), &acked, &next, usize::MAX);
+        kill_after(&mut server, &acked, before + point, senders).await;
+        eprintln!(
+            "life {life}: killed {point} acknowledgements in; {} acknowledged and {} applied so far",
+            acked.lock().unwrap().len(),
+            fake.created().len()
+        );
+        server = serve(&data, &load);
+    }
+    let acked: HashSet<String> = acked.lock().unwrap().iter().cloned().collect();
+    assert!(acked.len() >= 5, "{} acknowledged", acked.len());
+    assert_applied_exactly_once(&server, &flow, &fake, &acked).await;
 }
 
 /// A durable delay: a run waiting two seconds survives a SIGKILL of the
