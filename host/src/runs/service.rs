@@ -280,6 +280,9 @@ impl Runs {
         let run_id = run_id_for(&flow.id, &event.id);
         let done = wait.map(|_| self.wait_for(&run_id));
         self.enqueue_events(&flow, vec![event], "api", Along::Nothing)?;
+        // Nothing else would make it again after a crash: on disk before
+        // the caller hears of it.
+        self.store.durable().await?;
         if let (Some(done), Some(wait)) = (done, wait) {
             match tokio::time::timeout(wait, done).await {
                 Ok(Ok(run)) => return Ok(run),

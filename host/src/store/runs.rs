@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{EntityWrite, InboxKey, Result, RunEntity, TriggerState};
+use super::{BoxFuture, EntityWrite, InboxKey, Result, RunEntity, TriggerState};
 
 /// Which dispatcher a flow's runs go to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -374,6 +374,13 @@ pub trait RunStore: Send + Sync + 'static {
         entities: &[EntityWrite],
         along: Along<'_>,
     ) -> Result<()>;
+
+    /// Returns once everything written before the call is on disk. Runs
+    /// that come from a durable source (an inbox entry, a poll's cursor)
+    /// need no flush of their own: after a crash the source makes them
+    /// again with the same ids. A run started by an API call has no such
+    /// source, so its creation is made durable before the call is answered.
+    fn durable(&self) -> BoxFuture<'_, Result<()>>;
 
     /// Moves a run from `before` to `after`: the record and every index
     /// entry of both states, in one batch.

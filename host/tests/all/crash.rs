@@ -2,7 +2,9 @@
 //! of a load of webhook deliveries (once, and five times at random points)
 //! and started again on the same data directory. Every delivery that was
 //! acknowledged must reach the fake's action exactly once (checked by
-//! idempotency key), and none twice. A durable delay survives a kill too.
+//! idempotency key), and none twice. A durable delay survives a kill too,
+//! and so does a run started through the API and killed at once after the
+//! answer.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -389,4 +391,73 @@ async fn a_delay_survives_sigkill_and_fires_once_not_early() {
     let applied = fake.created();
     assert_eq!(applied.len(), 1, "fired more than once: {applied:?}");
     assert_eq!(applied[0].0, format!("{id}:create"));
+}
+
+/// A run started through the API is on disk when the API answers: killed
+/// at once after the answer (before sled's own periodic flush), the host
+/// still has the run after the restart and runs its step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_started_through_the_api_survives_an_immediate_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, load) = (dir.path().join("data"), dir.path().join("connectors"));
+    std::fs::create_dir(&load).unwrap();
+    std::fs::copy(artifacts::EXAMPLE, load.join("example.wasm")).unwrap();
+    let fake = FakeItems::start().await;
+    let mut server = serve(&data, &load);
+    let post = reqwest::Method::POST;
+    let conn = api(
+        &server.url,
+        post.clone(),
+        "/v1/connections",
+        json!({"plugin": "example", "properties": fake.properties()}),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The step waits first, so the kill lands before any effect.
+    let flow = api(
+        &server.url,
+        post.clone(),
+        "/v1/flows",
+        json!({
+            "name": "Create after a second",
+            "trigger": {"schedule": "0 0 1 1 *"},
+            "steps": [
+                {"key": "wait", "delay": {"seconds": 1}},
+                {"key": "create", "plugin": "example", "action": "create-item", "connection": conn,
+                 "input": {"event": "{{ trigger.id }}"}},
+            ],
+        }),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let run = api(
+        &server.url,
+        post,
+        &format!("/v1/flows/{flow}/run?wait_ms=0"),
+        json!({"id": "by-hand-1"}),
+    )
+    .await;
+    server.child.kill().unwrap(); // SIGKILL, right after the answer
+    server.child.wait().unwrap();
+    let id = run["id"].as_str().unwrap().to_string();
+
+    let server = serve(&data, &load);
+    let response = client()
+        .get(format!("{}/v1/runs/{id}", server.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = read(response).await;
+    assert_eq!(status, 200, "the run was lost with the host: {body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fake.created().is_empty() {
+        assert!(Instant::now() < deadline, "the run's step never ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(fake.created().len(), 1);
 }

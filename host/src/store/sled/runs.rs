@@ -130,6 +130,15 @@ impl SledStore {
 }
 
 impl RunStore for SledStore {
+    fn durable(&self) -> crate::store::BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            self.commit
+                .durable()
+                .await
+                .map_err(crate::store::StoreError::Backend)
+        })
+    }
+
     fn run(&self, tenant: &str, id: &str) -> Result<Option<RunRecord>> {
         self.get_run(&keys::run(tenant, id))
     }
