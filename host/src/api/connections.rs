@@ -164,6 +164,7 @@ async fn resume(
     writer(&principal)?;
     let record = connections.set_status(principal.tenant(), &id, ConnectionStatus::Active)?;
     let resumed = runs.resume_parked(principal.tenant(), &id)?;
+    runs.durable().await?;
     audit(&users, &principal, "connection.resume", &id, "");
     Ok(Json(json!({
         "connection": connections.view(&record),

@@ -105,6 +105,7 @@ async fn replay(
 ) -> Result<Json<Value>, ApiError> {
     writer(&principal)?;
     let run = runs.replay_run(principal.tenant(), &id)?;
+    runs.durable().await?;
     audit(&users, &principal, "run.replay", &id, &run.flow_id);
     Ok(Json(summary(&run)))
 }
@@ -134,6 +135,7 @@ async fn replay_many(
         after: None,
     };
     let replayed = runs.replay_runs(principal.tenant(), &filter)?;
+    runs.durable().await?;
     Ok(Json(json!({"replayed": replayed})))
 }
 
@@ -145,6 +147,7 @@ async fn cancel(
 ) -> Result<Json<Value>, ApiError> {
     writer(&principal)?;
     let run = runs.cancel_run(principal.tenant(), &id)?;
+    runs.durable().await?;
     audit(&users, &principal, "run.cancel", &id, &run.flow_id);
     Ok(Json(summary(&run)))
 }

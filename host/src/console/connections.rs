@@ -503,6 +503,7 @@ async fn resume(
         .connections
         .set_status(tenant, &id, ConnectionStatus::Active)?;
     state.runs.resume_parked(tenant, &id)?;
+    state.runs.durable().await?;
     audit(&state, &member, "connection.resume", &id, "");
     Ok(done(&format!("/connections/{id}"), "resumed"))
 }

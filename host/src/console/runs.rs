@@ -200,12 +200,14 @@ async fn bulk(
             );
         }
     }
+    if changed > 0 {
+        state.runs.durable().await?;
+    }
     let code = if action == "replay" {
         "replayed"
     } else {
         "cancelled"
     };
-    let _ = changed;
     Ok(done("/runs", code))
 }
 
@@ -325,6 +327,7 @@ async fn replay(
 ) -> PageResult {
     writer(&member)?;
     let run = state.runs.replay_run(member.principal.tenant(), &id)?;
+    state.runs.durable().await?;
     audit(&state, &member, "run.replay", &id, &run.flow_id);
     Ok(done(&format!("/runs/{id}"), "replayed"))
 }
@@ -336,6 +339,7 @@ async fn cancel(
 ) -> PageResult {
     writer(&member)?;
     let run = state.runs.cancel_run(member.principal.tenant(), &id)?;
+    state.runs.durable().await?;
     audit(&state, &member, "run.cancel", &id, &run.flow_id);
     Ok(done(&format!("/runs/{id}"), "cancelled"))
 }

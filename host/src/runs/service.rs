@@ -282,7 +282,7 @@ impl Runs {
         self.enqueue_events(&flow, vec![event], "api", Along::Nothing)?;
         // Nothing else would make it again after a crash: on disk before
         // the caller hears of it.
-        self.store.durable().await?;
+        self.durable().await?;
         if let (Some(done), Some(wait)) = (done, wait) {
             match tokio::time::timeout(wait, done).await {
                 Ok(Ok(run)) => return Ok(run),
@@ -290,6 +290,14 @@ impl Runs {
             }
         }
         self.run(tenant, &run_id)
+    }
+
+    /// Returns once every change of runs made so far is on disk: what an
+    /// API call that started, replayed, cancelled or resumed runs awaits
+    /// before it answers (runs from a webhook or a poll are made again from
+    /// their source after a crash; these have no other source).
+    pub async fn durable(&self) -> Result<(), ServiceError> {
+        Ok(self.store.durable().await?)
     }
 
     pub fn run(&self, tenant: &str, id: &str) -> Result<RunRecord, ServiceError> {

@@ -461,3 +461,62 @@ async fn a_run_started_through_the_api_survives_an_immediate_sigkill() {
     }
     assert_eq!(fake.created().len(), 1);
 }
+
+/// A cancel through the API is on disk when the API answers: a run waiting
+/// a minute, cancelled, the host killed at once after the answer, is still
+/// cancelled after the restart (and never runs its step).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_through_the_api_survives_an_immediate_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, load) = (dir.path().join("data"), dir.path().join("connectors"));
+    std::fs::create_dir(&load).unwrap();
+    std::fs::copy(artifacts::EXAMPLE, load.join("example.wasm")).unwrap();
+    let mut server = serve(&data, &load);
+    let post = reqwest::Method::POST;
+    let flow = api(
+        &server.url,
+        post.clone(),
+        "/v1/flows",
+        json!({
+            "name": "Wait a minute",
+            "trigger": {"schedule": "0 0 1 1 *"},
+            "steps": [{"key": "wait", "delay": {"seconds": 60}}],
+        }),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let run = api(
+        &server.url,
+        post.clone(),
+        &format!("/v1/flows/{flow}/run?wait_ms=0"),
+        json!({"id": "to-cancel"}),
+    )
+    .await;
+    let id = run["id"].as_str().unwrap().to_string();
+    let cancelled = api(
+        &server.url,
+        post,
+        &format!("/v1/runs/{id}/cancel"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(cancelled["status"], json!("cancelled"), "{cancelled}");
+    server.child.kill().unwrap(); // SIGKILL, right after the answer
+    server.child.wait().unwrap();
+
+    let server = serve(&data, &load);
+    let run = api(
+        &server.url,
+        reqwest::Method::GET,
+        &format!("/v1/runs/{id}"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        run["status"],
+        json!("cancelled"),
+        "the cancel was lost: {run}"
+    );
+}
