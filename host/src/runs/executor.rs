@@ -18,7 +18,7 @@ use crate::{
     clock::now_ms,
     error::ServiceError,
     flows::{FlowRecord, Lane, actions},
-    store::{RunError, RunRecord, RunStatus, Visit},
+    store::{QueueEntry, RunError, RunRecord, RunStatus, Visit},
 };
 
 /// Queue entries looked at per pass of a dispatcher, besides those already
@@ -100,6 +100,12 @@ impl Runs {
                     return Visit::Next;
                 }
             };
+            if !run.status.is_queued() {
+                if let Err(e) = self.repair_queue_entry(entry) {
+                    failure.get_or_insert(e);
+                }
+                return Visit::Next;
+            }
             // Runs of one entity go one at a time, in arrival order.
             if let Some(entity) = &run.entity {
                 match self.entity_store.entity_head(
@@ -156,6 +162,24 @@ impl Runs {
             Some(e) => Err(e.into()),
             None => Ok(wait),
         }
+    }
+
+    /// The queue holds `entry`, but its run is no longer queued: a finishing
+    /// write was cut short by a crash (the store writes the queue entry
+    /// last). Under the run's lock, so that no cancel or replay moves it
+    /// meanwhile, the index entries of its state are written again and the
+    /// entry goes.
+    fn repair_queue_entry(&self, entry: &QueueEntry) -> Result<(), crate::store::StoreError> {
+        let _guard = self.stripe(&entry.run);
+        let Some(run) = self.store.run(&entry.tenant, &entry.run)? else {
+            return Ok(());
+        };
+        if run.status.is_queued() {
+            return Ok(());
+        }
+        self.store.repair_queue_entry(&run, entry)?;
+        tracing::info!(run = %run.id, status = run.status.as_str(), "repaired a queue entry left by a write cut short");
+        Ok(())
     }
 
     fn limits(&self) -> std::sync::MutexGuard<'_, super::limits::Limits> {

@@ -383,8 +383,20 @@ pub trait RunStore: Send + Sync + 'static {
     fn durable(&self) -> BoxFuture<'_, Result<()>>;
 
     /// Moves a run from `before` to `after`: the record and every index
-    /// entry of both states, in one batch.
+    /// entry of both states. In one batch, except that a store may write a
+    /// queued run's move to a finished state as single writes, in an order
+    /// a crash can cut anywhere: the record first, its queue entry last
+    /// (see [`RunStore::repair_queue_entry`]).
     fn update(&self, before: &RunRecord, after: &RunRecord) -> Result<()>;
+
+    /// `entry` is in the queue but its run, read under the run's lock, is
+    /// no longer queued: a finishing write was cut short by a crash. Writes
+    /// the index entries of the run's state again and removes `entry`, in
+    /// one batch. A store whose updates are always one batch never gets
+    /// here (and does nothing).
+    fn repair_queue_entry(&self, _run: &RunRecord, _entry: &QueueEntry) -> Result<()> {
+        Ok(())
+    }
 
     /// Offers the due entries of a lane's queue to `visit`, in due order,
     /// until it says [`Visit::Full`] or nothing more is due. Starts at the

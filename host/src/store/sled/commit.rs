@@ -40,6 +40,14 @@ impl GroupCommit {
         GroupCommit { requests: tx }
     }
 
+    /// Asks for a flush of everything written so far without waiting for
+    /// it: the write goes to disk with the next group, as soon as the
+    /// thread is free.
+    pub(super) fn soon(&self) {
+        let (tx, _) = oneshot::channel();
+        let _ = self.requests.send(tx);
+    }
+
     /// Returns once everything written before the call is on disk.
     pub(super) async fn durable(&self) -> Result<(), String> {
         let (tx, rx) = oneshot::channel();

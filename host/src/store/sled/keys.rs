@@ -99,14 +99,17 @@ pub(super) fn time_of(key: &[u8]) -> Option<(u64, &[u8])> {
 }
 
 pub(super) fn queue(run: &RunRecord) -> Vec<u8> {
-    let mut key = vec![lane_byte(run.lane)];
-    key.extend_from_slice(
-        format!(
-            "{:016x}\0{}\0{}\0{}",
-            run.due_at, run.tenant, run.flow_id, run.id
-        )
-        .as_bytes(),
-    );
+    queue_at(run.lane, run.due_at, &run.tenant, &run.flow_id, &run.id)
+}
+
+/// The key of a queue entry in `lane` (the inverse of [`parse_queue`]).
+pub(super) fn queue_entry(lane: Lane, entry: &QueueEntry) -> Vec<u8> {
+    queue_at(lane, entry.due, &entry.tenant, &entry.flow, &entry.run)
+}
+
+fn queue_at(lane: Lane, due: u64, tenant: &str, flow: &str, run: &str) -> Vec<u8> {
+    let mut key = vec![lane_byte(lane)];
+    key.extend_from_slice(format!("{due:016x}\0{tenant}\0{flow}\0{run}").as_bytes());
     key
 }
 

@@ -125,6 +125,16 @@ impl SledStore {
             .collect()
     }
 
+    /// Applies the ops one by one, in their order (not flushed): for
+    /// writes ordered so that a crash between two of them leaves a state
+    /// that is repaired, where a transaction would cost more.
+    fn apply_in_order(&self, ops: Vec<Op>) -> Result<()> {
+        for op in ops {
+            self.apply(vec![op])?;
+        }
+        Ok(())
+    }
+
     /// Applies every op or none of them (not flushed).
     fn apply(&self, ops: Vec<Op>) -> Result<()> {
         match ops.as_slice() {
@@ -281,6 +291,12 @@ impl Op {
     fn tree(&self) -> &'static str {
         match self {
             Op::Put { tree, .. } | Op::Delete { tree, .. } => tree,
+        }
+    }
+
+    fn key(&self) -> &[u8] {
+        match self {
+            Op::Put { key, .. } | Op::Delete { key, .. } => key,
         }
     }
 }
