@@ -452,7 +452,7 @@ async fn end_to_end() {
 
     // Below capacity the latency is the engine's, not a backlog's: pace the
     // deliveries and time each from its intended send to its action's call.
-    for (i, rate) in [250u64, 500].into_iter().enumerate() {
+    for (i, rate) in [250u64, 500, 1_000].into_iter().enumerate() {
         let first = 1_000_000 + i * 100_000;
         let (n, _, started, failed) = open_loop(&client, &url, "packed", rate, 10, first).await;
         assert_eq!(failed, 0, "deliveries refused at {rate}/s");

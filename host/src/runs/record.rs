@@ -32,6 +32,14 @@ pub fn run_id_after_window(flow_id: &str, event_id: &str, now: u64) -> String {
     format!("run_{}", hex::encode(&digest[..12]))
 }
 
+/// Whether the run stored under an event's id, made at `created_at`, when
+/// the event has no de-duplication mark, is that event's run whose
+/// creation a crash cut short (made within the window, so its mark would
+/// still be there) and not a run of the event from before the window.
+pub fn creation_cut_short(created_at: u64, now: u64, window: u64) -> bool {
+    now.saturating_sub(created_at) < window
+}
+
 /// The same for every attempt and replay of one step of one run.
 pub fn idempotency_key(run_id: &str, step: &str) -> String {
     format!("{run_id}:{step}")
@@ -63,5 +71,25 @@ mod tests {
         assert_ne!(run_id_for("f", "e1"), run_id_for("g", "e1"));
         // No ambiguity from where the separator falls.
         assert_ne!(run_id_for("ab", "c"), run_id_for("a", "bc"));
+    }
+
+    #[test]
+    fn a_run_without_its_mark_is_a_cut_creation_only_within_the_window() {
+        let window = 1_000;
+        let table = [
+            // (created_at, now, cut short)
+            (5_000, 5_000, true),
+            (5_000, 5_999, true),
+            (5_000, 6_000, false), // the mark expired with the window
+            (5_000, 90_000, false),
+            (5_000, 4_000, true), // a clock that stepped back
+        ];
+        for (created_at, now, expected) in table {
+            assert_eq!(
+                creation_cut_short(created_at, now, window),
+                expected,
+                "created {created_at}, now {now}"
+            );
+        }
     }
 }

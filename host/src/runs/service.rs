@@ -115,17 +115,29 @@ impl Runs {
                 event: event.id.clone(),
                 at: now,
             });
+            let mut id = run_id_for(&flow.id, &event.id);
+            if self.store.exists(&flow.tenant, &id)? {
+                match self.store.run(&flow.tenant, &id)? {
+                    Some(stored) if record::creation_cut_short(stored.created_at, now, window) => {
+                        // Its run is there but not its mark: a crash cut the
+                        // run's creation short (a store may write a delivery's
+                        // runs one by one, the marks after them). That run it
+                        // is: its index entries again, and the mark with the rest.
+                        self.store.reindex(&stored)?;
+                        tracing::info!(run = %stored.id, "completed a run's creation cut short by a crash");
+                        outcome.duplicates += 1;
+                        continue;
+                    }
+                    // Seen before the window: a new run, not the old one again.
+                    _ => id = record::run_id_after_window(&flow.id, &event.id, now),
+                }
+            }
             entities
                 .counts
                 .by_source
                 .entry(source.to_string())
                 .and_modify(|n| *n += 1)
                 .or_insert(1);
-            let mut id = run_id_for(&flow.id, &event.id);
-            if self.store.exists(&flow.tenant, &id)? {
-                // Seen before the window: a new run, not the old one again.
-                id = record::run_id_after_window(&flow.id, &event.id, now);
-            }
             let payload = serde_json::from_str(&event.payload);
             let mut run = self.new_run(flow, id, source, event.id, payload, now);
             run.parent = parent.clone();

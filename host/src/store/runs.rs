@@ -367,6 +367,12 @@ pub trait RunStore: Send + Sync + 'static {
 
     /// Writes new runs (in any state), the de-duplication marks of their
     /// events, the new states of their entities and `along`, all or nothing.
+    /// Except that a store may write the runs of a webhook delivery
+    /// (`Along::InboxDone`, no entity) as single writes, in an order a crash
+    /// can cut anywhere: each run's record before its index entries, the
+    /// marks after the runs, the inbox entry last. The delivery is then
+    /// routed again, and finds a run without its event's mark: see
+    /// [`RunStore::reindex`].
     fn create(
         &self,
         runs: &[RunRecord],
@@ -388,6 +394,14 @@ pub trait RunStore: Send + Sync + 'static {
     /// a crash can cut anywhere: the record first, its queue entry last
     /// (see [`RunStore::repair_queue_entry`]).
     fn update(&self, before: &RunRecord, after: &RunRecord) -> Result<()>;
+
+    /// Writes the index entries of the run's state (its queue entry, its
+    /// finished mark...) again, not the record: for a run found without
+    /// its event's mark, whose creation a crash cut short. A store whose
+    /// creations are always one batch never gets here (and does nothing).
+    fn reindex(&self, _run: &RunRecord) -> Result<()> {
+        Ok(())
+    }
 
     /// `entry` is in the queue but its run, read under the run's lock, is
     /// no longer queued: a finishing write was cut short by a crash. Writes
