@@ -116,21 +116,19 @@ impl Runs {
                 at: now,
             });
             let mut id = run_id_for(&flow.id, &event.id);
-            if self.store.exists(&flow.tenant, &id)? {
-                match self.store.run(&flow.tenant, &id)? {
-                    Some(stored) if record::creation_cut_short(stored.created_at, now, window) => {
-                        // Its run is there but not its mark: a crash cut the
-                        // run's creation short (a store may write a delivery's
-                        // runs one by one, the marks after them). That run it
-                        // is: its index entries again, and the mark with the rest.
-                        self.store.reindex(&stored)?;
-                        tracing::info!(run = %stored.id, "completed a run's creation cut short by a crash");
-                        outcome.duplicates += 1;
-                        continue;
-                    }
-                    // Seen before the window: a new run, not the old one again.
-                    _ => id = record::run_id_after_window(&flow.id, &event.id, now),
+            if let Some(stored) = self.store.run(&flow.tenant, &id)? {
+                if record::creation_cut_short(stored.created_at, now, window) {
+                    // Its run is there but not its mark: a crash cut the
+                    // run's creation short (a store may write a delivery's
+                    // runs one by one, the marks after them). That run it
+                    // is: its index entries again, and the mark with the rest.
+                    self.store.reindex(&stored)?;
+                    tracing::info!(run = %stored.id, "completed a run's creation cut short by a crash");
+                    outcome.duplicates += 1;
+                    continue;
                 }
+                // Seen before the window: a new run, not the old one again.
+                id = record::run_id_after_window(&flow.id, &event.id, now);
             }
             entities
                 .counts
