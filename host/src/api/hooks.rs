@@ -76,7 +76,9 @@ async fn deliver(
         ));
     };
     let delivery = delivery.with_body(&body);
-    let key = triggers.accept_delivery(&delivery).await.map_err(|e| {
+    // Processed while the sender waits (so a plugin can answer a
+    // handshake), and answered once what it made is on disk.
+    let answer = triggers.receive_delivery(&delivery).await.map_err(|e| {
         tracing::error!("a delivery could not be stored: {e}");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -84,14 +86,9 @@ async fn deliver(
             "the delivery could not be stored; send it again",
         )
     })?;
-    metrics.ack_latency.observe(started.elapsed().as_secs_f64());
-    // Durable now. Process it while the sender waits, so a plugin can answer
-    // a handshake; if processing fails, the inbox worker retries it.
-    if !triggers.claim_delivery(&key) {
-        return Ok((StatusCode::ACCEPTED, axum::Json(accepted_body(0, 0))).into_response());
+    if !matches!(answer, Answer::Rejected(_)) {
+        metrics.ack_latency.observe(started.elapsed().as_secs_f64());
     }
-    let answer = triggers.process_delivery(&key, &delivery).await;
-    triggers.release_delivery(&key);
     Ok(match answer {
         Answer::Done {
             reply: Some(reply), ..

@@ -63,8 +63,8 @@ pub trait Inbox: Send + Sync + 'static {
 
     /// Takes an entry for processing on this node. A store shared by several
     /// nodes answers `false` when another live node holds it; entries of a
-    /// node that stopped come back. (Within a node, the trigger service
-    /// keeps entries from being processed twice at once.)
+    /// node that stopped come back. (Within a node, one worker processes
+    /// the inbox, an entry at a time.)
     fn claim(&self, _key: &InboxKey) -> Result<bool> {
         Ok(true)
     }

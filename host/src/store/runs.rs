@@ -302,6 +302,11 @@ pub enum Along<'a> {
     Nothing,
     /// The webhook delivery the events came from is done.
     InboxDone(&'a InboxKey),
+    /// The events of a webhook delivery not acknowledged yet, and stored
+    /// nowhere else: its acknowledgement waits until they are on disk, and
+    /// until then its sender sends it again, which routes it again. So a
+    /// store may write them one by one, as it does with [`Along::InboxDone`].
+    Unacknowledged,
     /// The trigger's new state (its cursor) after the poll that found them.
     TriggerState {
         tenant: &'a str,
@@ -368,10 +373,11 @@ pub trait RunStore: Send + Sync + 'static {
     /// Writes new runs (in any state), the de-duplication marks of their
     /// events, the new states of their entities and `along`, all or nothing.
     /// Except that a store may write the runs of a webhook delivery
-    /// (`Along::InboxDone`, no entity) as single writes, in an order a crash
-    /// can cut anywhere: each run's record before its index entries, the
-    /// marks after the runs, the inbox entry last. The delivery is then
-    /// routed again, and finds a run without its event's mark: see
+    /// (`Along::InboxDone` or `Along::Unacknowledged`, no entity) as single
+    /// writes, in an order a crash can cut anywhere: each run's record
+    /// before its index entries, the marks after the runs, the inbox entry
+    /// last. The delivery is then routed again (from the inbox, or sent
+    /// again by its sender), and finds a run without its event's mark: see
     /// [`RunStore::reindex`].
     fn create(
         &self,
@@ -384,8 +390,9 @@ pub trait RunStore: Send + Sync + 'static {
     /// Returns once everything written before the call is on disk. Runs
     /// that come from a durable source (an inbox entry, a poll's cursor)
     /// need no flush of their own: after a crash the source makes them
-    /// again with the same ids. A run started by an API call has no such
-    /// source, so its creation is made durable before the call is answered.
+    /// again with the same ids. A run started by an API call, or by a
+    /// webhook delivery not acknowledged yet, has no such source, so its
+    /// creation is made durable before the call is answered.
     fn durable(&self) -> BoxFuture<'_, Result<()>>;
 
     /// Moves a run from `before` to `after`: the record and every index

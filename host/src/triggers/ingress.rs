@@ -1,15 +1,17 @@
 //! Webhook ingress: `/hooks/{token}`.
 //!
-//! A delivery is written to the inbox and made durable (group commit) before
-//! anything else; only then does the plugin's `handle-webhook` turn it into
-//! events, which become runs in the same batch that deletes the inbox entry.
-//! So an acknowledged delivery is never lost: if the host dies after the
-//! 2xx, the inbox entry is processed again at start, and the runs it makes
-//! have the same ids as before (de-duplication drops the repeat). A delivery
-//! the plugin cannot process now (a trap, a timeout) stays in the inbox and
-//! is retried in the background; one it rejects (a bad signature, a body
-//! that is not what the trigger expects) is recorded with the reason, where
-//! the flow's owner can see it.
+//! A delivery is processed while its sender waits: the plugin's
+//! `handle-webhook` turns it into events, their runs are written, and the
+//! 2xx goes out only once they are on disk (group commit). So an
+//! acknowledged delivery is never lost, and one that is not acknowledged
+//! (the host died first) is sent again by its sender: the runs it makes
+//! then have the same ids as before, and de-duplication drops what was
+//! written already. Nothing else is written for it: the run is its first
+//! record. A delivery the plugin cannot process now (a trap, a timeout) is
+//! stored in the inbox, durably, answered `202 Accepted`, and retried in
+//! the background; one it rejects (a bad signature, a body that is not what
+//! the trigger expects) is recorded with the reason, where the flow's owner
+//! can see it.
 
 use std::{sync::Arc, time::Duration};
 
@@ -98,26 +100,6 @@ pub enum Answer {
 const INBOX_GIVE_UP_MS: u64 = 24 * 3600 * 1000;
 
 impl Triggers {
-    /// Accepts a delivery durably; returns its inbox key once it is on disk.
-    pub async fn accept_delivery(&self, delivery: &Delivery) -> Result<InboxKey, ServiceError> {
-        Ok(self.inbox.accept(delivery).await?)
-    }
-
-    /// Marks an inbox entry as being processed; false if it already is.
-    pub fn claim_delivery(&self, key: &InboxKey) -> bool {
-        self.processing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.clone())
-    }
-
-    pub fn release_delivery(&self, key: &InboxKey) {
-        self.processing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
-    }
-
     /// Records a delivery that will not be processed, with the reason.
     /// `key` is the delivery's inbox entry, removed in the same batch.
     pub fn reject_delivery(
@@ -180,24 +162,45 @@ impl Triggers {
         Ok(self.inbox.prune_rejected(cutoff, REJECTED_PER_FLOW)?)
     }
 
+    /// Processes a delivery just received, stored nowhere yet: the flow's
+    /// `handle-webhook` turns it into events, their runs are written, and
+    /// the answer comes once they are on disk, so an acknowledged delivery
+    /// is never lost, and one that is not is sent again by its sender (the
+    /// runs it makes then have the same ids: de-duplication drops what was
+    /// written already). A delivery the plugin cannot process now is stored
+    /// in the inbox, durably, before it is answered as deferred. `Err`: it
+    /// could not be stored; nothing was acknowledged.
+    pub async fn receive_delivery(&self, delivery: &Delivery) -> Result<Answer, ServiceError> {
+        let answer = self.try_process(None, delivery).await?;
+        // A duplicate's run may have been written by another request just
+        // now, and not be on disk yet: durable too before the answer.
+        if matches!(answer, Answer::Done { .. }) {
+            self.runs.durable().await?;
+        }
+        Ok(answer)
+    }
+
     /// Runs the flow's `handle-webhook` on a stored delivery and queues the
     /// events, removing the inbox entry in the same batch.
     pub async fn process_delivery(&self, key: &InboxKey, delivery: &Delivery) -> Answer {
-        match self.try_process(key, delivery).await {
+        match self.try_process(Some(key), delivery).await {
             Ok(answer) => answer,
             Err(e) => Answer::Deferred(e.to_string()),
         }
     }
 
+    /// Processes a delivery, from the inbox (`key`) or just received.
     async fn try_process(
         &self,
-        key: &InboxKey,
+        key: Option<&InboxKey>,
         delivery: &Delivery,
     ) -> Result<Answer, ServiceError> {
         let Some(subscription) = self.subscription(&delivery.tenant, &delivery.subscription)?
         else {
             // Every flow left the subscription after the delivery was accepted.
-            self.inbox.discard(key)?;
+            if let Some(key) = key {
+                self.inbox.discard(key)?;
+            }
             return Ok(Answer::Rejected(
                 "no flow receives deliveries at this URL any more".into(),
             ));
@@ -208,9 +211,10 @@ impl Triggers {
             version: &subscription.version,
             connection: subscription.connection.as_deref(),
         };
-        let call =
-            self.calls
-                .prepare(target, Purpose::Other, format!("delivery-{}", key.trace()))?;
+        let trace = key.map_or_else(|| hex::encode(rand::random::<[u8; 8]>()), InboxKey::trace);
+        let call = self
+            .calls
+            .prepare(target, Purpose::Other, format!("delivery-{trace}"))?;
         let request = delivery.webhook_input();
         let outcome = self
             .calls
@@ -242,7 +246,7 @@ impl Triggers {
                     subscription.trigger
                 );
                 tracing::info!(subscription = %subscription.id, "{reason}");
-                self.reject_delivery(delivery, &delivery.body(), &reason, Some(key))?;
+                self.reject_delivery(delivery, &delivery.body(), &reason, key)?;
                 Ok(Answer::Rejected(reason))
             }
             Err(error) => {
@@ -255,13 +259,19 @@ impl Triggers {
                         delivery,
                         &delivery.body(),
                         &format!("given up: {reason}"),
-                        Some(key),
+                        key,
                     )?;
                     return Ok(Answer::Rejected(reason));
                 }
                 retry.next_attempt_at = now + Backoff::INBOX.delay(retry.attempts);
                 retry.last_error = Some(reason.clone());
-                self.inbox.defer(key, &retry)?;
+                match key {
+                    Some(key) => self.inbox.defer(key, &retry)?,
+                    // Into the inbox, on disk before the deferral is answered.
+                    None => {
+                        self.inbox.accept(&retry).await?;
+                    }
+                }
                 self.metrics.delivery("deferred");
                 Ok(Answer::Deferred(reason))
             }
@@ -271,14 +281,15 @@ impl Triggers {
     /// Routes a delivery's events to every active flow of its subscription,
     /// each through its own de-duplication, entity state and conditions (a
     /// paused flow keeps them as cancelled runs, to replay once resumed).
-    /// The inbox entry goes in the batch of the last flow's runs: after a
-    /// crash in between, the delivery is routed again and the flows that
-    /// had it already drop the events as duplicates.
+    /// The inbox entry, if the delivery has one, goes in the batch of the
+    /// last flow's runs: after a crash in between, the delivery is routed
+    /// again (from the inbox, or sent again by its sender) and the flows
+    /// that had it already drop the events as duplicates.
     fn route(
         &self,
         subscription: &Subscription,
         mut events: Vec<Event>,
-        key: &InboxKey,
+        key: Option<&InboxKey>,
     ) -> Result<(usize, usize), ServiceError> {
         let flows: Vec<Arc<FlowRecord>> = subscription
             .flows
@@ -289,10 +300,10 @@ impl Triggers {
         let (mut runs, mut duplicates) = (0, 0);
         let last = flows.len().saturating_sub(1);
         for (i, flow) in flows.iter().enumerate() {
-            let along = if i == last {
-                Along::InboxDone(key)
-            } else {
-                Along::Nothing
+            let along = match key {
+                Some(key) if i == last => Along::InboxDone(key),
+                Some(_) => Along::Nothing,
+                None => Along::Unacknowledged,
             };
             self.record_samples(flow, &events, "webhook");
             // The last flow takes the events; the others get copies.
@@ -305,7 +316,9 @@ impl Triggers {
             runs += outcome.runs.len();
             duplicates += outcome.duplicates;
         }
-        if flows.is_empty() {
+        if flows.is_empty()
+            && let Some(key) = key
+        {
             self.inbox.discard(key)?;
         }
         Ok((runs, duplicates))
@@ -355,30 +368,14 @@ impl Triggers {
                     self.inbox.discard(&key)?;
                     continue;
                 };
-                // Entries being processed by their request right now are recent:
-                // leave them a moment.
-                let fresh =
-                    now.saturating_sub(delivery.received_at) < 2_000 && delivery.attempts == 0;
-                if fresh || delivery.next_attempt_at > now {
-                    continue;
-                }
-                if !self.claim_delivery(&key) {
+                if delivery.next_attempt_at > now {
                     continue;
                 }
                 // Another node may be processing it (or have processed it).
-                match self.inbox.claim(&key) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        self.release_delivery(&key);
-                        continue;
-                    }
-                    Err(e) => {
-                        self.release_delivery(&key);
-                        return Err(e.into());
-                    }
+                if !self.inbox.claim(&key)? {
+                    continue;
                 }
                 let _ = self.process_delivery(&key, &delivery).await;
-                self.release_delivery(&key);
             }
             if !full {
                 break;

@@ -11,7 +11,7 @@ pub mod scheduler;
 mod subscriptions;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{Arc, Mutex},
 };
 
@@ -27,7 +27,7 @@ use crate::{
     manifest::TriggerKind,
     metrics::Metrics,
     runs::Runs,
-    store::{Decoded, Inbox, InboxKey, Kv, PollRecord, Sample, Tree, TriggerState, TriggerStore},
+    store::{Decoded, Inbox, Kv, PollRecord, Sample, Tree, TriggerState, TriggerStore},
     tasks::Tasks,
 };
 
@@ -69,8 +69,6 @@ pub struct Triggers {
     /// Subscriptions and hooks as deliveries read them.
     subscriptions: Decoded<Subscription>,
     hooks: Decoded<HookTarget>,
-    /// Inbox entries being processed now (by their request or the worker).
-    processing: Mutex<HashSet<InboxKey>>,
     /// When each flow's samples were last written.
     sampled: Mutex<HashMap<(String, String), u64>>,
     /// Serialises activations: flows joining and leaving subscriptions.
@@ -109,7 +107,6 @@ impl Triggers {
             scheduler: Scheduler::default(),
             subscriptions: Decoded::new(Tree::Subscriptions),
             hooks: Decoded::new(Tree::Hooks),
-            processing: Mutex::default(),
             sampled: Mutex::default(),
             activations: tokio::sync::Mutex::new(()),
         }

@@ -4,7 +4,8 @@
 //! acknowledged must reach the fake's action exactly once (checked by
 //! idempotency key), and none twice. A durable delay survives a kill too,
 //! and so does a run started through the API and killed at once after the
-//! answer.
+//! answer, and a webhook delivery acknowledged (or deferred by its plugin)
+//! and killed at once after the answer.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -519,4 +520,89 @@ async fn a_cancel_through_the_api_survives_an_immediate_sigkill() {
         json!("cancelled"),
         "the cancel was lost: {run}"
     );
+}
+
+/// A delivery's runs are on disk when its `200` goes out, and one the
+/// plugin cannot process yet is in the inbox when its `202` goes out: the
+/// host killed at once after both answers (before sled's own periodic
+/// flush), the first delivery's run still completes after the restart,
+/// and the second is processed once its plugin can, each applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_and_deferred_deliveries_survive_an_immediate_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, load) = (dir.path().join("data"), dir.path().join("connectors"));
+    std::fs::create_dir(&load).unwrap();
+    std::fs::copy(artifacts::FIXTURE_BENCH, load.join("bench.wasm")).unwrap();
+    let fake = FakeItems::start().await;
+    let mut server = serve(&data, &load);
+    let post = reqwest::Method::POST;
+    let conn = api(
+        &server.url,
+        post.clone(),
+        "/v1/connections",
+        json!({"plugin": "bench", "properties": fake.properties()}),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The step waits first, so the kill lands before any effect.
+    let flow = api(
+        &server.url,
+        post.clone(),
+        "/v1/flows",
+        json!({
+            "name": "Send a second after each delivery",
+            "trigger": {"plugin": "bench", "trigger": "event", "connection": conn},
+            "steps": [
+                {"key": "wait", "delay": {"seconds": 1}},
+                {"key": "send", "plugin": "bench", "action": "send", "connection": conn,
+                 "input": {"event": "{{ trigger.id }}"}},
+            ],
+        }),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let hook = api(
+        &server.url,
+        post,
+        &format!("/v1/flows/{flow}/activate"),
+        json!({}),
+    )
+    .await["webhook_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = format!("{}{}", server.url, &hook[hook.find("/hooks/").unwrap()..]);
+    let deliver = |id: &'static str, fail_until: Option<u128>| {
+        let body = serde_json::to_vec(&json!({"id": id})).unwrap();
+        let mut request = client()
+            .post(&url)
+            .header("x-event-id", id)
+            .header("x-signature", sign(&body));
+        if let Some(until) = fail_until {
+            request = request.header("x-fail-until", until.to_string());
+        }
+        async move { read(request.body(body).send().await.unwrap()).await }
+    };
+    let (status, body) = deliver("now-1", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["runs"], 1, "{body}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let (status, body) = deliver("later-1", Some(now + 1_000)).await;
+    assert_eq!(status, 202, "the plugin failed for now: deferred: {body}");
+    assert_eq!(body["runs"], 0, "{body}");
+    server.child.kill().unwrap(); // SIGKILL, right after the answers
+    server.child.wait().unwrap();
+    assert!(fake.created().is_empty(), "the kill came before any effect");
+
+    let server = serve(&data, &load);
+    let acked: HashSet<String> = ["now-1", "later-1"].map(String::from).into();
+    assert_applied_exactly_once(&server, &flow, &fake, &acked).await;
+    assert_eq!(fake.created().len(), 2);
 }

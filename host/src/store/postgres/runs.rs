@@ -160,7 +160,7 @@ impl PgStore {
             )
         };
         match *along {
-            Along::Nothing => None,
+            Along::Nothing | Along::Unacknowledged => None,
             Along::InboxDone(key) => {
                 batch.push("DELETE FROM inbox WHERE key = $1", params![key.0.clone()]);
                 None

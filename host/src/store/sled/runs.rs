@@ -132,19 +132,21 @@ fn marking(mark: &Seen) -> [Op; 2] {
 
 /// The writes of a webhook delivery's new runs (no entity among them), in
 /// the order they are made one by one: each run's record and index entries,
-/// then the events' marks, and the inbox entry last. A sled transaction
+/// then the events' marks, and the inbox entry last (if the delivery has
+/// one: see [`Along::Unacknowledged`]). A sled transaction
 /// rolls the log buffer twice, and this is every webhook run's first
 /// write: with single writes the end-to-end benchmark went from 1,500 to
 /// 2,204 runs/s and from 1.08 to 0.77 ms of CPU per run (BENCHMARKS.md).
-/// A crash between them leaves the inbox entry,
-/// so the delivery is routed again: an event whose mark was written is a
+/// A crash between them leaves the inbox entry (or no acknowledgement, so
+/// that the sender sends the delivery again), and the delivery is routed
+/// again: an event whose mark was written is a
 /// duplicate, and one whose run is there without its mark is that run,
 /// whose index entries are written again ([`RunStore::reindex`]) before its
 /// mark; the queue entry never names a run that has no record.
-fn creating(runs: &[RunRecord], seen: &[Seen], inbox: &InboxKey) -> Vec<Op> {
+fn creating(runs: &[RunRecord], seen: &[Seen], inbox: Option<&InboxKey>) -> Vec<Op> {
     let mut ops: Vec<Op> = runs.iter().flat_map(index).collect();
     ops.extend(seen.iter().flat_map(marking));
-    ops.push(Op::delete(INBOX, inbox.0.clone()));
+    ops.extend(inbox.map(|key| Op::delete(INBOX, key.0.clone())));
     ops
 }
 
@@ -249,14 +251,19 @@ impl RunStore for SledStore {
         entities: &[EntityWrite],
         along: Along<'_>,
     ) -> Result<()> {
-        if let Along::InboxDone(inbox) = along
+        let inbox = match along {
+            Along::InboxDone(key) => Some(Some(key)),
+            Along::Unacknowledged => Some(None),
+            _ => None,
+        };
+        if let Some(inbox) = inbox
             && entities.is_empty()
             && runs.iter().all(|run| run.entity.is_none())
         {
             return self.apply_in_order(creating(runs, seen, inbox));
         }
         let mut ops = match along {
-            Along::Nothing => Vec::new(),
+            Along::Nothing | Along::Unacknowledged => Vec::new(),
             Along::InboxDone(key) => vec![Op::delete(INBOX, key.0.clone())],
             // One node fires a slot once: its runs' ids (from the slot)
             // are the only record of it needed.
@@ -719,12 +726,13 @@ mod tests {
         }
     }
 
-    /// A webhook delivery's runs are single writes, the inbox entry last.
-    /// Cut short after any of them (a crash), the delivery is still in the
-    /// inbox, no queue entry names a missing record, and routing it again
-    /// the way the runs service does (an event with its mark is a
-    /// duplicate, a run without its mark is indexed again, the others are
-    /// created) leaves what the whole write leaves.
+    /// A webhook delivery's runs are single writes, the inbox entry last
+    /// (when it has one). Cut short after any of them (a crash), the
+    /// delivery is still in the inbox (or, not acknowledged, is sent again),
+    /// no queue entry names a missing record, and routing it again the way
+    /// the runs service does (an event with its mark is a duplicate, a run
+    /// without its mark is indexed again, the others are created) leaves
+    /// what the whole write leaves.
     #[test]
     fn a_delivery_s_creation_cut_short_anywhere_is_completed_by_routing_it_again() {
         let mut queued = run(RunStatus::Queued);
@@ -742,61 +750,70 @@ mod tests {
                 at: 1,
             })
             .collect();
-        let inbox = InboxKey(b"0000000000000001abcd".to_vec());
-        let received = || {
-            let dir = tempfile::tempdir().unwrap();
-            let store = SledStore::open(dir.path()).unwrap();
-            store
-                .apply(vec![Op::put(INBOX, inbox.0.clone(), b"{}".to_vec())])
-                .unwrap();
-            (dir, store)
-        };
-        let (_whole, store) = received();
-        store
-            .create(&runs, &marks, &[], Along::InboxDone(&inbox))
-            .unwrap();
-        let whole = snapshot(&store);
-        assert!(store.scan_prefix(INBOX, b"").unwrap().is_empty());
+        let key = InboxKey(b"0000000000000001abcd".to_vec());
+        for inbox in [Some(&key), None] {
+            let along = || match inbox {
+                Some(key) => Along::InboxDone(key),
+                None => Along::Unacknowledged,
+            };
+            let received = || {
+                let dir = tempfile::tempdir().unwrap();
+                let store = SledStore::open(dir.path()).unwrap();
+                if let Some(key) = inbox {
+                    store
+                        .apply(vec![Op::put(INBOX, key.0.clone(), b"{}".to_vec())])
+                        .unwrap();
+                }
+                (dir, store)
+            };
+            let (_whole, store) = received();
+            store.create(&runs, &marks, &[], along()).unwrap();
+            let whole = snapshot(&store);
+            assert!(store.scan_prefix(INBOX, b"").unwrap().is_empty());
 
-        let ops = creating(&runs, &marks, &inbox);
-        assert_eq!(
-            ops.last().map(Op::tree),
-            Some(INBOX),
-            "the inbox entry goes last"
-        );
-        for cut in 0..ops.len() {
-            let (_dir, store) = received();
-            store
-                .apply_in_order(ops.iter().take(cut).cloned().collect())
-                .unwrap();
+            let ops = creating(&runs, &marks, inbox);
+            let last = if inbox.is_some() { INBOX } else { DEDUP };
             assert_eq!(
-                store.scan_prefix(INBOX, b"").unwrap().len(),
-                1,
-                "cut after {cut}: the delivery is still in the inbox"
+                ops.last().map(Op::tree),
+                Some(last),
+                "the inbox entry, if any, goes last"
             );
-            for (key, _) in store.scan_prefix(QUEUE, b"").unwrap() {
-                let entry = keys::parse_queue(&key).unwrap();
-                assert!(
-                    store.exists(&entry.tenant, &entry.run).unwrap(),
-                    "cut after {cut}: a queue entry without its record"
+            for cut in 0..ops.len() {
+                let (_dir, store) = received();
+                store
+                    .apply_in_order(ops.iter().take(cut).cloned().collect())
+                    .unwrap();
+                assert_eq!(
+                    store.scan_prefix(INBOX, b"").unwrap().len(),
+                    usize::from(inbox.is_some()),
+                    "{inbox:?} cut after {cut}: the delivery's inbox entry is still there"
+                );
+                for (key, _) in store.scan_prefix(QUEUE, b"").unwrap() {
+                    let entry = keys::parse_queue(&key).unwrap();
+                    assert!(
+                        store.exists(&entry.tenant, &entry.run).unwrap(),
+                        "{inbox:?} cut after {cut}: a queue entry without its record"
+                    );
+                }
+                let mut fresh = Vec::new();
+                let mut again = Vec::new();
+                for (run, mark) in runs.iter().zip(&marks) {
+                    if store.seen_at("t", "flow_1", &mark.event).unwrap().is_some() {
+                        continue;
+                    }
+                    again.push(mark.clone());
+                    match store.run("t", &run.id).unwrap() {
+                        Some(stored) => store.reindex(&stored).unwrap(),
+                        None => fresh.push(run.clone()),
+                    }
+                }
+                store.create(&fresh, &again, &[], along()).unwrap();
+                assert_eq!(
+                    snapshot(&store),
+                    whole,
+                    "{inbox:?} cut after {cut}: routed again"
                 );
             }
-            let mut fresh = Vec::new();
-            let mut again = Vec::new();
-            for (run, mark) in runs.iter().zip(&marks) {
-                if store.seen_at("t", "flow_1", &mark.event).unwrap().is_some() {
-                    continue;
-                }
-                again.push(mark.clone());
-                match store.run("t", &run.id).unwrap() {
-                    Some(stored) => store.reindex(&stored).unwrap(),
-                    None => fresh.push(run.clone()),
-                }
-            }
-            store
-                .create(&fresh, &again, &[], Along::InboxDone(&inbox))
-                .unwrap();
-            assert_eq!(snapshot(&store), whole, "cut after {cut}: routed again");
         }
     }
 
