@@ -181,8 +181,8 @@ impl Triggers {
     }
 
     /// Runs the flow's `handle-webhook` on a stored delivery and queues the
-    /// events, removing the inbox entry in the same batch.
-    pub async fn process_delivery(&self, key: &InboxKey, delivery: &Delivery) -> Answer {
+    /// events, removing the inbox entry in the same batch (the inbox worker).
+    async fn process_delivery(&self, key: &InboxKey, delivery: &Delivery) -> Answer {
         match self.try_process(Some(key), delivery).await {
             Ok(answer) => answer,
             Err(e) => Answer::Deferred(e.to_string()),

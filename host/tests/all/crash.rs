@@ -43,6 +43,59 @@ async fn api(url: &str, method: reqwest::Method, path: &str, body: Value) -> Val
     body
 }
 
+/// A temporary directory with an empty data directory and a connectors
+/// directory holding the one component `wasm` as `name.wasm`.
+fn host_dirs(
+    wasm: &str,
+    name: &str,
+) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, load) = (dir.path().join("data"), dir.path().join("connectors"));
+    std::fs::create_dir(&load).unwrap();
+    std::fs::copy(wasm, load.join(format!("{name}.wasm"))).unwrap();
+    (dir, data, load)
+}
+
+/// Creates a connection of `plugin` with `properties`; returns its id.
+async fn connection(url: &str, plugin: &str, properties: Value) -> String {
+    let body = json!({"plugin": plugin, "properties": properties});
+    let created = api(url, reqwest::Method::POST, "/v1/connections", body).await;
+    created["id"].as_str().unwrap().to_string()
+}
+
+/// Creates the flow `definition`; returns its id.
+async fn flow(url: &str, definition: Value) -> String {
+    let created = api(url, reqwest::Method::POST, "/v1/flows", definition).await;
+    created["id"].as_str().unwrap().to_string()
+}
+
+/// Activates `flow`; returns the path of its hook (`/hooks/…`).
+async fn activate(url: &str, flow: &str) -> String {
+    let path = format!("/v1/flows/{flow}/activate");
+    let active = api(url, reqwest::Method::POST, &path, json!({})).await;
+    let hook = active["webhook_url"].as_str().unwrap();
+    hook[hook.find("/hooks/").unwrap()..].to_string()
+}
+
+/// Starts a run of `flow` by hand with `event` and does not wait for it;
+/// returns the run's id.
+async fn run_by_hand(url: &str, flow: &str, event: Value) -> String {
+    let path = format!("/v1/flows/{flow}/run?wait_ms=0");
+    let run = api(url, reqwest::Method::POST, &path, event).await;
+    run["id"].as_str().unwrap().to_string()
+}
+
+/// The run `id` as the API shows it.
+async fn run(url: &str, id: &str) -> Value {
+    api(
+        url,
+        reqwest::Method::GET,
+        &format!("/v1/runs/{id}"),
+        json!({}),
+    )
+    .await
+}
+
 /// How many deliveries the load offers in all.
 const TOTAL: usize = 600;
 
@@ -114,37 +167,15 @@ async fn wait_until_drained(url: &str, flow: &str) {
 /// (retried quickly); returns the host, the flow's id and its hook's path.
 async fn item_flow(data: &Path, load: &Path, fake: &FakeItems) -> (Serve, String, String) {
     let server = serve(data, load);
-    let conn = api(
-        &server.url,
-        reqwest::Method::POST,
-        "/v1/connections",
-        json!({"plugin": "example", "properties": fake.properties()}),
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let flow = api(&server.url, reqwest::Method::POST, "/v1/flows", json!({
+    let conn = connection(&server.url, "example", fake.properties()).await;
+    let flow = flow(&server.url, json!({
         "name": "Every delivery creates an item",
         "trigger": {"plugin": "example", "trigger": "item-event", "connection": conn},
         "steps": [{"key": "create", "plugin": "example", "action": "create-item", "connection": conn,
                    "input": {"event": "{{ trigger.id }}"}, "retry": {"initial_delay_ms": 100, "max_delay_ms": 500}}],
     }))
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let hook = api(
-        &server.url,
-        reqwest::Method::POST,
-        &format!("/v1/flows/{flow}/activate"),
-        json!({}),
-    )
-    .await["webhook_url"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let path = hook[hook.find("/hooks/").unwrap()..].to_string();
+    .await;
+    let path = activate(&server.url, &flow).await;
     (server, flow, path)
 }
 
@@ -221,10 +252,7 @@ async fn assert_applied_exactly_once(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_deliveries_complete_exactly_once_across_sigkill() {
-    let dir = tempfile::tempdir().unwrap();
-    let (data, load) = (dir.path().join("data"), dir.path().join("connectors"));
-    std::fs::create_dir(&load).unwrap();
-    std::fs::copy(artifacts::EXAMPLE, load.join("example.wasm")).unwrap();
+    let (_dir, data, load) = host_dirs(artifacts::EXAMPLE, "example");
     let fake = FakeItems::start().await;
     let (mut server, flow, path) = item_flow(&data, &load, &fake).await;
 
@@ -266,10 +294,7 @@ async fn acknowledged_deliveries_survive_five_kills_at_random_points() {
         .unwrap_or_else(rand::random);
     eprintln!("kill points from CRASH_SEED={seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let dir = tempfile::tempdir().unwrap();
-    let (data, load) = (dir.path().join("data"), dir.path().join("connectors"));
-    std::fs::create_dir(&load).unwrap();
-    std::fs::copy(artifacts::EXAMPLE, load.join("example.wasm")).unwrap();
+    let (_dir, data, load) = host_dirs(artifacts::EXAMPLE, "example");
     let fake = FakeItems::start().await;
     let (mut server, flow, path) = item_flow(&data, &load, &fake).await;
 
@@ -298,27 +323,12 @@ async fn acknowledged_deliveries_survive_five_kills_at_random_points() {
 /// two seconds are up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delay_survives_sigkill_and_fires_once_not_early() {
-    let dir = tempfile::tempdir().unwrap();
-    let (data, load) = (dir.path().join("data"), dir.path().join("connectors"));
-    std::fs::create_dir(&load).unwrap();
-    std::fs::copy(artifacts::EXAMPLE, load.join("example.wasm")).unwrap();
+    let (_dir, data, load) = host_dirs(artifacts::EXAMPLE, "example");
     let fake = FakeItems::start().await;
     let mut server = serve(&data, &load);
-    let post = reqwest::Method::POST;
-    let conn = api(
+    let conn = connection(&server.url, "example", fake.properties()).await;
+    let flow = flow(
         &server.url,
-        post.clone(),
-        "/v1/connections",
-        json!({"plugin": "example", "properties": fake.properties()}),
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let flow = api(
-        &server.url,
-        post.clone(),
-        "/v1/flows",
         json!({
             "name": "Create after two seconds",
             "trigger": {"schedule": "0 0 1 1 *"},
@@ -329,30 +339,14 @@ async fn a_delay_survives_sigkill_and_fires_once_not_early() {
             ],
         }),
     )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let started = Instant::now();
-    let run = api(
-        &server.url,
-        post,
-        &format!("/v1/flows/{flow}/run?wait_ms=0"),
-        json!({"id": "late-1"}),
-    )
     .await;
-    let id = run["id"].as_str().unwrap().to_string();
+    let started = Instant::now();
+    let id = run_by_hand(&server.url, &flow, json!({"id": "late-1"})).await;
     // Waiting (what sled had not written out yet when the host is killed is
     // lost: the run then waits anew after the restart, longer, never shorter).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let run = api(
-            &server.url,
-            reqwest::Method::GET,
-            &format!("/v1/runs/{id}"),
-            json!({}),
-        )
-        .await;
+        let run = run(&server.url, &id).await;
         if run["status"] == json!("waiting") && run["waiting_until"].is_u64() {
             break;
         }
@@ -376,13 +370,7 @@ async fn a_delay_survives_sigkill_and_fires_once_not_early() {
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let run = api(
-            &server.url,
-            reqwest::Method::GET,
-            &format!("/v1/runs/{id}"),
-            json!({}),
-        )
-        .await;
+        let run = run(&server.url, &id).await;
         if run["status"] == json!("succeeded") {
             break;
         }
@@ -399,52 +387,28 @@ async fn a_delay_survives_sigkill_and_fires_once_not_early() {
 /// still has the run after the restart and runs its step.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_started_through_the_api_survives_an_immediate_sigkill() {
-    let dir = tempfile::tempdir().unwrap();
-    let (data, load) = (dir.path().join("data"), dir.path().join("connectors"));
-    std::fs::create_dir(&load).unwrap();
-    std::fs::copy(artifacts::EXAMPLE, load.join("example.wasm")).unwrap();
+    let (_dir, data, load) = host_dirs(artifacts::EXAMPLE, "example");
     let fake = FakeItems::start().await;
     let mut server = serve(&data, &load);
-    let post = reqwest::Method::POST;
-    let conn = api(
-        &server.url,
-        post.clone(),
-        "/v1/connections",
-        json!({"plugin": "example", "properties": fake.properties()}),
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let conn = connection(&server.url, "example", fake.properties()).await;
     // The step waits first, so the kill lands before any effect.
-    let flow = api(
+    let flow = flow(
         &server.url,
-        post.clone(),
-        "/v1/flows",
         json!({
-            "name": "Create after a second",
+            "name": "Create after two seconds",
             "trigger": {"schedule": "0 0 1 1 *"},
             "steps": [
-                {"key": "wait", "delay": {"seconds": 1}},
+                {"key": "wait", "delay": {"seconds": 2}},
                 {"key": "create", "plugin": "example", "action": "create-item", "connection": conn,
                  "input": {"event": "{{ trigger.id }}"}},
             ],
         }),
     )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let run = api(
-        &server.url,
-        post,
-        &format!("/v1/flows/{flow}/run?wait_ms=0"),
-        json!({"id": "by-hand-1"}),
-    )
     .await;
+    let id = run_by_hand(&server.url, &flow, json!({"id": "by-hand-1"})).await;
     server.child.kill().unwrap(); // SIGKILL, right after the answer
     server.child.wait().unwrap();
-    let id = run["id"].as_str().unwrap().to_string();
+    assert!(fake.created().is_empty(), "the kill came before any effect");
 
     let server = serve(&data, &load);
     let response = client()
@@ -468,53 +432,26 @@ async fn a_run_started_through_the_api_survives_an_immediate_sigkill() {
 /// cancelled after the restart (and never runs its step).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_through_the_api_survives_an_immediate_sigkill() {
-    let dir = tempfile::tempdir().unwrap();
-    let (data, load) = (dir.path().join("data"), dir.path().join("connectors"));
-    std::fs::create_dir(&load).unwrap();
-    std::fs::copy(artifacts::EXAMPLE, load.join("example.wasm")).unwrap();
+    let (_dir, data, load) = host_dirs(artifacts::EXAMPLE, "example");
     let mut server = serve(&data, &load);
-    let post = reqwest::Method::POST;
-    let flow = api(
+    let flow = flow(
         &server.url,
-        post.clone(),
-        "/v1/flows",
         json!({
             "name": "Wait a minute",
             "trigger": {"schedule": "0 0 1 1 *"},
             "steps": [{"key": "wait", "delay": {"seconds": 60}}],
         }),
     )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let run = api(
-        &server.url,
-        post.clone(),
-        &format!("/v1/flows/{flow}/run?wait_ms=0"),
-        json!({"id": "to-cancel"}),
-    )
     .await;
-    let id = run["id"].as_str().unwrap().to_string();
-    let cancelled = api(
-        &server.url,
-        post,
-        &format!("/v1/runs/{id}/cancel"),
-        json!({}),
-    )
-    .await;
+    let id = run_by_hand(&server.url, &flow, json!({"id": "to-cancel"})).await;
+    let path = format!("/v1/runs/{id}/cancel");
+    let cancelled = api(&server.url, reqwest::Method::POST, &path, json!({})).await;
     assert_eq!(cancelled["status"], json!("cancelled"), "{cancelled}");
     server.child.kill().unwrap(); // SIGKILL, right after the answer
     server.child.wait().unwrap();
 
     let server = serve(&data, &load);
-    let run = api(
-        &server.url,
-        reqwest::Method::GET,
-        &format!("/v1/runs/{id}"),
-        json!({}),
-    )
-    .await;
+    let run = run(&server.url, &id).await;
     assert_eq!(
         run["status"],
         json!("cancelled"),
@@ -529,53 +466,25 @@ async fn a_cancel_through_the_api_survives_an_immediate_sigkill() {
 /// and the second is processed once its plugin can, each applied once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_and_deferred_deliveries_survive_an_immediate_sigkill() {
-    let dir = tempfile::tempdir().unwrap();
-    let (data, load) = (dir.path().join("data"), dir.path().join("connectors"));
-    std::fs::create_dir(&load).unwrap();
-    std::fs::copy(artifacts::FIXTURE_BENCH, load.join("bench.wasm")).unwrap();
+    let (_dir, data, load) = host_dirs(artifacts::FIXTURE_BENCH, "bench");
     let fake = FakeItems::start().await;
     let mut server = serve(&data, &load);
-    let post = reqwest::Method::POST;
-    let conn = api(
-        &server.url,
-        post.clone(),
-        "/v1/connections",
-        json!({"plugin": "bench", "properties": fake.properties()}),
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let conn = connection(&server.url, "bench", fake.properties()).await;
     // The step waits first, so the kill lands before any effect.
-    let flow = api(
+    let flow = flow(
         &server.url,
-        post.clone(),
-        "/v1/flows",
         json!({
-            "name": "Send a second after each delivery",
+            "name": "Send two seconds after each delivery",
             "trigger": {"plugin": "bench", "trigger": "event", "connection": conn},
             "steps": [
-                {"key": "wait", "delay": {"seconds": 1}},
+                {"key": "wait", "delay": {"seconds": 2}},
                 {"key": "send", "plugin": "bench", "action": "send", "connection": conn,
                  "input": {"event": "{{ trigger.id }}"}},
             ],
         }),
     )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let hook = api(
-        &server.url,
-        post,
-        &format!("/v1/flows/{flow}/activate"),
-        json!({}),
-    )
-    .await["webhook_url"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let url = format!("{}{}", server.url, &hook[hook.find("/hooks/").unwrap()..]);
+    .await;
+    let url = format!("{}{}", server.url, activate(&server.url, &flow).await);
     let deliver = |id: &'static str, fail_until: Option<u128>| {
         let body = serde_json::to_vec(&json!({"id": id})).unwrap();
         let mut request = client()

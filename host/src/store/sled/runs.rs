@@ -251,15 +251,13 @@ impl RunStore for SledStore {
         entities: &[EntityWrite],
         along: Along<'_>,
     ) -> Result<()> {
-        let inbox = match along {
-            Along::InboxDone(key) => Some(Some(key)),
-            Along::Unacknowledged => Some(None),
-            _ => None,
-        };
-        if let Some(inbox) = inbox
-            && entities.is_empty()
-            && runs.iter().all(|run| run.entity.is_none())
-        {
+        // A webhook delivery's runs (no entity among them): single writes.
+        let delivery = matches!(along, Along::InboxDone(_) | Along::Unacknowledged);
+        if delivery && entities.is_empty() && runs.iter().all(|run| run.entity.is_none()) {
+            let inbox = match along {
+                Along::InboxDone(key) => Some(key),
+                _ => None,
+            };
             return self.apply_in_order(creating(runs, seen, inbox));
         }
         let mut ops = match along {
