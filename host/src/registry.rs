@@ -95,7 +95,9 @@ pub struct InterpreterRecord {
 /// A plugin version, ready to call.
 #[derive(Clone)]
 pub struct PluginVersion {
-    pub record: PluginRecord,
+    /// Shared: every call of the version holds it (a manifest is cloned
+    /// by no call).
+    pub record: Arc<PluginRecord>,
     pub connector: Arc<dyn Connector>,
 }
 
@@ -343,7 +345,7 @@ impl Registry {
             },
         };
         Ok(PluginVersion {
-            record,
+            record: Arc::new(record),
             connector: self.connector(loaded.with_spec(canonical.into())),
         })
     }
@@ -441,7 +443,7 @@ impl Registry {
         self.loaded.write().expect("registry lock").insert(
             id,
             PluginVersion {
-                record: record.clone(),
+                record: Arc::new(record.clone()),
                 connector: self.connector(plugin),
             },
         );
@@ -704,7 +706,7 @@ impl Registry {
             .expect("registry lock")
             .get_mut(&(key.to_string(), version.clone()))
         {
-            loaded.record = record.clone();
+            loaded.record = Arc::new(record.clone());
         }
         Ok(record)
     }
@@ -806,7 +808,13 @@ fn load_with(
                     engine: engine.clone(),
                     plugin,
                 });
-                loaded.insert(id, PluginVersion { record, connector });
+                loaded.insert(
+                    id,
+                    PluginVersion {
+                        record: Arc::new(record),
+                        connector,
+                    },
+                );
             }
             Err(reason) => {
                 tracing::error!(plugin = %format!("{}@{}", id.0, id.1), "cannot load plugin: {reason}");

@@ -12,6 +12,7 @@
 
 mod custom;
 mod draft;
+mod hosts;
 
 pub use draft::{DraftDelivery, DraftLimits, DraftTest};
 
@@ -160,6 +161,7 @@ pub struct Calls {
     connections: Arc<Connections>,
     sandbox: HttpSandbox,
     metrics: Arc<Metrics>,
+    hosts: hosts::ParsedHosts,
 }
 
 impl Calls {
@@ -174,6 +176,7 @@ impl Calls {
             connections,
             sandbox,
             metrics,
+            hosts: hosts::ParsedHosts::default(),
         }
     }
 
@@ -612,17 +615,26 @@ impl Calls {
                 (adhoc_properties, BTreeMap::new(), String::new())
             }
         };
-        let allowed: Vec<HostPattern> = manifest
-            .allowed_hosts
-            .iter()
-            .filter_map(|pattern| match HostPattern::parse(pattern, &plain) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    tracing::debug!(plugin = %manifest.key, "allowed host left out: {e}");
-                    None
-                }
-            })
-            .collect();
+        let parse = || -> Vec<HostPattern> {
+            manifest
+                .allowed_hosts
+                .iter()
+                .filter_map(|pattern| match HostPattern::parse(pattern, &plain) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        tracing::debug!(plugin = %manifest.key, "allowed host left out: {e}");
+                        None
+                    }
+                })
+                .collect()
+        };
+        // A stored connection's are kept for its next calls.
+        let allowed: Arc<[HostPattern]> = match connection {
+            Some(c) => self
+                .hosts
+                .get(&c.id, &manifest.allowed_hosts, &plain, parse),
+            None => parse().into(),
+        };
         // The version's secret variables serve the host's auth only.
         let secret_env = if connection.is_some() || inline {
             self.registry.secret_env(&plugin.record)?
@@ -667,7 +679,7 @@ impl Calls {
         let env = CallEnv {
             outbound: Some(Outbound {
                 sandbox: self.sandbox.clone(),
-                allowed: allowed.into(),
+                allowed,
                 credentials,
                 limiter,
             }),

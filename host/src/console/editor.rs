@@ -194,7 +194,7 @@ fn manifest_for(state: &ApiState, reference: &str) -> Option<Manifest> {
         .registry
         .resolved(&key, &req)
         .ok()
-        .map(|p| p.record.manifest)
+        .map(|p| p.record.manifest.clone())
 }
 
 fn set_or_remove(map: &mut Map<String, Value>, key: &str, value: Option<Value>) {

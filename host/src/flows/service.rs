@@ -118,7 +118,7 @@ impl Catalogue for HostCatalogue {
     }
 
     fn manifest(&self, key: &str, version: &Version) -> Result<Manifest, ServiceError> {
-        Ok(self.registry.get(key, version)?.record.manifest)
+        Ok(self.registry.get(key, version)?.record.manifest.clone())
     }
 
     fn connection_plugin(&self, tenant: &str, id: &str) -> Result<String, ServiceError> {
