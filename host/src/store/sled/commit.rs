@@ -6,56 +6,139 @@
 //! store for every request that arrived before the flush began and answers
 //! them all. Under load a flush covers hundreds of deliveries; alone, a
 //! delivery waits for exactly one flush.
+//!
+//! A write nobody waits for (a finished run's new state: after a crash the
+//! step runs again under the same idempotency key) asks for a lazy flush
+//! instead: it rides along with the next writer's flush, or is flushed on
+//! its own after [`LAZY`]. Each flush wakes sled's I/O threads, and giving
+//! finished runs flushes of their own made about one flush per run.
 
-use std::thread;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc::{self, RecvTimeoutError},
+    },
+    thread,
+    time::{Duration, Instant},
+};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 type Reply = oneshot::Sender<Result<(), String>>;
 
+/// How long a write that nobody waits for (a finished run's new state) may
+/// stay in memory before it is flushed on its own: it rides along with the
+/// next acknowledgement's flush when one comes sooner, as one nearly always
+/// does under load. A crash in between runs the step again, under the same
+/// idempotency key.
+pub(super) const LAZY: Duration = Duration::from_millis(20);
+
+enum Request {
+    /// A writer waits for the flush.
+    Durable(Reply),
+    /// A write to flush soon; nobody waits.
+    Soon,
+}
+
 pub(super) struct GroupCommit {
-    requests: mpsc::UnboundedSender<Reply>,
+    requests: mpsc::Sender<Request>,
+    /// A lazy write is waiting for a flush: only the first one since the
+    /// last flush tells the thread (the others would wake it for nothing).
+    lazy: Arc<AtomicBool>,
 }
 
 impl GroupCommit {
-    /// Starts the flushing thread; it ends when the committer is dropped.
-    pub(super) fn start(flush: impl Fn() -> Result<(), String> + Send + 'static) -> GroupCommit {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Reply>();
+    /// Starts the flushing thread; it ends when the committer is dropped
+    /// (flushing lazy writes first). `lazy`: how long a write nobody waits
+    /// for may stay unflushed ([`LAZY`]).
+    pub(super) fn start(
+        lazy_for: Duration,
+        flush: impl Fn() -> Result<(), String> + Send + 'static,
+    ) -> GroupCommit {
+        let (tx, rx) = mpsc::channel::<Request>();
+        let lazy = Arc::new(AtomicBool::new(false));
+        let pending = lazy.clone();
         thread::Builder::new()
             .name("switchyard-commit".into())
-            .spawn(move || {
-                let mut batch = Vec::new();
-                while let Some(first) = rx.blocking_recv() {
-                    batch.push(first);
-                    while let Ok(more) = rx.try_recv() {
-                        batch.push(more);
-                    }
-                    let result = flush();
-                    for reply in batch.drain(..) {
-                        let _ = reply.send(result.clone());
-                    }
-                }
-            })
+            .spawn(move || commit_loop(&rx, &pending, lazy_for, flush))
             .expect("spawning the commit thread");
-        GroupCommit { requests: tx }
+        GroupCommit { requests: tx, lazy }
     }
 
     /// Asks for a flush of everything written so far without waiting for
-    /// it: the write goes to disk with the next group, as soon as the
-    /// thread is free.
+    /// it: the write goes to disk with the next group, at the latest
+    /// `lazy_for` (see [`GroupCommit::start`]) from now.
     pub(super) fn soon(&self) {
-        let (tx, _) = oneshot::channel();
-        let _ = self.requests.send(tx);
+        if !self.lazy.swap(true, Ordering::AcqRel) {
+            let _ = self.requests.send(Request::Soon);
+        }
     }
 
     /// Returns once everything written before the call is on disk.
     pub(super) async fn durable(&self) -> Result<(), String> {
         let (tx, rx) = oneshot::channel();
         self.requests
-            .send(tx)
+            .send(Request::Durable(tx))
             .map_err(|_| "the commit thread has stopped".to_string())?;
         rx.await
             .map_err(|_| "the commit thread has stopped".to_string())?
+    }
+}
+
+/// The commit thread: flushes for every writer waiting when the flush
+/// begins, and for lazy writes once the oldest has waited `lazy_for`.
+fn commit_loop(
+    rx: &mpsc::Receiver<Request>,
+    lazy: &AtomicBool,
+    lazy_for: Duration,
+    flush: impl Fn() -> Result<(), String>,
+) {
+    let mut waiting: Vec<Reply> = Vec::new();
+    // When the oldest lazy write not flushed yet was asked for.
+    let mut lazy_since: Option<Instant> = None;
+    let mut open = true;
+    while open {
+        let first = match lazy_since {
+            None => rx.recv().ok(),
+            Some(since) => {
+                match rx.recv_timeout((since + lazy_for).saturating_duration_since(Instant::now()))
+                {
+                    Ok(request) => Some(request),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        open = false;
+                        None
+                    }
+                }
+            }
+        };
+        if first.is_none() && lazy_since.is_none() {
+            // Every sender is gone and nothing is left to flush.
+            break;
+        }
+        for request in first
+            .into_iter()
+            .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+        {
+            match request {
+                Request::Durable(reply) => waiting.push(reply),
+                Request::Soon => {
+                    lazy_since.get_or_insert_with(Instant::now);
+                }
+            }
+        }
+        let lazy_due = lazy_since.is_some_and(|since| !open || since.elapsed() >= lazy_for);
+        if waiting.is_empty() && !lazy_due {
+            continue;
+        }
+        // A lazy write asked for after this point tells the thread again.
+        lazy.store(false, Ordering::Release);
+        lazy_since = None;
+        let result = flush();
+        for reply in waiting.drain(..) {
+            let _ = reply.send(result.clone());
+        }
     }
 }
 
@@ -108,7 +191,7 @@ mod tests {
         let flushes = Arc::new(AtomicUsize::new(0));
         let commit = {
             let flushes = flushes.clone();
-            Arc::new(GroupCommit::start(move || {
+            Arc::new(GroupCommit::start(LAZY, move || {
                 flushes.fetch_add(1, Ordering::SeqCst);
                 std::thread::sleep(std::time::Duration::from_millis(20));
                 Ok(())
@@ -125,5 +208,60 @@ mod tests {
         }
         // Every writer was answered, with fewer flushes than writers.
         assert!(flushes.load(Ordering::SeqCst) < 100);
+    }
+
+    /// A committer counting its flushes, lazy writes kept `lazy_for`.
+    fn counting(lazy_for: Duration) -> (GroupCommit, Arc<AtomicUsize>) {
+        let flushes = Arc::new(AtomicUsize::new(0));
+        let counter = flushes.clone();
+        let commit = GroupCommit::start(lazy_for, move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+        (commit, flushes)
+    }
+
+    /// Polls until `flushes` reaches `n`, for at most five seconds.
+    fn wait_for_flushes(flushes: &AtomicUsize, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while flushes.load(Ordering::SeqCst) < n {
+            assert!(
+                Instant::now() < deadline,
+                "{} flushes after five seconds, expected {n}",
+                flushes.load(Ordering::SeqCst)
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn a_lazy_write_alone_is_flushed_on_its_own() {
+        let (commit, flushes) = counting(Duration::from_millis(30));
+        commit.soon();
+        wait_for_flushes(&flushes, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lazy_writes_ride_along_with_the_next_durable_flush() {
+        // A window far longer than the test: only the durable writer's
+        // flush can have taken the lazy writes.
+        let (commit, flushes) = counting(Duration::from_secs(600));
+        for _ in 0..100 {
+            commit.soon();
+        }
+        commit.durable().await.unwrap();
+        assert_eq!(flushes.load(Ordering::SeqCst), 1);
+        // After that flush, a lazy write asks again.
+        commit.soon();
+        commit.durable().await.unwrap();
+        assert_eq!(flushes.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn closing_the_committer_flushes_lazy_writes_at_once() {
+        let (commit, flushes) = counting(Duration::from_secs(600));
+        commit.soon();
+        drop(commit);
+        wait_for_flushes(&flushes, 1);
     }
 }

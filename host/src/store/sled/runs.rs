@@ -308,7 +308,8 @@ impl RunStore for SledStore {
         if single {
             // A transaction would have rolled the log to disk at once: so
             // that a result is not left in memory until sled's own flush
-            // (every 500 ms), the next group commit takes it.
+            // (every 500 ms), the next group commit takes it (within
+            // `commit::LAZY`; nobody waits for it).
             self.commit.soon();
         }
         Ok(())
