@@ -122,7 +122,7 @@ impl Calls {
         let trace = trace_id("test");
         let (env_call, connection) = match &test.connection {
             Some(id) => {
-                let record = self.connections.get(tenant, id)?;
+                let record = self.connections.current(tenant, id)?;
                 (None, Some(record))
             }
             None => {

@@ -117,7 +117,7 @@ enum Source<'a> {
 /// A call ready to be made.
 pub struct Call {
     pub plugin: PluginVersion,
-    pub connection: Option<ConnectionRecord>,
+    pub connection: Option<Arc<ConnectionRecord>>,
     purpose: Purpose,
     env: CallEnv,
     ctx: GuestContext,
@@ -193,7 +193,7 @@ impl Calls {
             .map_err(Refused::Plugin)?;
         let connection = target
             .connection
-            .map(|id| self.connections.get(target.tenant, id))
+            .map(|id| self.connections.current(target.tenant, id))
             .transpose()
             .map_err(Refused::Connection)?;
         self.prepare_for(plugin, connection, BTreeMap::new(), purpose, trace_id)
@@ -212,7 +212,7 @@ impl Calls {
     ) -> Result<Call, ServiceError> {
         let plugin = self.registry.resolved(plugin, req)?;
         let connection = connection
-            .map(|id| self.connections.get(tenant, id))
+            .map(|id| self.connections.current(tenant, id))
             .transpose()?;
         Ok(self.prepare_for(plugin, connection, BTreeMap::new(), purpose, trace_id)?)
     }
@@ -222,7 +222,7 @@ impl Calls {
     pub fn prepare_for(
         &self,
         plugin: PluginVersion,
-        connection: Option<ConnectionRecord>,
+        connection: Option<Arc<ConnectionRecord>>,
         adhoc: BTreeMap<String, Value>,
         purpose: Purpose,
         trace_id: String,
@@ -262,7 +262,7 @@ impl Calls {
         let outcome = plugin.connector.test_connection(env, ctx).await;
         self.finish(
             &plugin,
-            connection.as_ref(),
+            connection.as_deref(),
             &purpose,
             "test_connection",
             &outcome,
@@ -295,7 +295,13 @@ impl Calls {
                 .perform(env, ctx, action, input, idempotency_key)
                 .await
         };
-        self.finish(&plugin, connection.as_ref(), &purpose, "perform", &outcome);
+        self.finish(
+            &plugin,
+            connection.as_deref(),
+            &purpose,
+            "perform",
+            &outcome,
+        );
         outcome
     }
 
@@ -317,7 +323,7 @@ impl Calls {
             .connector
             .poll(env, ctx, trigger, params, cursor)
             .await;
-        self.finish(&plugin, connection.as_ref(), &purpose, "poll", &outcome);
+        self.finish(&plugin, connection.as_deref(), &purpose, "poll", &outcome);
         outcome
     }
 
@@ -341,7 +347,7 @@ impl Calls {
             .await;
         self.finish(
             &plugin,
-            connection.as_ref(),
+            connection.as_deref(),
             &purpose,
             "subscribe",
             &outcome,
@@ -369,7 +375,7 @@ impl Calls {
             .await;
         self.finish(
             &plugin,
-            connection.as_ref(),
+            connection.as_deref(),
             &purpose,
             "unsubscribe",
             &outcome,
@@ -397,7 +403,7 @@ impl Calls {
             .await;
         self.finish(
             &plugin,
-            connection.as_ref(),
+            connection.as_deref(),
             &purpose,
             "handle_webhook",
             &outcome,
@@ -456,7 +462,7 @@ impl Calls {
         let name = plugin.name();
         let call = self.prepare_for(
             plugin,
-            Some(record),
+            Some(Arc::new(record)),
             BTreeMap::new(),
             Purpose::Other,
             trace_id("test"),
@@ -510,7 +516,7 @@ impl Calls {
             ));
         }
         let connection = connection
-            .map(|id| self.connections.get(tenant, &id))
+            .map(|id| self.connections.current(tenant, &id))
             .transpose()?;
         let call = self.prepare_for(
             plugin,
@@ -822,6 +828,27 @@ mod tests {
         fn status(&self) -> ConnectionStatus {
             self.connections.get("t", &self.connection).unwrap().status
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_share_the_connection_decoded_once_until_it_changes() {
+        let rig = rig().await;
+        let shared = |call: Call| call.connection.expect("a stored connection");
+        let first = shared(rig.prepare(Purpose::Other).unwrap());
+        let second = shared(rig.prepare(Purpose::Other).unwrap());
+        assert!(Arc::ptr_eq(&first, &second), "decoded again unchanged");
+        // A change is read at once: the next call holds the new record.
+        rig.connections
+            .update(
+                "t",
+                &rig.connection,
+                Some("renamed"),
+                serde_json::Map::new(),
+            )
+            .unwrap();
+        let third = shared(rig.prepare(Purpose::Other).unwrap());
+        assert!(!Arc::ptr_eq(&first, &third));
+        assert_eq!(third.name, "renamed");
     }
 
     fn step(run: &str) -> Purpose {

@@ -21,7 +21,7 @@ use crate::{
     sandbox::auth::{AuthState, AuthStates},
     schema::check_against,
     secrets::MasterKey,
-    store::{Kv, KvExt, Tree},
+    store::{Decoded, Kv, KvExt, Tree},
 };
 
 const REDACTED: &str = "********";
@@ -60,6 +60,8 @@ pub struct Connections {
     /// Serialises read-modify-writes of a record (a pause racing a token
     /// refresh must not be lost), so a connection is also paused once.
     writes: std::sync::Mutex<()>,
+    /// Records as calls read them: decoded once per version of their bytes.
+    current: Decoded<ConnectionRecord>,
 }
 
 /// Secret and plain properties of a connection, checked against a manifest.
@@ -81,6 +83,7 @@ impl Connections {
             registry,
             auth_states,
             writes: Default::default(),
+            current: Decoded::new(Tree::Connections),
         }
     }
 
@@ -133,6 +136,15 @@ impl Connections {
     pub fn get(&self, tenant: &str, id: &str) -> Result<ConnectionRecord, ServiceError> {
         self.kv
             .get_json(Tree::Connections, &[tenant, id])?
+            .ok_or_else(|| ServiceError::NotFound(format!("connection `{id}` does not exist")))
+    }
+
+    /// The connection as it is stored now, shared: what a call holds. The
+    /// record is read on every call (an edit or a pause counts at once) but
+    /// decoded only when its bytes changed.
+    pub fn current(&self, tenant: &str, id: &str) -> Result<Arc<ConnectionRecord>, ServiceError> {
+        self.current
+            .get(self.kv.as_ref(), &[tenant, id])?
             .ok_or_else(|| ServiceError::NotFound(format!("connection `{id}` does not exist")))
     }
 

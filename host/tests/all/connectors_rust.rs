@@ -99,7 +99,7 @@ impl Rig {
     fn setup(&self, plugin: &str, connection: &str) -> Call {
         let app = &self.host.app;
         let plugin = app.registry.newest(plugin).unwrap();
-        let record = app.connections.get(DEFAULT_TENANT, connection).unwrap();
+        let record = app.connections.current(DEFAULT_TENANT, connection).unwrap();
         app.calls
             .prepare_for(
                 plugin,

@@ -412,7 +412,7 @@ async fn a_spec_speaks_every_request_page_error_and_cursor_kind() {
         let conn = conn.clone();
         async move {
             let plugin = app.registry.newest("catalog").unwrap();
-            let record = app.connections.get(DEFAULT_TENANT, &conn).unwrap();
+            let record = app.connections.current(DEFAULT_TENANT, &conn).unwrap();
             let call = app
                 .calls
                 .prepare_for(

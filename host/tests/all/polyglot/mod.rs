@@ -173,7 +173,7 @@ impl<'a> Conn<'a> {
     fn setup(&self) -> Call {
         let app = &self.host.app;
         let plugin = app.registry.newest(self.key).unwrap();
-        let record = app.connections.get(DEFAULT_TENANT, &self.id).unwrap();
+        let record = app.connections.current(DEFAULT_TENANT, &self.id).unwrap();
         app.calls
             .prepare_for(
                 plugin,
