@@ -17,13 +17,12 @@ use std::{
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
-        mpsc::{self, RecvTimeoutError},
     },
     thread,
     time::{Duration, Instant},
 };
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 type Reply = oneshot::Sender<Result<(), String>>;
 
@@ -42,7 +41,7 @@ enum Request {
 }
 
 pub(super) struct GroupCommit {
-    requests: mpsc::Sender<Request>,
+    requests: mpsc::UnboundedSender<Request>,
     /// A lazy write is waiting for a flush: only the first one since the
     /// last flush tells the thread (the others would wake it for nothing).
     lazy: Arc<AtomicBool>,
@@ -56,12 +55,12 @@ impl GroupCommit {
         lazy_for: Duration,
         flush: impl Fn() -> Result<(), String> + Send + 'static,
     ) -> GroupCommit {
-        let (tx, rx) = mpsc::channel::<Request>();
+        let (tx, rx) = mpsc::unbounded_channel::<Request>();
         let lazy = Arc::new(AtomicBool::new(false));
         let pending = lazy.clone();
         thread::Builder::new()
             .name("switchyard-commit".into())
-            .spawn(move || commit_loop(&rx, &pending, lazy_for, flush))
+            .spawn(move || commit_loop(rx, &pending, lazy_for, flush))
             .expect("spawning the commit thread");
         GroupCommit { requests: tx, lazy }
     }
@@ -89,27 +88,34 @@ impl GroupCommit {
 /// The commit thread: flushes for every writer waiting when the flush
 /// begins, and for lazy writes once the oldest has waited `lazy_for`.
 fn commit_loop(
-    rx: &mpsc::Receiver<Request>,
+    mut rx: mpsc::UnboundedReceiver<Request>,
     lazy: &AtomicBool,
     lazy_for: Duration,
     flush: impl Fn() -> Result<(), String>,
 ) {
+    // Only to wait for a request with a deadline while lazy writes are
+    // pending; otherwise the thread blocks on the channel alone.
+    let timer = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("building the commit thread's timer");
     let mut waiting: Vec<Reply> = Vec::new();
     // When the oldest lazy write not flushed yet was asked for.
     let mut lazy_since: Option<Instant> = None;
     let mut open = true;
     while open {
         let first = match lazy_since {
-            None => rx.recv().ok(),
+            None => rx.blocking_recv(),
             Some(since) => {
-                match rx.recv_timeout((since + lazy_for).saturating_duration_since(Instant::now()))
-                {
-                    Ok(request) => Some(request),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => {
+                let left = (since + lazy_for).saturating_duration_since(Instant::now());
+                match timer.block_on(async { tokio::time::timeout(left, rx.recv()).await }) {
+                    Ok(Some(request)) => Some(request),
+                    // Every sender is gone: the lazy writes are flushed last.
+                    Ok(None) => {
                         open = false;
                         None
                     }
+                    Err(_elapsed) => None,
                 }
             }
         };
