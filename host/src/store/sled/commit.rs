@@ -49,8 +49,8 @@ pub(super) struct GroupCommit {
 
 impl GroupCommit {
     /// Starts the flushing thread; it ends when the committer is dropped
-    /// (flushing lazy writes first). `lazy`: how long a write nobody waits
-    /// for may stay unflushed ([`LAZY`]).
+    /// (flushing lazy writes first). `lazy_for`: how long a write nobody
+    /// waits for may stay unflushed ([`LAZY`] in the store).
     pub(super) fn start(
         lazy_for: Duration,
         flush: impl Fn() -> Result<(), String> + Send + 'static,
