@@ -590,7 +590,7 @@ impl Calls {
                     });
                 (
                     plain,
-                    secret,
+                    Arc::new(secret),
                     format!("draft-{:016x}", rand::rng().next_u64()),
                 )
             }
@@ -618,7 +618,7 @@ impl Calls {
                         secret.key
                     )));
                 }
-                (adhoc_properties, BTreeMap::new(), String::new())
+                (adhoc_properties, Arc::default(), String::new())
             }
         };
         let parse = || -> Vec<HostPattern> {
@@ -849,6 +849,23 @@ mod tests {
         let third = shared(rig.prepare(Purpose::Other).unwrap());
         assert!(!Arc::ptr_eq(&first, &third));
         assert_eq!(third.name, "renamed");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn secrets_are_opened_once_until_they_change() {
+        let rig = rig().await;
+        let record = || rig.connections.current("t", &rig.connection).unwrap();
+        let first = rig.connections.secrets(&record()).unwrap();
+        assert_eq!(first["api_key"], json!("wrong"));
+        let again = rig.connections.secrets(&record()).unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "opened again unchanged");
+        // A change seals the secrets anew; the next call opens them.
+        let change = json!({"api_key": "right"}).as_object().unwrap().clone();
+        rig.connections
+            .update("t", &rig.connection, None, change)
+            .unwrap();
+        let changed = rig.connections.secrets(&record()).unwrap();
+        assert_eq!(changed["api_key"], json!("right"));
     }
 
     fn step(run: &str) -> Purpose {

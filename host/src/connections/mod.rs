@@ -5,7 +5,7 @@
 //! authorization code flow that fills that state.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::Arc,
 };
 
@@ -62,6 +62,16 @@ pub struct Connections {
     writes: std::sync::Mutex<()>,
     /// Records as calls read them: decoded once per version of their bytes.
     current: Decoded<ConnectionRecord>,
+    /// Secrets as calls open them: once per version of the sealed text, by
+    /// connection id (in the host's memory, where the master key is too).
+    opened: std::sync::Mutex<HashMap<String, Opened>>,
+}
+
+/// A connection's sealed secrets and what they open to.
+type Opened = (String, Arc<BTreeMap<String, Value>>);
+
+fn not_found(id: &str) -> ServiceError {
+    ServiceError::NotFound(format!("connection `{id}` does not exist"))
 }
 
 /// Secret and plain properties of a connection, checked against a manifest.
@@ -84,6 +94,7 @@ impl Connections {
             auth_states,
             writes: Default::default(),
             current: Decoded::new(Tree::Connections),
+            opened: Default::default(),
         }
     }
 
@@ -136,7 +147,7 @@ impl Connections {
     pub fn get(&self, tenant: &str, id: &str) -> Result<ConnectionRecord, ServiceError> {
         self.kv
             .get_json(Tree::Connections, &[tenant, id])?
-            .ok_or_else(|| ServiceError::NotFound(format!("connection `{id}` does not exist")))
+            .ok_or_else(|| not_found(id))
     }
 
     /// The connection as it is stored now, shared: what a call holds. The
@@ -145,7 +156,7 @@ impl Connections {
     pub fn current(&self, tenant: &str, id: &str) -> Result<Arc<ConnectionRecord>, ServiceError> {
         self.current
             .get(self.kv.as_ref(), &[tenant, id])?
-            .ok_or_else(|| ServiceError::NotFound(format!("connection `{id}` does not exist")))
+            .ok_or_else(|| not_found(id))
     }
 
     pub fn list(&self, tenant: &str) -> Result<Vec<ConnectionRecord>, ServiceError> {
@@ -165,7 +176,7 @@ impl Connections {
         let mut record = self.get(tenant, id)?;
         let plugin = self.plugin_for(&record)?;
         let manifest = &plugin.record.manifest;
-        let mut current = self.secrets(&record)?;
+        let mut current = self.open_secrets(&record)?;
         current.extend(record.properties.clone());
         let split = split(manifest, changes, &current)?;
         if let Some(name) = name {
@@ -186,11 +197,34 @@ impl Connections {
         self.get(tenant, id)?;
         self.kv.delete(Tree::Connections, &[tenant, id])?;
         self.auth_states.forget(id);
+        self.opened().remove(id);
         Ok(())
     }
 
-    /// The connection's secret properties, opened.
+    fn opened(&self) -> std::sync::MutexGuard<'_, HashMap<String, Opened>> {
+        self.opened.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The connection's secret properties, opened (once per version of
+    /// the sealed text: calls of an unchanged connection share them).
     pub fn secrets(
+        &self,
+        record: &ConnectionRecord,
+    ) -> Result<Arc<BTreeMap<String, Value>>, ServiceError> {
+        if let Some((sealed, open)) = self.opened().get(&record.id)
+            && *sealed == record.sealed_secrets
+        {
+            return Ok(open.clone());
+        }
+        let open = Arc::new(self.open_secrets(record)?);
+        self.opened().insert(
+            record.id.clone(),
+            (record.sealed_secrets.clone(), open.clone()),
+        );
+        Ok(open)
+    }
+
+    fn open_secrets(
         &self,
         record: &ConnectionRecord,
     ) -> Result<BTreeMap<String, Value>, ServiceError> {

@@ -6,9 +6,12 @@
 //! type (a number stays a number); any other string with `{{` or `{%` renders
 //! to text; everything else is copied as is.
 
-use std::sync::LazyLock;
+use std::{
+    collections::HashMap,
+    sync::{Arc, LazyLock, Mutex},
+};
 
-use minijinja::{Environment, UndefinedBehavior};
+use minijinja::{Environment, Expression, UndefinedBehavior};
 use serde_json::Value;
 
 /// What one rendering or condition may spend, in minijinja's fuel units
@@ -25,6 +28,49 @@ pub(crate) static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
     env.set_fuel(Some(FUEL));
     env
 });
+
+/// Lone expressions (conditions, `{{ trigger.order.id }}` inputs), compiled
+/// once: every run of a flow evaluates the same few texts, and compiling one
+/// cost more than evaluating it.
+static COMPILED: LazyLock<Compiled> = LazyLock::new(|| Compiled::new(4096));
+
+/// A bounded cache of compiled expressions: past `max` distinct texts it
+/// starts again empty (tenants' flows are many, the hot texts few).
+struct Compiled {
+    max: usize,
+    map: Mutex<HashMap<String, Arc<Expression<'static, 'static>>>>,
+}
+
+impl Compiled {
+    fn new(max: usize) -> Self {
+        Compiled {
+            max,
+            map: Mutex::default(),
+        }
+    }
+
+    /// `expr` compiled, from the cache when it has been seen. Errors are
+    /// not kept: an expression that does not compile is refused when its
+    /// flow is saved, so they are rare here.
+    fn get(&self, expr: &str) -> Result<Arc<Expression<'static, 'static>>, minijinja::Error> {
+        let map = || self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = map().get(expr) {
+            return Ok(found.clone());
+        }
+        let fresh = Arc::new(ENV.compile_expression_owned(expr.to_string())?);
+        let mut map = map();
+        if map.len() >= self.max {
+            map.clear();
+        }
+        map.insert(expr.to_string(), fresh.clone());
+        Ok(fresh)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
 
 pub(crate) fn single_expression(text: &str) -> Option<&str> {
     let inner = text.trim().strip_prefix("{{")?.strip_suffix("}}")?;
@@ -82,8 +128,8 @@ fn render_at(value: &Value, context: &Value, at: &str) -> Result<Value, String> 
     match value {
         Value::String(text) if is_template(text) => {
             if let Some(expr) = single_expression(text) {
-                let compiled = ENV
-                    .compile_expression(expr)
+                let compiled = COMPILED
+                    .get(expr)
                     .map_err(|e| format!("{}: {e}", place(at)))?;
                 let out = compiled
                     .eval(minijinja::Value::from(minijinja::value::Serde(context)))
@@ -119,7 +165,7 @@ fn render_at(value: &Value, context: &Value, at: &str) -> Result<Value, String> 
 
 /// Evaluates a condition; anything but a true boolean result is false.
 pub fn condition(expr: &str, context: &Value) -> Result<bool, String> {
-    let compiled = ENV.compile_expression(expr).map_err(|e| e.to_string())?;
+    let compiled = COMPILED.get(expr).map_err(|e| e.to_string())?;
     let out = compiled
         .eval(minijinja::Value::from(minijinja::value::Serde(context)))
         .map_err(|e| e.to_string())?;
@@ -172,6 +218,31 @@ pub fn check_condition(expr: &str) -> Result<Vec<String>, String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn compiled_expressions_are_kept_and_bounded() {
+        let cache = Compiled::new(2);
+        let first = cache.get("trigger.n > 1").unwrap();
+        assert!(Arc::ptr_eq(&first, &cache.get("trigger.n > 1").unwrap()));
+        // One compiled expression, evaluated against different contexts.
+        let at = |n: i64| {
+            let ctx = json!({"trigger": {"n": n}});
+            first
+                .eval(minijinja::Value::from(minijinja::value::Serde(&ctx)))
+                .unwrap()
+                .is_true()
+        };
+        assert!(at(2));
+        assert!(!at(0));
+        assert!(cache.get("trigger.n >").is_err());
+        assert_eq!(cache.len(), 1, "an error is not kept");
+        cache.get("trigger.m").unwrap();
+        assert_eq!(cache.len(), 2);
+        // Full: the cache starts again with the newcomer.
+        cache.get("trigger.k").unwrap();
+        assert_eq!(cache.len(), 1);
+        assert!(!Arc::ptr_eq(&first, &cache.get("trigger.n > 1").unwrap()));
+    }
 
     #[test]
     fn mappings() {
