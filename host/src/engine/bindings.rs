@@ -16,7 +16,7 @@ pub(crate) mod v0_1 {
 /// connector world plus the `spec` import. Its connector interfaces are the
 /// 0.1.0 bindings above (`with:`), so one implementation of each import
 /// serves both worlds, and the interpreter is instantiated and called with
-/// the 0.1.0 `ConnectorPre` (its exports are the same `plugin` interface).
+/// the 0.1.0 bindings (its exports are the same `plugin` interface).
 pub(crate) mod declarative_v0_1 {
     wasmtime::component::bindgen!({
         path: ["../wit/connector@0.1.0", "../wit/declarative@0.1.0"],

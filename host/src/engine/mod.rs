@@ -1,7 +1,9 @@
 //! The wasmtime engine: compiles connector components once (with an on-disk
 //! artifact cache keyed by content hash and engine compatibility), keeps an
 //! `InstancePre` per plugin version, and runs every call in a fresh store with
-//! an epoch deadline and a memory cap.
+//! an epoch deadline and a memory cap. The hot path's calls (a step's
+//! `perform`, a delivery's `handle-webhook`) look up and type-check only
+//! their own export; the others load every export of the contract.
 //!
 //! Two linkers: one for 0.1.0 connectors (exactly the contract's imports),
 //! and one for the declarative interpreter, which adds the
@@ -29,13 +31,17 @@ use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 use wasmtime::{
     Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
-    component::{Component, Linker},
+    component::{Component, ComponentExportIndex, Instance, InstancePre, Linker, TypedFunc},
 };
 
 pub use bindings::v0_1::switchyard::connector::types::{
     Connection as GuestConnection, Context as GuestContext,
 };
-use bindings::v0_1::{Connector, ConnectorPre};
+use bindings::v0_1::{
+    Connector, ConnectorIndices,
+    exports::switchyard::connector::plugin::{WebhookOutcome, WebhookRequest},
+    switchyard::connector::types::ConnectorError as WitError,
+};
 pub use call::{
     CallEnv, CallError, CallOutcome, Captured, CapturedMessage, ConnectorError, Journal, LogLevel,
     LogLine,
@@ -94,10 +100,21 @@ pub enum LoadError {
 /// The import that tells the interpreter from a connector.
 const SPEC_IMPORT: &str = "switchyard:declarative/spec@0.1.0";
 
+/// The interface every connector exports its operations in.
+const PLUGIN_EXPORT: &str = "switchyard:connector/plugin@0.1.0";
+
 /// A plugin version ready to be instantiated.
 #[derive(Clone)]
 pub struct LoadedPlugin {
-    pre: ConnectorPre<HostState>,
+    pre: InstancePre<HostState>,
+    /// Every export, type-checked when loaded into an instance: for the
+    /// calls that are not on the hot path.
+    indices: ConnectorIndices,
+    /// The exports of the hot path (a step's `perform`, a delivery's
+    /// `handle-webhook`), found once: such a call type-checks only its own
+    /// export, not all seven (which took a quarter of a fresh instance's
+    /// time with the Rust connector).
+    hot: HotExports,
     /// A declarative version's spec (canonical JSON), handed to the
     /// interpreter by the `spec` import; `None` for a connector.
     spec: Option<Arc<str>>,
@@ -105,11 +122,38 @@ pub struct LoadedPlugin {
     auth: Option<bindings::v0_2::ConnectorPre<HostState>>,
 }
 
+#[derive(Clone, Copy)]
+struct HotExports {
+    perform: ComponentExportIndex,
+    handle_webhook: ComponentExportIndex,
+}
+
+impl HotExports {
+    fn find(component: &Component) -> Option<HotExports> {
+        let plugin = component.get_export_index(None, PLUGIN_EXPORT)?;
+        Some(HotExports {
+            perform: component.get_export_index(Some(&plugin), "perform")?,
+            handle_webhook: component.get_export_index(Some(&plugin), "handle-webhook")?,
+        })
+    }
+}
+
 impl LoadedPlugin {
+    /// Every export of `instance`, type-checked.
+    fn connector(
+        &self,
+        store: &mut Store<HostState>,
+        instance: &Instance,
+    ) -> wasmtime::Result<Connector> {
+        self.indices.load(store, instance)
+    }
+
     /// The interpreter running `spec`: a declarative plugin version.
     pub fn with_spec(&self, spec: Arc<str>) -> LoadedPlugin {
         LoadedPlugin {
             pre: self.pre.clone(),
+            indices: self.indices.clone(),
+            hot: self.hot,
             spec: Some(spec),
             auth: self.auth.clone(),
         }
@@ -281,9 +325,16 @@ impl Engine {
             .map_err(|e| LoadError::Imports(short(&e)))?;
         // A component that also exports the 0.2.0 `auth` declares its scheme there.
         let auth = bindings::v0_2::ConnectorPre::new(pre.clone()).ok();
-        let pre = ConnectorPre::new(pre).map_err(|e| LoadError::Exports(short(&e)))?;
+        let indices = ConnectorIndices::new(&pre).map_err(|e| LoadError::Exports(short(&e)))?;
+        let hot = HotExports::find(component).ok_or_else(|| {
+            LoadError::Exports(format!(
+                "no `perform` or `handle-webhook` in `{PLUGIN_EXPORT}`"
+            ))
+        })?;
         Ok(LoadedPlugin {
             pre,
+            indices,
+            hot,
             spec: None,
             auth,
         })
@@ -329,7 +380,7 @@ impl Engine {
         plugin: &LoadedPlugin,
         env: CallEnv,
         timeout: Duration,
-    ) -> Result<(Store<HostState>, Connector), CallError> {
+    ) -> Result<(Store<HostState>, Instance), CallError> {
         let deadline = Instant::now() + timeout;
         let limiter = Limiter {
             memory_limit: self.config.memory_limit,
@@ -380,7 +431,7 @@ impl Engine {
         env: CallEnv,
         timeout: Duration,
         call: impl AsyncFnOnce(
-            &Connector,
+            &Instance,
             &mut Store<HostState>,
         ) -> wasmtime::Result<Result<T, ConnectorError>>,
     ) -> CallOutcome<T> {
@@ -444,9 +495,11 @@ impl Engine {
         timeout: Duration,
     ) -> CallOutcome<RawManifest> {
         let mut outcome = self
-            .run(plugin, CallEnv::default(), timeout, async |c, s| {
+            .run(plugin, CallEnv::default(), timeout, async |i, s| {
                 Ok(Ok(convert::manifest(
-                    c.switchyard_connector_plugin().call_describe(s).await?,
+                    (plugin.connector(s, i)?.switchyard_connector_plugin())
+                        .call_describe(s)
+                        .await?,
                 )))
             })
             .await;
@@ -474,8 +527,8 @@ impl Engine {
         ctx: GuestContext,
     ) -> CallOutcome<()> {
         let timeout = env.timeout.unwrap_or(self.config.call_timeout);
-        self.run(plugin, env, timeout, async |c, s| {
-            Ok(c.switchyard_connector_plugin()
+        self.run(plugin, env, timeout, async |i, s| {
+            Ok((plugin.connector(s, i)?.switchyard_connector_plugin())
                 .call_test_connection(s, &ctx)
                 .await?
                 .map_err(convert::error))
@@ -498,11 +551,12 @@ impl Engine {
             idempotency_key.to_string(),
         );
         let timeout = env.timeout.unwrap_or(self.config.call_timeout);
-        self.run(plugin, env, timeout, async |c, s| {
-            Ok(c.switchyard_connector_plugin()
-                .call_perform(s, &ctx, &action, &input, &idempotency_key)
-                .await?
-                .map_err(convert::error))
+        self.run(plugin, env, timeout, async |i, s| {
+            let perform = perform_of(plugin, i, s)?;
+            let (output,) = perform
+                .call_async(s, (&ctx, &action, &input, &idempotency_key))
+                .await?;
+            Ok(output.map_err(convert::error))
         })
         .await
     }
@@ -525,13 +579,15 @@ impl Engine {
         let timeout = Duration::from_secs(3600);
         let (mut store, instance) = self.instantiate(plugin, env, timeout).await?;
         let (action, input) = (action.to_string(), input.to_string());
+        let perform =
+            perform_of(plugin, &instance, &mut store).map_err(|e| self.classify(e, timeout))?;
         let started = Instant::now();
         for _ in 0..calls {
-            instance
-                .switchyard_connector_plugin()
-                .call_perform(&mut store, &ctx, &action, &input, idempotency_key)
+            perform
+                .call_async(&mut store, (&ctx, &action, &input, idempotency_key))
                 .await
                 .map_err(|trap| self.classify(trap, timeout))?
+                .0
                 .ok();
         }
         Ok(started.elapsed() / calls.max(1))
@@ -552,8 +608,8 @@ impl Engine {
             cursor.map(str::to_string),
         );
         let timeout = env.timeout.unwrap_or(self.config.call_timeout);
-        self.run(plugin, env, timeout, async |c, s| {
-            Ok(c.switchyard_connector_plugin()
+        self.run(plugin, env, timeout, async |i, s| {
+            Ok((plugin.connector(s, i)?.switchyard_connector_plugin())
                 .call_poll(s, &ctx, &trigger, &params, cursor.as_deref())
                 .await?
                 .map(convert::poll_output)
@@ -577,8 +633,8 @@ impl Engine {
             target_url.to_string(),
         );
         let timeout = env.timeout.unwrap_or(self.config.call_timeout);
-        self.run(plugin, env, timeout, async |c, s| {
-            Ok(c.switchyard_connector_plugin()
+        self.run(plugin, env, timeout, async |i, s| {
+            Ok((plugin.connector(s, i)?.switchyard_connector_plugin())
                 .call_subscribe(s, &ctx, &trigger, &params, &target_url)
                 .await?
                 .map_err(convert::error))
@@ -597,8 +653,8 @@ impl Engine {
     ) -> CallOutcome<()> {
         let (trigger, params, state) = (trigger.to_string(), params.to_string(), state.to_string());
         let timeout = env.timeout.unwrap_or(self.config.call_timeout);
-        self.run(plugin, env, timeout, async |c, s| {
-            Ok(c.switchyard_connector_plugin()
+        self.run(plugin, env, timeout, async |i, s| {
+            Ok((plugin.connector(s, i)?.switchyard_connector_plugin())
                 .call_unsubscribe(s, &ctx, &trigger, &params, &state)
                 .await?
                 .map_err(convert::error))
@@ -618,15 +674,31 @@ impl Engine {
         let request = convert::webhook_request(request);
         let (trigger, params) = (trigger.to_string(), params.to_string());
         let timeout = env.timeout.unwrap_or(self.config.call_timeout);
-        self.run(plugin, env, timeout, async |c, s| {
-            Ok(c.switchyard_connector_plugin()
-                .call_handle_webhook(s, &ctx, &trigger, &params, &request)
-                .await?
-                .map(convert::webhook_output)
-                .map_err(convert::error))
+        self.run(plugin, env, timeout, async |i, s| {
+            let handle = i.get_typed_func::<
+                (&GuestContext, &str, &str, &WebhookRequest),
+                (Result<WebhookOutcome, WitError>,),
+            >(&mut *s, plugin.hot.handle_webhook)?;
+            let (outcome,) = handle
+                .call_async(s, (&ctx, &trigger, &params, &request))
+                .await?;
+            Ok(outcome.map(convert::webhook_output).map_err(convert::error))
         })
         .await
     }
+}
+
+/// `perform(ctx, action, input, idempotency-key)`.
+type PerformFunc<'a> =
+    TypedFunc<(&'a GuestContext, &'a str, &'a str, &'a str), (Result<String, WitError>,)>;
+
+/// `perform` of an instance, type-checked alone.
+fn perform_of<'a>(
+    plugin: &LoadedPlugin,
+    instance: &Instance,
+    store: &mut Store<HostState>,
+) -> wasmtime::Result<PerformFunc<'a>> {
+    instance.get_typed_func(store, plugin.hot.perform)
 }
 
 impl Drop for Engine {
