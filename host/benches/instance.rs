@@ -1,7 +1,9 @@
 //! Plugin call overhead: a fresh isolated instance (new store, WASI context,
 //! instantiation from the `InstancePre`) plus one trivial call, for a Rust, a
 //! Python (componentize-py) and a JavaScript (componentize-js) connector;
-//! and, for reference, one call into an instance that is already running.
+//! the same call through a warm instance (a connection that opts in: the
+//! instance its last call left, with the host's state reset); and, for
+//! reference, one call into an instance that is already running.
 //! Run with `cargo bench -p switchyard --bench instance`.
 //!
 //! The Rust connector's call is its `echo` action; the Python and JavaScript
@@ -151,6 +153,27 @@ fn plugin_calls(c: &mut Criterion) {
                     "{:?}",
                     outcome.result
                 );
+            })
+        });
+        // A connection that opts in to warm instances: the whole call path
+        // of `Engine::perform`, served by the instance its last call left.
+        let warm = CallEnv {
+            warm: Some("bench/conn".into()),
+            ..CallEnv::default()
+        };
+        group.bench_function(format!("{}: warm instance + call", subject.name), |b| {
+            b.to_async(&runtime).iter(|| async {
+                let outcome = engine
+                    .perform(
+                        &plugin,
+                        warm.clone(),
+                        ctx(),
+                        subject.action,
+                        subject.input,
+                        "k",
+                    )
+                    .await;
+                assert_eq!(outcome.result.is_ok(), subject.succeeds);
             })
         });
         group.bench_function(

@@ -9,6 +9,8 @@
 //! `cargo bench -p switchyard --bench load [-- ingest|ingest-entity|e2e|loop|polling|topics]`
 //! (all of them by default). `SWITCHYARD_BENCH_POLL_FLOWS` (default 10000) and
 //! `SWITCHYARD_BENCH_POLL_SECS` (default 70) size the polling run.
+//! `SWITCHYARD_BENCH_WARM=1` makes the bench connection opt in to warm
+//! instances (calls served by an instance kept from an earlier call).
 //!
 //! `-- postgres` (only when named): one, two and three hosts on one
 //! PostgreSQL database (`SWITCHYARD_BENCH_POSTGRES`, a server URL whose user
@@ -208,11 +210,18 @@ async fn webhook_flow(
         .to_string()
 }
 
+/// The bench connector's connection; with `SWITCHYARD_BENCH_WARM=1` it
+/// opts in to warm instances.
 async fn connection(server: &Server, client: &reqwest::Client, fake: SocketAddr) -> String {
+    let warm = std::env::var("SWITCHYARD_BENCH_WARM").is_ok_and(|v| v == "1");
+    if warm {
+        println!("(the connection opts in to warm instances)");
+    }
     server
         .api(client, reqwest::Method::POST, "/v1/connections", json!({
             "plugin": "bench",
             "properties": {"base_url": format!("http://{fake}"), "api_key": "k", "webhook_secret": SECRET},
+            "warm_instances": warm,
         }))
         .await["id"]
         .as_str()

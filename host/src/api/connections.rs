@@ -54,6 +54,11 @@ pub(super) struct CreateBody {
     #[serde(default)]
     #[schema(value_type = Object)]
     properties: Map<String, Value>,
+    /// Let calls run in an instance kept from an earlier call of this
+    /// connection (faster; the connector's memory carries over between its
+    /// calls, never to another connection). Default `false`.
+    #[serde(default)]
+    warm_instances: bool,
 }
 
 async fn create(
@@ -68,6 +73,7 @@ async fn create(
         &body.plugin,
         &body.name,
         body.properties,
+        body.warm_instances,
     )?;
     audit(
         &users,
@@ -104,6 +110,8 @@ pub(super) struct UpdateBody {
     #[serde(default)]
     #[schema(value_type = Object)]
     properties: Map<String, Value>,
+    /// Turn warm instances on or off (see the create body).
+    warm_instances: Option<bool>,
 }
 
 async fn update(
@@ -114,12 +122,16 @@ async fn update(
     Json(body): Json<UpdateBody>,
 ) -> Result<Json<Value>, ApiError> {
     writer(&principal)?;
-    let changed: Vec<String> = body.properties.keys().cloned().collect();
+    let mut changed: Vec<String> = body.properties.keys().cloned().collect();
+    if let Some(warm) = body.warm_instances {
+        changed.push(format!("warm_instances={warm}"));
+    }
     let record = connections.update(
         principal.tenant(),
         &id,
         body.name.as_deref(),
         body.properties,
+        body.warm_instances,
     )?;
     audit(
         &users,

@@ -690,6 +690,9 @@ impl Calls {
                 limiter,
             }),
             secrets: Arc::new(texts(&secrets)),
+            warm: connection
+                .filter(|c| c.warm_instances)
+                .map(|c| format!("{}/{}", c.tenant, c.id).into()),
             ..CallEnv::default()
         };
         let ctx = GuestContext {
@@ -788,6 +791,7 @@ mod tests {
                     .as_object()
                     .unwrap()
                     .clone(),
+                false,
             )
             .unwrap();
         let sandbox = HttpSandbox::new(SandboxConfig {
@@ -844,6 +848,7 @@ mod tests {
                 &rig.connection,
                 Some("renamed"),
                 serde_json::Map::new(),
+                None,
             )
             .unwrap();
         let third = shared(rig.prepare(Purpose::Other).unwrap());
@@ -862,7 +867,7 @@ mod tests {
         // A change seals the secrets anew; the next call opens them.
         let change = json!({"api_key": "right"}).as_object().unwrap().clone();
         rig.connections
-            .update("t", &rig.connection, None, change)
+            .update("t", &rig.connection, None, change, None)
             .unwrap();
         let changed = rig.connections.secrets(&record()).unwrap();
         assert_eq!(changed["api_key"], json!("right"));

@@ -141,7 +141,13 @@ pub(super) async fn run(
     let name = format!("{}@{}", record.key, record.version);
     let connection = app
         .connections
-        .create(DEFAULT_TENANT, &record.key, "connector-test", properties)
+        .create(
+            DEFAULT_TENANT,
+            &record.key,
+            "connector-test",
+            properties,
+            false,
+        )
         .map_err(|e| anyhow!("{e}"))
         .with_context(|| {
             format!(

@@ -47,6 +47,11 @@ pub struct ConnectionRecord {
     sealed_secrets: String,
     sealed_auth: Option<String>,
     pub status: ConnectionStatus,
+    /// Calls may run in an instance kept from an earlier call of this
+    /// connection instead of a fresh one (faster; the connector's memory
+    /// carries over between its calls). Off unless asked for.
+    #[serde(default)]
+    pub warm_instances: bool,
     pub created_at: u64,
     pub updated_at: u64,
 }
@@ -115,6 +120,7 @@ impl Connections {
         plugin_key: &str,
         name: &str,
         properties: Map<String, Value>,
+        warm_instances: bool,
     ) -> Result<ConnectionRecord, ServiceError> {
         let plugin = self.registry.newest(plugin_key)?;
         let manifest = &plugin.record.manifest;
@@ -137,6 +143,7 @@ impl Connections {
             sealed_secrets: self.seal_secrets(&id, &split.secret),
             sealed_auth: None,
             status: ConnectionStatus::Active,
+            warm_instances,
             created_at: now,
             updated_at: now,
         };
@@ -163,33 +170,43 @@ impl Connections {
         Ok(self.kv.scan_json(Tree::Connections, &[tenant])?)
     }
 
-    /// Changes the name and merges properties (`null` removes one). Changing
-    /// credentials drops the host-held tokens.
+    /// Changes the name, the warm-instance choice, and merges properties
+    /// (`null` removes one). Changing properties drops the host-held tokens
+    /// and makes a paused connection active again.
     pub fn update(
         &self,
         tenant: &str,
         id: &str,
         name: Option<&str>,
         changes: Map<String, Value>,
+        warm_instances: Option<bool>,
     ) -> Result<ConnectionRecord, ServiceError> {
         let _guard = self.lock();
         let mut record = self.get(tenant, id)?;
-        let plugin = self.plugin_for(&record)?;
-        let manifest = &plugin.record.manifest;
-        let mut current = self.open_secrets(&record)?;
-        current.extend(record.properties.clone());
-        let split = split(manifest, changes, &current)?;
         if let Some(name) = name {
             record.name = name.to_string();
         }
-        record.properties = split.plain;
-        record.secret_names = split.secret.keys().cloned().collect();
-        record.sealed_secrets = self.seal_secrets(id, &split.secret);
-        record.sealed_auth = None;
-        record.status = ConnectionStatus::Active;
+        if let Some(warm) = warm_instances {
+            record.warm_instances = warm;
+        }
+        let credentials = !changes.is_empty();
+        if credentials {
+            let plugin = self.plugin_for(&record)?;
+            let manifest = &plugin.record.manifest;
+            let mut current = self.open_secrets(&record)?;
+            current.extend(record.properties.clone());
+            let split = split(manifest, changes, &current)?;
+            record.properties = split.plain;
+            record.secret_names = split.secret.keys().cloned().collect();
+            record.sealed_secrets = self.seal_secrets(id, &split.secret);
+            record.sealed_auth = None;
+            record.status = ConnectionStatus::Active;
+        }
         record.updated_at = now_secs();
         self.write(&record)?;
-        self.auth_states.forget(id);
+        if credentials {
+            self.auth_states.forget(id);
+        }
         Ok(record)
     }
 
@@ -315,6 +332,7 @@ impl Connections {
             "properties": record.properties,
             "secrets": record.secret_names.iter().map(|n| (n.clone(), json!(REDACTED))).collect::<Map<_, _>>(),
             "status": record.status,
+            "warm_instances": record.warm_instances,
             "authorized": auth.as_ref().is_some_and(|a| a.access_token.is_some() || a.session_token.is_some()),
             "token_expires_at": auth.and_then(|a| a.expires_at),
             "created_at": record.created_at,

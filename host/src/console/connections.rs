@@ -338,10 +338,13 @@ async fn create(
     if !problems.is_empty() {
         return refused(problems, Vec::new());
     }
-    match state
-        .connections
-        .create(member.principal.tenant(), &key, &name, changes.clone())
-    {
+    match state.connections.create(
+        member.principal.tenant(),
+        &key,
+        &name,
+        changes.clone(),
+        false,
+    ) {
         Ok(record) => {
             audit(
                 &state,
@@ -434,7 +437,7 @@ async fn update(
     let new_name = (!name.is_empty()).then_some(name.as_str());
     match state
         .connections
-        .update(tenant, &id, new_name, changes.clone())
+        .update(tenant, &id, new_name, changes.clone(), None)
     {
         Ok(_) => {
             audit(

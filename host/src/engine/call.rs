@@ -21,6 +21,10 @@ pub struct CallEnv {
     /// Record every request the guest sends and the response it gets,
     /// bodies included, secrets cut out (a live test shows them).
     pub capture: bool,
+    /// A connection that opts in to warm instances: its key
+    /// (`{tenant}/{connection}`). The call may run in an instance kept from
+    /// an earlier call with the same key, and leaves its own for the next.
+    pub warm: Option<Arc<str>>,
 }
 
 /// A failure the connector reported; the engine decides what to do from its kind.

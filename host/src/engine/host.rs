@@ -16,7 +16,7 @@ use super::call::{CallEnv, Captured, CapturedMessage, Journal, LogLevel, redact}
 use crate::sandbox::{LoginFailure, OutboundRequest, SendError, signatures};
 
 /// Bytes of stdout or stderr kept per call; writes past it fail in the guest.
-const OUTPUT_CAP: usize = 256 << 10;
+pub(super) const OUTPUT_CAP: usize = 256 << 10;
 
 pub(crate) struct HostState {
     wasi: WasiCtx,
@@ -30,6 +30,9 @@ pub(crate) struct HostState {
     pub(super) login_failure: Option<LoginFailure>,
     stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
+    /// Bytes of stdout and stderr already moved into a journal (a warm
+    /// instance's pipes hold its earlier calls' output too).
+    printed: [usize; 2],
     /// What the `spec` import returns (declarative versions only).
     spec: Option<Arc<str>>,
 }
@@ -57,18 +60,45 @@ impl HostState {
             login_failure: None,
             stdout,
             stderr,
+            printed: [0, 0],
             spec,
         }
     }
 
+    /// Readies a warm instance's state for its next call: that call's
+    /// environment (outbound access, credentials, secrets) and deadline, an
+    /// empty journal, no failed sign-in. The WASI context and its resource
+    /// table stay: the guest's standard library holds handles into them.
+    pub(super) fn begin_call(&mut self, env: CallEnv, deadline: Instant) {
+        self.env = env;
+        self.deadline = deadline;
+        self.journal = Journal::default();
+        self.login_failure = None;
+    }
+
+    /// Lets go of the finished call's environment before the instance waits
+    /// idle: its credentials (which hold the host's services) are not kept
+    /// past the call.
+    pub(super) fn end_call(&mut self) {
+        self.env = CallEnv::default();
+    }
+
+    /// Bytes of output the pipes hold, of [`OUTPUT_CAP`] each: a warm
+    /// instance is retired before its pipes fill up.
+    pub(super) fn output_used(&self) -> usize {
+        self.printed[0].max(self.printed[1])
+    }
+
     /// Moves what the guest printed into the journal and hands it over.
     pub(super) fn take_journal(&mut self) -> Journal {
-        for (pipe, level) in [
-            (&self.stdout, LogLevel::Info),
-            (&self.stderr, LogLevel::Warn),
+        for (i, pipe, level) in [
+            (0, &self.stdout, LogLevel::Info),
+            (1, &self.stderr, LogLevel::Warn),
         ] {
             let bytes = pipe.contents();
-            for line in String::from_utf8_lossy(&bytes)
+            let new = bytes.get(self.printed[i]..).unwrap_or_default();
+            self.printed[i] = bytes.len();
+            for line in String::from_utf8_lossy(new)
                 .lines()
                 .filter(|l| !l.trim().is_empty())
             {

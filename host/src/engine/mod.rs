@@ -16,6 +16,7 @@ mod bindings;
 mod call;
 mod convert;
 mod host;
+mod warm;
 
 use std::{
     hash::{Hash, Hasher},
@@ -48,6 +49,7 @@ pub use call::{
 };
 pub use convert::{Event, PollOutput, WebhookInput, WebhookOutput, WebhookReply};
 use host::{HostState, Limiter, MemoryLimitHit};
+use warm::{Budget, Warm, WarmPool};
 
 use crate::manifest::RawManifest;
 
@@ -120,6 +122,8 @@ pub struct LoadedPlugin {
     spec: Option<Arc<str>>,
     /// A 0.2.0 connector's view, for its `auth` export.
     auth: Option<bindings::v0_2::ConnectorPre<HostState>>,
+    /// Instances kept between calls of connections that opt in.
+    warm: Arc<WarmPool>,
 }
 
 #[derive(Clone, Copy)]
@@ -156,6 +160,8 @@ impl LoadedPlugin {
             hot: self.hot,
             spec: Some(spec),
             auth: self.auth.clone(),
+            // The guest may keep its parsed spec: a pool of its own.
+            warm: Arc::new(WarmPool::new(self.warm.budget())),
         }
     }
 }
@@ -170,6 +176,8 @@ pub struct Engine {
     compilations: AtomicU64,
     ticker: Option<std::thread::JoinHandle<()>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    /// How many instances the warm pools of all versions may keep idle.
+    warm_budget: Arc<Budget>,
 }
 
 /// How much of a freed slot's linear memory (and table) stays resident,
@@ -255,11 +263,13 @@ impl Engine {
             engine,
             linker,
             interpreter_linker,
-            config,
             compat,
             compilations: AtomicU64::new(0),
             ticker: Some(ticker),
             stop,
+            // Half the slots at most, so fresh instances always find one.
+            warm_budget: Budget::new(config.max_instances as usize / 2),
+            config,
         })
     }
 
@@ -337,6 +347,7 @@ impl Engine {
             hot,
             spec: None,
             auth,
+            warm: Arc::new(WarmPool::new(self.warm_budget.clone())),
         })
     }
 
@@ -423,8 +434,9 @@ impl Engine {
         }
     }
 
-    /// Runs one export in a fresh instance: instantiates, calls, classifies
-    /// traps and collects the journal.
+    /// Runs one export in a fresh instance (or, for a connection that opts
+    /// in, a warm one: see `warm.rs`): instantiates, calls, classifies traps
+    /// and collects the journal.
     async fn run<T>(
         &self,
         plugin: &LoadedPlugin,
@@ -436,15 +448,25 @@ impl Engine {
         ) -> wasmtime::Result<Result<T, ConnectorError>>,
     ) -> CallOutcome<T> {
         let started = Instant::now();
-        let (mut store, instance) = match self.instantiate(plugin, env, timeout).await {
-            Ok(pair) => pair,
-            Err(e) => {
-                return CallOutcome {
-                    result: Err(e),
-                    journal: Journal::default(),
-                    duration: started.elapsed(),
-                };
+        let key = env.warm.clone();
+        let (mut store, instance, calls) = match key.as_deref().and_then(|k| plugin.warm.take(k)) {
+            Some(mut warm) => {
+                warm.store
+                    .data_mut()
+                    .begin_call(env, Instant::now() + timeout);
+                warm.store.set_epoch_deadline(1);
+                (warm.store, warm.instance, warm.calls)
             }
+            None => match self.instantiate(plugin, env, timeout).await {
+                Ok((store, instance)) => (store, instance, 0),
+                Err(e) => {
+                    return CallOutcome {
+                        result: Err(e),
+                        journal: Journal::default(),
+                        duration: started.elapsed(),
+                    };
+                }
+            },
         };
         // The epoch deadline stops guest code; this stops a host call that
         // outlives it (the sandbox's own timeouts should make it unnecessary).
@@ -461,6 +483,9 @@ impl Engine {
                 limit_ms: timeout.as_millis() as u64,
             }),
         };
+        // Only an instance whose call returned may serve another: after a
+        // trap, a deadline or a host call cut short its state is unknown.
+        let healthy = matches!(result, Ok(_) | Err(CallError::Connector { .. }));
         let journal = store.data_mut().take_journal();
         // The host's own failed sign-in outranks whatever the guest returned
         // (it may have swallowed the error, retried, or trapped on it).
@@ -470,6 +495,9 @@ impl Engine {
             }),
             None => result,
         };
+        if healthy && let Some(key) = key {
+            plugin.warm.put(key, Warm::new(store, instance, calls + 1));
+        }
         let result = result.map_err(|e| match e {
             // A guest panic prints its message to stderr just before the trap:
             // keep them together.

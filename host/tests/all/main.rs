@@ -43,4 +43,5 @@ mod streams;
 mod support;
 mod tenants;
 mod tidy;
+mod warm;
 mod workflows;
