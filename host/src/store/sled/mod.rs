@@ -10,6 +10,7 @@ mod files;
 mod inbox;
 mod keys;
 mod kv;
+mod queue;
 mod runs;
 mod topics;
 mod triggers;
@@ -34,6 +35,8 @@ pub struct SledStore {
     commit: GroupCommit,
     /// Each lane dispatcher's walk past the blocked head of its queue.
     walks: [Mutex<runs::Walk>; 2],
+    /// The run queue's keys, which the dispatchers walk.
+    queue: queue::Mirror,
 }
 
 impl SledStore {
@@ -48,6 +51,7 @@ impl SledStore {
         let blob_dir = data_dir.join("blobs");
         fs::create_dir_all(&blob_dir).map_err(io(&blob_dir))?;
         let db = open_db(&data_dir.join("db"))?;
+        let queue = queue::Mirror::load(&db.open_tree(keys::QUEUE).map_err(backend)?)?;
         Ok(Arc::new_cyclic(|me: &std::sync::Weak<SledStore>| {
             let me = me.clone();
             SledStore {
@@ -60,6 +64,7 @@ impl SledStore {
                     None => Err("the store is closed".to_string()),
                 }),
                 walks: Default::default(),
+                queue,
             }
         }))
     }
@@ -137,7 +142,13 @@ impl SledStore {
 
     /// Applies every op or none of them (not flushed).
     fn apply(&self, ops: Vec<Op>) -> Result<()> {
-        match ops.as_slice() {
+        self.write_ops(&ops)?;
+        self.queue.apply(&ops);
+        Ok(())
+    }
+
+    fn write_ops(&self, ops: &[Op]) -> Result<()> {
+        match ops {
             // sled's transactions index their first tree.
             [] => return Ok(()),
             // One write is atomic by itself, and a transaction costs more
@@ -173,7 +184,7 @@ impl SledStore {
         trees
             .as_slice()
             .transaction(|tx| {
-                for op in &ops {
+                for op in ops {
                     match op {
                         Op::Put { tree, key, value } => {
                             tx[index(tree)].insert(key.as_slice(), value.as_slice())?;

@@ -2,7 +2,10 @@
 //! change one batch; the dispatchers' walk through the due-time queue; the
 //! de-duplication window and retention.
 
-use std::time::{Duration, Instant};
+use std::{
+    ops::Bound,
+    time::{Duration, Instant},
+};
 
 use super::{Op, SledStore, keys, keys::*};
 use crate::store::{
@@ -161,7 +164,8 @@ impl SledStore {
     /// most `limit` of them, reading each entry only when its turn comes: a
     /// pass that ends early (every worker busy, an entry not due yet) reads
     /// no further. Returns how the pass ended, how many entries it looked
-    /// at and the key of the last one.
+    /// at and the key of the last one. The keys come from the queue's copy
+    /// in memory (`queue.rs`), a few at a time: `visit` may write the queue.
     fn offer(
         &self,
         prefix: &[u8],
@@ -170,33 +174,40 @@ impl SledStore {
         now: u64,
         visit: &mut dyn FnMut(&QueueEntry) -> Visit,
     ) -> Result<(Pass, usize, Option<Vec<u8>>)> {
+        /// Keys taken from the copy at a time.
+        const BATCH: usize = 16;
         let start = if from > prefix { from } else { prefix };
-        let queue = self.tree(QUEUE)?;
-        let keys = queue
-            .range(start..)
-            .keys()
-            .take_while(|key| key.as_ref().map_or(true, |k| k.starts_with(prefix)))
-            .take(limit);
-        let (mut looked, mut last) = (0, None);
-        for key in keys {
-            let key = key.map_err(super::backend)?.to_vec();
-            looked += 1;
-            let Some(entry) = keys::parse_queue(&key) else {
-                last = Some(key);
-                continue;
+        let (mut looked, mut last): (usize, Option<std::sync::Arc<[u8]>>) = (0, None);
+        while looked < limit {
+            let bound = match &last {
+                Some(key) => Bound::Excluded(key.as_ref()),
+                None => Bound::Included(start),
             };
-            if entry.due > now {
-                let wait = Duration::from_millis((entry.due - now).min(1000));
-                return Ok((Pass::NotDue(wait), looked, Some(key)));
+            let batch = self.queue.batch(prefix, bound, (limit - looked).min(BATCH));
+            if batch.is_empty() {
+                break;
             }
-            match visit(&entry) {
-                Visit::Start | Visit::Next | Visit::Blocked => {}
-                Visit::Full => return Ok((Pass::Full(key.clone()), looked, Some(key))),
-                Visit::Orphan => self.apply(vec![Op::delete(QUEUE, key.clone())])?,
+            for key in batch {
+                looked += 1;
+                let Some(entry) = keys::parse_queue(&key) else {
+                    last = Some(key);
+                    continue;
+                };
+                if entry.due > now {
+                    let wait = Duration::from_millis((entry.due - now).min(1000));
+                    return Ok((Pass::NotDue(wait), looked, Some(key.to_vec())));
+                }
+                match visit(&entry) {
+                    Visit::Start | Visit::Next | Visit::Blocked => {}
+                    Visit::Full => {
+                        return Ok((Pass::Full(key.to_vec()), looked, Some(key.to_vec())));
+                    }
+                    Visit::Orphan => self.apply(vec![Op::delete(QUEUE, key.to_vec())])?,
+                }
+                last = Some(key);
             }
-            last = Some(key);
         }
-        Ok((Pass::End, looked, last))
+        Ok((Pass::End, looked, last.map(|key| key.to_vec())))
     }
 }
 
@@ -410,7 +421,7 @@ impl RunStore for SledStore {
     }
 
     fn queue_depth(&self) -> Result<usize> {
-        Ok(self.tree(QUEUE)?.len())
+        Ok(self.queue.len())
     }
 
     fn prune(&self, finished_before: u64, seen_before: u64) -> Result<(usize, usize)> {
@@ -587,6 +598,40 @@ mod tests {
             std::thread::sleep(wait.min(WALK_EVERY));
         }
         assert_eq!(started, vec!["run_049".to_string()]);
+    }
+
+    #[test]
+    fn the_walk_sees_the_queue_as_written_and_again_after_a_restart() {
+        let queued = run(RunStatus::Queued);
+        let (dir, store) = holding(&queued);
+        let due = |store: &SledStore| {
+            let mut seen = Vec::new();
+            store
+                .visit_due(Lane::Fast, u64::MAX, 8, 8, &mut |entry| {
+                    seen.push(entry.run.clone());
+                    Visit::Next
+                })
+                .unwrap();
+            seen
+        };
+        assert_eq!(due(&store), ["run_1"]);
+        assert_eq!(store.queue_depth().unwrap(), 1);
+        // Finished: its entry goes from the walk at once.
+        let mut done = queued.clone();
+        done.status = RunStatus::Succeeded;
+        done.finished_at = Some(100);
+        store.update(&queued, &done).unwrap();
+        assert!(due(&store).is_empty());
+        // Replayed, then the host restarts: the walk is read from disk.
+        let mut again = done.clone();
+        again.status = RunStatus::Queued;
+        again.finished_at = None;
+        again.due_at = 0x2000;
+        store.update(&done, &again).unwrap();
+        drop(store);
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(due(&store), ["run_1"]);
+        assert_eq!(store.queue_depth().unwrap(), 1);
     }
 
     /// The entries of one tree, in key order.
