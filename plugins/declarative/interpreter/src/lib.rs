@@ -15,7 +15,7 @@ mod poll;
 mod template;
 mod webhook;
 
-use std::collections::BTreeMap;
+use std::{cell::RefCell, collections::BTreeMap, rc::Rc};
 
 use declarative_spec::{CUSTOM_API_CALL, Envelope, Spec, TriggerKind};
 use serde_json::{Value, json};
@@ -50,11 +50,30 @@ struct Interpreter;
 
 switchyard_sdk::export_connector!(Interpreter);
 
+thread_local! {
+    /// The spec this instance parsed last, with its text. A fresh instance
+    /// serves one call, but a warm one (a connection that opts in to warm
+    /// instances) serves many calls of one version, and parsing the spec
+    /// was most of such a call.
+    static PARSED: RefCell<Option<(String, Rc<Envelope>)>> = const { RefCell::new(None) };
+}
+
 /// The spec of this call's plugin version.
-fn load() -> Result<Envelope, Error> {
+fn load() -> Result<Rc<Envelope>, Error> {
     let text = bindings::switchyard::declarative::spec::get();
-    serde_json::from_str(&text)
-        .map_err(|e| Error::permanent(format!("the host's spec is unreadable: {e}")))
+    PARSED.with(|parsed| {
+        if let Some((seen, envelope)) = &*parsed.borrow()
+            && *seen == text
+        {
+            return Ok(envelope.clone());
+        }
+        let envelope: Rc<Envelope> = Rc::new(
+            serde_json::from_str(&text)
+                .map_err(|e| Error::permanent(format!("the host's spec is unreadable: {e}")))?,
+        );
+        *parsed.borrow_mut() = Some((text, envelope.clone()));
+        Ok(envelope)
+    })
 }
 
 /// `connection` (its non-secret properties) and `env` (the version's
