@@ -190,6 +190,14 @@ pub trait Kv: Send + Sync + 'static {
     /// node's caches and schedules follow the others'. Called on the store's
     /// own thread: it must only signal. (One node: never called.)
     fn watch(&self, _tree: Tree, _changed: std::sync::Arc<dyn Fn() + Send + Sync>) {}
+
+    /// How many writes `tree` has taken, when this store sees every write
+    /// of it (an embedded store, whose data one host owns): a reader that
+    /// saw the same count before may keep what it read then (see
+    /// [`Decoded`]). `None` when other hosts write it too: read again.
+    fn writes(&self, _tree: Tree) -> Option<u64> {
+        None
+    }
 }
 
 /// Typed helpers over any [`Kv`].
@@ -229,17 +237,19 @@ impl<S: Kv + ?Sized> KvExt for S {}
 
 /// Records of one tree kept decoded beside the bytes they were decoded
 /// from, for the few read on every delivery or run (a flow's current
-/// record, a subscription, a hook). A read still goes to the store; only
-/// the decoding is skipped when the stored bytes are the ones decoded
-/// last time. So it is right under any writer, another node's included,
-/// with no invalidation to forget.
+/// record, a subscription, a hook). A read still goes to the store, unless
+/// the store counts the tree's writes ([`Kv::writes`]) and none came since
+/// the record was read; only the decoding is skipped when the stored bytes
+/// are the ones decoded last time. So it is right under any writer, another
+/// node's included, with no invalidation to forget.
 pub struct Decoded<T> {
     tree: Tree,
     entries: std::sync::Mutex<std::collections::HashMap<Vec<String>, Entry<T>>>,
 }
 
-/// The bytes a record was decoded from, and what they decoded to.
-type Entry<T> = (Vec<u8>, std::sync::Arc<T>);
+/// The bytes a record was decoded from, what they decoded to, and the
+/// tree's write count before they were read.
+type Entry<T> = (Vec<u8>, std::sync::Arc<T>, Option<u64>);
 
 /// Entries a [`Decoded`] keeps before it starts again from empty (a host
 /// with more hot records than this decodes some twice, nothing worse).
@@ -255,14 +265,25 @@ impl<T: DeserializeOwned> Decoded<T> {
 
     /// The record under `key`, decoded once per version of its bytes.
     pub fn get(&self, kv: &dyn Kv, key: &[&str]) -> Result<Option<std::sync::Arc<T>>> {
+        // Counted before the read: a write after it makes the next get read.
+        let writes = kv.writes(self.tree);
+        let owned = parts(key);
+        if writes.is_some() {
+            let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, value, seen)) = entries.get(&owned)
+                && *seen == writes
+            {
+                return Ok(Some(value.clone()));
+            }
+        }
         let Some(bytes) = kv.get(self.tree, key)? else {
             return Ok(None);
         };
-        let key = parts(key);
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((seen, value)) = entries.get(&key)
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((seen, value, count)) = entries.get_mut(&owned)
             && *seen == bytes
         {
+            *count = writes;
             return Ok(Some(value.clone()));
         }
         drop(entries);
@@ -271,7 +292,7 @@ impl<T: DeserializeOwned> Decoded<T> {
         if entries.len() >= DECODED_KEPT {
             entries.clear();
         }
-        entries.insert(key, (bytes, value.clone()));
+        entries.insert(owned, (bytes, value.clone(), writes));
         Ok(Some(value))
     }
 }

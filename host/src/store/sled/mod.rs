@@ -37,6 +37,9 @@ pub struct SledStore {
     walks: [Mutex<runs::Walk>; 2],
     /// The run queue's keys, which the dispatchers walk.
     queue: queue::Mirror,
+    /// Writes taken by each [`Tree`](super::Tree), in the order of
+    /// `Tree::ALL` ([`Kv::writes`](super::Kv::writes)).
+    kv_writes: [std::sync::atomic::AtomicU64; super::Tree::ALL.len()],
 }
 
 impl SledStore {
@@ -65,6 +68,7 @@ impl SledStore {
                 }),
                 walks: Default::default(),
                 queue,
+                kv_writes: Default::default(),
             }
         }))
     }
@@ -144,6 +148,11 @@ impl SledStore {
     fn apply(&self, ops: Vec<Op>) -> Result<()> {
         self.write_ops(&ops)?;
         self.queue.apply(&ops);
+        for op in &ops {
+            if let Some(i) = super::Tree::ALL.iter().position(|t| t.name() == op.tree()) {
+                self.kv_writes[i].fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            }
+        }
         Ok(())
     }
 
