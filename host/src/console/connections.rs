@@ -241,6 +241,7 @@ async fn new_form(
         manifest,
         None,
         "",
+        false,
         property_fields(manifest, &Map::new(), &[]),
         Vec::new(),
         StatusCode::OK,
@@ -254,6 +255,7 @@ fn form_page(
     manifest: &Manifest,
     record: Option<&ConnectionRecord>,
     name: &str,
+    warm: bool,
     fields: Vec<Field>,
     errors: Vec<String>,
     status: StatusCode,
@@ -276,6 +278,7 @@ fn form_page(
             status => status_name,
             reason => reason,
             name => name,
+            warm => warm,
             fields => fields,
             errors => errors,
         },
@@ -294,6 +297,7 @@ async fn create(
     let plugin = state.registry.newest(&key)?;
     let manifest = &plugin.record.manifest;
     let name = field(&form, "name").unwrap_or("").trim().to_string();
+    let warm = field(&form, "warm_instances").is_some();
     let (changes, problems) = submitted(manifest, &form, &[], false);
     let refused = |problems: Vec<(String, String)>, top: Vec<String>| {
         let plain: Map<String, Value> = changes
@@ -329,6 +333,7 @@ async fn create(
             manifest,
             None,
             &name,
+            warm,
             fs,
             errors,
             StatusCode::BAD_REQUEST,
@@ -343,7 +348,7 @@ async fn create(
         &key,
         &name,
         changes.clone(),
-        false,
+        warm,
     ) {
         Ok(record) => {
             audit(
@@ -381,6 +386,7 @@ async fn show(
         manifest,
         Some(&record),
         &record.name,
+        record.warm_instances,
         fs,
         Vec::new(),
         StatusCode::OK,
@@ -401,6 +407,7 @@ async fn update(
     let manifest = &plugin.record.manifest;
     let form = fields(&body);
     let name = field(&form, "name").unwrap_or("").trim().to_string();
+    let warm = field(&form, "warm_instances").is_some();
     let secrets: Vec<String> = record.secret_names.iter().cloned().collect();
     let (changes, problems) = submitted(manifest, &form, &secrets, true);
     let refused = |problems: Vec<(String, String)>, top: Vec<String>| {
@@ -424,6 +431,7 @@ async fn update(
             manifest,
             Some(&record),
             &name,
+            warm,
             fs,
             errors,
             StatusCode::BAD_REQUEST,
@@ -433,11 +441,14 @@ async fn update(
     if !problems.is_empty() {
         return refused(problems, Vec::new());
     }
-    let changed: Vec<String> = changes.keys().cloned().collect();
+    let mut changed: Vec<String> = changes.keys().cloned().collect();
+    if warm != record.warm_instances {
+        changed.push(format!("warm_instances={warm}"));
+    }
     let new_name = (!name.is_empty()).then_some(name.as_str());
     match state
         .connections
-        .update(tenant, &id, new_name, changes.clone(), None)
+        .update(tenant, &id, new_name, changes.clone(), Some(warm))
     {
         Ok(_) => {
             audit(

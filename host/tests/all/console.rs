@@ -510,13 +510,7 @@ async fn a_viewer_changes_nothing_in_the_console_or_the_api() {
         )
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
-    let id = location
-        .unwrap()
-        .trim_start_matches("/connections/")
-        .split('?')
-        .next()
-        .unwrap()
-        .to_string();
+    let id = created_id(location.unwrap());
     let (status, html) = viewer.get("/connections").await;
     assert_eq!(status, 200);
     assert!(html.contains("Items"), "{html}");
@@ -653,6 +647,63 @@ async fn a_form_without_the_session_token_changes_nothing() {
     host.stop().await;
 }
 
+/// The connection id in the address a created connection's form leads
+/// to (`/connections/{id}?notice=...`).
+fn created_id(location: String) -> String {
+    location
+        .trim_start_matches("/connections/")
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn warm_instances_are_turned_on_and_off_on_the_connection_form() {
+    let (host, _dir) = host().await;
+    let page = sign_in_token(&host.url, TOKEN).await;
+    let (_, html) = page.get("/connections/new?plugin=example").await;
+    assert!(
+        html.contains("Keep instances warm") && !html.contains(r#"value="on" checked"#),
+        "{html}"
+    );
+    let (status, location, body) = page
+        .post(
+            "/connections/new",
+            &[
+                ("plugin", "example"),
+                ("props.base_url", "https://api.acme.test"),
+                ("props.api_key", "k-warm"),
+                ("warm_instances", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    let id = created_id(location.unwrap());
+    let (_, record) = host.get(&format!("/v1/connections/{id}")).await;
+    assert_eq!(record["warm_instances"], json!(true), "{record}");
+    let (_, html) = page.get(&format!("/connections/{id}")).await;
+    assert!(html.contains(r#"value="on" checked"#), "{html}");
+
+    // Saved without the box ticked: off, and the key is kept as it was.
+    let (status, _, body) = page
+        .post(
+            &format!("/connections/{id}"),
+            &[
+                ("plugin", "example"),
+                ("props.base_url", "https://api.acme.test"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    let (_, record) = host.get(&format!("/v1/connections/{id}")).await;
+    assert_eq!(record["warm_instances"], json!(false), "{record}");
+    assert_eq!(record["secrets"]["api_key"], json!("********"), "{record}");
+    let (_, html) = page.get("/audit").await;
+    assert!(html.contains("warm_instances=false"), "{html}");
+    host.stop().await;
+}
+
 #[tokio::test]
 async fn another_tenants_ids_lead_nowhere_page_by_page() {
     let (host, _dir) = host().await;
@@ -671,13 +722,7 @@ async fn another_tenants_ids_lead_nowhere_page_by_page() {
             ],
         )
         .await;
-    let conn = location
-        .unwrap_or_else(|| panic!("{body}"))
-        .trim_start_matches("/connections/")
-        .split('?')
-        .next()
-        .unwrap()
-        .to_string();
+    let conn = created_id(location.unwrap_or_else(|| panic!("{body}")));
     let flow = json!({
         "name": "A's flow", "trigger": {"schedule": "0 0 1 1 *"},
         "steps": [{"key": "s", "plugin": "example@^0.1", "action": "echo", "connection": conn, "input": {"x": 1}}],
@@ -801,12 +846,7 @@ async fn a_secret_typed_into_a_form_is_on_no_page_afterwards() {
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
     let path = location.unwrap();
-    let id = path
-        .trim_start_matches("/connections/")
-        .split('?')
-        .next()
-        .unwrap()
-        .to_string();
+    let id = created_id(path.clone());
     // Saving without retyping it keeps it.
     let (status, _, html) = page
         .post(
