@@ -3,9 +3,9 @@
 // jemalloc, not glibc's allocator: under load glibc's `malloc` and `free`
 // were ~13% of the server's samples, beside futex wake-ups of its arena
 // locks, with the async runtime's, sled's and the group commit's threads
-// freeing what others allocated. The end-to-end benchmark went from 3,199
-// to 5,746 runs/s and from 0.52 to 0.29 ms of server CPU per run, for
-// ~11 MiB more at idle (BENCHMARKS.md, "jemalloc").
+// freeing what others allocated. In one set of rounds the end-to-end
+// benchmark went from 3,199 to 5,746 runs/s and from 0.52 to 0.29 ms of
+// server CPU per run, for 6-11 MB more at idle (BENCHMARKS.md, "jemalloc").
 #[cfg(all(unix, not(target_env = "musl")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
