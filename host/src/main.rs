@@ -10,6 +10,20 @@
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+// jemalloc's options, read when it starts: a background thread returns
+// freed pages to the kernel, dirty pages after one second instead of ten,
+// and none are kept in the lazily-purged "muzzy" state. This brings idle
+// RSS back to glibc's level and made the end-to-end rounds faster, because
+// the purging moves off the threads that serve requests. An operator can
+// still override any of them with `_RJEM_MALLOC_CONF`, which jemalloc
+// reads after this string. jemalloc looks the symbol up by name (its
+// `malloc_conf`, prefixed by `tikv-jemalloc-sys`), so it must be exported
+// unmangled, which is why this needs `unsafe`.
+#[cfg(all(unix, not(target_env = "musl")))]
+#[allow(unsafe_code, non_upper_case_globals)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static malloc_conf: &u8 = &b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0];
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
