@@ -12,6 +12,12 @@
 //! instead: it rides along with the next writer's flush, or is flushed on
 //! its own after [`LAZY`]. Each flush wakes sled's I/O threads, and giving
 //! finished runs flushes of their own made about one flush per run.
+//!
+//! When the last flush answered more than one writer, writers are coming
+//! faster than flushes, and the thread waits [`GATHER`] before the next one
+//! so that more join it (PostgreSQL's `commit_delay` does the same). A lone
+//! writer never waits: at 1,000 deliveries a second a flush nearly always
+//! answers one.
 
 use std::{
     sync::{
@@ -33,6 +39,13 @@ type Reply = oneshot::Sender<Result<(), String>>;
 /// idempotency key.
 pub(super) const LAZY: Duration = Duration::from_millis(20);
 
+/// Under load, how long the commit thread waits for more writers before a
+/// flush. Every flush is a write to the log and a wake-up of sled's I/O
+/// threads; in the end-to-end benchmark flushes answered two writers on
+/// average, and waiting this long halved the flushes and the context
+/// switches (BENCHMARKS.md, "Group commit gathers under load").
+pub(super) const GATHER: Duration = Duration::from_micros(500);
+
 enum Request {
     /// A writer waits for the flush.
     Durable(Reply),
@@ -50,9 +63,11 @@ pub(super) struct GroupCommit {
 impl GroupCommit {
     /// Starts the flushing thread; it ends when the committer is dropped
     /// (flushing lazy writes first). `lazy_for`: how long a write nobody
-    /// waits for may stay unflushed ([`LAZY`] in the store).
+    /// waits for may stay unflushed ([`LAZY`] in the store); `gather`: how
+    /// long to wait for more writers under load ([`GATHER`]).
     pub(super) fn start(
         lazy_for: Duration,
+        gather: Duration,
         flush: impl Fn() -> Result<(), String> + Send + 'static,
     ) -> GroupCommit {
         let (tx, rx) = mpsc::unbounded_channel::<Request>();
@@ -60,7 +75,7 @@ impl GroupCommit {
         let pending = lazy.clone();
         thread::Builder::new()
             .name("switchyard-commit".into())
-            .spawn(move || commit_loop(rx, &pending, lazy_for, flush))
+            .spawn(move || commit_loop(rx, &pending, lazy_for, gather, flush))
             .expect("spawning the commit thread");
         GroupCommit { requests: tx, lazy }
     }
@@ -85,12 +100,22 @@ impl GroupCommit {
     }
 }
 
+/// Whether the commit thread waits [`GATHER`] for more writers before it
+/// flushes for `waiting` of them: only when the last flush answered more
+/// than one, which means writers arrive faster than a flush takes. A lone
+/// writer, and a flush for lazy writes alone, never wait.
+fn gathers(last_group: usize, waiting: usize) -> bool {
+    last_group > 1 && waiting > 0
+}
+
 /// The commit thread: flushes for every writer waiting when the flush
 /// begins, and for lazy writes once the oldest has waited `lazy_for`.
+/// Under load it first waits `gather` for more writers (see [`gathers`]).
 fn commit_loop(
     mut rx: mpsc::UnboundedReceiver<Request>,
     lazy: &AtomicBool,
     lazy_for: Duration,
+    gather: Duration,
     flush: impl Fn() -> Result<(), String>,
 ) {
     // Only to wait for a request with a deadline while lazy writes are
@@ -103,6 +128,8 @@ fn commit_loop(
     // When the oldest lazy write not flushed yet was asked for.
     let mut lazy_since: Option<Instant> = None;
     let mut open = true;
+    // How many writers the last flush answered.
+    let mut last_group = 0usize;
     while open {
         let first = match lazy_since {
             None => rx.blocking_recv(),
@@ -138,6 +165,19 @@ fn commit_loop(
         if waiting.is_empty() && !lazy_due {
             continue;
         }
+        if open && gathers(last_group, waiting.len()) {
+            // Writers come faster than flushes: let more join this one.
+            thread::sleep(gather);
+            while let Ok(request) = rx.try_recv() {
+                match request {
+                    Request::Durable(reply) => waiting.push(reply),
+                    Request::Soon => {
+                        lazy_since.get_or_insert_with(Instant::now);
+                    }
+                }
+            }
+        }
+        last_group = waiting.len();
         // A lazy write asked for after this point tells the thread again.
         lazy.store(false, Ordering::Release);
         lazy_since = None;
@@ -197,7 +237,7 @@ mod tests {
         let flushes = Arc::new(AtomicUsize::new(0));
         let commit = {
             let flushes = flushes.clone();
-            Arc::new(GroupCommit::start(LAZY, move || {
+            Arc::new(GroupCommit::start(LAZY, GATHER, move || {
                 flushes.fetch_add(1, Ordering::SeqCst);
                 std::thread::sleep(std::time::Duration::from_millis(20));
                 Ok(())
@@ -216,11 +256,32 @@ mod tests {
         assert!(flushes.load(Ordering::SeqCst) < 100);
     }
 
+    #[test]
+    fn only_a_flush_after_a_group_waits_for_more_writers() {
+        // (writers the last flush answered, writers waiting now, waits)
+        let table = [
+            (0, 1, false), // the first flush
+            (1, 1, false), // one writer at a time: no wait
+            (1, 5, false), // a burst after quiet: flush it now
+            (2, 1, true),  // writers outpace flushes
+            (64, 3, true),
+            (2, 0, false), // lazy writes alone: nobody to gather for
+            (0, 0, false),
+        ];
+        for (last_group, waiting, expected) in table {
+            assert_eq!(
+                gathers(last_group, waiting),
+                expected,
+                "last flush answered {last_group}, {waiting} waiting"
+            );
+        }
+    }
+
     /// A committer counting its flushes, lazy writes kept `lazy_for`.
     fn counting(lazy_for: Duration) -> (GroupCommit, Arc<AtomicUsize>) {
         let flushes = Arc::new(AtomicUsize::new(0));
         let counter = flushes.clone();
-        let commit = GroupCommit::start(lazy_for, move || {
+        let commit = GroupCommit::start(lazy_for, GATHER, move || {
             counter.fetch_add(1, Ordering::SeqCst);
             Ok(())
         });
