@@ -5,7 +5,8 @@
 // locks, with the async runtime's, sled's and the group commit's threads
 // freeing what others allocated. In one set of rounds the end-to-end
 // benchmark went from 3,199 to 5,746 runs/s and from 0.52 to 0.29 ms of
-// server CPU per run, for 6-11 MB more at idle (BENCHMARKS.md, "jemalloc").
+// server CPU per run (BENCHMARKS.md, "jemalloc"). With the options below
+// it holds no more memory at idle than glibc's.
 #[cfg(all(unix, not(target_env = "musl")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -13,8 +14,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 // jemalloc's options, read when it starts: a background thread returns
 // freed pages to the kernel, dirty pages after one second instead of ten,
 // and none are kept in the lazily-purged "muzzy" state. This brings idle
-// RSS back to glibc's level and made the end-to-end rounds faster, because
-// the purging moves off the threads that serve requests. An operator can
+// RSS back to glibc's level (its anonymous part from 21.7 to 15.0 MB) at
+// no cost in throughput that the benchmarks could see. An operator can
 // still override any of them with `_RJEM_MALLOC_CONF`, which jemalloc
 // reads after this string. jemalloc looks the symbol up by name (its
 // `malloc_conf`, prefixed by `tikv-jemalloc-sys`), so it must be exported

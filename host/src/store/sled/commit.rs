@@ -4,7 +4,7 @@
 //! per webhook delivery caps ingest near 1,600/s. Writers instead write (not
 //! synced), then ask this committer for durability; one thread flushes the
 //! store for every request that arrived before the flush began and answers
-//! them all. Under load a flush covers hundreds of deliveries; alone, a
+//! them all. Under load a flush covers several deliveries; alone, a
 //! delivery waits for exactly one flush.
 //!
 //! A write nobody waits for (a finished run's new state: after a crash the
@@ -16,8 +16,9 @@
 //! When the last flush answered more than one writer, writers are coming
 //! faster than flushes, and the thread waits [`GATHER`] before the next one
 //! so that more join it (PostgreSQL's `commit_delay` does the same). A lone
-//! writer never waits: at 1,000 deliveries a second a flush nearly always
-//! answers one.
+//! writer never waits. The wait is short on purpose: a 2 ms gap between
+//! flushes, and a 1 ms wait, both pushed a latency target over its line at
+//! 1,000 deliveries a second (BENCHMARKS.md).
 
 use std::{
     sync::{
