@@ -19,11 +19,13 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 // still override any of them with `_RJEM_MALLOC_CONF`, which jemalloc
 // reads after this string. jemalloc looks the symbol up by name (its
 // `malloc_conf`, prefixed by `tikv-jemalloc-sys`), so it must be exported
-// unmangled, which is why this needs `unsafe`.
+// unmangled, which is why this needs `unsafe`; it reads a C string (`const
+// char *`), hence a reference to the first byte of one.
 #[cfg(all(unix, not(target_env = "musl")))]
 #[allow(unsafe_code, non_upper_case_globals)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
-static malloc_conf: &u8 = &b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0];
+static malloc_conf: &u8 =
+    &c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0".to_bytes_with_nul()[0];
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
