@@ -64,11 +64,9 @@ pub(super) struct GroupCommit {
 impl GroupCommit {
     /// Starts the flushing thread; it ends when the committer is dropped
     /// (flushing lazy writes first). `lazy_for`: how long a write nobody
-    /// waits for may stay unflushed ([`LAZY`] in the store); `gather`: how
-    /// long to wait for more writers under load ([`GATHER`]).
+    /// waits for may stay unflushed ([`LAZY`] in the store).
     pub(super) fn start(
         lazy_for: Duration,
-        gather: Duration,
         flush: impl Fn() -> Result<(), String> + Send + 'static,
     ) -> GroupCommit {
         let (tx, rx) = mpsc::unbounded_channel::<Request>();
@@ -76,7 +74,7 @@ impl GroupCommit {
         let pending = lazy.clone();
         thread::Builder::new()
             .name("switchyard-commit".into())
-            .spawn(move || commit_loop(rx, &pending, lazy_for, gather, flush))
+            .spawn(move || commit_loop(rx, &pending, lazy_for, flush))
             .expect("spawning the commit thread");
         GroupCommit { requests: tx, lazy }
     }
@@ -109,14 +107,24 @@ fn gathers(last_group: usize, waiting: usize) -> bool {
     last_group > 1 && waiting > 0
 }
 
+/// Files a request: a writer to answer with the next flush, or a lazy
+/// write (only the oldest one's time counts).
+fn take(request: Request, waiting: &mut Vec<Reply>, lazy_since: &mut Option<Instant>) {
+    match request {
+        Request::Durable(reply) => waiting.push(reply),
+        Request::Soon => {
+            lazy_since.get_or_insert_with(Instant::now);
+        }
+    }
+}
+
 /// The commit thread: flushes for every writer waiting when the flush
 /// begins, and for lazy writes once the oldest has waited `lazy_for`.
-/// Under load it first waits `gather` for more writers (see [`gathers`]).
+/// Under load it first waits [`GATHER`] for more writers (see [`gathers`]).
 fn commit_loop(
     mut rx: mpsc::UnboundedReceiver<Request>,
     lazy: &AtomicBool,
     lazy_for: Duration,
-    gather: Duration,
     flush: impl Fn() -> Result<(), String>,
 ) {
     // Only to wait for a request with a deadline while lazy writes are
@@ -155,12 +163,7 @@ fn commit_loop(
             .into_iter()
             .chain(std::iter::from_fn(|| rx.try_recv().ok()))
         {
-            match request {
-                Request::Durable(reply) => waiting.push(reply),
-                Request::Soon => {
-                    lazy_since.get_or_insert_with(Instant::now);
-                }
-            }
+            take(request, &mut waiting, &mut lazy_since);
         }
         let lazy_due = lazy_since.is_some_and(|since| !open || since.elapsed() >= lazy_for);
         if waiting.is_empty() && !lazy_due {
@@ -168,14 +171,9 @@ fn commit_loop(
         }
         if open && gathers(last_group, waiting.len()) {
             // Writers come faster than flushes: let more join this one.
-            thread::sleep(gather);
+            thread::sleep(GATHER);
             while let Ok(request) = rx.try_recv() {
-                match request {
-                    Request::Durable(reply) => waiting.push(reply),
-                    Request::Soon => {
-                        lazy_since.get_or_insert_with(Instant::now);
-                    }
-                }
+                take(request, &mut waiting, &mut lazy_since);
             }
         }
         last_group = waiting.len();
@@ -238,7 +236,7 @@ mod tests {
         let flushes = Arc::new(AtomicUsize::new(0));
         let commit = {
             let flushes = flushes.clone();
-            Arc::new(GroupCommit::start(LAZY, GATHER, move || {
+            Arc::new(GroupCommit::start(LAZY, move || {
                 flushes.fetch_add(1, Ordering::SeqCst);
                 std::thread::sleep(std::time::Duration::from_millis(20));
                 Ok(())
@@ -282,7 +280,7 @@ mod tests {
     fn counting(lazy_for: Duration) -> (GroupCommit, Arc<AtomicUsize>) {
         let flushes = Arc::new(AtomicUsize::new(0));
         let counter = flushes.clone();
-        let commit = GroupCommit::start(lazy_for, GATHER, move || {
+        let commit = GroupCommit::start(lazy_for, move || {
             counter.fetch_add(1, Ordering::SeqCst);
             Ok(())
         });

@@ -62,11 +62,9 @@ impl SledStore {
                 blob_dir,
                 // Weak, so the database closes when the host drops it, not
                 // when the commit thread notices.
-                commit: GroupCommit::start(commit::LAZY, commit::GATHER, move || {
-                    match me.upgrade() {
-                        Some(store) => store.flush(),
-                        None => Err("the store is closed".to_string()),
-                    }
+                commit: GroupCommit::start(commit::LAZY, move || match me.upgrade() {
+                    Some(store) => store.flush(),
+                    None => Err("the store is closed".to_string()),
                 }),
                 walks: Default::default(),
                 queue,
